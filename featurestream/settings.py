@@ -1,0 +1,165 @@
+"""One settings object for the jobs, the reader and the CLI.
+
+Every setting is an environment variable prefixed ``FEATURESTREAM_`` (the field name in upper
+case, e.g. ``FEATURESTREAM_KAFKA_BOOTSTRAP``). Defaults point at the embedded local stack started
+by ``featurestream up``; a remote Kafka, Flink or Redis is just other settings.
+
+Settings are resolved once, in a ``main()`` (job entry point, CLI, reader), and handed to Flink
+functions as plain constructor values. Bad values fail at start-up with a :class:`SettingsError`
+that names the variable and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from udfs.durations import parse_duration_ms
+
+PREFIX = "FEATURESTREAM_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+def _default_home() -> Path:
+    return Path.home() / ".featurestream"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All featurestream settings. Build with :meth:`from_env`."""
+
+    # Where the local stack keeps its runtime files (logs, pids, Flink home, checkpoints).
+    home: Path = field(default_factory=_default_home)
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    # Confluent Schema Registry; empty = file-backed registry built from schemas/.
+    schema_registry_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    flink_rest_url: str = "http://127.0.0.1:8081"
+    events_topic: str = "events"
+    events_dlq_topic: str = "events.dlq"
+    scores_topic: str = "scores"
+    scores_dlq_topic: str = "scores.dlq"
+    topic_partitions: int = 2
+    consumer_group: str = "featurestream-features"
+    # Sliding windows, comma separated; each window's hop is its length / 60.
+    windows: tuple[str, ...] = ("1m", "5m", "1h", "24h")
+    max_out_of_orderness_ms: int = 5_000
+    source_idleness_ms: int = 10_000
+    # Events older than watermark - allowed lateness go to the DLQ. 0 = the largest window.
+    allowed_lateness_ms: int = 0
+    checkpoint_dir: str = ""  # empty = file://<home>/checkpoints
+    checkpoint_interval_ms: int = 10_000
+    parallelism: int = 1
+    redis_key_prefix: str = "fs:"
+    redis_ttl_seconds: int = 7 * 86_400
+    redis_batch_size: int = 1_000
+    # PyFlink bundle: rows reach Redis at the latest when a bundle ends.
+    bundle_size: int = 10_000
+    bundle_time_ms: int = 200
+    state_cache_size: int = 100_000
+    python_executable: str = sys.executable
+
+    @property
+    def window_ms(self) -> tuple[int, ...]:
+        """Window lengths in milliseconds, in the configured order."""
+        return tuple(parse_duration_ms(w) for w in self.windows)
+
+    @property
+    def effective_allowed_lateness_ms(self) -> int:
+        """Allowed lateness; defaults to (and never exceeds) the largest window."""
+        largest = max(self.window_ms)
+        return largest if self.allowed_lateness_ms == 0 else self.allowed_lateness_ms
+
+    @property
+    def effective_checkpoint_dir(self) -> str:
+        """Checkpoint directory URL (file:// under ``home`` unless set)."""
+        return self.checkpoint_dir or (self.home / "checkpoints").resolve().as_uri()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``FEATURESTREAM_*`` variables over the defaults and validate them."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = PREFIX + f.name.upper()
+            if var not in environ:
+                continue
+            raw = environ[var]
+            try:
+                values[f.name] = _convert(f, raw)
+            except ValueError as exc:
+                raise SettingsError(f"{var}={raw!r}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed."""
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise :class:`SettingsError` naming the variable and the fix for any bad value."""
+
+        def bad(name: str, fix: str) -> SettingsError:
+            value = getattr(self, name)
+            return SettingsError(f"{PREFIX}{name.upper()}={value!r}: {fix}")
+
+        if not self.windows:
+            raise bad("windows", "list at least one window, e.g. 1m,5m,1h,24h")
+        try:
+            lengths = self.window_ms
+        except ValueError as exc:
+            raise bad("windows", str(exc)) from None
+        for w, ms in zip(self.windows, lengths, strict=True):
+            if ms < 60_000 or ms % 60_000:
+                raise bad("windows", f"{w}: windows must be whole minutes (hop = window / 60)")
+        if len(set(lengths)) != len(lengths):
+            raise bad("windows", "each window may appear once")
+        if not 0 <= self.allowed_lateness_ms <= max(lengths):
+            raise bad("allowed_lateness_ms", "use 0 (= largest window) up to the largest window")
+        for name in ("checkpoint_interval_ms", "parallelism", "topic_partitions",
+                     "redis_batch_size", "bundle_size", "bundle_time_ms", "state_cache_size",
+                     "redis_ttl_seconds"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "must be a positive integer")
+        for name in ("max_out_of_orderness_ms", "source_idleness_ms"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be zero or positive")
+        if not all(":" in hp for hp in self.kafka_bootstrap.split(",")):
+            raise bad("kafka_bootstrap", "use host:port[,host:port...]")
+        if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise bad("redis_url", "use redis://[:password@]host:port/db or rediss:// for TLS")
+        if urlparse(self.flink_rest_url).scheme not in ("http", "https"):
+            raise bad("flink_rest_url", "use http://host:port of the JobManager's REST endpoint")
+        if self.schema_registry_url and urlparse(self.schema_registry_url).scheme not in (
+            "http", "https"
+        ):
+            raise bad("schema_registry_url", "use http(s)://host:port, or leave empty")
+        if self.checkpoint_dir and "://" not in self.checkpoint_dir:
+            raise bad("checkpoint_dir", "use a URL such as file:///var/lib/featurestream/ckpt")
+        if not self.redis_key_prefix or any(c.isspace() for c in self.redis_key_prefix):
+            raise bad("redis_key_prefix", "use a non-empty prefix without spaces, e.g. fs:")
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "int":
+        if raw.strip().lstrip("-").isdigit():
+            return int(raw)
+        return parse_duration_ms(raw) if f.name.endswith("_ms") else int(raw)
+    if kind == "Path":
+        return Path(raw).expanduser()
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw

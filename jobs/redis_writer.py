@@ -1,0 +1,48 @@
+"""Pipelined, idempotent writes of feature rows to Redis (layout: :mod:`udfs.redis_layout`)."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from udfs.redis_layout import UPSERT_ROW_LUA, FeatureValue, upsert_args, user_key
+
+
+class RedisRowWriter:
+    """Buffers the latest row per user and writes a micro-batch in one pipelined round trip.
+
+    Rows of one user arrive in ``(as_of, version)`` order, so only the newest buffered row per
+    user is written; the upsert script drops any row older than the stored one.
+    """
+
+    def __init__(self, url: str, key_prefix: str, ttl_seconds: int, batch_size: int) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._upsert = self._client.register_script(UPSERT_ROW_LUA)
+        self._prefix = key_prefix
+        self._ttl = ttl_seconds
+        self._batch_size = batch_size
+        self._pending: dict[str, dict[str, FeatureValue]] = {}
+
+    def add(self, user_id: str, row: dict[str, FeatureValue]) -> None:
+        """Buffer ``row`` as the user's newest; flush when the batch is full."""
+        self._pending[user_id] = row
+        if len(self._pending) >= self._batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every buffered row (raises if Redis fails: the job then restarts and replays)."""
+        if not self._pending:
+            return
+        now_ms = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        for user_id, row in self._pending.items():
+            self._upsert(keys=[user_key(self._prefix, user_id)],
+                         args=upsert_args(row, now_ms, self._ttl), client=pipe)
+        pipe.execute()
+        self._pending.clear()
+
+    def close(self) -> None:
+        """Flush and release the connection pool."""
+        self.flush()
+        self._client.close()

@@ -1,0 +1,172 @@
+"""Window logic: scenario tables with ASCII timelines, a hypothesis oracle, and state hygiene."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.harness import KeyedHarness
+from tests.oracle import assert_row_matches, expected_row
+from udfs.events import EVENT_TYPES, Event
+from udfs.feature_processor import FeatureProcessor
+from udfs.features import default_features
+
+WINDOWS = ("1m", "5m", "1h", "24h")
+DAY = 86_400_000
+
+
+def make_processor(windows: tuple[str, ...] = WINDOWS, lateness: int = DAY) -> FeatureProcessor:
+    return FeatureProcessor(default_features(windows), allowed_lateness_ms=lateness)
+
+
+def ev(ts: int, kind: str = "view", user: str = "u1", item: str | None = "i1",
+       amount: float | None = None, n: list[int] = [0]) -> Event:  # noqa: B006 - id counter
+    n[0] += 1
+    if kind == "purchase" and amount is None:
+        amount = 10.0
+    return Event(f"e{n[0]}", user, kind, item, amount, ts, None)
+
+
+# Each scenario: events (seconds, type) in arrival order, then the watermark moves to `until`;
+# `expect` lists (as_of seconds, events_1m, events_5m) of the rows emitted, in order.
+SCENARIOS = [
+    pytest.param(
+        # t(s)  0        30          60 61  90 91
+        #       v        c           |  |   |  └ 30s bucket leaves the 1m window
+        #                            |  └ 0s bucket leaves the 1m window (expiry 0 + 60)
+        [(0, "view"), (30, "click")], 100,
+        [(0, 1, 1), (30, 2, 2), (60, 1, 2), (90, 0, 2)],
+        id="events age out of the 1m window at their bucket expiry",
+    ),
+    pytest.param(
+        # t(s)  10   5(late, same 1m window)    70
+        #       v    c                          └ both gone from 1m, still in 5m
+        [(10, "view"), (5, "click")], 70,
+        [(10, 1, 1), (10, 2, 2), (65, 1, 2), (70, 0, 2)],
+        id="an out-of-order event lands in its own bucket and expires on its own",
+    ),
+    pytest.param(
+        # t(s)  0      100 (advances as_of; the 0s event is out of the 1m window)
+        #       v      v
+        [(0, "view"), (100, "view")], 100,
+        [(0, 1, 1), (100, 1, 2)],
+        id="a newer event expires older buckets before it is counted",
+    ),
+    pytest.param(
+        # t(s)  0.5 0.9 (same 1s bucket)   60 (bucket [0,1s) expires at 60s)
+        [(0.5, "view"), (0.9, "view")], 61,
+        [(0.5, 1, 1), (0.9, 2, 2), (60, 0, 2)],
+        id="events in one hop expire together at the hop's end + W",
+    ),
+]
+
+
+@pytest.mark.parametrize(("arrivals", "until", "expect"), SCENARIOS)
+def test_scenarios(arrivals, until, expect) -> None:
+    harness = KeyedHarness(make_processor())
+    for seconds, kind in arrivals:
+        harness.process(ev(int(seconds * 1000), kind))
+    harness.advance_watermark(until * 1000)
+    got = [(row["as_of"] / 1000, row["events_1m"], row["events_5m"]) for _, row in harness.rows]
+    assert got == [(a, b, c) for a, b, c in expect]
+
+
+def test_row_versions_grow_and_as_of_never_goes_back() -> None:
+    harness = KeyedHarness(make_processor())
+    for ts in (5_000, 1_000, 70_000, 2_000, 200_000):
+        harness.process(ev(ts))
+        harness.advance_watermark(ts - 5_000)
+    keys = [(row["as_of"], row["version"]) for _, row in harness.rows]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_event_older_than_largest_window_is_rejected_not_counted() -> None:
+    harness = KeyedHarness(make_processor(("1m", "1h")))
+    harness.process(ev(3 * 3_600_000))
+    harness.process(ev(1_000))  # two hours older than the user's row: outside every window
+    [(event, rejection)] = harness.rejected
+    assert event.ts == 1_000 and rejection.error_class == "ExpiredEvent"
+    assert "largest window (1h)" in rejection.message
+    assert harness.latest_rows()["u1"]["events_1h"] == 1
+
+
+def test_event_beyond_allowed_lateness_is_rejected() -> None:
+    harness = KeyedHarness(make_processor(lateness=60_000))
+    harness.advance_watermark(10 * 60_000)
+    harness.process(ev(10 * 60_000 - 60_001, user="new-user"))
+    [(_, rejection)] = harness.rejected
+    assert rejection.error_class == "LateEvent" and "allowed lateness is 60000 ms" in rejection.message
+    assert "new-user" not in harness.state and not harness.rows
+
+
+def test_idle_users_leave_no_state_and_no_timers() -> None:
+    harness = KeyedHarness(make_processor(lateness=60_000))
+    for i in range(50):
+        harness.process(ev(i * 997, "purchase", user=f"u{i % 7}", item=f"i{i % 5}"))
+    assert harness.state and harness.timers
+    harness.advance_watermark(2 * DAY)
+    assert harness.state == {} and harness.timers == {}
+    for user, row in harness.latest_rows().items():  # the last rows fell back to zero
+        assert row["events_24h"] == 0 and row["spend_24h"] == 0.0, user
+        assert row["avg_spend_24h"] is None and row["distinct_items_24h"] == 0
+
+
+def test_each_user_has_at_most_one_timer() -> None:
+    harness = KeyedHarness(make_processor())
+    for i in range(200):
+        harness.process(ev((i * 7919) % 500_000, user=f"u{i % 3}"))
+        assert all(len(t) == 1 for t in harness.timers.values())
+
+
+def test_state_survives_pickling_as_flink_stores_it() -> None:
+    import pickle
+
+    processor = make_processor()
+    harness = KeyedHarness(processor)
+    for ts in (1_000, 2_000, 3_600_000):
+        harness.process(ev(ts, "purchase", item=f"i{ts}"))
+    restored = pickle.loads(pickle.dumps(harness.state["u1"]))
+    outcome = processor.on_event(restored, ev(3_600_500, "click"), 0)
+    again = processor.on_event(harness.state["u1"], ev(3_600_500, "click"), 0)
+    assert outcome.row == again.row
+
+
+events_strategy = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=3 * 3_600_000),  # event time within 3 hours
+        st.sampled_from(EVENT_TYPES),
+        st.sampled_from(["a", "b", "c", None]),
+        st.floats(min_value=0.01, max_value=1_000, allow_nan=False),
+        st.sampled_from(["u1", "u2"]),
+        st.integers(min_value=0, max_value=120_000),  # how far behind the stream it arrives
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events_strategy, st.sampled_from([60_000, 3_600_000, DAY]))
+def test_every_row_equals_the_oracle(raw, lateness) -> None:
+    """Disordered arrivals, watermarks and expiry timers: every emitted row is exact."""
+    harness = KeyedHarness(make_processor(lateness=lateness))
+    # Arrival order: by (event time + delay), so some events arrive after later ones.
+    arrivals = sorted(raw, key=lambda r: r[0] + r[5])
+    accepted: dict[str, list[Event]] = {"u1": [], "u2": []}
+    max_seen = 0
+    for i, (ts, kind, item, amount, user, _) in enumerate(arrivals):
+        event = Event(f"e{i}", user, kind, item, amount if kind == "purchase" else None, ts, None)
+        rows_before, rejected_before = len(harness.rows), len(harness.rejected)
+        harness.process(event)
+        if len(harness.rejected) == rejected_before:
+            accepted[user].append(event)
+        for key, row in harness.rows[rows_before:]:
+            assert_row_matches(row, expected_row(accepted[key], row["as_of"]), f"event {i}")
+        max_seen = max(max_seen, ts)
+        rows_before = len(harness.rows)
+        harness.advance_watermark(max_seen - 5_000)
+        for key, row in harness.rows[rows_before:]:
+            assert_row_matches(row, expected_row(accepted[key], row["as_of"]), f"timer {i}")
+    harness.advance_watermark(max_seen + 2 * DAY)
+    assert harness.state == {} and harness.timers == {}
