@@ -16,6 +16,7 @@ def create_env(settings: Settings) -> StreamExecutionEnvironment:
     time is short; the state cache holds every active user so state stays in Python.
     """
     config = Configuration()
+    config.set_string("python.executable", settings.python_executable)
     config.set_string("python.fn-execution.bundle.size", str(settings.bundle_size))
     config.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
     config.set_string("python.state.cache-size", str(settings.state_cache_size))
