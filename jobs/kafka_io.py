@@ -21,7 +21,8 @@ _DESERIALIZER = "io.featurestream.flink.FramedRecordDeserializer"
 _SERIALIZER = "io.featurestream.flink.FramedRecordSerializer"
 
 
-def _new_java(class_name: str):  # noqa: ANN202 - a py4j proxy
+def _new_java(class_name: str) -> object:
+    """A new instance of a Java class from the job's jar (a py4j proxy)."""
     return load_java_class(class_name).newInstance()
 
 
