@@ -157,7 +157,9 @@ def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
     if kind == "int":
         if raw.strip().lstrip("-").isdigit():
             return int(raw)
-        return parse_duration_ms(raw) if f.name.endswith("_ms") else int(raw)
+        if f.name.endswith("_ms"):
+            return parse_duration_ms(raw)
+        raise ValueError("expected a whole number")
     if kind == "Path":
         return Path(raw).expanduser()
     if kind.startswith("tuple"):

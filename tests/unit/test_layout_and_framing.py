@@ -1,0 +1,89 @@
+"""Redis row encoding, Kafka frames (the Python twins of the Java framers), DLQ records,
+and feature definition checks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from udfs.dlq import dlq_frame
+from udfs.features import Feature, default_features, window_specs
+from udfs.kafka_framing import (
+    SourceRecord,
+    decode_sink_frame,
+    decode_source_frame,
+    encode_sink_frame,
+    encode_source_frame,
+)
+from udfs.redis_layout import decode_row, decode_value, encode_value, upsert_args, user_key
+
+values = st.one_of(st.none(), st.integers(-(2**62), 2**62),
+                   st.floats(allow_nan=False, allow_infinity=False))
+
+
+@given(values)
+def test_values_round_trip_exactly(value) -> None:
+    assert decode_value(encode_value(value).encode()) == value
+
+
+def test_upsert_args_and_decode_row() -> None:
+    row = {"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5}
+    args = upsert_args(row, updated_at_ms=99, ttl_seconds=60)
+    assert args[:3] == ["10", "3", "60"]
+    fields = dict(zip(args[3::2], args[4::2], strict=True))
+    assert decode_row({k.encode(): v.encode() for k, v in fields.items()}) == {
+        **row, "updated_at": 99}
+    assert user_key("fs:", "u-1") == "fs:user:u-1"
+
+
+@given(st.text(min_size=1, max_size=30), st.integers(0, 2**31 - 1), st.integers(0, 2**62),
+       st.integers(-1, 2**62), st.binary(max_size=300))
+def test_source_frames_round_trip(topic, partition, offset, timestamp, value) -> None:
+    frame = encode_source_frame(topic, partition, offset, timestamp, value)
+    assert decode_source_frame(frame) == SourceRecord(topic, partition, offset, timestamp, value)
+
+
+@given(st.text(min_size=1, max_size=30), st.one_of(st.none(), st.binary(max_size=40)),
+       st.binary(max_size=300), st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=50)),
+                                         max_size=8))
+def test_sink_frames_round_trip(topic, key, value, headers) -> None:
+    frame = encode_sink_frame(topic, key, value, headers)
+    assert decode_sink_frame(frame) == (topic, key, headers, value)
+
+
+def test_dlq_frame_keeps_original_bytes_and_names_the_error() -> None:
+    record = SourceRecord("events", 1, 42, 1000, b"\x00garbage")
+    topic, key, headers, value = decode_sink_frame(
+        dlq_frame("events.dlq", record, "decode", "MalformedRecord", "bad magic byte"))
+    assert (topic, key, value) == ("events.dlq", None, b"\x00garbage")
+    assert dict(headers) == {
+        "__connect.errors.topic": b"events",
+        "__connect.errors.partition": b"1",
+        "__connect.errors.offset": b"42",
+        "__connect.errors.stage": b"decode",
+        "__connect.errors.exception.class.name": b"MalformedRecord",
+        "__connect.errors.exception.message": b"bad magic byte",
+    }
+
+
+def test_default_feature_set_is_the_documented_one() -> None:
+    names = [f.name for f in default_features(("1m", "5m", "1h", "24h"))]
+    assert len(names) == len(set(names)) == 4 * 5 + 5 + 1
+    assert {"ctr_1h", "avg_spend_24h", "distinct_items_1h", "last_event_ts"} <= set(names)
+    specs = window_specs(default_features(("1m", "5m", "1h", "24h")))
+    assert [(s.name, s.hop_ms, s.track_items) for s in specs] == [
+        ("1m", 1_000, False), ("5m", 5_000, False), ("1h", 60_000, True),
+        ("24h", 1_440_000, True)]
+
+
+@pytest.mark.parametrize(("feature", "problem"), [
+    (Feature("x", "median", "1h"), "unknown kind"),
+    (Feature("x", "count", None), "only last_event_ts"),
+    (Feature("x", "count", "1h", "refund"), "unknown event type"),
+    (Feature("x", "sum_amount", "1h", "view"), "purchases only"),
+    (Feature("x", "ratio", "1h", "click"), "needs event_type and over"),
+])
+def test_inconsistent_features_are_rejected(feature, problem) -> None:
+    with pytest.raises(ValueError, match=problem):
+        window_specs([feature])
