@@ -114,8 +114,10 @@ class MaterializeFeatures(KeyedProcessFunction):
                                  key=event.user_id.encode())
         self._apply(outcome, ctx)
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> None:
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
+                 ) -> Iterator[Any]:
         self._apply(self._processor.on_timer(self._state.value(), timestamp), ctx)
+        return iter(())  # PyFlink iterates the result of on_timer; expiry emits no records
 
     def _apply(self, outcome: Outcome, ctx: KeyedProcessFunction.Context) -> None:
         """Move the timer, store or clear the state, buffer the row."""

@@ -1,0 +1,107 @@
+"""A real stack for the integration tests: tansu, redis-server and a Flink session cluster on
+free ports in a temporary home, so a running demo stack is never touched."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from featurestream.settings import Settings
+from featurestream.stack import LocalStack
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` free ports, each with a free successor (Flink's RPC port is REST + 1)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        taken = {p for q in ports for p in (q, q + 1)}
+        if port < 65535 and not {port, port + 1} & taken and _bindable(port + 1):
+            ports.append(port)
+    return ports
+
+
+def settings_for(home: Path, **changes: object) -> Settings:
+    """Settings for a private stack in ``home`` on free ports."""
+    kafka, redis, flink = free_ports(3)
+    return Settings().replace(
+        home=home,
+        kafka_bootstrap=f"127.0.0.1:{kafka}",
+        redis_url=f"redis://127.0.0.1:{redis}/0",
+        flink_rest_url=f"http://127.0.0.1:{flink}",
+        **changes,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    home = Path(tmp_path_factory.mktemp("featurestream-home"))
+    local = LocalStack(settings_for(home, checkpoint_interval_ms=2_000))
+    local.up()
+    try:
+        yield local
+    finally:
+        local.down()
+
+
+def flink_get(settings: Settings, path: str) -> dict:
+    with urllib.request.urlopen(settings.flink_rest_url.rstrip("/") + path, timeout=10) as r:
+        return json.load(r)
+
+
+def job_diagnostics(settings: Settings, job_id: str) -> str:
+    """The job's state, vertex states and latest exception, for failure messages."""
+    job = flink_get(settings, f"/jobs/{job_id}")
+    vertices = ", ".join(f"{v['name'][:40]}={v['status']}" for v in job["vertices"])
+    entries = job_exceptions(settings, job_id)
+    latest = entries[0][:3000] if entries else "no exceptions"
+    return f"job {job['state']}: {vertices}\n{latest}"
+
+
+def job_exceptions(settings: Settings, job_id: str) -> list[str]:
+    """Stack traces of every failure (and restart) the job has had."""
+    history = flink_get(settings, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
+    return [entry["stacktrace"] for entry in history.get("entries", [])]
+
+
+def cancel_job(settings: Settings, job_id: str) -> None:
+    request = urllib.request.Request(
+        f"{settings.flink_rest_url.rstrip('/')}/jobs/{job_id}?mode=cancel", method="PATCH")
+    urllib.request.urlopen(request, timeout=10).close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if flink_get(settings, f"/jobs/{job_id}")["state"] in ("CANCELED", "FAILED", "FINISHED"):
+            return
+        time.sleep(0.5)
+
+
+def read_topic(settings: Settings, topic: str, partitions: int) -> list:
+    """Every record currently in ``topic`` (reads until no record arrives for 3 s)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "tests",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records = []
+    try:
+        while batch := consumer.consume(1000, timeout=3):
+            records += [m for m in batch if m.error() is None]
+    finally:
+        consumer.close()
+    return records
