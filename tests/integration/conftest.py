@@ -62,6 +62,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         local.down()
 
 
+def isolated(stack: LocalStack, name: str) -> Settings:
+    """The stack's settings with a test's own topics, Redis prefix and consumer group."""
+    settings = stack.settings.replace(
+        events_topic=f"{name}.events", events_dlq_topic=f"{name}.events.dlq",
+        scores_topic=f"{name}.scores", scores_dlq_topic=f"{name}.scores.dlq",
+        redis_key_prefix=f"{name}:", consumer_group=f"{name}-group",
+    )
+    LocalStack(settings, echo=lambda line: None).kafka.ensure_topics(lambda line: None)
+    return settings
+
+
 def flink_get(settings: Settings, path: str) -> dict:
     with urllib.request.urlopen(settings.flink_rest_url.rstrip("/") + path, timeout=10) as r:
         return json.load(r)

@@ -1,20 +1,28 @@
 """The feature job on the real stack: rows in Redis equal an independent oracle; every bad
-record lands in the DLQ exactly once with its reason, and good records are unaffected."""
+record lands in the DLQ exactly once with its reason; good records are unaffected; and after
+the job's Python workers are killed mid-stream, recovery from a checkpoint still yields rows
+equal to the oracle."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from featurestream.kafka_producer import EventProducer
+from featurestream.settings import Settings
 from featurestream.stack import LocalStack
 from featurestream.submit import submit_job
 from tests.integration.conftest import (
     cancel_job,
+    flink_get,
+    isolated,
     job_diagnostics,
     job_exceptions,
     read_topic,
@@ -49,11 +57,38 @@ def bad_records() -> dict[bytes, str]:
     }
 
 
-def wait_until_stable(client: redis.Redis, keys: list[str], dlq_count, expected_dlq: int,
-                      diagnostics, timeout_s: float = 240) -> dict[str, dict]:
-    """Poll until every key has a row, the DLQ is complete and rows stop changing for 5 s."""
+def good_events(seed: int, count: int = 3000) -> tuple[list[Event], dict[str, list[Event]]]:
+    """A generated stream over ~25 min of event time (so short windows decay), by user."""
+    config = StreamConfig(users=40, items=200, events_per_second=2.0, seed=seed,
+                          out_of_order_fraction=0.05)
+    events = list(itertools.islice(generate_events(config), count))
+    by_user: dict[str, list[Event]] = defaultdict(list)
+    for event in events:
+        by_user[event.user_id].append(event)
+    return events, by_user
+
+
+def produce(settings: Settings, records: list[tuple[str, bytes, int]]) -> None:
+    with EventProducer(settings) as producer:
+        for key, value, ts in records:
+            producer.send(key, value, ts)
+    assert producer.failed == 0
+
+
+def encoded(encoder: EventEncoder, events: list[Event]) -> list[tuple[str, bytes, int]]:
+    """Events as (key, value, ts), two thirds Avro and one third JSON."""
+    return [(e.user_id, encoder.avro(e) if i % 3 else encoder.json(e), e.ts)
+            for i, e in enumerate(events)]
+
+
+def wait_until_stable(settings: Settings, users: list[str], ready: Callable[[], bool],
+                      diagnostics: Callable[[], str], timeout_s: float = 240
+                      ) -> dict[str, dict]:
+    """Poll until every user has a row, ``ready()`` holds and rows stop changing for 5 s."""
+    client = redis.Redis.from_url(settings.redis_url)
+    keys = [user_key(settings.redis_key_prefix, u) for u in users]
     deadline = time.monotonic() + timeout_s
-    last, stable_since = None, time.monotonic()
+    last, stable_since, rows = None, time.monotonic(), []
     while time.monotonic() < deadline:
         pipe = client.pipeline(transaction=False)
         for key in keys:
@@ -62,28 +97,32 @@ def wait_until_stable(client: redis.Redis, keys: list[str], dlq_count, expected_
         snapshot = [(r.get("as_of"), r.get("version")) for r in rows]
         if snapshot != last:
             last, stable_since = snapshot, time.monotonic()
-        elif (all(rows) and time.monotonic() - stable_since > 5
-              and dlq_count() >= expected_dlq):
-            return dict(zip(keys, rows, strict=True))
+        elif all(rows) and time.monotonic() - stable_since > 5 and ready():
+            return dict(zip(users, rows, strict=True))
         time.sleep(1)
     missing = sum(1 for r in rows if not r)
-    pytest.fail(f"job did not settle: {missing} users without rows, DLQ {dlq_count()}"
-                f"/{expected_dlq}\n{diagnostics()}")
+    pytest.fail(f"job did not settle: {missing} users without rows\n{diagnostics()}")
+
+
+def assert_rows_equal_oracle(rows: dict[str, dict], by_user: dict[str, list[Event]]) -> int:
+    """Every row equals the oracle as of its as_of; returns how many rows decayed."""
+    decayed = 0
+    for user_id, events in by_user.items():
+        row = rows[user_id]
+        newest = max(e.ts for e in events)
+        assert row["as_of"] >= newest, user_id
+        assert_row_matches(row, expected_row(events, row["as_of"]), user_id)
+        assert row["updated_at"] > 0
+        decayed += row["as_of"] > newest and row["events_1m"] == 0
+    return decayed
 
 
 def test_rows_match_oracle_and_bad_records_go_to_dlq_once(stack: LocalStack) -> None:
-    settings = stack.settings
+    settings = isolated(stack, "features")
     job_id = submit_job(settings, "features")
     try:
-        status = stack.status()
-        assert job_id in str(status), status
-
-        config = StreamConfig(users=40, items=200, events_per_second=2.0, seed=11,
-                              out_of_order_fraction=0.05)
-        good = list(itertools.islice(generate_events(config), 3000))
-        by_user: dict[str, list[Event]] = defaultdict(list)
-        for event in good:
-            by_user[event.user_id].append(event)
+        assert any(job.id == job_id for s in stack.status() for job in s.jobs)
+        events, by_user = good_events(seed=11)
         encoder = EventEncoder(registry_for(settings.schema_registry_url))
         # Too old for the largest window as of the user's row (or beyond allowed lateness):
         # produced after the user's events, with the same key, so it is judged after them.
@@ -94,50 +133,25 @@ def test_rows_match_oracle_and_bad_records_go_to_dlq_once(stack: LocalStack) -> 
                           newest - 25 * HOUR, None)
             too_old[encoder.json(event)] = user_id
         undecodable = bad_records()
+        records = encoded(encoder, events)
+        records[1500:1500] = [("bad", raw, events[1500].ts) for raw in undecodable]
+        records += [(user_id, raw, events[-1].ts) for raw, user_id in too_old.items()]
+        produce(settings, records)
 
-        with EventProducer(settings) as producer:
-            for i, event in enumerate(good):
-                value = encoder.avro(event) if i % 3 else encoder.json(event)
-                producer.send(event.user_id, value, event.ts)
-                if i == 1500:
-                    for raw in undecodable:
-                        producer.send("bad", raw, event.ts)
-            for raw, user_id in too_old.items():
-                producer.send(user_id, raw, good[-1].ts)
-        assert producer.failed == 0
+        dlq: list = []
 
-        client = redis.Redis.from_url(settings.redis_url)
-        keys = [user_key(settings.redis_key_prefix, u) for u in sorted(by_user)]
-        expected_dlq = len(undecodable) + len(too_old)
+        def dlq_complete() -> bool:
+            dlq[:] = read_topic(settings, settings.events_dlq_topic, settings.topic_partitions)
+            return len(dlq) >= len(undecodable) + len(too_old)
 
-        def dlq_records() -> list:
-            return read_topic(settings, settings.events_dlq_topic, settings.topic_partitions)
-
-        dlq_count_cache: list = []
-
-        def dlq_count() -> int:
-            dlq_count_cache[:] = dlq_records()
-            return len(dlq_count_cache)
-
-        rows = wait_until_stable(client, keys, dlq_count, expected_dlq,
+        rows = wait_until_stable(settings, sorted(by_user), dlq_complete,
                                  lambda: job_diagnostics(settings, job_id))
-
-        # Every user's row equals the oracle over the good events, as of the row's as_of.
-        decayed = 0
-        for user_id in sorted(by_user):
-            row = rows[user_key(settings.redis_key_prefix, user_id)]
-            events = by_user[user_id]
-            assert row["as_of"] >= max(e.ts for e in events), user_id
-            assert_row_matches(row, expected_row(events, row["as_of"]), user_id)
-            assert row["updated_at"] > 0
-            decayed += row["as_of"] > max(e.ts for e in events) and row["events_1m"] == 0
+        decayed = assert_rows_equal_oracle(rows, by_user)
         assert decayed > 0, "no row fell back as its events aged out (expiry timers)"
         assert job_exceptions(settings, job_id) == [], "the job failed and restarted"
 
         # Each bad record exactly once, with its stage and reason; nothing else.
-        dlq = dlq_count_cache
-        values = [m.value() for m in dlq]
-        assert sorted(values) == sorted([*undecodable, *too_old])
+        assert sorted(m.value() for m in dlq) == sorted([*undecodable, *too_old])
         for message in dlq:
             headers = {k: v.decode() for k, v in message.headers()}
             if message.value() in undecodable:
@@ -149,5 +163,36 @@ def test_rows_match_oracle_and_bad_records_go_to_dlq_once(stack: LocalStack) -> 
                 assert message.key().decode() == too_old[message.value()]
             assert headers[HEADER_EXCEPTION_MESSAGE]
             assert headers["__connect.errors.topic"] == settings.events_topic
+    finally:
+        cancel_job(settings, job_id)
+
+
+def test_recovery_from_checkpoint_yields_oracle_rows(stack: LocalStack) -> None:
+    settings = isolated(stack, "recovery")
+    job_id = submit_job(settings, "features")
+    try:
+        events, by_user = good_events(seed=23)
+        records = encoded(EventEncoder(registry_for(settings.schema_registry_url)), events)
+        produce(settings, records[:2000])
+
+        def completed_checkpoints() -> int:
+            return flink_get(settings, f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
+
+        deadline = time.monotonic() + 120
+        while completed_checkpoints() < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert completed_checkpoints() >= 2, job_diagnostics(settings, job_id)
+        workers = stack.flink.python_workers()
+        assert workers
+        for pid in workers:  # the Python side of the job dies mid-stream
+            os.kill(pid, signal.SIGKILL)
+        produce(settings, records[2000:])
+
+        rows = wait_until_stable(settings, sorted(by_user),
+                                 lambda: bool(job_exceptions(settings, job_id)),
+                                 lambda: job_diagnostics(settings, job_id))
+        assert job_exceptions(settings, job_id), "the job never noticed its workers died"
+        assert flink_get(settings, f"/jobs/{job_id}")["state"] == "RUNNING"
+        assert assert_rows_equal_oracle(rows, by_user) > 0
     finally:
         cancel_job(settings, job_id)
