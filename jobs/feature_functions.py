@@ -23,7 +23,6 @@ from jobs.kafka_io import FRAME_TYPE
 from jobs.redis_writer import RedisRowWriter
 from udfs.codec import DecodeError, EventDecoder
 from udfs.dlq import dlq_frame
-from udfs.events import Event
 from udfs.feature_processor import FeatureProcessor, Outcome
 from udfs.features import Feature
 from udfs.kafka_framing import decode_source_frame
@@ -31,9 +30,12 @@ from udfs.schema_registry import registry_for
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
 
-# A decoded event travels with its source frame, so a late event can still be dead-lettered
-# with its original bytes and coordinates.
-DecodedEvent = tuple[Event, bytes]
+# What travels from decode to the keyed function: (user_id, ts, source frame), in Flink's
+# native tuple coder (no pickling). The keyed function decodes the frame again, which costs
+# less than pickling an Event across the boundary, and keeps the original bytes and their
+# coordinates for the DLQ.
+KeyedFrame = tuple[str, int, bytes]
+KEYED_FRAME_TYPE = Types.TUPLE([Types.STRING(), Types.LONG(), FRAME_TYPE])
 
 
 class DecodeEvents(ProcessFunction):
@@ -57,14 +59,14 @@ class DecodeEvents(ProcessFunction):
             yield DLQ, dlq_frame(self._dlq_topic, record, "decode", result.error_class,
                                  result.message)
         else:
-            yield result, frame
+            yield result.user_id, result.ts, frame
 
 
 class EventTime(TimestampAssigner):
     """Event time is the event's ``ts`` field."""
 
-    def extract_timestamp(self, value: DecodedEvent, record_timestamp: int) -> int:
-        return value[0].ts
+    def extract_timestamp(self, value: KeyedFrame, record_timestamp: int) -> int:
+        return value[1]
 
 
 class MaterializeFeatures(KeyedProcessFunction):
@@ -76,12 +78,15 @@ class MaterializeFeatures(KeyedProcessFunction):
     """
 
     def __init__(self, features: Sequence[Feature], allowed_lateness_ms: int, redis_url: str,
-                 key_prefix: str, ttl_seconds: int, batch_size: int, dlq_topic: str) -> None:
+                 key_prefix: str, ttl_seconds: int, batch_size: int, dlq_topic: str,
+                 schema_registry_url: str) -> None:
         self._features = tuple(features)
         self._allowed_lateness_ms = allowed_lateness_ms
         self._redis = (redis_url, key_prefix, ttl_seconds, batch_size)
         self._dlq_topic = dlq_topic
+        self._registry_url = schema_registry_url
         self._processor: FeatureProcessor | None = None
+        self._decoder: EventDecoder | None = None
         self._writer: RedisRowWriter | None = None
         self._state = None
         self._late = None
@@ -89,6 +94,7 @@ class MaterializeFeatures(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._processor = FeatureProcessor(self._features, self._allowed_lateness_ms)
+        self._decoder = EventDecoder(registry_for(self._registry_url))
         self._writer = RedisRowWriter(*self._redis)
         self._state = runtime_context.get_state(
             ValueStateDescriptor("user_windows", Types.PICKLED_BYTE_ARRAY()))
@@ -101,15 +107,20 @@ class MaterializeFeatures(KeyedProcessFunction):
         if self._writer is not None:
             self._writer.close()
 
-    def process_element(self, value: DecodedEvent, ctx: KeyedProcessFunction.Context
+    def process_element(self, value: KeyedFrame, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
-        event, frame = value
+        record = decode_source_frame(value[2])
+        event = self._decoder.decode(record.value)
+        if isinstance(event, DecodeError):  # decoded fine upstream; only a changed registry
+            yield DLQ, dlq_frame(self._dlq_topic, record, "decode", event.error_class,
+                                 event.message)
+            return
         watermark = ctx.timer_service().current_watermark()
         outcome = self._processor.on_event(self._state.value(), event, watermark)
         if outcome.rejection is not None:
             rejection = outcome.rejection
             (self._late if rejection.error_class == "LateEvent" else self._expired).inc()
-            yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), "window",
+            yield DLQ, dlq_frame(self._dlq_topic, record, "window",
                                  rejection.error_class, rejection.message,
                                  key=event.user_id.encode())
         self._apply(outcome, ctx)

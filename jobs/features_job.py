@@ -12,7 +12,13 @@ from pyflink.datastream.connectors import Sink
 
 from featurestream.settings import Settings
 from jobs.environment import create_env
-from jobs.feature_functions import DLQ, DecodeEvents, EventTime, MaterializeFeatures
+from jobs.feature_functions import (
+    DLQ,
+    KEYED_FRAME_TYPE,
+    DecodeEvents,
+    EventTime,
+    MaterializeFeatures,
+)
 from jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
 from udfs.features import default_features
 
@@ -26,7 +32,7 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
     """
     decoded = frames.process(
         DecodeEvents(settings.schema_registry_url, settings.events_dlq_topic),
-        output_type=Types.PICKLED_BYTE_ARRAY(),
+        output_type=KEYED_FRAME_TYPE,
     ).name("decode events").uid("decode-events")
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(
@@ -36,7 +42,7 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
     )
     features = (
         decoded.assign_timestamps_and_watermarks(watermarks)
-        .key_by(lambda decoded_event: decoded_event[0].user_id, key_type=Types.STRING())
+        .key_by(lambda keyed_frame: keyed_frame[0], key_type=Types.STRING())
         .process(
             MaterializeFeatures(
                 features=default_features(settings.windows),
@@ -46,6 +52,7 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
                 ttl_seconds=settings.redis_ttl_seconds,
                 batch_size=settings.redis_batch_size,
                 dlq_topic=settings.events_dlq_topic,
+                schema_registry_url=settings.schema_registry_url,
             ),
             output_type=FRAME_TYPE,
         )

@@ -4,7 +4,6 @@ free ports in a temporary home, so a running demo stack is never touched."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,46 +14,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` free ports, each with a free successor (Flink's RPC port is REST + 1)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        taken = {p for q in ports for p in (q, q + 1)}
-        if port < 65535 and not {port, port + 1} & taken and _bindable(port + 1):
-            ports.append(port)
-    return ports
-
-
-def settings_for(home: Path, **changes: object) -> Settings:
-    """Settings for a private stack in ``home`` on free ports."""
-    kafka, redis, flink = free_ports(3)
-    return Settings().replace(
-        home=home,
-        kafka_bootstrap=f"127.0.0.1:{kafka}",
-        redis_url=f"redis://127.0.0.1:{redis}/0",
-        flink_rest_url=f"http://127.0.0.1:{flink}",
-        **changes,
-    )
+from featurestream.stack.private import private_settings
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = Path(tmp_path_factory.mktemp("featurestream-home"))
-    local = LocalStack(settings_for(home, checkpoint_interval_ms=2_000))
+    local = LocalStack(private_settings(home, checkpoint_interval_ms=2_000))
     local.up()
     try:
         yield local

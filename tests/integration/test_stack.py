@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack, process
-from tests.integration.conftest import settings_for
+from featurestream.stack.private import private_settings
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def processes_of(home: Path) -> list[int]:
 
 @pytest.fixture()
 def fresh_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    local = LocalStack(settings_for(tmp_path / "home"), echo=lambda line: None)
+    local = LocalStack(private_settings(tmp_path / "home"), echo=lambda line: None)
     try:
         yield local
     finally:
@@ -153,7 +153,7 @@ def test_up_status_job_up_again_down(fresh_stack: LocalStack, tmp_path: Path) ->
 
 
 def test_port_taken_by_foreign_process_names_the_variable(tmp_path: Path) -> None:
-    local = LocalStack(settings_for(tmp_path / "home"), echo=lambda line: None)
+    local = LocalStack(private_settings(tmp_path / "home"), echo=lambda line: None)
     port = int(local.settings.kafka_bootstrap.rsplit(":", 1)[1])
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
@@ -165,7 +165,7 @@ def test_port_taken_by_foreign_process_names_the_variable(tmp_path: Path) -> Non
 
 
 def test_status_and_down_of_a_home_that_never_ran(tmp_path: Path) -> None:
-    local = LocalStack(settings_for(tmp_path / "home"), echo=lambda line: None)
+    local = LocalStack(private_settings(tmp_path / "home"), echo=lambda line: None)
     assert [(s.name, s.up) for s in local.status()] == [
         ("kafka", False), ("redis", False), ("flink", False)]
     local.down()
