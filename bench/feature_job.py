@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import threading
 import time
 import urllib.request
-import json
 from dataclasses import dataclass
 
 import redis

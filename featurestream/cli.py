@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_lazy("featurestream.stack.commands:status"))
 
     submit = sub.add_parser("submit", help="submit a job to the configured Flink cluster")
-    submit.add_argument("job", choices=["features"], help="which job to submit")
+    submit.add_argument("job", choices=["features", "scoring"], help="which job to submit")
     submit.set_defaults(handler=_lazy("featurestream.submit:submit"))
 
     produce = sub.add_parser("produce", help="send events from a JSON-lines file to Kafka")
@@ -68,6 +68,29 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("user_ids", nargs="*", help="users to show (default: a few)")
     show.add_argument("--limit", type=int, default=5)
     show.set_defaults(handler=_lazy("featurestream.show:show_features"))
+
+    serve = sub.add_parser("serve", help="run the reader: HTTP over the features and scores "
+                           "(FEATURESTREAM_SERVE_* settings)")
+    serve.set_defaults(handler=_lazy("serving.server:serve"))
+
+    train = sub.add_parser("train", help="train the scoring model on a generated history and "
+                           "publish its next version")
+    train.add_argument("--events", type=int, help="history length (default 300,000)")
+    train.add_argument("--users", type=int, help="(default 2,000)")
+    train.add_argument("--seed", type=int, help="generator and training seed (default 1)")
+    train.add_argument("--rounds", type=int, help="boosting rounds (default 200)")
+    train.set_defaults(handler=_lazy("featurestream.train:train_command"))
+
+    consume = sub.add_parser("consume", help="tail a topic for humans (scores: decoded; "
+                             "DLQ topics: error headers)")
+    consume.add_argument("topic", choices=["scores", "scores.dlq", "events.dlq"])
+    consume.add_argument("--limit", type=int, default=0, help="stop after N records (0: follow)")
+    consume.add_argument("--from-beginning", action="store_true",
+                         help="start at the oldest record instead of the newest")
+    consume.add_argument("--timeout", type=float, default=0,
+                         help="stop after this many seconds without a record (0: never)")
+    consume.add_argument("--features", action="store_true", help="print scores' feature values")
+    consume.set_defaults(handler=_lazy("featurestream.consume:consume_command"))
     return parser
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from udfs.durations import parse_duration_ms
+from udfs.events import EVENT_TYPES
+from udfs.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
 
@@ -67,6 +69,26 @@ class Settings:
     bundle_time_ms: int = 200
     state_cache_size: int = 100_000
     python_executable: str = sys.executable
+    # The reader (`featurestream serve`): HTTP over the materialized features and scores
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8000
+    serve_workers: int = 2  # processes, each with one pipelined Redis connection (bench/reader.py)
+    auth_token: str = ""  # bearer token required on /v1/*; empty = no auth
+    redis_timeout_ms: int = 100  # bound on every Redis call; past it the request gets a 503
+    cache_ttl_ms: int = 0  # in-process cache of rows and scores; 0 = off
+    cache_max_entries: int = 100_000
+    max_batch_size: int = 1_000  # user ids per POST /v1/features/batch
+    # The scoring job
+    models_dir: str = ""  # the model registry directory; empty = <home>/models
+    model_name: str = "purchase_risk"
+    scored_event_types: tuple[str, ...] = ("purchase",)
+    # Version:weight pairs split users by a stable hash, e.g. v3:90,v4:10; empty = latest.
+    experiment: str = ""
+    shadow_model: str = ""  # a version scored on every record but not served; empty = none
+    scoring_group: str = "featurestream-scoring"  # consumer group and transactional id prefix
+    score_batch_size: int = 1_000  # records per micro-batch (Redis round trip, predict call)
+    model_poll_interval_ms: int = 5_000  # how often the registry is checked for new versions
+    scores_delivery: str = "exactly_once"  # or at_least_once (see README, "The scoring job")
 
     @property
     def window_ms(self) -> tuple[int, ...]:
@@ -78,6 +100,11 @@ class Settings:
         """Allowed lateness; defaults to (and never exceeds) the largest window."""
         largest = max(self.window_ms)
         return largest if self.allowed_lateness_ms == 0 else self.allowed_lateness_ms
+
+    @property
+    def effective_models_dir(self) -> Path:
+        """The model registry directory (``<home>/models`` unless set)."""
+        return Path(self.models_dir).expanduser() if self.models_dir else self.home / "models"
 
     @property
     def effective_checkpoint_dir(self) -> str:
@@ -101,6 +128,10 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def to_env(self) -> dict[str, str]:
+        """Every field as its ``FEATURESTREAM_*`` variable (``from_env`` reads them back)."""
+        return {PREFIX + f.name.upper(): _render(getattr(self, f.name)) for f in fields(self)}
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with some fields changed."""
@@ -150,6 +181,57 @@ class Settings:
             raise bad("checkpoint_dir", "use a URL such as file:///var/lib/featurestream/ckpt")
         if not self.redis_key_prefix or any(c.isspace() for c in self.redis_key_prefix):
             raise bad("redis_key_prefix", "use a non-empty prefix without spaces, e.g. fs:")
+        self._validate_scoring(bad)
+        self._validate_reader(bad)
+
+    def _validate_reader(self, bad: Callable[[str, str], SettingsError]) -> None:
+        """The reader's settings (see README, "The reader")."""
+        if not self.serve_host.strip():
+            raise bad("serve_host", "use an address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
+        if not 1 <= self.serve_port <= 65_535:
+            raise bad("serve_port", "use a TCP port between 1 and 65535")
+        for name in ("serve_workers", "redis_timeout_ms", "cache_max_entries", "max_batch_size"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "must be a positive integer")
+        if self.cache_ttl_ms < 0:
+            raise bad("cache_ttl_ms", "use 0 (cache off) or a short TTL such as 250ms")
+        if self.auth_token and (len(self.auth_token) < 16
+                                or any(c.isspace() for c in self.auth_token)):
+            # The token is a secret: name the variable, never echo the value.
+            raise SettingsError(f"{PREFIX}AUTH_TOKEN: use at least 16 characters without "
+                                "spaces, or leave it empty to turn auth off")
+
+    def _validate_scoring(self, bad: Callable[[str, str], SettingsError]) -> None:
+        """The scoring job's settings (see README, "The scoring job")."""
+        for name in ("score_batch_size", "model_poll_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "must be a positive integer")
+        if self.score_batch_size > self.bundle_size:
+            raise bad("score_batch_size", f"use at most FEATURESTREAM_BUNDLE_SIZE "
+                      f"({self.bundle_size}): a bundle's end always ends a batch")
+        unknown = set(self.scored_event_types) - set(EVENT_TYPES)
+        if not self.scored_event_types or unknown:
+            raise bad("scored_event_types", f"list event types among {','.join(EVENT_TYPES)}")
+        if not self.model_name or not self.model_name.replace("_", "").isalnum():
+            raise bad("model_name", "use letters, digits and underscores, e.g. purchase_risk")
+        try:
+            parse_experiment(self.experiment)
+        except ValueError as exc:
+            raise bad("experiment", f"{exc}; use version:weight pairs such as v3:90,v4:10, "
+                      "or leave empty to serve the latest version") from None
+        if self.shadow_model:
+            try:
+                parse_version(self.shadow_model)
+            except ValueError as exc:
+                raise bad("shadow_model", f"{exc}; or leave empty for no shadow") from None
+        if self.scores_delivery not in ("exactly_once", "at_least_once"):
+            raise bad("scores_delivery", "use exactly_once (Kafka transactions) or at_least_once")
+        if not self.scoring_group.strip():
+            raise bad("scoring_group", "use a non-empty name, e.g. featurestream-scoring")
+
+
+def _render(value: Any) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:

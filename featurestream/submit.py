@@ -19,8 +19,10 @@ from urllib.parse import urlparse
 
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
+from featurestream.stack.flink_home import pyflink_dir
+from featurestream.stack.paths import StackPaths
 
-JOB_MODULES = {"features": "jobs.features_job"}
+JOB_MODULES = {"features": "jobs.features_job", "scoring": "jobs.scoring_job"}
 SHIPPED_PACKAGES = ("featurestream", "udfs", "jobs", "schemas")
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 
@@ -51,14 +53,18 @@ def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Pat
     ]
 
 
+def flink_client(settings: Settings) -> Path:
+    """The ``flink`` client: the local stack's clean FLINK_HOME, else the pyflink package's."""
+    local = StackPaths(settings.home).flink_home / "bin" / "flink"
+    return local if local.exists() else pyflink_dir() / "bin" / "flink"
+
+
 def submit_job(settings: Settings, job: str) -> str:
     """Submit ``job`` and return its Flink job id."""
-    from featurestream.stack import LocalStack
-
-    flink_bin = LocalStack(settings).client_flink_home() / "bin" / "flink"
-    cmd = flink_run_command(settings, job, flink_bin, stage_python_files(settings))
-    result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ),
-                            check=False, timeout=300)
+    cmd = flink_run_command(settings, job, flink_client(settings), stage_python_files(settings))
+    # The job's main() runs in this client and reads exactly these settings.
+    result = subprocess.run(cmd, capture_output=True, text=True,
+                            env={**os.environ, **settings.to_env()}, check=False, timeout=300)
     match = _JOB_ID.search(result.stdout + result.stderr)
     if result.returncode != 0 or not match:
         output = (result.stdout + result.stderr).strip().splitlines()

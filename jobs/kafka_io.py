@@ -19,6 +19,7 @@ from pyflink.util.java_utils import load_java_class
 FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 _DESERIALIZER = "io.featurestream.flink.FramedRecordDeserializer"
 _SERIALIZER = "io.featurestream.flink.FramedRecordSerializer"
+TRANSACTION_TIMEOUT_MS = 15 * 60_000
 
 
 def _new_java(class_name: str) -> object:
@@ -43,12 +44,20 @@ def framed_source(bootstrap: str, topic: str, group_id: str) -> KafkaSource:
     return builder.build()
 
 
-def framed_sink(bootstrap: str) -> KafkaSink:
-    """An at-least-once KafkaSink producing sink frames to the topics they name."""
-    builder = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(bootstrap)
-        .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-    )
+def framed_sink(bootstrap: str, transactional_id_prefix: str | None = None) -> KafkaSink:
+    """A KafkaSink producing sink frames to the topics they name.
+
+    At-least-once, unless a ``transactional_id_prefix`` (unique per job) is given: then
+    exactly-once, in Kafka transactions committed when a checkpoint completes (visible to
+    ``read_committed`` consumers only then). The transaction timeout stays within the broker's
+    default ``transaction.max.timeout.ms`` (15 min).
+    """
+    builder = KafkaSink.builder().set_bootstrap_servers(bootstrap)
+    if transactional_id_prefix is None:
+        builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    else:
+        (builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+         .set_transactional_id_prefix(transactional_id_prefix)
+         .set_property("transaction.timeout.ms", str(TRANSACTION_TIMEOUT_MS)))
     builder._j_builder.setRecordSerializer(_new_java(_SERIALIZER))
     return builder.build()

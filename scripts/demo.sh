@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Set up and run the main job on the embedded local stack, then show some users' features.
+# Set up and run the pipeline on the embedded local stack: the feature job, a trained model and
+# the scoring job; then show some users' features and a few scored events.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 fs=.venv/bin/featurestream
 $fs up
 $fs submit features
+$fs train
+$fs submit scoring
 $fs generate --events 5000 --users 200 --seed 7
-echo "waiting for the job to materialize the features ..."
+echo "waiting for the feature job to materialize features ..."
 for _ in $(seq 1 60); do
   if [ "$($fs features --limit 5 | grep -c as_of || true)" -ge 5 ]; then break; fi
   sleep 2
 done
 $fs features --limit 5
+echo "a few scored events (scores are committed with each checkpoint):"
+$fs consume scores --from-beginning --limit 5 --timeout 60
 $fs status

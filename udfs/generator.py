@@ -5,8 +5,11 @@ add_to_cart -> purchase) over a Zipf-skewed catalogue with log-normal prices. Ev
 as a Poisson process at a simulated rate; a small fraction of events arrive out of order (their
 ts lies up to a bound behind the newest ts already emitted).
 
-Per-user latent traits live in :class:`UserProfile` and drive behaviour; that is the hook for
-planting learnable signals (e.g. a risk trait) later.
+Per-user latent traits live in :class:`UserProfile` and drive behaviour. One is a planted,
+learnable fraud signal: a few users have a ``risk`` (a taken-over account); each of their sessions
+is fraudulent with that probability (a quarter of it outside the odd hours, 00-06 UTC). A fraud
+session rushes the funnel with few views, buys expensive items and keeps buying (bursts). Its
+purchases are the positives of :func:`generate_labelled_events`, the training labels.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ _NEXT_STEPS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "purchase": (("view", _END), (0.30, 0.70)),
 }
 _PROPENSITY_STEPS = frozenset({"add_to_cart", "purchase"})
+# A fraud session rushes to checkout and keeps buying; its views pick the dearest of a few items.
+_FRAUD_NEXT_STEPS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
+    "view": (("click", "view", _END), (0.85, 0.10, 0.05)),
+    "click": (("add_to_cart", "view", _END), (0.85, 0.10, 0.05)),
+    "add_to_cart": (("purchase", _END), (0.95, 0.05)),
+    "purchase": (("view", _END), (0.75, 0.25)),
+}
+_FRAUD_ITEM_DRAWS = 4
+RISKY_USER_SHARE = 0.02
+ODD_HOURS = range(0, 6)  # UTC hours when a risky user's sessions are most often fraudulent
 _PRICE_MEDIAN = 30.0
 _PRICE_SIGMA = 0.9
 
@@ -76,6 +89,7 @@ class UserProfile:
     device: str
     country: str
     purchase_propensity: float  # scales the odds of add_to_cart and purchase steps
+    risk: float = 0.0  # chance that a session (in the odd hours) is fraudulent
 
 
 @dataclass
@@ -84,6 +98,7 @@ class _Session:
     session_id: str
     step: str = ""  # the last emitted event type ("" before the first)
     item: int = 0  # catalogue index of the item in focus (set by every view)
+    fraud: bool = False
 
 
 def make_users(count: int, rng: random.Random) -> list[UserProfile]:
@@ -97,6 +112,7 @@ def make_users(count: int, rng: random.Random) -> list[UserProfile]:
             device=rng.choices(devices, device_weights)[0],
             country=rng.choices(countries, country_weights)[0],
             purchase_propensity=rng.lognormvariate(0.0, 0.5),
+            risk=rng.uniform(0.1, 0.4) if rng.random() < RISKY_USER_SHARE else 0.0,
         )
         for index in range(count)
     ]
@@ -115,6 +131,14 @@ class _ZipfSampler:
 
 def generate_events(config: StreamConfig) -> Iterator[Event]:
     """An endless stream of events shaped by ``config`` (use ``itertools.islice`` to cut it)."""
+    return (event for event, _ in generate_labelled_events(config))
+
+
+def generate_labelled_events(config: StreamConfig) -> Iterator[tuple[Event, bool]]:
+    """The stream of :func:`generate_events`, each event with its fraud label.
+
+    The label is True exactly for the purchases of fraud sessions.
+    """
     rng = random.Random(config.seed)
     users = make_users(config.users, rng)
     pick_user = _ZipfSampler(config.users, config.user_skew)
@@ -128,7 +152,8 @@ def generate_events(config: StreamConfig) -> Iterator[Event]:
     while True:
         while len(active) < config.concurrent_sessions:
             user = users[pick_user.draw(rng)]
-            active.append(_Session(user, f"s-{next(session_numbers)}"))
+            active.append(_Session(user, f"s-{next(session_numbers)}",
+                                   fraud=_starts_fraud(user, clock_ms, rng)))
         index = rng.randrange(len(active))
         session = active[index]
         step = _next_step(session, rng)
@@ -138,6 +163,9 @@ def generate_events(config: StreamConfig) -> Iterator[Event]:
             continue
         if step == "view":
             session.item = pick_item.draw(rng)
+            if session.fraud:
+                draws = [session.item, *(pick_item.draw(rng) for _ in range(_FRAUD_ITEM_DRAWS - 1))]
+                session.item = max(draws, key=prices.__getitem__)
         session.step = step
         clock_ms += rng.expovariate(config.events_per_second) * 1000.0
         ts = int(clock_ms)
@@ -154,12 +182,21 @@ def generate_events(config: StreamConfig) -> Iterator[Event]:
             ts=ts,
             context={"device": session.user.device, "country": session.user.country,
                      "session_id": session.session_id},
-        )
+        ), step == "purchase" and session.fraud
+
+
+def _starts_fraud(user: UserProfile, clock_ms: float, rng: random.Random) -> bool:
+    if not user.risk:
+        return False
+    odd_hour = int(clock_ms // 3_600_000 % 24) in ODD_HOURS
+    return rng.random() < user.risk * (1.0 if odd_hour else 0.25)
 
 
 def _next_step(session: _Session, rng: random.Random) -> str:
     if not session.step:
         return "view"
+    if session.fraud:
+        return rng.choices(*_FRAUD_NEXT_STEPS[session.step])[0]
     steps, weights = _NEXT_STEPS[session.step]
     propensity = session.user.purchase_propensity
     scaled = [w * propensity if s in _PROPENSITY_STEPS else w

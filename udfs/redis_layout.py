@@ -17,11 +17,24 @@ Writes
     go through :data:`UPSERT_ROW_LUA`, which compares ``(as_of, version)`` inside Redis and
     ignores a row older than the stored one, so a replay after a restart never leaves an older
     row over a newer one. Every write refreshes the key's TTL.
+
+Scores
+    ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
+    model's latest :class:`Score` as a JSON object (:func:`encode_score`) with the keys
+    ``model, version, variant, score, event_id, scored_at, as_of``. Writes go through
+    :data:`UPSERT_SCORE_LUA` with :func:`upsert_score_args`: a score replaces the stored one
+    of its model unless that one is newer by ``(as_of, scored_at)``, and every write refreshes
+    the key's TTL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import orjson
 
 FeatureValue = int | float | None
 
@@ -76,8 +89,100 @@ def upsert_args(row: Mapping[str, FeatureValue], updated_at_ms: int,
     return args
 
 
+_DECODED_TYPES = frozenset({int, float, type(None)})
+
+
+def decode_values(texts: Sequence[str | bytes]) -> list[FeatureValue]:
+    """:func:`decode_value` of each text, in one pass where possible (the reader's hot path).
+
+    Every text :func:`encode_value` writes, except a non-finite float, is a JSON number (or,
+    empty, null) that parses to the same value, so str texts are parsed as one JSON array in C.
+    orjson reads an integer beyond 64 bits as a float, which only a text of 20 characters or
+    more can be; such rows, and anything unexpected, are decoded one by one instead.
+    """
+    try:
+        values = orjson.loads("[" + ",".join([t or "null" for t in texts]) + "]")
+    except (orjson.JSONDecodeError, TypeError):  # not JSON, or bytes
+        values = None
+    if values is not None and len(values) == len(texts):
+        types = set(map(type, values))
+        if types <= _DECODED_TYPES and (float not in types or max(map(len, texts)) < 20):
+            return values
+    return [decode_value(t) for t in texts]
+
+
 def decode_row(fields: Mapping[bytes | str, bytes | str]) -> dict[str, FeatureValue]:
     """Decode a hash read back from Redis into ``{field: value}``."""
-    return {
-        (k.decode() if isinstance(k, bytes) else k): decode_value(v) for k, v in fields.items()
-    }
+    names = [k.decode() if isinstance(k, bytes) else k for k in fields]
+    texts = [v.decode() if isinstance(v, bytes) else v for v in fields.values()]
+    return dict(zip(names, decode_values(texts), strict=True))
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's latest score of one user, as the scoring job writes it and the reader serves it.
+
+    ``version`` is the model version, ``variant`` the experiment arm that served it,
+    ``event_id`` the event that triggered the scoring, ``scored_at`` the wall-clock time (epoch
+    ms) of the scoring and ``as_of`` the event time (epoch ms) of the feature row it scored.
+    """
+
+    model: str
+    version: int
+    variant: str
+    score: float
+    event_id: str
+    scored_at: int
+    as_of: int
+
+
+UPSERT_SCORE_LUA = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local old = cjson.decode(cur)
+  local as_of, scored_at = tonumber(ARGV[3]), tonumber(ARGV[4])
+  if as_of < old.as_of then return 0 end
+  if as_of == old.as_of and scored_at < old.scored_at then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
+return 1
+"""
+
+
+def score_key(prefix: str, user_id: str) -> str:
+    """The Redis key of a user's score hash (one field per model)."""
+    return f"{prefix}score:{user_id}"
+
+
+def encode_score(score: Score) -> str:
+    """The JSON text stored in the model's field (ValueError for an empty model or bad score)."""
+    if not score.model:
+        raise ValueError("a score needs a model name")
+    if not math.isfinite(score.score):
+        raise ValueError(f"{score.model}: score {score.score!r} is not a finite number")
+    return json.dumps(asdict(score), separators=(",", ":"))
+
+
+def decode_score(text: str | bytes) -> Score:
+    """Inverse of :func:`encode_score` (ValueError when a field is missing or mistyped)."""
+    data = json.loads(text)
+    try:
+        return Score(model=str(data["model"]), version=int(data["version"]),
+                     variant=str(data["variant"]), score=float(data["score"]),
+                     event_id=str(data["event_id"]), scored_at=int(data["scored_at"]),
+                     as_of=int(data["as_of"]))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"not a stored score: {text!r} ({exc})") from None
+
+
+def upsert_score_args(score: Score, ttl_seconds: int) -> list[str]:
+    """ARGV for :data:`UPSERT_SCORE_LUA` (KEYS = ``[score_key(prefix, user_id)]``)."""
+    return [score.model, encode_score(score), str(score.as_of), str(score.scored_at),
+            str(ttl_seconds)]
+
+
+def decode_scores(fields: Mapping[bytes | str, bytes | str]) -> dict[str, Score]:
+    """Decode a score hash read back from Redis into ``{model: Score}``."""
+    return {(k.decode() if isinstance(k, bytes) else k): decode_score(v)
+            for k, v in fields.items()}

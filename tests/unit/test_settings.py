@@ -60,3 +60,9 @@ def test_durations(text, ms) -> None:
 def test_bad_duration() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration_ms("soon")
+
+
+def test_to_env_round_trips() -> None:
+    settings = Settings().replace(home=Path("/tmp/x"), windows=("5m", "1h"),
+                                  kafka_bootstrap="127.0.0.1:1234", parallelism=2)
+    assert Settings.from_env(settings.to_env()) == settings

@@ -1,0 +1,262 @@
+"""Benchmark of the reader: ``python -m bench.reader`` (about two minutes).
+
+Starts a private redis-server and ``featurestream serve`` on free ports, seeds 10,000 users in
+the feature job's layout, then measures, with the cache off and then on:
+
+- closed loop (wrk): single-user GET and 100-user batch POST at a few concurrencies, each id
+  drawn uniformly from the 10,000 users; the highest concurrency shows saturation throughput;
+- fixed offered load (hey -q): single GET at 2,000 req/s and batch-100 at 200 req/s. hey -q
+  rate-limits each of its -c workers, so the load is open only while responses are faster than
+  the per-worker interval; hey repeats one URL/body, so with the cache on these are all hits.
+
+Prints a table and writes JSON to bench/results/. Everything here shares the box's two cores
+with the load generators, and with anything else running: ``busy%`` is how busy the cores were
+just before each measurement, while the reader was idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from featurestream.settings import Settings
+from tests.integration.reader_fixtures import (
+    RedisProcess,
+    ServeProcess,
+    feature_row,
+    http,
+    seed_rows,
+    start_serve,
+)
+
+USERS = 10_000
+BATCH = 100
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = {"single": 2.0, "batch": 10.0}  # p99 ms at moderate concurrency / offered load
+
+WRK_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "errors": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+# wrk scripts: uniform random users; what can be is prebuilt in init() to spare wrk's CPU.
+WRK_SINGLE = """
+local reqs = {}
+init = function(args)
+  math.randomseed(42)
+  for i = 1, USERS do
+    reqs[i] = wrk.format("GET", string.format("/v1/features/user-%05d", i - 1))
+  end
+end
+request = function()
+  return reqs[math.random(1, USERS)]
+end
+"""
+WRK_BATCH = """
+local ids, headers = {}, {["Content-Type"] = "application/json"}
+init = function(args)
+  math.randomseed(42)
+  for i = 1, USERS do ids[i] = string.format('"user-%05d"', i - 1) end
+end
+request = function()
+  local pick = {}
+  for j = 1, BATCH do pick[j] = ids[math.random(1, USERS)] end
+  local body = '{"user_ids":[' .. table.concat(pick, ",") .. ']}'
+  return wrk.format("POST", "/v1/features/batch", headers, body)
+end
+"""
+
+
+def ensure_tools() -> None:
+    """wrk and hey from Debian, installed with apt-get when missing (as root)."""
+    missing = [tool for tool in ("wrk", "hey") if not shutil.which(tool)]
+    if not missing:
+        return
+    command = ["apt-get", "install", "-y", "-qq", *missing]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        sys.exit(f"bench: {', '.join(missing)} not found; install with: {' '.join(command)}")
+    print(f"bench: installing {' '.join(missing)} with apt-get", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(command, check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def seed(redis_server: RedisProcess) -> None:
+    """10,000 users, written as the feature job writes them."""
+    now = int(time.time() * 1000)
+    rows = {f"user-{i:05d}": feature_row(now - 1_000, version=i % 7 + 1, clicks_1h=i % 13,
+                                         spend_24h=i * 1.37, events_24h=i % 101)
+            for i in range(USERS)}
+    seed_rows(redis_server.client(), "fs:", rows, updated_at=now, ttl_seconds=3_600)
+
+
+def wrk(url: str, script: str, connections: int, seconds: int) -> dict[str, Any]:
+    """One closed-loop wrk run; latencies in ms."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(f"USERS = {USERS}\nBATCH = {BATCH}\n{script}{WRK_DONE}")
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", f.name,
+                              url], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(f.name)
+    raw = json.loads(out.strip().splitlines()[-1])
+    return {"rps": raw["requests"] / (raw["duration_us"] / 1e6), "p50_ms": raw["p50_us"] / 1000,
+            "p99_ms": raw["p99_us"] / 1000, "requests": raw["requests"],
+            "errors": raw["errors"]}
+
+
+def hey(url: str, rate: int, workers: int, seconds: int,
+        body: bytes | None = None) -> dict[str, Any]:
+    """One fixed-rate hey run (``rate`` req/s over ``workers``); latencies in ms."""
+    args = ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(rate / workers),
+            "-o", "csv"]
+    with tempfile.NamedTemporaryFile("wb", suffix=".json") as f:
+        if body is not None:
+            f.write(body)
+            f.flush()
+            args += ["-m", "POST", "-T", "application/json", "-D", f.name]
+        out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))]
+
+    return {"rps": len(rows) / seconds, "p50_ms": pct(50), "p99_ms": pct(99),
+            "requests": len(rows), "errors": sum(r["status-code"] != "200" for r in rows)}
+
+
+def box_busy_percent(seconds: float = 0.5) -> float:
+    """How busy all cores were over ``seconds`` (from /proc/stat): others' load shows here."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return 100 * (busy1 - busy0) / max(1, total1 - total0)
+
+
+def cache_ratio(url: str) -> float | None:
+    """Cache hits / lookups so far, from /metrics (None when nothing was looked up)."""
+    values = {}
+    for line in http("GET", url + "/metrics").body.splitlines():
+        for name in ("hits", "misses"):
+            if line.startswith(f"featurestream_reader_cache_{name}_total "):
+                values[name] = float(line.split()[1])
+    total = values.get("hits", 0) + values.get("misses", 0)
+    return values.get("hits", 0) / total if total else None
+
+
+@contextmanager
+def reader(redis_url: str, workdir: Path, cache_ttl_ms: int, workers: int) -> Iterator[str]:
+    """``featurestream serve`` for one configuration; stopped on exit."""
+    served: ServeProcess = start_serve({
+        "FEATURESTREAM_REDIS_URL": redis_url, "FEATURESTREAM_SERVE_WORKERS": str(workers),
+        "FEATURESTREAM_CACHE_TTL_MS": str(cache_ttl_ms)}, workdir / f"serve-{cache_ttl_ms}.log")
+    try:
+        yield served.url
+    finally:
+        served.stop()
+
+
+def run_configuration(url: str, seconds: int, cache: str) -> list[dict[str, Any]]:
+    """Every measurement against one running reader."""
+    batch_body = json.dumps({"user_ids": [f"user-{i:05d}" for i in range(0, USERS, 100)]})
+    single_url = f"{url}/v1/features/user-04242"
+    wrk(url, WRK_SINGLE, 4, 1)  # warm-up: connections, caches, branch predictors
+    plan: list[tuple[str, str, str, Any]] = [
+        ("single", "wrk", "c=4", lambda: wrk(url, WRK_SINGLE, 4, seconds)),
+        ("single", "wrk", "c=16", lambda: wrk(url, WRK_SINGLE, 16, seconds)),
+        ("single", "wrk", "c=64", lambda: wrk(url, WRK_SINGLE, 64, seconds)),
+        ("single", "hey -q", "2000/s c=4", lambda: hey(single_url, 2_000, 4, seconds)),
+        ("batch", "wrk", "c=2", lambda: wrk(url, WRK_BATCH, 2, seconds)),
+        ("batch", "wrk", "c=8", lambda: wrk(url, WRK_BATCH, 8, seconds)),
+        ("batch", "hey -q", "200/s c=2",
+         lambda: hey(url + "/v1/features/batch", 200, 2, seconds, batch_body.encode())),
+    ]
+    results = []
+    for endpoint, tool, load, measure in plan:
+        busy = box_busy_percent()  # the reader is idle now: this is everyone else
+        result = {"cache": cache, "endpoint": endpoint, "tool": tool, "load": load,
+                  "busy_before_pct": busy, **measure()}
+        results.append(result)
+        print(row(result), flush=True)
+    hit_ratio = cache_ratio(url)
+    for result in results:
+        result["cache_hit_ratio"] = hit_ratio
+    if hit_ratio is not None:
+        print(f"(cache hits: {hit_ratio:.0%} of lookups in these runs)", flush=True)
+    return results
+
+
+HEADER = f"{'cache':<6}{'endpoint':<9}{'tool':<8}{'load':<12}{'req/s':>9}{'p50 ms':>9}" \
+         f"{'p99 ms':>9}{'errors':>8}{'busy%':>7}"
+
+
+def row(r: dict[str, Any]) -> str:
+    """One table line."""
+    return (f"{r['cache']:<6}{r['endpoint']:<9}{r['tool']:<8}{r['load']:<12}{r['rps']:>9.0f}"
+            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{r['busy_before_pct']:>7.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the table and write the JSON results."""
+    parser = argparse.ArgumentParser(prog="python -m bench.reader", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measurement")
+    parser.add_argument("--workers", type=int, default=Settings().serve_workers,
+                        help="reader worker processes (default: the setting's default)")
+    parser.add_argument("--cache-ttl-ms", type=int, default=1_000, help="TTL for the cache-on run")
+    args = parser.parse_args(argv)
+    ensure_tools()
+    load_before = os.getloadavg()
+    started = time.time()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as tmp:
+        workdir = Path(tmp)
+        redis_server = RedisProcess(workdir)
+        redis_server.start()
+        try:
+            seed(redis_server)
+            print(f"bench: {USERS} users seeded; load average {load_before[0]:.2f} on "
+                  f"{os.cpu_count()} cores\n{HEADER}", flush=True)
+            for cache, ttl in (("off", 0), ("on", args.cache_ttl_ms)):
+                with reader(redis_server.url, workdir, ttl, args.workers) as url:
+                    results += run_configuration(url, args.seconds, cache)
+        finally:
+            redis_server.stop()
+    report = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1), "cores": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "users": USERS, "batch_size": BATCH, "workers": args.workers,
+        "cache_ttl_ms": args.cache_ttl_ms, "measurement_seconds": args.seconds,
+        "targets_p99_ms": TARGETS, "results": results,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"reader-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nbench: {report['seconds']} s; load average after "
+          f"{report['load_average_after'][0]:.2f}; results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The app factory: settings in, a Starlette app out; each worker logs its start and stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from featurestream.settings import Settings
+from serving.cache import TTLCache
+from serving.metrics import Metrics
+from serving.openapi import openapi_document
+from serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
+from serving.responses import ApiError, error_response
+from serving.routes import Reader, build_routes
+from serving.store import FeatureStore
+from udfs.features import default_features
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The reader for ``settings``; Redis is first contacted at start-up, not here."""
+    redis = RedisClient(parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000)
+    cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries)
+             if settings.cache_ttl_ms else None)
+    metrics = Metrics()
+    names = tuple(f.name for f in default_features(settings.windows))
+    document = openapi_document(names, settings.max_batch_size, bool(settings.auth_token))
+    reader = Reader(settings=settings,
+                    store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics),
+                    metrics=metrics, feature_names=names, openapi=orjson.dumps(document))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await reader.store.ping()
+            state = "reachable"
+        except RedisUnavailable as exc:
+            state = f"not reachable yet ({exc}); /readyz answers 503 until it is"
+        log.info("reader worker %d: started; redis at %s %s; auth %s; cache %s", os.getpid(),
+                 redis.target.describe(), state, "on" if settings.auth_token else "off",
+                 f"{settings.cache_ttl_ms} ms" if cache else "off")
+        yield
+        await redis.close()
+        log.info("reader worker %d: stopped", os.getpid())
+
+    return Starlette(routes=build_routes(reader), lifespan=lifespan, exception_handlers={
+        HTTPException: _http_error, Exception: _internal_error})
+
+
+def app_from_env() -> Starlette:
+    """The worker entry point used by ``featurestream serve`` (settings from the environment)."""
+    return create_app(Settings.from_env())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, as JSON."""
+    assert isinstance(exc, HTTPException)
+    code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug, as JSON (the traceback goes to the log)."""
+    return error_response(ApiError(500, "internal", "internal error; see the reader's log"))

@@ -1,0 +1,256 @@
+"""A small asyncio Redis client: one pipelined connection per worker, every call time-bounded.
+
+Why not ``redis.asyncio``: on this 2-core box it spends ~100 µs of CPU per HGETALL (pool
+checkout, layered parsing) against ~25 µs here, where commands are written straight onto one
+connection and replies are parsed by hiredis; per worker that is ~3,400 vs ~10,000 req/s.
+Concurrent requests share the connection: their commands are pipelined (those issued in the
+same event-loop turn leave in one write) and Redis answers in order, so one connection per
+worker is the right pool size.
+
+Every call (connect and handshake included) is bounded by ``timeout_s`` and fails with
+:class:`RedisUnavailable`. A lost connection, or one that stayed silent for a whole timeout, is
+dropped and the next call opens a new one, so recovery after a Redis restart is automatic.
+URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS (system CAs, or
+``?ssl_ca_certs=FILE``; ``?ssl_cert_reqs=none`` skips verification) and ``unix:///path?db=N``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+
+log = logging.getLogger(__name__)
+
+Command = tuple[str, ...]
+
+
+class RedisUnavailable(Exception):
+    """Redis did not answer in time, could not be reached, or answered with an error.
+
+    ``kind`` is ``timeout``, ``connection`` or ``reply`` (the label of the error metric).
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where and how to connect, parsed from a Redis URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    unix_path: str = ""
+    db: int = 0
+    username: str = ""
+    password: str = ""
+    tls: ssl.SSLContext | None = None
+
+    def describe(self) -> str:
+        """The address without credentials, for logs and error messages."""
+        if self.unix_path:
+            return f"unix://{self.unix_path}?db={self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """A :class:`RedisTarget` from a redis://, rediss:// or unix:// URL.
+
+    ValueError if malformed; the message never repeats the URL (it may hold a password).
+    """
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    credentials = {"username": unquote(parts.username or ""),
+                   "password": unquote(parts.password or "")}
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// URL needs a socket path")
+        return RedisTarget(unix_path=parts.path, db=int(query.get("db", 0)), **credentials)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"scheme {parts.scheme!r}: use redis://, rediss:// or unix://")
+    tls = None
+    if parts.scheme == "rediss":
+        tls = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
+        if query.get("ssl_cert_reqs", "required").lower() == "none":
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+    db = parts.path.strip("/") or query.get("db", "0")
+    return RedisTarget(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
+                       db=int(db), tls=tls, **credentials)
+
+
+class _Pending:
+    """The replies a caller waits for: ``expected`` of them, then ``future`` resolves."""
+
+    __slots__ = ("expected", "future", "replies")
+
+    def __init__(self, future: asyncio.Future[list[Any]], expected: int) -> None:
+        self.future = future
+        self.expected = expected
+        self.replies: list[Any] = []
+
+
+class _Connection(asyncio.Protocol):
+    """One Redis connection: pipelined writes, hiredis-parsed replies matched in order."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        self._pending: deque[_Pending] = deque()
+        self._outgoing: list[bytes] = []  # written together at the end of the loop turn
+        self._transport: asyncio.Transport | None = None
+        self.closed = False
+        self.last_read = 0.0  # monotonic time of the last bytes received
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """asyncio callback: keep the transport."""
+        self._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        """asyncio callback: hand complete replies to their callers, in order."""
+        self.last_read = time.monotonic()
+        self._reader.feed(data)
+        try:
+            while (reply := self._reader.gets()) is not False:
+                head = self._pending[0]
+                head.replies.append(reply)
+                if len(head.replies) == head.expected:
+                    self._pending.popleft()
+                    if not head.future.done():  # a caller that timed out is gone
+                        head.future.set_result(head.replies)
+        except hiredis.ProtocolError as exc:
+            self._fail(RedisUnavailable("reply", f"unreadable reply from Redis: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """asyncio callback: fail every waiting caller."""
+        self._fail(RedisUnavailable("connection", f"connection to Redis lost: {exc or 'closed'}"))
+
+    def send(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
+        """Write ``commands`` in one go; the future resolves to their replies."""
+        if self.closed or self._transport is None:
+            raise RedisUnavailable("connection", "connection to Redis lost")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append(_Pending(future, len(commands)))
+        if not self._outgoing:
+            loop.call_soon(self._flush)
+        self._outgoing.extend(hiredis.pack_command(c) for c in commands)
+        return future
+
+    def _flush(self) -> None:
+        if self._outgoing and self._transport is not None and not self.closed:
+            self._transport.write(b"".join(self._outgoing))
+        self._outgoing.clear()
+
+    def close(self, error: RedisUnavailable | None = None) -> None:
+        """Close the connection; waiting callers fail with ``error``."""
+        self._fail(error or RedisUnavailable("connection", "connection to Redis closed"))
+
+    def _fail(self, error: RedisUnavailable) -> None:
+        self.closed = True
+        self._outgoing.clear()
+        if self._transport is not None:
+            self._transport.close()
+        while self._pending:
+            future = self._pending.popleft().future
+            if not future.done():
+                future.set_exception(error)
+
+
+class RedisClient:
+    """Time-bounded, pipelined Redis calls over one lazily (re)opened connection."""
+
+    def __init__(self, target: RedisTarget, timeout_s: float) -> None:
+        self.target = target
+        self._timeout_s = timeout_s
+        self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
+        self._up: bool | None = None  # last known state, to log each change once
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip and return their replies (RedisUnavailable)."""
+        connection: _Connection | None = None
+        sent_at = time.monotonic()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                connection = await self._connect()
+                replies = await connection.send(commands)
+        except TimeoutError:
+            error = RedisUnavailable("timeout", f"Redis at {self.target.describe()} did not "
+                                     f"answer within {self._timeout_s * 1000:.0f} ms")
+            if connection is not None and connection.last_read < sent_at:
+                connection.close(error)  # silent for a whole timeout: stalled, start afresh
+            self._state(False, str(error))
+            raise error from None
+        except OSError as exc:
+            error = RedisUnavailable("connection", f"cannot reach Redis at "
+                                     f"{self.target.describe()}: {exc}")
+            self._state(False, str(error))
+            raise error from None
+        except RedisUnavailable as exc:
+            self._state(False, str(exc))
+            raise
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise RedisUnavailable("reply", f"Redis answered with an error: {reply}")
+        self._state(True, "")
+        return replies
+
+    async def close(self) -> None:
+        """Close the connection, if open."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    async def _connect(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            return connection
+        async with self._connecting:  # concurrent callers share one attempt
+            if self._connection is None or self._connection.closed:
+                self._connection = await self._open()
+            return self._connection
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        target = self.target
+        if target.unix_path:
+            _, connection = await loop.create_unix_connection(_Connection, target.unix_path)
+        else:
+            _, connection = await loop.create_connection(
+                _Connection, target.host, target.port, ssl=target.tls,
+                server_hostname=target.host if target.tls else None)
+        handshake: list[Command] = []
+        if target.password:
+            handshake.append(("AUTH", target.username, target.password) if target.username
+                             else ("AUTH", target.password))
+        if target.db:
+            handshake.append(("SELECT", str(target.db)))
+        try:
+            replies = await connection.send(handshake) if handshake else []
+        except BaseException:  # timed out or cancelled mid-handshake: don't leak the socket
+            connection.close()
+            raise
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                connection.close()
+                raise RedisUnavailable("reply", f"Redis refused the connection: {reply}")
+        return connection
+
+    def _state(self, up: bool, detail: str) -> None:
+        if up != self._up:
+            if self._up is not None:  # the first state is in the worker's start line
+                if up:
+                    log.info("redis at %s: reachable again", self.target.describe())
+                else:
+                    log.warning("redis at %s: unavailable (%s)", self.target.describe(), detail)
+            self._up = up

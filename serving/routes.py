@@ -1,0 +1,150 @@
+"""The endpoints, one function each, wrapped for auth, error bodies and latency metrics.
+
+``/v1/*`` needs ``Authorization: Bearer <FEATURESTREAM_AUTH_TOKEN>`` when a token is set;
+``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json`` stay open for probes and scrapers.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import perf_counter
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from featurestream.settings import Settings
+from serving.metrics import Metrics
+from serving.redis_client import RedisUnavailable
+from serving.responses import ApiError, JSONResponse, error_response
+from serving.shaping import batch_body, features_body, now_ms, scores_body
+from serving.store import FeatureStore
+from serving.validation import body_limit, check_user_id, parse_batch, parse_names
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What the endpoints share."""
+
+    settings: Settings
+    store: FeatureStore
+    metrics: Metrics
+    feature_names: tuple[str, ...]  # the valid ``names``, in definition order
+    openapi: bytes  # the rendered OpenAPI document
+
+
+Handler = Callable[[Reader, Request], Awaitable[Response]]
+
+
+async def get_features(reader: Reader, request: Request) -> Response:
+    """``GET /v1/features/{user_id}?names=a,b``."""
+    user_id = check_user_id(request.path_params["user_id"])
+    names = parse_names(request.query_params.get("names"), reader.feature_names)
+    [row] = await reader.store.rows([user_id])
+    if row is None:
+        raise ApiError(404, "unknown_user", f"no features for user {user_id!r}")
+    return JSONResponse(features_body(user_id, row, names, now_ms()))
+
+
+async def batch_features(reader: Reader, request: Request) -> Response:
+    """``POST /v1/features/batch`` with ``{"user_ids": [...], "names": [...]?}``."""
+    max_batch = reader.settings.max_batch_size
+    body = await _read_body(request, body_limit(max_batch))
+    batch = parse_batch(body, max_batch, reader.feature_names)
+    rows = await reader.store.rows(batch.user_ids)
+    return JSONResponse(batch_body(batch.user_ids, rows, batch.names, now_ms()))
+
+
+async def get_scores(reader: Reader, request: Request) -> Response:
+    """``GET /v1/scores/{user_id}``."""
+    user_id = check_user_id(request.path_params["user_id"])
+    scores = await reader.store.scores(user_id)
+    if not scores:
+        raise ApiError(404, "unknown_user", f"no scores for user {user_id!r}")
+    return JSONResponse(scores_body(user_id, scores, now_ms()))
+
+
+async def healthz(reader: Reader, request: Request) -> Response:
+    """``GET /healthz``: the process is up."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(reader: Reader, request: Request) -> Response:
+    """``GET /readyz``: Redis answers (503 otherwise)."""
+    await reader.store.ping()
+    return JSONResponse({"status": "ready"})
+
+
+async def metrics(reader: Reader, request: Request) -> Response:
+    """``GET /metrics``: Prometheus exposition."""
+    body, content_type = reader.metrics.render()
+    return Response(body, media_type=content_type)
+
+
+async def openapi(reader: Reader, request: Request) -> Response:
+    """``GET /openapi.json``."""
+    return Response(reader.openapi, media_type="application/json")
+
+
+# path, method, handler, under auth
+ROUTES: tuple[tuple[str, str, Handler, bool], ...] = (
+    ("/v1/features/batch", "POST", batch_features, True),
+    ("/v1/features/{user_id}", "GET", get_features, True),
+    ("/v1/scores/{user_id}", "GET", get_scores, True),
+    ("/healthz", "GET", healthz, False),
+    ("/readyz", "GET", readyz, False),
+    ("/metrics", "GET", metrics, False),
+    ("/openapi.json", "GET", openapi, False),
+)
+
+
+def build_routes(reader: Reader) -> list[Route]:
+    """Starlette routes for :data:`ROUTES`."""
+    token = reader.settings.auth_token
+    return [Route(path, _endpoint(reader, path, handler, token if protected else ""),
+                  methods=[method])
+            for path, method, handler, protected in ROUTES]
+
+
+def _endpoint(reader: Reader, route: str, handler: Handler,
+              token: str) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` behind the token check, with errors as JSON and its latency measured."""
+    latency = reader.metrics.latency
+    expected = f"Bearer {token}".encode()
+
+    async def endpoint(request: Request) -> Response:
+        start = perf_counter()
+        try:
+            if token and not hmac.compare_digest(
+                    request.headers.get("authorization", "").encode(), expected):
+                raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
+                               headers={"WWW-Authenticate": "Bearer"})
+            response = await handler(reader, request)
+        except ApiError as exc:
+            response = error_response(exc)
+        except RedisUnavailable as exc:
+            reader.metrics.redis_errors.labels(exc.kind).inc()
+            response = error_response(ApiError(503, "redis_unavailable", str(exc),
+                                               headers={"Retry-After": "1"}))
+        latency.labels(route, str(response.status_code)).observe(perf_counter() - start)
+        return response
+
+    return endpoint
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, or a 413 as soon as it exceeds ``limit`` bytes."""
+    too_large = ApiError(413, "body_too_large", f"the body exceeds {limit} bytes", limit=limit)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

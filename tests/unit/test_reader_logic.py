@@ -1,0 +1,287 @@
+"""The reader's pure logic, without network: id and body checks, freshness and response
+shaping, the TTL cache, Redis URLs, one round trip per read, the OpenAPI document, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import string
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from featurestream.settings import Settings, SettingsError
+from serving.cache import MISS, TTLCache
+from serving.metrics import Metrics
+from serving.openapi import openapi_document
+from serving.redis_client import parse_redis_url
+from serving.responses import ApiError
+from serving.routes import ROUTES
+from serving.shaping import batch_body, features_body, scores_body, seconds_since, staleness_ms
+from serving.store import FeatureStore
+from serving.validation import (
+    MAX_USER_ID_LENGTH,
+    body_limit,
+    check_user_id,
+    parse_batch,
+    parse_names,
+)
+from udfs.redis_layout import Score, encode_score, encode_value, score_key, user_key
+
+VALID = ("clicks_1h", "spend_24h", "ctr_1h", "last_event_ts")
+ALLOWED = set(string.ascii_letters + string.digits + "._@:-")
+
+
+# --- user ids, names, batch bodies ------------------------------------------------------------
+
+@pytest.mark.parametrize("user_id", ["u", "user-00042", "a.b_c@d:e-f", "x" * MAX_USER_ID_LENGTH])
+def test_valid_user_ids_pass(user_id: str) -> None:
+    assert check_user_id(user_id) == user_id
+
+
+@pytest.mark.parametrize("user_id", ["", "x" * 129, "a b", "a/b", "a*", "a\r\nPING", "é", "a\n",
+                                     "{x}", "a\x00"])
+def test_invalid_user_ids_are_a_400(user_id: str) -> None:
+    with pytest.raises(ApiError) as err:
+        check_user_id(user_id)
+    assert err.value.status == 400 and err.value.error == "invalid_user_id"
+
+
+@given(st.text(max_size=200))
+def test_an_accepted_id_only_ever_names_its_own_key(user_id: str) -> None:
+    try:
+        check_user_id(user_id)
+    except ApiError:
+        return
+    assert set(user_id) <= ALLOWED and 1 <= len(user_id) <= MAX_USER_ID_LENGTH
+    assert user_key("fs:", user_id) == "fs:user:" + user_id
+
+
+def test_names_select_dedupe_and_keep_order() -> None:
+    assert parse_names(None, VALID) is None
+    assert parse_names("", VALID) is None
+    assert parse_names(" spend_24h, clicks_1h,spend_24h ,", VALID) == ("spend_24h", "clicks_1h")
+
+
+def test_unknown_names_are_a_400_listing_the_valid_ones() -> None:
+    with pytest.raises(ApiError) as err:
+        parse_names("clicks_1h,nope,version", VALID)
+    assert err.value.status == 400
+    assert err.value.body() == {"error": "unknown_feature",
+                                "message": "unknown feature name(s): nope, version",
+                                "valid": list(VALID)}
+
+
+def test_batch_body_is_checked() -> None:
+    batch = parse_batch(b'{"user_ids": ["a", "b", "a"], "names": ["ctr_1h"]}', 3, VALID)
+    assert batch.user_ids == ["a", "b", "a"] and batch.names == ("ctr_1h",)
+    assert parse_batch(b'{"user_ids": ["a"], "names": null}', 3, VALID).names is None
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    (b"nope", 400, "invalid_json"),
+    (b'"text"', 400, "invalid_body"),
+    (b'{"user_ids": null}', 400, "invalid_body"),
+    (b'{"user_ids": ["a"], "name": []}', 400, "invalid_body"),
+    (b'{"user_ids": ["a", null]}', 400, "invalid_user_id"),
+    (b'{"user_ids": ["a", "b c"]}', 400, "invalid_user_id"),
+    (b'{"user_ids": ["a"], "names": [1]}', 400, "invalid_body"),
+    (b'{"user_ids": ["a", "b", "c", "d"]}', 413, "batch_too_large"),
+])
+def test_bad_batch_bodies(body: bytes, status: int, error: str) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_batch(body, 3, VALID)
+    assert (err.value.status, err.value.error) == (status, error)
+
+
+def test_body_limit_fits_a_full_batch_of_longest_ids() -> None:
+    ids = ["x" * MAX_USER_ID_LENGTH] * 1000
+    body = orjson.dumps({"user_ids": ids, "names": list(VALID) * 10}, option=orjson.OPT_INDENT_2)
+    assert len(body) < body_limit(1000)
+
+
+# --- freshness and shaping ----------------------------------------------------------------------
+
+def test_staleness_and_seconds_since_are_read_time_and_never_negative() -> None:
+    assert staleness_ms(1_000, 3_500) == 2_500
+    assert staleness_ms(4_000, 3_500) == 0
+    assert staleness_ms(None, 3_500) is None
+    assert seconds_since(1_000, 3_500) == 2.5
+    assert seconds_since(9_000, 3_500) == 0
+    assert seconds_since(None, 3_500) is None
+
+
+ROW = {"as_of": 10_000, "version": 4, "updated_at": 10_200, "clicks_1h": 3, "spend_24h": 2.5,
+       "ctr_1h": None, "last_event_ts": 9_000}
+
+
+def test_features_body_has_freshness_and_no_meta_fields() -> None:
+    assert features_body("u", ROW, None, 12_000) == {
+        "user_id": "u", "as_of": 10_000, "updated_at": 10_200, "staleness_ms": 2_000,
+        "seconds_since_last_event": 3.0,
+        "features": {"clicks_1h": 3, "spend_24h": 2.5, "ctr_1h": None, "last_event_ts": 9_000}}
+    selected = features_body("u", ROW, ("ctr_1h", "clicks_1h"), 12_000)["features"]
+    assert list(selected.items()) == [("ctr_1h", None), ("clicks_1h", 3)]
+
+
+def test_batch_body_keeps_request_order_and_marks_missing_users() -> None:
+    body = batch_body(["b", "a", "b"], [None, ROW, None], ("clicks_1h",), 12_000)
+    assert body["results"][0] == {"user_id": "b", "found": False}
+    assert body["results"][1]["user_id"] == "a" and body["results"][1]["found"] is True
+    assert body["results"][1]["features"] == {"clicks_1h": 3}
+    assert body["results"][2] == {"user_id": "b", "found": False}
+
+
+def test_scores_body_gives_each_model_its_staleness() -> None:
+    scores = {"risk": Score("risk", 2, "v2", 0.5, "e1", 11_000, 10_000),
+              "churn": Score("churn", 1, "latest", 0.1, "e0", 9_500, 9_000)}
+    body = scores_body("u", scores, 12_000)
+    assert body["as_of"] == 10_000 and body["staleness_ms"] == 2_000
+    assert list(body["scores"]) == ["churn", "risk"]
+    assert body["scores"]["churn"] == {"model": "churn", "version": 1, "variant": "latest",
+                                       "score": 0.1, "event_id": "e0", "scored_at": 9_500,
+                                       "as_of": 9_000, "staleness_ms": 3_000}
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_cache_holds_values_and_known_absences_for_the_ttl() -> None:
+    clock = Clock()
+    cache = TTLCache(ttl_ms=500, max_entries=10, clock=clock)
+    assert cache.get("a") is MISS
+    cache.put("a", {"x": 1})
+    cache.put("gone", None)
+    clock.now += 0.4
+    assert cache.get("a") == {"x": 1} and cache.get("gone") is None
+    clock.now += 0.2
+    assert cache.get("a") is MISS and cache.get("gone") is MISS
+
+
+def test_cache_is_bounded_oldest_out_and_a_put_refreshes() -> None:
+    clock = Clock()
+    cache = TTLCache(ttl_ms=1_000, max_entries=2, clock=clock)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.put("a", 3)  # refreshed: now the newest
+    cache.put("c", 4)
+    assert [cache.get(k) for k in "abc"] == [3, MISS, 4]
+
+
+# --- Redis URLs ---------------------------------------------------------------------------------
+
+def test_redis_urls() -> None:
+    plain = parse_redis_url("redis://127.0.0.1:6390/2")
+    assert (plain.host, plain.port, plain.db, plain.password, plain.tls) == (
+        "127.0.0.1", 6390, 2, "", None)
+    auth = parse_redis_url("redis://reader:p%40ss%3Aw@redis.internal/0")
+    assert (auth.username, auth.password, auth.port) == ("reader", "p@ss:w", 6379)
+    assert "p@ss" not in auth.describe()
+    tls = parse_redis_url("rediss://:pw@host:6380")
+    assert tls.tls is not None and tls.tls.verify_mode == ssl.CERT_REQUIRED
+    assert tls.describe() == "rediss://host:6380/0"
+    unverified = parse_redis_url("rediss://host?ssl_cert_reqs=none")
+    assert unverified.tls is not None and unverified.tls.verify_mode == ssl.CERT_NONE
+    unix = parse_redis_url("unix:///run/redis.sock?db=3")
+    assert (unix.unix_path, unix.db) == ("/run/redis.sock", 3)
+
+
+@pytest.mark.parametrize("url", ["http://host", "redis://host:port/0", "unix://", "redis://h/x"])
+def test_bad_redis_urls_never_echo_the_url(url: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_redis_url(url.replace("://", "://:secret@", 1) if "unix" not in url else url)
+    assert "secret" not in str(err.value)
+
+
+# --- one round trip per read ------------------------------------------------------------------
+
+class FakeRedis:
+    """Answers HGETALL from a dict of hashes; records each round trip."""
+
+    def __init__(self, hashes: dict[str, dict[str, str]]) -> None:
+        self.hashes = hashes
+        self.round_trips: list[list[tuple[str, ...]]] = []
+
+    async def execute(self, commands: list[tuple[str, ...]]) -> list[list[str]]:
+        self.round_trips.append(commands)
+        return [[x for kv in self.hashes.get(c[1], {}).items() for x in kv] for c in commands]
+
+
+def hashes(*user_ids: str) -> dict[str, dict[str, str]]:
+    return {user_key("fs:", u): {k: encode_value(v) for k, v in ROW.items()} for u in user_ids}
+
+
+def test_a_batch_is_one_round_trip_with_duplicates_read_once() -> None:
+    redis = FakeRedis(hashes("a", "b"))
+    store = FeatureStore(redis, "fs:", None, Metrics())  # type: ignore[arg-type]
+    rows = asyncio.run(store.rows(["b", "x", "a", "b"]))
+    assert [r is not None for r in rows] == [True, False, True, True]
+    assert rows[0] == ROW
+    assert redis.round_trips == [[("HGETALL", "fs:user:b"), ("HGETALL", "fs:user:x"),
+                                  ("HGETALL", "fs:user:a")]]
+
+
+def test_the_cache_leaves_only_misses_for_redis() -> None:
+    redis = FakeRedis(hashes("a"))
+    metrics = Metrics()
+    store = FeatureStore(redis, "fs:", TTLCache(60_000, 100), metrics)  # type: ignore[arg-type]
+    asyncio.run(store.rows(["a", "x"]))
+    asyncio.run(store.rows(["x", "a", "b"]))
+    assert redis.round_trips[1] == [("HGETALL", "fs:user:b")]
+    sample = metrics.registry.get_sample_value
+    assert sample("featurestream_reader_cache_hits_total") == 2
+    assert sample("featurestream_reader_cache_misses_total") == 3
+
+
+def test_scores_are_read_from_the_score_key() -> None:
+    score = Score("risk", 2, "v2", 0.5, "e1", 11_000, 10_000)
+    redis = FakeRedis({score_key("fs:", "a"): {"risk": encode_score(score)}})
+    store = FeatureStore(redis, "fs:", None, Metrics())  # type: ignore[arg-type]
+    assert asyncio.run(store.scores("a")) == {"risk": score}
+    assert asyncio.run(store.scores("b")) is None
+
+
+# --- OpenAPI and settings ------------------------------------------------------------------
+
+def test_every_route_is_documented_and_auth_is_marked_when_on() -> None:
+    for auth in (False, True):
+        doc = openapi_document(VALID, 100, auth)
+        for path, method, _, protected in ROUTES:
+            operation = doc["paths"][path][method.lower()]
+            assert operation["responses"]
+            assert ("security" in operation) == (auth and protected)
+        orjson.dumps(doc)
+
+
+def test_reader_settings_from_env() -> None:
+    settings = Settings.from_env({"FEATURESTREAM_SERVE_PORT": "9000",
+                                  "FEATURESTREAM_REDIS_TIMEOUT_MS": "250ms",
+                                  "FEATURESTREAM_CACHE_TTL_MS": "1s",
+                                  "FEATURESTREAM_AUTH_TOKEN": "0123456789abcdef"})
+    assert (settings.serve_port, settings.redis_timeout_ms, settings.cache_ttl_ms) == (
+        9000, 250, 1000)
+    defaults = Settings()
+    assert (defaults.cache_ttl_ms, defaults.auth_token, defaults.serve_workers) == (0, "", 2)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SERVE_PORT", "0"), ("SERVE_PORT", "70000"), ("SERVE_WORKERS", "0"),
+    ("REDIS_TIMEOUT_MS", "0"), ("CACHE_TTL_MS", "-1"), ("CACHE_MAX_ENTRIES", "0"),
+    ("MAX_BATCH_SIZE", "0"), ("SERVE_HOST", " "), ("AUTH_TOKEN", "short"),
+    ("AUTH_TOKEN", "long enough but has spaces"),
+])
+def test_bad_reader_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({f"FEATURESTREAM_{name}": value})
+    assert f"FEATURESTREAM_{name}" in str(err.value)
+    if name == "AUTH_TOKEN":
+        assert value not in str(err.value)
