@@ -16,6 +16,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -43,6 +44,7 @@ class Freshness:
     offered_per_s: float
     achieved_per_s: float
     probes: int
+    probes_not_seen_in_10s: int
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -53,6 +55,23 @@ def rest(settings: Settings, path: str, method: str = "GET") -> dict:
     with urllib.request.urlopen(request, timeout=10) as response:
         body = response.read()
     return json.loads(body) if body else {}
+
+
+def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600) -> float:
+    """Records/s between 20% and 90% of ``total``, sampling ``count()`` every 0.2 s."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        samples.append((time.monotonic(), count()))
+        if samples[-1][1] >= total * 0.9:
+            break
+        time.sleep(0.2)
+    low = next(((t, n) for t, n in samples if n >= total * 0.2), samples[0])
+    high = samples[-1]
+    if high[1] < total * 0.9 or high[0] <= low[0]:
+        raise RuntimeError(f"could not measure: {high[1]:,} of {total:,} records in "
+                           f"{timeout_s:.0f} s")
+    return (high[1] - low[1]) / (high[0] - low[0])
 
 
 def keyed_records_in(settings: Settings, job_id: str) -> int:
@@ -96,17 +115,7 @@ def measure_throughput(stack: LocalStack, parallelism: int, events: int, users: 
     preload(settings, events, users, start_ts=int(time.time() * 1000) - 3_600_000)
     job_id = submit_job(settings, "features")
     try:
-        samples: list[tuple[float, int]] = []
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            count = keyed_records_in(settings, job_id)
-            samples.append((time.monotonic(), count))
-            if count >= events * 0.9:
-                break
-            time.sleep(1)
-        low = next((t, n) for t, n in samples if n >= events * 0.2)
-        high = samples[-1]
-        rate = (high[1] - low[1]) / (high[0] - low[0])
+        rate = steady_rate(lambda: keyed_records_in(settings, job_id), events)
         echo(f"feature job P={parallelism}: {rate:,.0f} events/s")
         return Throughput(parallelism, events, rate)
     finally:
@@ -142,6 +151,7 @@ def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, u
         loader.start()
         time.sleep(15)  # warm-up: job start, Python workers, first checkpoints
         latencies: list[float] = []
+        missed = 0
         with EventProducer(settings) as probe:
             started, sent_at_start = time.monotonic(), sent[0]
             for i in itertools.count():
@@ -160,13 +170,18 @@ def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, u
                         latencies.append((time.perf_counter() - t0) * 1000)
                         break
                     time.sleep(0.002)
+                else:
+                    missed += 1
                 time.sleep(0.05)
             achieved = (sent[0] - sent_at_start) / (time.monotonic() - started)
+        # A probe not seen within 10 s counts as 10 s: the job is not keeping up.
+        latencies += [10_000.0] * missed
         quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0] * 99
-        result = Freshness(offered_per_s, achieved, len(latencies), quantiles[49],
+        result = Freshness(offered_per_s, achieved, len(latencies), missed, quantiles[49],
                            quantiles[94], quantiles[98])
         echo(f"freshness at {offered_per_s:,.0f}/s offered: p50 {result.p50_ms:.0f} ms, "
-             f"p95 {result.p95_ms:.0f} ms, p99 {result.p99_ms:.0f} ms ({len(latencies)} probes)")
+             f"p95 {result.p95_ms:.0f} ms, p99 {result.p99_ms:.0f} ms ({len(latencies)} probes,"
+             f" {missed} not seen within 10 s)")
         return result
     finally:
         stop.set()

@@ -217,14 +217,9 @@ def row(r: dict[str, Any]) -> str:
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{r['busy_before_pct']:>7.0f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the table and write the JSON results."""
-    parser = argparse.ArgumentParser(prog="python -m bench.reader", description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5, help="length of each measurement")
-    parser.add_argument("--workers", type=int, default=Settings().serve_workers,
-                        help="reader worker processes (default: the setting's default)")
-    parser.add_argument("--cache-ttl-ms", type=int, default=1_000, help="TTL for the cache-on run")
-    args = parser.parse_args(argv)
+def run_reader_bench(seconds: int, workers: int, cache_ttl_ms: int,
+                     caches: tuple[str, ...] = ("off", "on")) -> dict[str, Any]:
+    """Measure every configuration in ``caches``; returns the report (not yet written)."""
     ensure_tools()
     load_before = os.getloadavg()
     started = time.time()
@@ -237,21 +232,34 @@ def main(argv: list[str] | None = None) -> int:
             seed(redis_server)
             print(f"bench: {USERS} users seeded; load average {load_before[0]:.2f} on "
                   f"{os.cpu_count()} cores\n{HEADER}", flush=True)
-            for cache, ttl in (("off", 0), ("on", args.cache_ttl_ms)):
-                with reader(redis_server.url, workdir, ttl, args.workers) as url:
-                    results += run_configuration(url, args.seconds, cache)
+            for cache in caches:
+                ttl = 0 if cache == "off" else cache_ttl_ms
+                with reader(redis_server.url, workdir, ttl, workers) as url:
+                    results += run_configuration(url, seconds, cache)
         finally:
             redis_server.stop()
-    report = {
+    return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1), "cores": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "users": USERS, "batch_size": BATCH, "workers": args.workers,
-        "cache_ttl_ms": args.cache_ttl_ms, "measurement_seconds": args.seconds,
+        "users": USERS, "batch_size": BATCH, "workers": workers,
+        "cache_ttl_ms": cache_ttl_ms, "measurement_seconds": seconds,
         "targets_p99_ms": TARGETS, "results": results,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the table and write the JSON results."""
+    parser = argparse.ArgumentParser(prog="python -m bench.reader", description=__doc__)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each measurement")
+    parser.add_argument("--workers", type=int, default=Settings().serve_workers,
+                        help="reader worker processes (default: the setting's default)")
+    parser.add_argument("--cache-ttl-ms", type=int, default=1_000, help="TTL for the cache-on run")
+    args = parser.parse_args(argv)
+    report = run_reader_bench(args.seconds, args.workers, args.cache_ttl_ms)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"reader-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
+    out = RESULTS / f"reader-{stamp}.json"
     out.write_text(json.dumps(report, indent=2))
     print(f"\nbench: {report['seconds']} s; load average after "
           f"{report['load_average_after'][0]:.2f}; results in {out}")

@@ -1,0 +1,129 @@
+"""One-command benchmark: ``python -m bench`` (about eight minutes).
+
+Starts a private local stack (tansu, redis-server, Flink) on free ports in a temporary home and
+measures, on this machine with everything on it:
+
+- raw ceilings: confluent-kafka consume-only and with json.loads, Avro decode, Redis pipelined
+  HSET and single GET;
+- the feature job: sustained events/s at parallelism 1 and 2 (preloaded backlog), and
+  produce-to-Redis freshness p50/p95/p99 at a fixed offered load (5k/s, and 1k/s);
+- the scoring job: sustained events/s (every event scored) and produce-to-score latency at
+  2k/s offered, for exactly-once (the default) and at-least-once delivery;
+- the reader: single GET and 100-user batch with wrk (saturation) and hey -q (fixed load).
+
+Prints one table with each figure next to its ceiling or target, writes JSON to
+``bench/results/``, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.feature_job import measure_freshness, measure_throughput
+from bench.raw_limits import measure_raw_limits
+from bench.reader import run_reader_bench
+from bench.scoring_job import measure_scoring_latency, measure_scoring_throughput, publish_model
+from featurestream.stack import LocalStack
+from featurestream.stack.private import private_settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run(events: int, reader_seconds: int) -> dict[str, Any]:
+    """Every measurement; returns the report."""
+    report: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
+    }
+    with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as home:
+        stack = LocalStack(private_settings(Path(home)), echo=lambda line: None)
+        print("bench: starting a private stack ...", flush=True)
+        stack.up()
+        try:
+            report["raw"] = measure_raw_limits(stack.settings)
+            print(f"bench: raw limits {report['raw']}", flush=True)
+            report["feature_throughput"] = [
+                dataclasses.asdict(measure_throughput(stack, p, events, 10_000))
+                for p in (1, 2)]
+            report["feature_freshness"] = [
+                dataclasses.asdict(measure_freshness(stack, rate, 20, 10_000))
+                for rate in (5_000, 1_000)]
+            publish_model(stack.settings)
+            report["scoring_throughput"] = dataclasses.asdict(
+                measure_scoring_throughput(stack, events))
+            report["scoring_latency"] = [
+                dataclasses.asdict(measure_scoring_latency(stack, delivery, 2_000, 20))
+                for delivery in ("exactly_once", "at_least_once")]
+        finally:
+            stack.down()
+    report["reader"] = run_reader_bench(reader_seconds, workers=2, cache_ttl_ms=1_000,
+                                        caches=("off",))["results"]
+    return report
+
+
+def table(report: dict[str, Any]) -> str:
+    """The figures next to their ceilings and the issue's targets."""
+    raw = report["raw"]
+    consume = raw["kafka_consume_per_s"]
+    lines = [f"featurestream benchmark, {report['started_at']}, {report['machine']}", "",
+             f"{'what':<52}{'figure':>14}{'ceiling / target':>28}"]
+
+    def add(what: str, figure: str, versus: str) -> None:
+        lines.append(f"{what:<52}{figure:>14}{versus:>28}")
+
+    add("kafka consume-only (1 consumer)", f"{consume:,.0f}/s", "")
+    add("kafka consume + json.loads", f"{raw['kafka_consume_json_per_s']:,.0f}/s", "")
+    add("avro decode (EventDecoder)", f"{raw['avro_decode_per_s']:,.0f}/s", "")
+    add("redis pipelined HSET", f"{raw['redis_pipelined_hset_per_s']:,.0f}/s", "")
+    add("redis single HGETALL p50 / p99",
+        f"{raw['redis_get_p50_us']:.0f}/{raw['redis_get_p99_us']:.0f} us", "")
+    for t in report["feature_throughput"]:
+        rate = t["events_per_s"]
+        add(f"feature job throughput, parallelism {t['parallelism']}", f"{rate:,.0f}/s",
+            f"{rate / consume:.1%} of consume; target 30,000")
+    for f in report["feature_freshness"]:
+        add(f"feature freshness at {f['offered_per_s']:,.0f}/s (achieved "
+            f"{f['achieved_per_s']:,.0f}/s) p50/p95/p99",
+            f"{f['p50_ms']:.0f}/{f['p95_ms']:.0f}/{f['p99_ms']:.0f} ms", "target p99 < 1,000 ms")
+    s = report["scoring_throughput"]
+    add("scoring job throughput (every event scored)", f"{s['events_per_s']:,.0f}/s",
+        f"{s['events_per_s'] / consume:.1%} of consume; target 20,000")
+    for lat in report["scoring_latency"]:
+        add(f"produce-to-score at 2,000/s, {lat['delivery']} p50/p99",
+            f"{lat['p50_ms']:.0f}/{lat['p99_ms']:.0f} ms", "target p99 < 1,000 ms")
+    for r in report["reader"]:
+        target = {"single": "p99 < 2 ms", "batch": "p99 < 10 ms"}[r["endpoint"]]
+        add(f"reader {r['endpoint']} {r['tool']} {r['load']} req/s, p50/p99 ms",
+            f"{r['rps']:,.0f} {r['p50_ms']:.1f}/{r['p99_ms']:.1f}", target)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and write the JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=100_000,
+                        help="backlog size for the throughput runs")
+    parser.add_argument("--reader-seconds", type=int, default=3)
+    args = parser.parse_args(argv)
+    report = run(args.events, args.reader_seconds)
+    text = table(report)
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nresults in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

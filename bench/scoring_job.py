@@ -1,0 +1,129 @@
+"""Scoring job benchmark: sustained events/s and produce-to-score latency.
+
+Every event type is scored here (``scored_event_types`` = all four), so each input record goes
+through enrichment, ``predict`` and the sink. Throughput is measured on a preloaded backlog
+(source records out, between 20% and 90% of it); latency by producing at a fixed offered load
+with event time = now and reading the ``scores`` topic (read_committed) for each event id.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.feature_job import cancel, isolated, preload, rest, steady_rate
+from featurestream.kafka_producer import EventProducer
+from featurestream.settings import Settings
+from featurestream.stack import LocalStack
+from featurestream.submit import submit_job
+from featurestream.train import TrainingRun, train
+from udfs.codec import EventEncoder
+from udfs.events import EVENT_TYPES
+from udfs.generator import StreamConfig, generate_events
+from udfs.model_registry import ModelRegistry
+from udfs.schema_registry import registry_for
+from udfs.score_codec import ScoreCodec
+
+
+@dataclass
+class ScoringThroughput:
+    events: int
+    events_per_s: float
+
+
+@dataclass
+class ScoringLatency:
+    delivery: str
+    offered_per_s: float
+    scored: int
+    p50_ms: float
+    p99_ms: float
+
+
+def publish_model(settings: Settings) -> None:
+    """A small real model (trained on generated history) in the settings' registry."""
+    model_text, metadata = train(settings, TrainingRun(events=60_000, users=600, rounds=40))
+    ModelRegistry(settings.effective_models_dir, settings.model_name).publish(model_text, metadata)
+
+
+def source_records_out(settings: Settings, job_id: str) -> int:
+    job = rest(settings, f"/jobs/{job_id}")
+    vertex = job["vertices"][0]["id"]
+    metric = rest(settings, f"/jobs/{job_id}/vertices/{vertex}/metrics"
+                            "?get=0.Source__events.numRecordsOut")
+    return int(metric[0]["value"]) if metric else 0
+
+
+def scoring_settings(stack: LocalStack, name: str, **changes: object) -> Settings:
+    return isolated(stack, name, scored_event_types=EVENT_TYPES,
+                    scoring_group=f"{name}-scoring", **changes)
+
+
+def measure_scoring_throughput(stack: LocalStack, events: int, echo=print) -> ScoringThroughput:
+    settings = scoring_settings(stack, "bench-score", scores_delivery="at_least_once")
+    echo(f"scoring job: preloading {events:,} events ...")
+    preload(settings, events, 10_000, start_ts=int(time.time() * 1000) - 3_600_000)
+    job_id = submit_job(settings, "scoring")
+    try:
+        rate = steady_rate(lambda: source_records_out(settings, job_id), events)
+        echo(f"scoring job: {rate:,.0f} events/s")
+        return ScoringThroughput(events, rate)
+    finally:
+        cancel(settings, job_id)
+
+
+def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: float,
+                            seconds: float, echo=print) -> ScoringLatency:
+    settings = scoring_settings(stack, f"lat-{delivery}", scores_delivery=delivery)
+    job_id = submit_job(settings, "scoring")
+    encoder = EventEncoder(registry_for(settings.schema_registry_url))
+    codec = ScoreCodec(registry_for(settings.schema_registry_url), f"{settings.scores_topic}-value")
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def read_scores() -> None:
+        consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
+                             "group.id": "bench-latency", "isolation.level": "read_committed"})
+        consumer.assign([TopicPartition(settings.scores_topic, p, 0)
+                         for p in range(settings.topic_partitions)])
+        while not stop.is_set():
+            for message in consumer.consume(1_000, timeout=0.2):
+                if message.error() is None:
+                    event_id = codec.decode(message.value()).event_id
+                    if event_id in sent_at:
+                        latencies.append((time.time() - sent_at[event_id]) * 1000)
+        consumer.close()
+
+    reader = threading.Thread(target=read_scores, daemon=True)
+    reader.start()
+    try:
+        time.sleep(10)  # job start-up
+        config = StreamConfig(users=2_000, events_per_second=offered_per_s, seed=4)
+        started = time.monotonic()
+        with EventProducer(settings) as producer:
+            for i, event in enumerate(generate_events(config)):
+                if time.monotonic() - started > seconds:
+                    break
+                if (delay := started + i / offered_per_s - time.monotonic()) > 0:
+                    time.sleep(delay)
+                now = time.time()
+                event = event._replace(ts=int(now * 1000))
+                sent_at[event.event_id] = now
+                producer.send(event.user_id, encoder.avro(event), event.ts)
+        deadline = time.monotonic() + 30
+        while len(latencies) < len(sent_at) * 0.99 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+        result = ScoringLatency(delivery, offered_per_s, len(latencies), q[49], q[98])
+        echo(f"scoring latency ({delivery}) at {offered_per_s:,.0f}/s: p50 {q[49]:.0f} ms, "
+             f"p99 {q[98]:.0f} ms ({len(latencies)}/{len(sent_at)} scored)")
+        return result
+    finally:
+        stop.set()
+        cancel(settings, job_id)
+
