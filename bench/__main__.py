@@ -75,10 +75,10 @@ def table(report: dict[str, Any]) -> str:
     raw = report["raw"]
     consume = raw["kafka_consume_per_s"]
     lines = [f"featurestream benchmark, {report['started_at']}, {report['machine']}", "",
-             f"{'what':<52}{'figure':>14}{'ceiling / target':>28}"]
+             f"{'what':<62}{'figure':>18}  {'ceiling / target'}"]
 
     def add(what: str, figure: str, versus: str) -> None:
-        lines.append(f"{what:<52}{figure:>14}{versus:>28}")
+        lines.append(f"{what:<62}{figure:>18}  {versus}")
 
     add("kafka consume-only (1 consumer)", f"{consume:,.0f}/s", "")
     add("kafka consume + json.loads", f"{raw['kafka_consume_json_per_s']:,.0f}/s", "")

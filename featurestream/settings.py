@@ -66,7 +66,7 @@ class Settings:
     redis_batch_size: int = 1_000
     # PyFlink bundle: rows reach Redis at the latest when a bundle ends.
     bundle_size: int = 10_000
-    bundle_time_ms: int = 200
+    bundle_time_ms: int = 50
     state_cache_size: int = 100_000
     python_executable: str = sys.executable
     # The reader (`featurestream serve`): HTTP over the materialized features and scores
