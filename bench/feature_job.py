@@ -11,19 +11,19 @@
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
 
+from featurestream.flink_rest import FlinkRest
 from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack
+from featurestream.stack.private import isolated
 from featurestream.submit import submit_job
 from udfs.codec import EventEncoder
 from udfs.events import Event
@@ -50,13 +50,6 @@ class Freshness:
     p99_ms: float
 
 
-def rest(settings: Settings, path: str, method: str = "GET") -> dict:
-    request = urllib.request.Request(settings.flink_rest_url.rstrip("/") + path, method=method)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = response.read()
-    return json.loads(body) if body else {}
-
-
 def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600) -> float:
     """Records/s between 20% and 90% of ``total``, sampling ``count()`` every 0.2 s."""
     samples: list[tuple[float, int]] = []
@@ -76,27 +69,9 @@ def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600) ->
 
 def keyed_records_in(settings: Settings, job_id: str) -> int:
     """Records the keyed feature operator has received (network input of its vertex)."""
-    job = rest(settings, f"/jobs/{job_id}")
+    job = FlinkRest(settings.flink_rest_url).job(job_id)
     vertex = next(v for v in job["vertices"] if v["name"].startswith("user features"))
     return int(vertex["metrics"]["read-records"])
-
-
-def cancel(settings: Settings, job_id: str) -> None:
-    rest(settings, f"/jobs/{job_id}?mode=cancel", method="PATCH")
-    deadline = time.monotonic() + 60
-    while rest(settings, f"/jobs/{job_id}")["state"] not in ("CANCELED", "FAILED"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"job {job_id} did not cancel")
-        time.sleep(0.5)
-
-
-def isolated(stack: LocalStack, name: str, **changes: object) -> Settings:
-    """Settings with the benchmark's own topics and Redis prefix."""
-    settings = stack.settings.replace(
-        events_topic=f"{name}.events", events_dlq_topic=f"{name}.events.dlq",
-        redis_key_prefix=f"{name}:", consumer_group=f"{name}-group", **changes)
-    LocalStack(settings, echo=lambda line: None).kafka.ensure_topics(lambda line: None)
-    return settings
 
 
 def preload(settings: Settings, events: int, users: int, start_ts: int) -> None:
@@ -119,7 +94,7 @@ def measure_throughput(stack: LocalStack, parallelism: int, events: int, users: 
         echo(f"feature job P={parallelism}: {rate:,.0f} events/s")
         return Throughput(parallelism, events, rate)
     finally:
-        cancel(settings, job_id)
+        FlinkRest(settings.flink_rest_url).cancel(job_id)
 
 
 def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, users: int,
@@ -185,4 +160,4 @@ def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, u
         return result
     finally:
         stop.set()
-        cancel(settings, job_id)
+        FlinkRest(settings.flink_rest_url).cancel(job_id)

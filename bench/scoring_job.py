@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.feature_job import cancel, isolated, preload, steady_rate
+from bench.feature_job import preload, steady_rate
+from featurestream.flink_rest import FlinkRest
 from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack
+from featurestream.stack.private import isolated
 from featurestream.submit import submit_job
 from featurestream.train import TrainingRun, train
 from udfs.codec import EventEncoder
@@ -75,8 +77,7 @@ class TopicCounter:
 
 
 def scoring_settings(stack: LocalStack, name: str, **changes: object) -> Settings:
-    return isolated(stack, name, scored_event_types=EVENT_TYPES,
-                    scoring_group=f"{name}-scoring", **changes)
+    return isolated(stack, name, scored_event_types=EVENT_TYPES, **changes)
 
 
 def measure_scoring_throughput(stack: LocalStack, events: int, echo=print) -> ScoringThroughput:
@@ -91,7 +92,7 @@ def measure_scoring_throughput(stack: LocalStack, events: int, echo=print) -> Sc
         return ScoringThroughput(events, rate)
     finally:
         scores.close()
-        cancel(settings, job_id)
+        FlinkRest(settings.flink_rest_url).cancel(job_id)
 
 
 def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: float,
@@ -143,5 +144,5 @@ def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: flo
         return result
     finally:
         stop.set()
-        cancel(settings, job_id)
+        FlinkRest(settings.flink_rest_url).cancel(job_id)
 

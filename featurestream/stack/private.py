@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestream.settings import Settings
+from featurestream.stack.local import LocalStack
 
 
 def _bindable(port: int) -> bool:
@@ -41,3 +42,18 @@ def private_settings(home: Path, **changes: Any) -> Settings:
         flink_rest_url=f"http://127.0.0.1:{flink}",
         **changes,
     )
+
+
+def isolated(stack: LocalStack, name: str, **changes: Any) -> Settings:
+    """The stack's settings with their own topics (created), Redis prefix and consumer groups.
+
+    Tests and benchmarks share one stack; each names its own slice of it.
+    """
+    settings = stack.settings.replace(
+        events_topic=f"{name}.events", events_dlq_topic=f"{name}.events.dlq",
+        scores_topic=f"{name}.scores", scores_dlq_topic=f"{name}.scores.dlq",
+        redis_key_prefix=f"{name}:", consumer_group=f"{name}-group",
+        scoring_group=f"{name}-scoring", **changes,
+    )
+    LocalStack(settings, echo=lambda line: None).kafka.ensure_topics(lambda line: None)
+    return settings

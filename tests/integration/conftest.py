@@ -3,15 +3,14 @@ free ports in a temporary home, so a running demo stack is never touched."""
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from featurestream.flink_rest import FlinkRest
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack
 from featurestream.stack.private import private_settings
@@ -28,20 +27,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         local.down()
 
 
-def isolated(stack: LocalStack, name: str) -> Settings:
-    """The stack's settings with a test's own topics, Redis prefix and consumer group."""
-    settings = stack.settings.replace(
-        events_topic=f"{name}.events", events_dlq_topic=f"{name}.events.dlq",
-        scores_topic=f"{name}.scores", scores_dlq_topic=f"{name}.scores.dlq",
-        redis_key_prefix=f"{name}:", consumer_group=f"{name}-group",
-    )
-    LocalStack(settings, echo=lambda line: None).kafka.ensure_topics(lambda line: None)
-    return settings
-
-
-def flink_get(settings: Settings, path: str) -> dict:
-    with urllib.request.urlopen(settings.flink_rest_url.rstrip("/") + path, timeout=10) as r:
-        return json.load(r)
+def flink_get(settings: Settings, path: str) -> Any:
+    return FlinkRest(settings.flink_rest_url).call(path)
 
 
 def job_diagnostics(settings: Settings, job_id: str) -> str:
@@ -55,19 +42,11 @@ def job_diagnostics(settings: Settings, job_id: str) -> str:
 
 def job_exceptions(settings: Settings, job_id: str) -> list[str]:
     """Stack traces of every failure (and restart) the job has had."""
-    history = flink_get(settings, f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
-    return [entry["stacktrace"] for entry in history.get("entries", [])]
+    return FlinkRest(settings.flink_rest_url).exceptions(job_id)
 
 
 def cancel_job(settings: Settings, job_id: str) -> None:
-    request = urllib.request.Request(
-        f"{settings.flink_rest_url.rstrip('/')}/jobs/{job_id}?mode=cancel", method="PATCH")
-    urllib.request.urlopen(request, timeout=10).close()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if flink_get(settings, f"/jobs/{job_id}")["state"] in ("CANCELED", "FAILED", "FINISHED"):
-            return
-        time.sleep(0.5)
+    FlinkRest(settings.flink_rest_url).cancel(job_id)
 
 
 def read_topic(settings: Settings, topic: str, partitions: int) -> list:

@@ -18,11 +18,11 @@ import redis
 from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack
+from featurestream.stack.private import isolated
 from featurestream.submit import submit_job
 from tests.integration.conftest import (
     cancel_job,
     flink_get,
-    isolated,
     job_diagnostics,
     job_exceptions,
     read_topic,

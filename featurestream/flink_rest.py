@@ -1,0 +1,43 @@
+"""A small client for the Flink JobManager's REST API (jobs, metrics, cancellation)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from typing import Any
+
+FINAL_STATES = ("CANCELED", "FAILED", "FINISHED")
+
+
+class FlinkRest:
+    """REST calls against ``url`` (e.g. ``http://127.0.0.1:8081``)."""
+
+    def __init__(self, url: str, timeout_s: float = 10) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def call(self, path: str, method: str = "GET") -> Any:
+        """The decoded JSON answer to ``method path`` (None for an empty body)."""
+        request = urllib.request.Request(self.url + path, method=method)
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job's details: state, vertices and their metrics."""
+        return self.call(f"/jobs/{job_id}")
+
+    def exceptions(self, job_id: str) -> list[str]:
+        """Stack traces of every failure (and so restart) the job has had, newest first."""
+        history = self.call(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
+        return [entry["stacktrace"] for entry in history.get("entries", [])]
+
+    def cancel(self, job_id: str, timeout_s: float = 60) -> None:
+        """Cancel the job and wait until it has stopped."""
+        self.call(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+        deadline = time.monotonic() + timeout_s
+        while self.job(job_id)["state"] not in FINAL_STATES:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Flink job {job_id} did not stop within {timeout_s} s")
+            time.sleep(0.5)
