@@ -5,7 +5,8 @@ measures, on this machine with everything on it:
 
 - raw ceilings: confluent-kafka consume-only and with json.loads, Avro decode, Redis pipelined
   HSET and single GET;
-- the feature job: sustained events/s at parallelism 1 and 2 (preloaded backlog), and
+- the feature job: sustained events/s at parallelism 1 and 2 (preloaded backlog; the last run
+  over 100k equally active users, with the resident memory of the whole stack as it ends), and
   produce-to-Redis freshness p50/p95/p99 at a fixed offered load (5k/s, and 1k/s);
 - the scoring job: sustained events/s (every event scored) and produce-to-score latency at
   2k/s offered, for exactly-once (the default) and at-least-once delivery;
@@ -52,8 +53,9 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
             report["raw"] = measure_raw_limits(stack.settings)
             print(f"bench: raw limits {report['raw']}", flush=True)
             report["feature_throughput"] = [
-                dataclasses.asdict(measure_throughput(stack, p, events, 10_000))
-                for p in (1, 2)]
+                dataclasses.asdict(measure_throughput(stack, p, n, users, skew))
+                for p, n, users, skew in ((1, events, 10_000, 0.9), (2, events, 10_000, 0.9),
+                                          (2, 3 * events, 100_000, 0.0))]
             report["feature_freshness"] = [
                 dataclasses.asdict(measure_freshness(stack, rate, 20, 10_000))
                 for rate in (5_000, 1_000)]
@@ -88,8 +90,11 @@ def table(report: dict[str, Any]) -> str:
         f"{raw['redis_get_p50_us']:.0f}/{raw['redis_get_p99_us']:.0f} us", "")
     for t in report["feature_throughput"]:
         rate = t["events_per_s"]
-        add(f"feature job throughput, parallelism {t['parallelism']}", f"{rate:,.0f}/s",
-            f"{rate / consume:.1%} of consume; target 30,000")
+        add(f"feature job throughput, parallelism {t['parallelism']}, {t['users']:,} users",
+            f"{rate:,.0f}/s", f"{rate / consume:.1%} of consume; target 30,000")
+    t = report["feature_throughput"][-1]
+    add(f"stack memory (RSS, all processes), {t['users_with_rows']:,} users in state",
+        f"{t['stack_rss_mib']['total']:,.0f} MiB", "target < 6,144 MiB")
     for f in report["feature_freshness"]:
         add(f"feature freshness at {f['offered_per_s']:,.0f}/s (achieved "
             f"{f['achieved_per_s']:,.0f}/s) p50/p95/p99",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
+from bench.memory import stack_rss_mib
 from featurestream.flink_rest import FlinkRest
 from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
@@ -36,7 +37,10 @@ from udfs.schema_registry import registry_for
 class Throughput:
     parallelism: int
     events: int
+    users: int
+    users_with_rows: int  # distinct users materialized in Redis by the end of the run
     events_per_s: float
+    stack_rss_mib: dict[str, float]  # every process of the stack, as the run ends
 
 
 @dataclass
@@ -74,25 +78,34 @@ def keyed_records_in(settings: Settings, job_id: str) -> int:
     return int(vertex["metrics"]["read-records"])
 
 
-def preload(settings: Settings, events: int, users: int, start_ts: int) -> None:
+def preload(settings: Settings, events: int, users: int, start_ts: int,
+            user_skew: float = 0.9) -> None:
+    """Produce ``events`` generated events (``user_skew`` 0 = every user equally active)."""
     encoder = EventEncoder(registry_for(settings.schema_registry_url))
-    config = StreamConfig(users=users, events_per_second=1000.0, start_ts=start_ts, seed=5)
+    config = StreamConfig(users=users, events_per_second=1000.0, start_ts=start_ts, seed=5,
+                          user_skew=user_skew)
     with EventProducer(settings) as producer:
         for event in itertools.islice(generate_events(config), events):
             producer.send(event.user_id, encoder.avro(event), event.ts)
 
 
 def measure_throughput(stack: LocalStack, parallelism: int, events: int, users: int,
-                       echo=print) -> Throughput:
+                       user_skew: float = 0.9, echo=print) -> Throughput:
     """Steady-state events/s of the feature job on a preloaded backlog."""
     settings = isolated(stack, f"bench-p{parallelism}", parallelism=parallelism)
     echo(f"feature job P={parallelism}: preloading {events:,} events ...")
-    preload(settings, events, users, start_ts=int(time.time() * 1000) - 3_600_000)
+    preload(settings, events, users, start_ts=int(time.time() * 1000) - 3_600_000,
+            user_skew=user_skew)
     job_id = submit_job(settings, "features")
     try:
         rate = steady_rate(lambda: keyed_records_in(settings, job_id), events)
-        echo(f"feature job P={parallelism}: {rate:,.0f} events/s")
-        return Throughput(parallelism, events, rate)
+        memory = stack_rss_mib(stack)
+        client = redis.Redis.from_url(settings.redis_url)
+        with_rows = sum(1 for _ in client.scan_iter(
+            match=user_key(settings.redis_key_prefix, "*"), count=10_000))
+        echo(f"feature job P={parallelism}: {rate:,.0f} events/s; {with_rows:,} users with "
+             f"rows; stack RSS {memory['total']:,.0f} MiB")
+        return Throughput(parallelism, events, users, with_rows, rate, memory)
     finally:
         FlinkRest(settings.flink_rest_url).cancel(job_id)
 

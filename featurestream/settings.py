@@ -143,7 +143,7 @@ class Settings:
         """Raise :class:`SettingsError` naming the variable and the fix for any bad value."""
 
         def bad(name: str, fix: str) -> SettingsError:
-            value = getattr(self, name)
+            value = _render(getattr(self, name))
             return SettingsError(f"{PREFIX}{name.upper()}={value!r}: {fix}")
 
         if not self.windows:

@@ -67,10 +67,12 @@ def submit_job(settings: Settings, job: str) -> str:
                             env={**os.environ, **settings.to_env()}, check=False, timeout=300)
     match = _JOB_ID.search(result.stdout + result.stderr)
     if result.returncode != 0 or not match:
-        output = (result.stdout + result.stderr).strip().splitlines()
+        # The messages and causes, not the Java stack frames.
+        output = [line for line in (result.stdout + result.stderr).strip().splitlines()
+                  if line.strip() and not line.lstrip().startswith(("at ", "..."))]
         raise UserFacingError(
             f"flink run failed (exit {result.returncode}); is the cluster at "
-            f"{settings.flink_rest_url} up (featurestream status)?\n" + "\n".join(output[-25:])
+            f"{settings.flink_rest_url} up (featurestream status)?\n" + "\n".join(output[-12:])
         )
     return match.group(1)
 
