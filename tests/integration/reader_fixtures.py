@@ -24,6 +24,7 @@ import redis
 import uvicorn
 
 from featurestream.settings import Settings
+from featurestream.stack.private import free_ports
 from serving.app import create_app
 from udfs.features import default_features
 from udfs.redis_layout import (
@@ -43,9 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_until(check: Any, timeout: float, what: str) -> None:
