@@ -61,6 +61,13 @@ class Settings:
     checkpoint_dir: str = ""  # empty = file://<home>/checkpoints
     checkpoint_interval_ms: int = 10_000
     parallelism: int = 1
+    # Flink's key groups: the most the job can ever be rescaled to (fixed with its state).
+    max_parallelism: int = 128
+    # The feature job keys its state by shard of users (fixed with its state; >= parallelism).
+    state_shards: int = 32
+    # Kafka records cross into Python in batches of up to this many, or after this long.
+    source_batch_size: int = 1_000
+    source_batch_linger_ms: int = 10
     redis_key_prefix: str = "fs:"
     redis_ttl_seconds: int = 7 * 86_400
     redis_batch_size: int = 1_000
@@ -161,12 +168,20 @@ class Settings:
             raise bad("allowed_lateness_ms", "use 0 (= largest window) up to the largest window")
         for name in ("checkpoint_interval_ms", "parallelism", "topic_partitions",
                      "redis_batch_size", "bundle_size", "bundle_time_ms", "state_cache_size",
-                     "redis_ttl_seconds"):
+                     "redis_ttl_seconds", "max_parallelism", "state_shards", "source_batch_size",
+                     "source_batch_linger_ms"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be a positive integer")
         for name in ("max_out_of_orderness_ms", "source_idleness_ms"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be zero or positive")
+        if self.max_parallelism < self.parallelism:
+            raise bad("max_parallelism", f"use at least FEATURESTREAM_PARALLELISM "
+                      f"({self.parallelism}); it is fixed for the life of the job's state")
+        if not self.parallelism <= self.state_shards <= self.max_parallelism:
+            raise bad("state_shards", f"use FEATURESTREAM_PARALLELISM ({self.parallelism}) to "
+                      f"FEATURESTREAM_MAX_PARALLELISM ({self.max_parallelism}); it is fixed for "
+                      "the life of the feature job's state")
         if not all(":" in hp for hp in self.kafka_bootstrap.split(",")):
             raise bad("kafka_bootstrap", "use host:port[,host:port...]")
         if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):

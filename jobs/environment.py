@@ -26,5 +26,6 @@ def create_env(settings: Settings) -> StreamExecutionEnvironment:
                       "RETAIN_ON_CANCELLATION")
     env = StreamExecutionEnvironment.get_execution_environment(config)
     env.set_parallelism(settings.parallelism)
+    env.set_max_parallelism(settings.max_parallelism)
     env.add_jars(connector_jar(settings.home / "jars").as_uri())
     return env

@@ -1,4 +1,5 @@
-"""The feature job's Python operators: decode, event time, and the keyed feature function.
+"""The feature job's Python operators: shard a batch of events, event time, and the keyed
+function that keeps each shard's users and materializes their rows.
 
 Functions take plain constructor values and create their clients in ``open()``: they are
 pickled to the TaskManagers' Python workers.
@@ -6,7 +7,7 @@ pickled to the TaskManagers' Python workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pyflink.common import Types
@@ -17,33 +18,42 @@ from pyflink.datastream import (
     ProcessFunction,
     RuntimeContext,
 )
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor
 
 from jobs.kafka_io import FRAME_TYPE
 from jobs.redis_writer import RedisRowWriter
-from udfs.codec import DecodeError, EventDecoder
+from udfs import shard_events
+from udfs.codec import EventDecoder
 from udfs.dlq import dlq_frame
-from udfs.feature_processor import FeatureProcessor, Outcome
+from udfs.feature_processor import FeatureProcessor
 from udfs.features import Feature
-from udfs.kafka_framing import decode_source_frame
+from udfs.kafka_framing import decode_source_frame, split_batch
 from udfs.schema_registry import registry_for
+from udfs.user_shard import UserShard
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
 
-# What travels from decode to the keyed function: (user_id, ts, source frame), in Flink's
-# native tuple coder (no pickling). The keyed function decodes the frame again, which costs
-# less than pickling an Event across the boundary, and keeps the original bytes and their
-# coordinates for the DLQ.
-KeyedFrame = tuple[str, int, bytes]
-KEYED_FRAME_TYPE = Types.TUPLE([Types.STRING(), Types.LONG(), FRAME_TYPE])
+# What travels from the sharding stage to the keyed function: (shard key, newest event time,
+# packed events of that shard), in Flink's native tuple coder.
+ShardRecord = tuple[int, int, bytes]
+SHARD_RECORD_TYPE = Types.TUPLE([Types.INT(), Types.LONG(), FRAME_TYPE])
+
+# The map entry (never a user id: those are non-empty) that records the shard count the state
+# was written with.
+_SHARD_COUNT_ENTRY = ""
 
 
-class DecodeEvents(ProcessFunction):
-    """Source frames -> decoded events; undecodable records -> the DLQ side output."""
+class ShardEvents(ProcessFunction):
+    """A batch of source frames -> one record per state shard; undecodable -> the DLQ.
 
-    def __init__(self, schema_registry_url: str, dlq_topic: str) -> None:
+    ``shard_keys[i]`` is the Flink key of shard ``i`` (see ``ShardKeys.java``).
+    """
+
+    def __init__(self, schema_registry_url: str, dlq_topic: str,
+                 shard_keys: Sequence[int]) -> None:
         self._registry_url = schema_registry_url
         self._dlq_topic = dlq_topic
+        self._shard_keys = tuple(shard_keys)
         self._decoder: EventDecoder | None = None
         self._dead = None
 
@@ -51,111 +61,139 @@ class DecodeEvents(ProcessFunction):
         self._decoder = EventDecoder(registry_for(self._registry_url))
         self._dead = runtime_context.get_metrics_group().counter("undecodable_events")
 
-    def process_element(self, frame: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        record = decode_source_frame(frame)
-        result = self._decoder.decode(record.value)
-        if isinstance(result, DecodeError):
+    def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        groups, failed = shard_events.group_by_shard(split_batch(batch), self._decoder,
+                                                     len(self._shard_keys))
+        for frame, error in failed:
             self._dead.inc()
-            yield DLQ, dlq_frame(self._dlq_topic, record, "decode", result.error_class,
-                                 result.message)
-        else:
-            yield result.user_id, result.ts, frame
+            yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), "decode",
+                                 error.error_class, error.message)
+        for shard, events in groups.items():
+            yield self._shard_keys[shard], max(e[1] for e in events), shard_events.pack(events)
 
 
-class EventTime(TimestampAssigner):
-    """Event time is the event's ``ts`` field."""
+class NewestEventTime(TimestampAssigner):
+    """A shard record's time is its newest event's ``ts``: the watermark follows event time."""
 
-    def extract_timestamp(self, value: KeyedFrame, record_timestamp: int) -> int:
+    def extract_timestamp(self, value: ShardRecord, record_timestamp: int) -> int:
         return value[1]
 
 
 class MaterializeFeatures(KeyedProcessFunction):
-    """Keyed by user: windows in one state value, one timer, rows upserted into Redis.
+    """Keyed by state shard: the shard's users in memory and in a map state, one event-time
+    timer per shard, rows upserted into Redis.
 
-    Rows are buffered and written in micro-batches; the buffer is flushed whenever it fills and
-    at the end of every bundle, before PyFlink commits the bundle's state, so a checkpoint never
-    covers a row that has not reached Redis.
+    At the end of every bundle, before PyFlink commits the bundle's state, the changed rows are
+    written to Redis and the changed users' states to the map state, so a checkpoint never
+    covers a row that has not reached Redis or a user whose state is not stored.
     """
 
-    def __init__(self, features: Sequence[Feature], allowed_lateness_ms: int, redis_url: str,
-                 key_prefix: str, ttl_seconds: int, batch_size: int, dlq_topic: str,
-                 schema_registry_url: str) -> None:
+    def __init__(self, features: Sequence[Feature], allowed_lateness_ms: int, shards: int,
+                 redis_url: str, key_prefix: str, ttl_seconds: int, batch_size: int,
+                 dlq_topic: str) -> None:
         self._features = tuple(features)
         self._allowed_lateness_ms = allowed_lateness_ms
+        self._shard_count = shards
         self._redis = (redis_url, key_prefix, ttl_seconds, batch_size)
         self._dlq_topic = dlq_topic
-        self._registry_url = schema_registry_url
         self._processor: FeatureProcessor | None = None
-        self._decoder: EventDecoder | None = None
         self._writer: RedisRowWriter | None = None
-        self._state = None
-        self._late = None
-        self._expired = None
+        self._shards: dict[Any, UserShard] = {}  # by the backend's key of each shard
+        self._touched: set[Any] = set()
+        self._users = None
+        self._backend = None
+        self._metrics: dict[str, Any] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._processor = FeatureProcessor(self._features, self._allowed_lateness_ms)
-        self._decoder = EventDecoder(registry_for(self._registry_url))
         self._writer = RedisRowWriter(*self._redis)
-        self._state = runtime_context.get_state(
-            ValueStateDescriptor("user_windows", Types.PICKLED_BYTE_ARRAY()))
+        self._users = runtime_context.get_map_state(
+            MapStateDescriptor("users", Types.STRING(), FRAME_TYPE))
         metrics = runtime_context.get_metrics_group()
-        self._late = metrics.counter("late_events")
-        self._expired = metrics.counter("expired_events")
-        _flush_before_bundle_commit(runtime_context, self._writer.flush)
+        self._metrics = {name: metrics.counter(name) for name in
+                         ("events_in", "late_events", "expired_events", "rows_written")}
+        self._backend = runtime_context._keyed_state_backend
+        _before_bundle_commit(self._backend, self._end_bundle)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
 
-    def process_element(self, value: KeyedFrame, ctx: KeyedProcessFunction.Context
+    def process_element(self, value: ShardRecord, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
-        record = decode_source_frame(value[2])
-        event = self._decoder.decode(record.value)
-        if isinstance(event, DecodeError):  # decoded fine upstream; only a changed registry
-            yield DLQ, dlq_frame(self._dlq_topic, record, "decode", event.error_class,
-                                 event.message)
-            return
+        shard = self._current_shard()
+        events = shard_events.unpack(value[2])
+        self._metrics["events_in"].inc(len(events))
         watermark = ctx.timer_service().current_watermark()
-        outcome = self._processor.on_event(self._state.value(), event, watermark)
-        if outcome.rejection is not None:
-            rejection = outcome.rejection
-            (self._late if rejection.error_class == "LateEvent" else self._expired).inc()
-            yield DLQ, dlq_frame(self._dlq_topic, record, "window",
+        for event, rejection in shard.add_events(events, watermark):
+            late = rejection.error_class == "LateEvent"
+            self._metrics["late_events" if late else "expired_events"].inc()
+            yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(event[5]), "window",
                                  rejection.error_class, rejection.message,
-                                 key=event.user_id.encode())
-        self._apply(outcome, ctx)
+                                 key=event[0].encode())
+        self._register_timer(shard, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
                  ) -> Iterator[Any]:
-        self._apply(self._processor.on_timer(self._state.value(), timestamp), ctx)
+        shard = self._current_shard()
+        shard.timer_fired(timestamp)
+        shard.advance(max(timestamp, ctx.timer_service().current_watermark()))
+        self._register_timer(shard, ctx)
         return iter(())  # PyFlink iterates the result of on_timer; expiry emits no records
 
-    def _apply(self, outcome: Outcome, ctx: KeyedProcessFunction.Context) -> None:
-        """Move the timer, store or clear the state, buffer the row."""
-        timers = ctx.timer_service()
-        if outcome.delete_timer is not None:
-            timers.delete_event_time_timer(outcome.delete_timer)
-        if outcome.register_timer is not None:
-            timers.register_event_time_timer(outcome.register_timer)
-        if outcome.state is None:
-            self._state.clear()
-            return
-        self._state.update(outcome.state)
-        if outcome.row is not None:
-            self._writer.add(ctx.get_current_key(), outcome.row)
+    def _current_shard(self) -> UserShard:
+        """The current key's shard, loaded from the map state on first use."""
+        key = self._backend.get_current_key()
+        self._touched.add(key)
+        shard = self._shards.get(key)
+        if shard is None:
+            shard = self._shards[key] = UserShard(self._processor)
+            stored = dict(self._users.items())
+            written_with = stored.pop(_SHARD_COUNT_ENTRY, None)
+            if written_with is None:
+                self._users.put(_SHARD_COUNT_ENTRY, str(self._shard_count).encode())
+            elif int(written_with) != self._shard_count:
+                raise RuntimeError(
+                    f"this state was written with {int(written_with)} state shards, but "
+                    f"FEATURESTREAM_STATE_SHARDS is {self._shard_count}: set it back to "
+                    f"{int(written_with)} (the shard count is fixed for the life of the state)")
+            shard.restore(stored.items())
+        return shard
+
+    def _register_timer(self, shard: UserShard, ctx: KeyedProcessFunction.Context) -> None:
+        timer = shard.timer_to_register()
+        if timer is not None:
+            ctx.timer_service().register_event_time_timer(timer)
+
+    def _end_bundle(self) -> None:
+        """Rows of the bundle to Redis, then the changed states into the map state."""
+        changes = [(key, self._shards[key].take_changes()) for key in self._touched]
+        self._touched.clear()
+        rows = 0
+        for _, change in changes:
+            rows += len(change.rows)
+            for user_id, row in change.rows.items():
+                self._writer.add(user_id, row)
+        self._writer.flush()
+        self._metrics["rows_written"].inc(rows)
+        for key, change in changes:
+            if change.stored or change.removed:
+                self._backend.set_current_key(key)
+                self._users.put_all(change.stored.items())
+                for user_id in change.removed:
+                    self._users.remove(user_id)
 
 
-def _flush_before_bundle_commit(runtime_context: RuntimeContext, flush: Any) -> None:
-    """Run ``flush`` at the end of every bundle, just before the keyed state is committed.
+def _before_bundle_commit(backend: Any, end_bundle: Callable[[], None]) -> None:
+    """Run ``end_bundle`` at the end of every bundle, just before the keyed state is committed.
 
     PyFlink calls ``commit()`` on the keyed state backend when a bundle finishes (and a
     checkpoint always finishes the bundle first); it offers no public end-of-bundle hook.
     """
-    backend = runtime_context._keyed_state_backend
     commit = backend.commit
 
-    def flush_then_commit() -> None:
-        flush()
+    def end_bundle_then_commit() -> None:
+        end_bundle()
         commit()
 
-    backend.commit = flush_then_commit
+    backend.commit = end_bundle_then_commit

@@ -14,12 +14,12 @@ from featurestream.settings import Settings
 from jobs.environment import create_env
 from jobs.feature_functions import (
     DLQ,
-    KEYED_FRAME_TYPE,
-    DecodeEvents,
-    EventTime,
+    SHARD_RECORD_TYPE,
     MaterializeFeatures,
+    NewestEventTime,
+    ShardEvents,
 )
-from jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
+from jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source, shard_keys
 from udfs.features import default_features
 
 JOB_NAME = "featurestream-features"
@@ -30,37 +30,38 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
 
     Tests drive the same graph from a collection of frames.
     """
-    decoded = frames.process(
-        DecodeEvents(settings.schema_registry_url, settings.events_dlq_topic),
-        output_type=KEYED_FRAME_TYPE,
-    ).name("decode events").uid("decode-events")
+    sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
+        ShardEvents(settings.schema_registry_url, settings.events_dlq_topic,
+                    shard_keys(settings.state_shards, settings.max_parallelism)),
+        output_type=SHARD_RECORD_TYPE,
+    ).name("decode and shard events").uid("shard-events")
     watermarks = (
         WatermarkStrategy.for_bounded_out_of_orderness(
             Duration.of_millis(settings.max_out_of_orderness_ms))
         .with_idleness(Duration.of_millis(settings.source_idleness_ms))
-        .with_timestamp_assigner(EventTime())
+        .with_timestamp_assigner(NewestEventTime())
     )
     features = (
-        decoded.assign_timestamps_and_watermarks(watermarks)
-        .key_by(lambda keyed_frame: keyed_frame[0], key_type=Types.STRING())
+        sharded.assign_timestamps_and_watermarks(watermarks)
+        .key_by(lambda record: record[0], key_type=Types.INT())
         .process(
             MaterializeFeatures(
                 features=default_features(settings.windows),
                 allowed_lateness_ms=settings.effective_allowed_lateness_ms,
+                shards=settings.state_shards,
                 redis_url=settings.redis_url,
                 key_prefix=settings.redis_key_prefix,
                 ttl_seconds=settings.redis_ttl_seconds,
                 batch_size=settings.redis_batch_size,
                 dlq_topic=settings.events_dlq_topic,
-                schema_registry_url=settings.schema_registry_url,
             ),
             output_type=FRAME_TYPE,
         )
         .name("user features -> redis")
-        .uid("user-features")
+        .uid("user-feature-shards")
     )
     (
-        decoded.get_side_output(DLQ)
+        sharded.get_side_output(DLQ)
         .union(features.get_side_output(DLQ))
         .sink_to(dlq_sink)
         .name("events dlq")

@@ -7,24 +7,20 @@ value); sinks take sink frames (topic, key, headers, value). Both use the Java f
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyflink.common import Types
+from pyflink.datastream import DataStream
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer,
     KafkaSink,
     KafkaSource,
 )
-from pyflink.util.java_utils import load_java_class
+from pyflink.java_gateway import get_gateway
 
 FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
-_DESERIALIZER = "io.featurestream.flink.FramedRecordDeserializer"
-_SERIALIZER = "io.featurestream.flink.FramedRecordSerializer"
 TRANSACTION_TIMEOUT_MS = 15 * 60_000
-
-
-def _new_java(class_name: str) -> object:
-    """A new instance of a Java class from the job's jar (a py4j proxy)."""
-    return load_java_class(class_name).newInstance()
 
 
 def framed_source(bootstrap: str, topic: str, group_id: str) -> KafkaSource:
@@ -40,7 +36,7 @@ def framed_source(bootstrap: str, topic: str, group_id: str) -> KafkaSource:
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_property("partition.discovery.interval.ms", "60000")
     )
-    builder._j_builder.setDeserializer(_new_java(_DESERIALIZER))
+    builder._j_builder.setDeserializer(_java_package().FramedRecordDeserializer())
     return builder.build()
 
 
@@ -59,5 +55,23 @@ def framed_sink(bootstrap: str, transactional_id_prefix: str | None = None) -> K
         (builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
          .set_transactional_id_prefix(transactional_id_prefix)
          .set_property("transaction.timeout.ms", str(TRANSACTION_TIMEOUT_MS)))
-    builder._j_builder.setRecordSerializer(_new_java(_SERIALIZER))
+    builder._j_builder.setRecordSerializer(_java_package().FramedRecordSerializer())
     return builder.build()
+
+
+def batched(frames: DataStream, max_records: int, linger_ms: int) -> DataStream:
+    """``frames`` packed into batches by ``FrameBatcher`` (chained to the source: the Python
+    operator after it is called once per batch; see :func:`udfs.kafka_framing.split_batch`)."""
+    batcher = _java_package().FrameBatcher(max_records, linger_ms)
+    return DataStream(frames._j_data_stream.transform(
+        "batch frames", FRAME_TYPE.get_java_type_info(), batcher))
+
+
+def shard_keys(shards: int, max_parallelism: int) -> list[int]:
+    """Flink keys of the state shards, spread evenly over the key groups (``ShardKeys``)."""
+    return list(_java_package().ShardKeys.forShards(shards, max_parallelism))
+
+
+def _java_package() -> Any:
+    """The job jar's Java package (``jobs/java``), as a py4j view."""
+    return get_gateway().jvm.io.featurestream.flink

@@ -1,61 +1,114 @@
-"""A tiny keyed-operator harness: drives :class:`FeatureProcessor` like Flink would.
+"""A tiny keyed-operator harness: drives :class:`UserShard` objects like the Flink job does.
 
-It keeps per-key state and event-time timers, applies each :class:`Outcome` exactly as the
-Flink adapter does, and fires timers in time order when the watermark advances.
+It routes events to shards by :func:`shard_of`, keeps the Flink side of each shard -- its
+registered event-time timers and its map state (user id -> stored bytes) -- fires timers in
+time order when the watermark advances, and ends a bundle after every call, collecting the
+rows and storing the changed states exactly as ``MaterializeFeatures`` does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from udfs.events import Event
-from udfs.feature_processor import FeatureProcessor, Outcome, Rejection, Row, UserState
+from udfs.feature_processor import FeatureProcessor, Rejection, Row, UserState
+from udfs.shard_events import ShardEvent, shard_of
+from udfs.user_shard import UserShard
+from udfs.windows import TYPE_INDEX
 
 MIN_WATERMARK = -(2**63)
 
 
+def shard_event(event: Event) -> ShardEvent:
+    """The tuple the sharding stage sends for ``event`` (its frame: the event id)."""
+    return (event.user_id, event.ts, TYPE_INDEX[event.event_type], event.amount,
+            event.item_id, event.event_id.encode())
+
+
 @dataclass
-class KeyedHarness:
+class ShardHarness:
     processor: FeatureProcessor
+    shard_count: int = 4
     watermark: int = MIN_WATERMARK
-    state: dict[str, UserState] = field(default_factory=dict)
-    timers: dict[str, set[int]] = field(default_factory=dict)
+    shards: dict[int, UserShard] = field(default_factory=dict)
+    timers: dict[int, set[int]] = field(default_factory=dict)  # Flink's, per shard
+    stored: dict[int, dict[str, bytes]] = field(default_factory=dict)  # the map state
     rows: list[tuple[str, Row]] = field(default_factory=list)
-    rejected: list[tuple[Event, Rejection]] = field(default_factory=list)
+    rejected: list[tuple[ShardEvent, Rejection]] = field(default_factory=list)
 
     def process(self, event: Event) -> None:
-        outcome = self.processor.on_event(self.state.get(event.user_id), event, self.watermark)
-        if outcome.rejection is not None:
-            self.rejected.append((event, outcome.rejection))
-        self._apply(event.user_id, outcome)
+        """One event in a bundle of its own."""
+        self.process_bundle([event])
+
+    def process_bundle(self, events: Iterable[Event]) -> None:
+        """Events delivered in one bundle (rows coalesce per user)."""
+        by_shard: dict[int, list[ShardEvent]] = {}
+        for event in events:
+            by_shard.setdefault(shard_of(event.user_id, self.shard_count), []).append(
+                shard_event(event))
+        for number, shard_events in by_shard.items():
+            shard = self._shard(number)
+            self.rejected += shard.add_events(shard_events, self.watermark)
+            self._register(number, shard)
+        self._end_bundle()
 
     def advance_watermark(self, watermark: int) -> None:
+        """Fire every timer due at ``watermark`` in time order (one bundle)."""
         self.watermark = max(self.watermark, watermark)
         while True:
-            due = [(t, key) for key, ts in self.timers.items() for t in ts if t <= self.watermark]
+            due = [(t, n) for n, ts in self.timers.items() for t in ts if t <= self.watermark]
             if not due:
-                return
-            t, key = min(due)
-            self.timers[key].discard(t)
-            self._apply(key, self.processor.on_timer(self.state.get(key), t))
+                break
+            t, number = min(due)
+            self.timers[number].discard(t)
+            if not self.timers[number]:
+                del self.timers[number]
+            shard = self._shard(number)
+            shard.timer_fired(t)
+            shard.advance(self.watermark)
+            self._register(number, shard)
+        self._end_bundle()
 
-    def _apply(self, key: str, outcome: Outcome) -> None:
-        timers = self.timers.setdefault(key, set())
-        if outcome.delete_timer is not None:
-            timers.discard(outcome.delete_timer)
-        if outcome.register_timer is not None:
-            timers.add(outcome.register_timer)
-        if not timers:
-            del self.timers[key]
-        if outcome.state is None:
-            self.state.pop(key, None)
-        else:
-            self.state[key] = outcome.state
-        if outcome.row is not None:
-            self.rows.append((key, outcome.row))
+    def restart(self) -> None:
+        """Lose every in-memory shard, as a restarted worker does; Flink's side remains."""
+        self.shards.clear()
+
+    def users(self) -> dict[str, UserState]:
+        """Every user held in memory, over all shards."""
+        return {u: s for shard in self.shards.values() for u, s in shard.users.items()}
+
+    def stored_users(self) -> dict[str, UserState]:
+        """Every user in the map state, over all shards."""
+        return {u: UserState.from_bytes(b) for m in self.stored.values() for u, b in m.items()}
 
     def latest_rows(self) -> dict[str, Row]:
         latest: dict[str, Row] = {}
         for key, row in self.rows:
             latest[key] = row
         return latest
+
+    def _shard(self, number: int) -> UserShard:
+        shard = self.shards.get(number)
+        if shard is None:
+            shard = self.shards[number] = UserShard(self.processor)
+            shard.restore(self.stored.get(number, {}).items())
+        return shard
+
+    def _register(self, number: int, shard: UserShard) -> None:
+        timer = shard.timer_to_register()
+        if timer is not None:
+            self.timers.setdefault(number, set()).add(timer)
+
+    def _end_bundle(self) -> None:
+        rows: list[tuple[str, Row]] = []
+        for number, shard in self.shards.items():
+            changes = shard.take_changes()
+            rows += changes.rows.items()
+            stored = self.stored.setdefault(number, {})
+            stored.update(changes.stored)
+            for user_id in changes.removed:
+                stored.pop(user_id, None)
+            if not stored:
+                del self.stored[number]
+        self.rows += sorted(rows, key=lambda user_row: user_row[0])

@@ -7,6 +7,10 @@ Source frame (Java -> Python), all integers big-endian::
 
     u16 topic length | topic (UTF-8) | i32 partition | i64 offset | i64 timestamp | value bytes
 
+Batch (Java -> Python; ``FrameBatcher`` packs consecutive source frames into one record)::
+
+    (i32 frame length | source frame)*
+
 Sink frame (Python -> Java)::
 
     u16 topic length | topic | i32 key length (-1 = null) | key
@@ -48,6 +52,29 @@ def decode_source_frame(frame: bytes) -> SourceRecord:
     topic = frame[2:2 + n].decode()
     partition, offset, timestamp = _SOURCE_META.unpack_from(frame, 2 + n)
     return SourceRecord(topic, partition, offset, timestamp, frame[2 + n + _SOURCE_META.size:])
+
+
+def source_value(frame: bytes) -> bytes:
+    """The record value of a source frame, without decoding the rest (the hot path)."""
+    return frame[2 + _U16.unpack_from(frame, 0)[0] + _SOURCE_META.size:]
+
+
+def encode_batch(frames: Sequence[bytes]) -> bytes:
+    """Pack frames as ``FrameBatcher`` does (used by tests)."""
+    return b"".join(_I32.pack(len(f)) + f for f in frames)
+
+
+def split_batch(batch: bytes) -> list[bytes]:
+    """The frames of a batch, in order."""
+    frames = []
+    pos, end = 0, len(batch)
+    unpack = _I32.unpack_from
+    while pos < end:
+        (n,) = unpack(batch, pos)
+        pos += 4
+        frames.append(batch[pos:pos + n])
+        pos += n
+    return frames
 
 
 def encode_sink_frame(topic: str, key: bytes | None, value: bytes,

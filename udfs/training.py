@@ -21,6 +21,7 @@ from udfs.events import Event
 from udfs.feature_processor import FeatureProcessor, Row, UserState
 from udfs.feature_vector import FeatureProblem, assemble
 from udfs.features import Feature
+from udfs.windows import TYPE_INDEX
 
 _NO_WATERMARK = -(2**63)
 
@@ -36,12 +37,14 @@ def point_in_time_rows(history: Iterable[tuple[Event, bool]], features: Sequence
         state = states.get(user)
         if event.event_type in scored_types:
             if state is not None:
-                advanced = processor.on_timer(state, event.ts)
-                rows[user] = advanced.row or {**rows[user], "as_of": state.as_of}
+                expired = processor.advance(state, event.ts)
+                rows[user] = processor.row(state) if expired else {**rows[user],
+                                                                   "as_of": state.as_of}
             yield event, rows.get(user), label
-        outcome = processor.on_event(state, event, _NO_WATERMARK)
-        states[user] = outcome.state
-        rows[user] = outcome.row
+        state, _ = processor.accept(state, event.ts, TYPE_INDEX[event.event_type],
+                                    event.amount, event.item_id, _NO_WATERMARK)
+        states[user] = state
+        rows[user] = processor.row(state)
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,20 @@ class WindowSpec:
 
 
 class Window:
-    """One user's buckets and running totals for one :class:`WindowSpec`."""
+    """One user's buckets and running totals for one :class:`WindowSpec`.
 
-    __slots__ = ("buckets", "items", "totals")
+    ``oldest`` caches the smallest bucket index, so the per-event checks (does anything expire?
+    when is the next expiry?) never scan the buckets; only an actual expiry does.
+    """
+
+    __slots__ = ("buckets", "items", "oldest", "totals")
 
     def __init__(self, track_items: bool) -> None:
         # bucket index -> [n_view, n_click, n_add_to_cart, n_purchase, amount_sum, items|None]
         self.buckets: dict[int, list] = {}
         self.totals: list[float] = [0, 0, 0, 0, 0.0]
         self.items: dict[str, int] | None = {} if track_items else None
+        self.oldest: int | None = None
 
     def add(self, bucket_index: int, type_index: int, amount: float | None,
             item_id: str | None) -> None:
@@ -69,6 +74,8 @@ class Window:
         if bucket is None:
             bucket = [0, 0, 0, 0, 0.0, {} if self.items is not None else None]
             self.buckets[bucket_index] = bucket
+            if self.oldest is None or bucket_index < self.oldest:
+                self.oldest = bucket_index
         bucket[type_index] += 1
         self.totals[type_index] += 1
         if amount is not None and type_index == PURCHASE:
@@ -81,10 +88,9 @@ class Window:
 
     def expire_before(self, first_live: int) -> bool:
         """Drop buckets with index < ``first_live``; True if any was dropped."""
-        dead = [k for k in self.buckets if k < first_live]
-        if not dead:
+        if self.oldest is None or self.oldest >= first_live:
             return False
-        for k in dead:
+        for k in [k for k in self.buckets if k < first_live]:
             bucket = self.buckets.pop(k)
             for i in range(AMOUNT):
                 self.totals[i] -= bucket[i]
@@ -96,8 +102,17 @@ class Window:
                     else:
                         del self.items[item_id]
         self.totals[AMOUNT] = math.fsum(b[AMOUNT] for b in self.buckets.values())
+        self.oldest = min(self.buckets) if self.buckets else None
         return True
 
-    def oldest_bucket(self) -> int | None:
-        """Index of the oldest live bucket, or None when the window is empty."""
-        return min(self.buckets) if self.buckets else None
+    def to_plain(self) -> tuple:
+        """The window as builtins only (fast to pickle): buckets, totals, items."""
+        return self.buckets, self.totals, self.items
+
+    @classmethod
+    def from_plain(cls, plain: tuple) -> Window:
+        """Inverse of :meth:`to_plain`."""
+        window = cls.__new__(cls)
+        window.buckets, window.totals, window.items = plain
+        window.oldest = min(window.buckets) if window.buckets else None
+        return window

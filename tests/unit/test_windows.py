@@ -1,4 +1,8 @@
-"""Window logic: scenario tables with ASCII timelines, a hypothesis oracle, and state hygiene."""
+"""Window logic: scenario tables with ASCII timelines, a hypothesis oracle, and state hygiene.
+
+Everything runs through :class:`ShardHarness`, which drives the shards as the Flink job does
+(one timer per shard, state stored at the end of each bundle).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.harness import KeyedHarness
+from tests.harness import ShardHarness
 from tests.oracle import assert_row_matches, expected_row
 from udfs.events import EVENT_TYPES, Event
 from udfs.feature_processor import FeatureProcessor
@@ -28,8 +32,9 @@ def ev(ts: int, kind: str = "view", user: str = "u1", item: str | None = "i1",
     return Event(f"e{n[0]}", user, kind, item, amount, ts, None)
 
 
-# Each scenario: events (seconds, type) in arrival order, then the watermark moves to `until`;
-# `expect` lists (as_of seconds, events_1m, events_5m) of the rows emitted, in order.
+# Each scenario: events (seconds, type) in arrival order, then the watermark sweeps to `until`
+# one second at a time; `expect` lists (as_of seconds, events_1m, events_5m) of the rows
+# emitted, in order.
 SCENARIOS = [
     pytest.param(
         # t(s)  0        30          60 61  90 91
@@ -64,16 +69,17 @@ SCENARIOS = [
 
 @pytest.mark.parametrize(("arrivals", "until", "expect"), SCENARIOS)
 def test_scenarios(arrivals, until, expect) -> None:
-    harness = KeyedHarness(make_processor())
+    harness = ShardHarness(make_processor())
     for seconds, kind in arrivals:
         harness.process(ev(int(seconds * 1000), kind))
-    harness.advance_watermark(until * 1000)
+    for second in range(until + 1):
+        harness.advance_watermark(second * 1000)
     got = [(row["as_of"] / 1000, row["events_1m"], row["events_5m"]) for _, row in harness.rows]
     assert got == [(a, b, c) for a, b, c in expect]
 
 
 def test_row_versions_grow_and_as_of_never_goes_back() -> None:
-    harness = KeyedHarness(make_processor())
+    harness = ShardHarness(make_processor())
     for ts in (5_000, 1_000, 70_000, 2_000, 200_000):
         harness.process(ev(ts))
         harness.advance_watermark(ts - 5_000)
@@ -82,55 +88,80 @@ def test_row_versions_grow_and_as_of_never_goes_back() -> None:
 
 
 def test_event_older_than_largest_window_is_rejected_not_counted() -> None:
-    harness = KeyedHarness(make_processor(("1m", "1h")))
+    harness = ShardHarness(make_processor(("1m", "1h")))
     harness.process(ev(3 * 3_600_000))
     harness.process(ev(1_000))  # two hours older than the user's row: outside every window
     [(event, rejection)] = harness.rejected
-    assert event.ts == 1_000 and rejection.error_class == "ExpiredEvent"
+    assert event[1] == 1_000 and rejection.error_class == "ExpiredEvent"
     assert "largest window (1h)" in rejection.message
     assert harness.latest_rows()["u1"]["events_1h"] == 1
 
 
 def test_event_beyond_allowed_lateness_is_rejected() -> None:
-    harness = KeyedHarness(make_processor(lateness=60_000))
+    harness = ShardHarness(make_processor(lateness=60_000))
     harness.advance_watermark(10 * 60_000)
     harness.process(ev(10 * 60_000 - 60_001, user="new-user"))
     [(_, rejection)] = harness.rejected
     assert rejection.error_class == "LateEvent"
     assert "allowed lateness is 60000 ms" in rejection.message
-    assert "new-user" not in harness.state and not harness.rows
+    assert "new-user" not in harness.users() and not harness.rows
 
 
 def test_idle_users_leave_no_state_and_no_timers() -> None:
-    harness = KeyedHarness(make_processor(lateness=60_000))
+    harness = ShardHarness(make_processor(lateness=60_000))
     for i in range(50):
         harness.process(ev(i * 997, "purchase", user=f"u{i % 7}", item=f"i{i % 5}"))
-    assert harness.state and harness.timers
+    assert harness.users() and harness.stored and harness.timers
     harness.advance_watermark(2 * DAY)
-    assert harness.state == {} and harness.timers == {}
+    assert harness.users() == {} and harness.stored == {} and harness.timers == {}
     for user, row in harness.latest_rows().items():  # the last rows fell back to zero
         assert row["events_24h"] == 0 and row["spend_24h"] == 0.0, user
         assert row["avg_spend_24h"] is None and row["distinct_items_24h"] == 0
 
 
-def test_each_user_has_at_most_one_timer() -> None:
-    harness = KeyedHarness(make_processor())
-    for i in range(200):
-        harness.process(ev((i * 7919) % 500_000, user=f"u{i % 3}"))
-        assert all(len(t) == 1 for t in harness.timers.values())
+def test_a_bundle_writes_one_row_per_user_with_every_event_counted() -> None:
+    # t(s)   1  2  3 (u1)   2 (u2)   -- one bundle: one row each, all events in it
+    harness = ShardHarness(make_processor())
+    harness.process_bundle([ev(1_000), ev(2_000, user="u2"), ev(2_000), ev(3_000, "click")])
+    assert [(user, row["as_of"], row["events_1m"], row["clicks_1m"], row["version"])
+            for user, row in harness.rows] == [("u1", 3_000, 3, 1, 1), ("u2", 2_000, 1, 0, 1)]
 
 
-def test_state_survives_pickling_as_flink_stores_it() -> None:
-    import pickle
+def test_no_expiry_is_missed_and_timers_stay_few() -> None:
+    """Every shard with users has a Flink timer no later than its earliest user expiry."""
+    harness = ShardHarness(make_processor(), shard_count=3)
+    for i in range(300):
+        harness.process(ev((i * 7919) % 500_000 + i * 1_000, user=f"u{i % 11}"))
+        harness.advance_watermark(i * 1_000 - 30_000)
+        for number, shard in harness.shards.items():
+            due = shard.next_expiry()
+            if due is not None:
+                assert min(harness.timers[number]) <= due
+        assert all(len(t) <= 3 for t in harness.timers.values()), harness.timers
 
-    processor = make_processor()
-    harness = KeyedHarness(processor)
-    for ts in (1_000, 2_000, 3_600_000):
+
+def test_stored_state_is_the_state_in_memory_at_every_bundle_end() -> None:
+    harness = ShardHarness(make_processor())
+    for ts in (1_000, 2_000, 3_600_000, 3_590_000):
         harness.process(ev(ts, "purchase", item=f"i{ts}"))
-    restored = pickle.loads(pickle.dumps(harness.state["u1"]))
-    outcome = processor.on_event(restored, ev(3_600_500, "click"), 0)
-    again = processor.on_event(harness.state["u1"], ev(3_600_500, "click"), 0)
-    assert outcome.row == again.row
+        harness.advance_watermark(ts - 5_000)
+        stored = harness.stored_users()
+        assert stored.keys() == harness.users().keys()
+        for user, state in harness.users().items():
+            assert stored[user].to_bytes() == state.to_bytes()
+
+
+def test_a_restarted_shard_continues_like_an_uninterrupted_one() -> None:
+    events = [ev(ts, kind, user=f"u{ts % 3}", item=f"i{ts % 4}")
+              for ts, kind in zip(range(0, 900_000, 7_001), EVENT_TYPES * 40, strict=False)]
+    steady, restarted = (ShardHarness(make_processor()) for _ in range(2))
+    for i, event in enumerate(events):
+        for harness in (steady, restarted):
+            harness.process(event)
+            harness.advance_watermark(event.ts - 5_000)
+        if i % 17 == 0:
+            restarted.restart()
+    assert restarted.rows == steady.rows
 
 
 events_strategy = st.lists(
@@ -139,8 +170,9 @@ events_strategy = st.lists(
         st.sampled_from(EVENT_TYPES),
         st.sampled_from(["a", "b", "c", None]),
         st.floats(min_value=0.01, max_value=1_000, allow_nan=False),
-        st.sampled_from(["u1", "u2"]),
+        st.sampled_from(["u1", "u2", "u3"]),
         st.integers(min_value=0, max_value=120_000),  # how far behind the stream it arrives
+        st.integers(min_value=1, max_value=3),  # events in the bundle this one starts
     ),
     min_size=1,
     max_size=60,
@@ -148,26 +180,33 @@ events_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(events_strategy, st.sampled_from([60_000, 3_600_000, DAY]))
-def test_every_row_equals_the_oracle(raw, lateness) -> None:
-    """Disordered arrivals, watermarks and expiry timers: every emitted row is exact."""
-    harness = KeyedHarness(make_processor(lateness=lateness))
+@given(events_strategy, st.sampled_from([60_000, 3_600_000, DAY]), st.sampled_from([1, 2]))
+def test_every_row_equals_the_oracle(raw, lateness, shards) -> None:
+    """Disordered arrivals, bundles, watermarks and expiry: every emitted row is exact."""
+    harness = ShardHarness(make_processor(lateness=lateness), shard_count=shards)
     # Arrival order: by (event time + delay), so some events arrive after later ones.
     arrivals = sorted(raw, key=lambda r: r[0] + r[5])
-    accepted: dict[str, list[Event]] = {"u1": [], "u2": []}
-    max_seen = 0
-    for i, (ts, kind, item, amount, user, _) in enumerate(arrivals):
-        event = Event(f"e{i}", user, kind, item, amount if kind == "purchase" else None, ts, None)
+    accepted: dict[str, list[Event]] = {"u1": [], "u2": [], "u3": []}
+    events = [Event(f"e{i}", user, kind, item, amount if kind == "purchase" else None, ts, None)
+              for i, (ts, kind, item, amount, user, _, _) in enumerate(arrivals)]
+    max_seen, i = 0, 0
+    while i < len(events):
+        bundle = events[i:i + arrivals[i][6]]
+        i += len(bundle)
         rows_before, rejected_before = len(harness.rows), len(harness.rejected)
-        harness.process(event)
-        if len(harness.rejected) == rejected_before:
-            accepted[user].append(event)
+        harness.process_bundle(bundle)
+        rejected_ids = {e[5] for e, _ in harness.rejected[rejected_before:]}
+        for event in bundle:
+            if event.event_id.encode() not in rejected_ids:
+                accepted[event.user_id].append(event)
         for key, row in harness.rows[rows_before:]:
-            assert_row_matches(row, expected_row(accepted[key], row["as_of"]), f"event {i}")
-        max_seen = max(max_seen, ts)
+            assert_row_matches(row, expected_row(accepted[key], row["as_of"]), f"bundle {i}")
+        max_seen = max(max_seen, *(e.ts for e in bundle))
         rows_before = len(harness.rows)
         harness.advance_watermark(max_seen - 5_000)
         for key, row in harness.rows[rows_before:]:
             assert_row_matches(row, expected_row(accepted[key], row["as_of"]), f"timer {i}")
+        if i % 5 == 0:
+            harness.restart()
     harness.advance_watermark(max_seen + 3 * DAY)  # expiry (24h) + lateness (<= 24h)
-    assert harness.state == {} and harness.timers == {}
+    assert harness.users() == {} and harness.stored == {} and harness.timers == {}
