@@ -3,25 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import redis
 
-from udfs.redis_layout import UPSERT_ROW_LUA, FeatureValue, upsert_args, user_key
+from udfs.redis_layout import (
+    ROWS_PER_UPSERT,
+    UPSERT_ROWS_LUA,
+    FeatureValue,
+    upsert_rows_args,
+    user_key,
+)
 
 
 class RedisRowWriter:
-    """Buffers the latest row per user and writes a micro-batch in one pipelined round trip.
+    """Buffers the latest row per user and writes them in one pipelined round trip.
 
     Rows of one user arrive in ``(as_of, version)`` order, so only the newest buffered row per
-    user is written; the upsert script drops any row older than the stored one.
+    user is written; the upsert script drops any row older than the stored one. Each script
+    call carries up to :data:`ROWS_PER_UPSERT` rows with the feature names sent once.
     """
 
-    def __init__(self, url: str, key_prefix: str, ttl_seconds: int, batch_size: int) -> None:
+    def __init__(self, url: str, key_prefix: str, ttl_seconds: int, batch_size: int,
+                 fields: Sequence[str]) -> None:
         self._client = redis.Redis.from_url(url)
-        self._upsert = self._client.register_script(UPSERT_ROW_LUA)
+        self._upsert = self._client.register_script(UPSERT_ROWS_LUA)
         self._prefix = key_prefix
         self._ttl = ttl_seconds
         self._batch_size = batch_size
+        self._fields = tuple(fields)
         self._pending: dict[str, dict[str, FeatureValue]] = {}
 
     def add(self, user_id: str, row: dict[str, FeatureValue]) -> None:
@@ -35,10 +45,14 @@ class RedisRowWriter:
         if not self._pending:
             return
         now_ms = int(time.time() * 1000)
+        users = list(self._pending)
         pipe = self._client.pipeline(transaction=False)
-        for user_id, row in self._pending.items():
-            self._upsert(keys=[user_key(self._prefix, user_id)],
-                         args=upsert_args(row, now_ms, self._ttl), client=pipe)
+        for start in range(0, len(users), ROWS_PER_UPSERT):
+            chunk = users[start:start + ROWS_PER_UPSERT]
+            self._upsert(keys=[user_key(self._prefix, u) for u in chunk],
+                         args=upsert_rows_args([self._pending[u] for u in chunk], self._fields,
+                                               now_ms, self._ttl),
+                         client=pipe)
         pipe.execute()
         self._pending.clear()
 

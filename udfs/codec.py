@@ -19,7 +19,7 @@ from enum import StrEnum
 from io import BytesIO
 from typing import Any, NoReturn
 
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
@@ -124,7 +124,9 @@ class EventDecoder:
         except UnknownSchemaId as exc:
             raise _Rejected(ErrorClass.UNKNOWN_SCHEMA_ID, str(exc)) from None
         same = to_parsing_canonical_form(writer) == self._reader_form
-        plan = self._plans[schema_id] = (writer, None if same else self._reader_schema)
+        # Parsed once here: fastavro would otherwise parse the schemas on every record.
+        plan = self._plans[schema_id] = (
+            parse_schema(writer), None if same else parse_schema(self._reader_schema))
         return plan
 
 
@@ -139,6 +141,7 @@ class EventEncoder:
         self._registry = registry
         self._subject = subject
         self._schema = load_schema("user_event")
+        self._parsed = parse_schema(self._schema)
         self._header: bytes | None = None
 
     def avro(self, event: Event | Mapping[str, Any]) -> bytes:
@@ -148,7 +151,7 @@ class EventEncoder:
             self._header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
         buffer = BytesIO()
         buffer.write(self._header)
-        schemaless_writer(buffer, self._schema, _as_record(event))
+        schemaless_writer(buffer, self._parsed, _as_record(event))
         return buffer.getvalue()
 
     def json(self, event: Event | Mapping[str, Any]) -> bytes:

@@ -14,9 +14,10 @@ Values
     null as the empty string.
 
 Writes
-    go through :data:`UPSERT_ROW_LUA`, which compares ``(as_of, version)`` inside Redis and
-    ignores a row older than the stored one, so a replay after a restart never leaves an older
-    row over a newer one. Every write refreshes the key's TTL.
+    go through :data:`UPSERT_ROWS_LUA` (many rows per call, arguments from
+    :func:`upsert_rows_args`), which compares ``(as_of, version)`` inside Redis and ignores a
+    row older than the stored one, so a replay after a restart never leaves an older row over
+    a newer one. Every write refreshes the key's TTL.
 
 Scores
     ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
@@ -40,17 +41,31 @@ FeatureValue = int | float | None
 
 ROW_META_FIELDS = ("as_of", "version", "updated_at")
 
-UPSERT_ROW_LUA = """
-local cur = redis.call('HMGET', KEYS[1], 'as_of', 'version')
-if cur[1] then
-  local as_of, new_as_of = tonumber(cur[1]), tonumber(ARGV[1])
-  if new_as_of < as_of then return 0 end
-  if new_as_of == as_of and tonumber(ARGV[2]) < (tonumber(cur[2]) or 0) then return 0 end
+# KEYS: the users' keys. ARGV: ttl, updated_at, n, the n field names, then for each key in
+# order: as_of, version and the n values. Returns how many rows were written.
+UPSERT_ROWS_LUA = """
+local ttl, updated_at, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local written = 0
+for i, key in ipairs(KEYS) do
+  local at = 3 + n + (i - 1) * (n + 2)
+  local as_of, version = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local cur = redis.call('HMGET', key, 'as_of', 'version')
+  local cur_as_of = tonumber(cur[1])
+  if not cur_as_of or as_of > cur_as_of
+     or (as_of == cur_as_of and version >= (tonumber(cur[2]) or 0)) then
+    local fields = {'as_of', ARGV[at + 1], 'version', ARGV[at + 2], 'updated_at', updated_at}
+    for j = 1, n do
+      fields[5 + 2 * j] = ARGV[3 + j]
+      fields[6 + 2 * j] = ARGV[at + 2 + j]
+    end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('EXPIRE', key, ttl)
+    written = written + 1
+  end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1
+return written
 """
+ROWS_PER_UPSERT = 100  # rows per script call: each call holds Redis for well under a millisecond
 
 
 def user_key(prefix: str, user_id: str) -> str:
@@ -59,12 +74,8 @@ def user_key(prefix: str, user_id: str) -> str:
 
 
 def encode_value(value: FeatureValue) -> str:
-    """Encode one value for a hash field (null -> empty string)."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+    """Encode one value for a hash field: decimal int, float ``repr``, null -> empty string."""
+    return "" if value is None else repr(value)
 
 
 def decode_value(text: str | bytes) -> FeatureValue:
@@ -78,14 +89,14 @@ def decode_value(text: str | bytes) -> FeatureValue:
     return float(text)
 
 
-def upsert_args(row: Mapping[str, FeatureValue], updated_at_ms: int,
-                ttl_seconds: int) -> list[str]:
-    """ARGV for :data:`UPSERT_ROW_LUA`: as_of, version, ttl, then field/value pairs."""
-    args = [str(row["as_of"]), str(row["version"]), str(ttl_seconds),
-            "updated_at", str(updated_at_ms)]
-    for name, value in row.items():
-        args.append(name)
-        args.append(encode_value(value))
+def upsert_rows_args(rows: Sequence[Mapping[str, FeatureValue]], fields: Sequence[str],
+                     updated_at_ms: int, ttl_seconds: int) -> list[str]:
+    """ARGV for :data:`UPSERT_ROWS_LUA`: each row's ``as_of``, ``version`` and ``fields``."""
+    args = [str(ttl_seconds), str(updated_at_ms), str(len(fields)), *fields]
+    for row in rows:
+        args.append(repr(row["as_of"]))
+        args.append(repr(row["version"]))
+        args += ["" if (v := row[name]) is None else repr(v) for name in fields]
     return args
 
 

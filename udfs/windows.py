@@ -13,6 +13,10 @@ Each bucket holds counts per event type, the purchase amount sum, and (only for 
 need distinct counts) a multiset of item ids. Window totals are kept incrementally: adding an
 event touches one bucket per window; expiring a bucket subtracts it. Amount sums are rebuilt
 from the remaining buckets on expiry so no floating-point drift accumulates.
+
+Buckets live in flat dicts of numbers (bucket index -> count, per measure), not in an object
+per bucket: such dicts are invisible to Python's cycle collector, so a worker holding millions
+of buckets does not spend its time in garbage collections.
 """
 
 from __future__ import annotations
@@ -54,15 +58,20 @@ class WindowSpec:
 class Window:
     """One user's buckets and running totals for one :class:`WindowSpec`.
 
-    ``oldest`` caches the smallest bucket index, so the per-event checks (does anything expire?
-    when is the next expiry?) never scan the buckets; only an actual expiry does.
+    ``sizes`` maps each live bucket to its event count, ``counts[t]`` to its count of event
+    type ``t``, ``amounts`` to its purchase amount sum and ``bucket_items`` (windows with
+    distinct counts only) to its item multiset; ``totals`` and ``items`` sum them up.
+    ``oldest`` caches the smallest live bucket index, so the per-event checks (does anything
+    expire? when is the next expiry?) never scan the buckets; only an actual expiry does.
     """
 
-    __slots__ = ("buckets", "items", "oldest", "totals")
+    __slots__ = ("amounts", "bucket_items", "counts", "items", "oldest", "sizes", "totals")
 
     def __init__(self, track_items: bool) -> None:
-        # bucket index -> [n_view, n_click, n_add_to_cart, n_purchase, amount_sum, items|None]
-        self.buckets: dict[int, list] = {}
+        self.sizes: dict[int, int] = {}
+        self.counts: tuple[dict[int, int], ...] = tuple({} for _ in EVENT_TYPES)
+        self.amounts: dict[int, float] = {}
+        self.bucket_items: dict[int, dict[str, int]] | None = {} if track_items else None
         self.totals: list[float] = [0, 0, 0, 0, 0.0]
         self.items: dict[str, int] | None = {} if track_items else None
         self.oldest: int | None = None
@@ -70,19 +79,22 @@ class Window:
     def add(self, bucket_index: int, type_index: int, amount: float | None,
             item_id: str | None) -> None:
         """Count one event into bucket ``bucket_index``."""
-        bucket = self.buckets.get(bucket_index)
-        if bucket is None:
-            bucket = [0, 0, 0, 0, 0.0, {} if self.items is not None else None]
-            self.buckets[bucket_index] = bucket
+        sizes = self.sizes
+        size = sizes.get(bucket_index)
+        if size is None:
+            sizes[bucket_index] = 1
             if self.oldest is None or bucket_index < self.oldest:
                 self.oldest = bucket_index
-        bucket[type_index] += 1
+        else:
+            sizes[bucket_index] = size + 1
+        counts = self.counts[type_index]
+        counts[bucket_index] = counts.get(bucket_index, 0) + 1
         self.totals[type_index] += 1
         if amount is not None and type_index == PURCHASE:
-            bucket[AMOUNT] += amount
+            self.amounts[bucket_index] = self.amounts.get(bucket_index, 0.0) + amount
             self.totals[AMOUNT] += amount
         if self.items is not None and item_id is not None:
-            bucket_items = bucket[5]
+            bucket_items = self.bucket_items.setdefault(bucket_index, {})
             bucket_items[item_id] = bucket_items.get(item_id, 0) + 1
             self.items[item_id] = self.items.get(item_id, 0) + 1
 
@@ -90,29 +102,33 @@ class Window:
         """Drop buckets with index < ``first_live``; True if any was dropped."""
         if self.oldest is None or self.oldest >= first_live:
             return False
-        for k in [k for k in self.buckets if k < first_live]:
-            bucket = self.buckets.pop(k)
-            for i in range(AMOUNT):
-                self.totals[i] -= bucket[i]
+        totals = self.totals
+        for k in [k for k in self.sizes if k < first_live]:
+            del self.sizes[k]
+            for t, counts in enumerate(self.counts):
+                totals[t] -= counts.pop(k, 0)
+            self.amounts.pop(k, None)
             if self.items is not None:
-                for item_id, n in bucket[5].items():
+                for item_id, n in self.bucket_items.pop(k, {}).items():
                     left = self.items[item_id] - n
                     if left:
                         self.items[item_id] = left
                     else:
                         del self.items[item_id]
-        self.totals[AMOUNT] = math.fsum(b[AMOUNT] for b in self.buckets.values())
-        self.oldest = min(self.buckets) if self.buckets else None
+        totals[AMOUNT] = math.fsum(self.amounts.values())
+        self.oldest = min(self.sizes) if self.sizes else None
         return True
 
     def to_plain(self) -> tuple:
-        """The window as builtins only (fast to pickle): buckets, totals, items."""
-        return self.buckets, self.totals, self.items
+        """The window as builtins only (fast to pickle)."""
+        return (self.sizes, self.counts, self.amounts, self.bucket_items, self.totals,
+                self.items)
 
     @classmethod
     def from_plain(cls, plain: tuple) -> Window:
         """Inverse of :meth:`to_plain`."""
         window = cls.__new__(cls)
-        window.buckets, window.totals, window.items = plain
-        window.oldest = min(window.buckets) if window.buckets else None
+        (window.sizes, window.counts, window.amounts, window.bucket_items, window.totals,
+         window.items) = plain
+        window.oldest = min(window.sizes) if window.sizes else None
         return window

@@ -28,12 +28,12 @@ from featurestream.stack.private import free_ports
 from serving.app import create_app
 from udfs.features import default_features
 from udfs.redis_layout import (
-    UPSERT_ROW_LUA,
+    UPSERT_ROWS_LUA,
     UPSERT_SCORE_LUA,
     FeatureValue,
     Score,
     score_key,
-    upsert_args,
+    upsert_rows_args,
     upsert_score_args,
     user_key,
 )
@@ -119,11 +119,12 @@ def feature_row(as_of: int, version: int = 1, **values: FeatureValue) -> dict[st
 def seed_rows(client: redis.Redis, prefix: str, rows: Mapping[str, Mapping[str, FeatureValue]],
               updated_at: int, ttl_seconds: int = 3600) -> None:
     """Write rows exactly as the feature job does: the upsert script, one pipeline."""
-    upsert = client.register_script(UPSERT_ROW_LUA)
+    upsert = client.register_script(UPSERT_ROWS_LUA)
     pipe = client.pipeline(transaction=False)
     for user_id, row in rows.items():
-        upsert(keys=[user_key(prefix, user_id)], args=upsert_args(row, updated_at, ttl_seconds),
-               client=pipe)
+        fields = [name for name in row if name not in ("as_of", "version")]
+        upsert(keys=[user_key(prefix, user_id)],
+               args=upsert_rows_args([row], fields, updated_at, ttl_seconds), client=pipe)
     pipe.execute()
 
 

@@ -16,7 +16,7 @@ from udfs.kafka_framing import (
     encode_sink_frame,
     encode_source_frame,
 )
-from udfs.redis_layout import decode_row, decode_value, encode_value, upsert_args, user_key
+from udfs.redis_layout import decode_row, decode_value, encode_value, upsert_rows_args, user_key
 
 values = st.one_of(st.none(), st.integers(-(2**62), 2**62),
                    st.floats(allow_nan=False, allow_infinity=False))
@@ -27,13 +27,16 @@ def test_values_round_trip_exactly(value) -> None:
     assert decode_value(encode_value(value).encode()) == value
 
 
-def test_upsert_args_and_decode_row() -> None:
-    row = {"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5}
-    args = upsert_args(row, updated_at_ms=99, ttl_seconds=60)
-    assert args[:3] == ["10", "3", "60"]
-    fields = dict(zip(args[3::2], args[4::2], strict=True))
-    assert decode_row({k.encode(): v.encode() for k, v in fields.items()}) == {
-        **row, "updated_at": 99}
+def test_upsert_rows_args_and_decode_row() -> None:
+    rows = [{"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5},
+            {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1, "spend_1m": 0.0}]
+    names = ["events_1m", "avg_spend_1h", "spend_1m"]
+    args = upsert_rows_args(rows, names, updated_at_ms=99, ttl_seconds=60)
+    assert args[:6] == ["60", "99", "3", *names]
+    for i, row in enumerate(rows):
+        texts = args[6 + 5 * i:11 + 5 * i]
+        fields = dict(zip(["as_of", "version", *names], texts, strict=True))
+        assert decode_row({k.encode(): v.encode() for k, v in fields.items()}) == row
     assert user_key("fs:", "u-1") == "fs:user:u-1"
 
 
