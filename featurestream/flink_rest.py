@@ -28,6 +28,20 @@ class FlinkRest:
         """The job's details: state, vertices and their metrics."""
         return self.call(f"/jobs/{job_id}")
 
+    def operator_metric(self, job_id: str, vertex_prefix: str, metric: str) -> float:
+        """A user metric of an operator (e.g. a counter), summed over the vertex's subtasks.
+
+        0 until the metric has been reported; the first vertex whose name starts with
+        ``vertex_prefix`` is read.
+        """
+        vertex = next(v for v in self.job(job_id)["vertices"]
+                      if v["name"].startswith(vertex_prefix))
+        path = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+        ids = [m["id"] for m in self.call(path) if m["id"].endswith("." + metric)]
+        if not ids:
+            return 0.0
+        return sum(float(m["sum"]) for m in self.call(f"{path}?get={','.join(ids)}&agg=sum"))
+
     def exceptions(self, job_id: str) -> list[str]:
         """Stack traces of every failure (and so restart) the job has had, newest first."""
         history = self.call(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})

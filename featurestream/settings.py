@@ -51,6 +51,8 @@ class Settings:
     scores_topic: str = "scores"
     scores_dlq_topic: str = "scores.dlq"
     topic_partitions: int = 2
+    # How long a consumer's fetch may wait for data (tansu answers only when it ends).
+    kafka_fetch_max_wait_ms: int = 20
     consumer_group: str = "featurestream-features"
     # Sliding windows, comma separated; each window's hop is its length / 60.
     windows: tuple[str, ...] = ("1m", "5m", "1h", "24h")
@@ -169,7 +171,7 @@ class Settings:
         for name in ("checkpoint_interval_ms", "parallelism", "topic_partitions",
                      "redis_batch_size", "bundle_size", "bundle_time_ms", "state_cache_size",
                      "redis_ttl_seconds", "max_parallelism", "state_shards", "source_batch_size",
-                     "source_batch_linger_ms"):
+                     "source_batch_linger_ms", "kafka_fetch_max_wait_ms"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be a positive integer")
         for name in ("max_out_of_orderness_ms", "source_idleness_ms"):

@@ -20,6 +20,7 @@ def create_env(settings: Settings) -> StreamExecutionEnvironment:
     config.set_string("python.fn-execution.bundle.size", str(settings.bundle_size))
     config.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
     config.set_string("python.state.cache-size", str(settings.state_cache_size))
+    config.set_string("execution.buffer-timeout.interval", "10 ms")
     config.set_string("execution.checkpointing.interval", f"{settings.checkpoint_interval_ms} ms")
     config.set_string("execution.checkpointing.dir", settings.effective_checkpoint_dir)
     config.set_string("execution.checkpointing.externalized-checkpoint-retention",

@@ -109,7 +109,7 @@ class MaterializeFeatures(KeyedProcessFunction):
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self._processor = FeatureProcessor(self._features, self._allowed_lateness_ms)
-        self._writer = RedisRowWriter(*self._redis, fields=[f.name for f in self._features])
+        self._writer = RedisRowWriter(*self._redis)
         # Shards hold millions of long-lived objects; Python's default (a full collection each
         # time they grow by a quarter, checked every 10 younger collections) spent a third of
         # the worker's time walking them. Full collections now wait for 1,000 younger ones.

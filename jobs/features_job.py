@@ -74,7 +74,7 @@ def main() -> None:
     settings = Settings.from_env()
     env = create_env(settings)
     source = framed_source(settings.kafka_bootstrap, settings.events_topic,
-                           settings.consumer_group)
+                           settings.consumer_group, settings.kafka_fetch_max_wait_ms)
     frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
                              type_info=FRAME_TYPE).uid("events-source")
     build_feature_job(frames, framed_sink(settings.kafka_bootstrap), settings)

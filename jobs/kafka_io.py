@@ -23,10 +23,12 @@ FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 TRANSACTION_TIMEOUT_MS = 15 * 60_000
 
 
-def framed_source(bootstrap: str, topic: str, group_id: str) -> KafkaSource:
+def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: int
+                  ) -> KafkaSource:
     """A KafkaSource over ``topic`` from the earliest offset, emitting source frames.
 
-    Restarts resume from checkpointed offsets, not from the consumer group's.
+    Restarts resume from checkpointed offsets, not from the consumer group's. A fetch waits at
+    most ``fetch_max_wait_ms`` for data (brokers that answer only when it ends bound latency).
     """
     builder = (
         KafkaSource.builder()
@@ -35,6 +37,7 @@ def framed_source(bootstrap: str, topic: str, group_id: str) -> KafkaSource:
         .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_property("partition.discovery.interval.ms", "60000")
+        .set_property("fetch.max.wait.ms", str(fetch_max_wait_ms))
     )
     builder._j_builder.setDeserializer(_java_package().FramedRecordDeserializer())
     return builder.build()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import redis
 
@@ -21,17 +20,15 @@ class RedisRowWriter:
 
     Rows of one user arrive in ``(as_of, version)`` order, so only the newest buffered row per
     user is written; the upsert script drops any row older than the stored one. Each script
-    call carries up to :data:`ROWS_PER_UPSERT` rows with the feature names sent once.
+    call carries up to :data:`ROWS_PER_UPSERT` rows.
     """
 
-    def __init__(self, url: str, key_prefix: str, ttl_seconds: int, batch_size: int,
-                 fields: Sequence[str]) -> None:
+    def __init__(self, url: str, key_prefix: str, ttl_seconds: int, batch_size: int) -> None:
         self._client = redis.Redis.from_url(url)
         self._upsert = self._client.register_script(UPSERT_ROWS_LUA)
         self._prefix = key_prefix
         self._ttl = ttl_seconds
         self._batch_size = batch_size
-        self._fields = tuple(fields)
         self._pending: dict[str, dict[str, FeatureValue]] = {}
 
     def add(self, user_id: str, row: dict[str, FeatureValue]) -> None:
@@ -50,8 +47,8 @@ class RedisRowWriter:
         for start in range(0, len(users), ROWS_PER_UPSERT):
             chunk = users[start:start + ROWS_PER_UPSERT]
             self._upsert(keys=[user_key(self._prefix, u) for u in chunk],
-                         args=upsert_rows_args([self._pending[u] for u in chunk], self._fields,
-                                               now_ms, self._ttl),
+                         args=upsert_rows_args([self._pending[u] for u in chunk], now_ms,
+                                               self._ttl),
                          client=pipe)
         pipe.execute()
         self._pending.clear()

@@ -71,7 +71,7 @@ def main() -> None:
     t_env.get_config().set("python.fn-execution.arrow.batch.size",
                            str(settings.score_batch_size))
     source = framed_source(settings.kafka_bootstrap, settings.events_topic,
-                           settings.scoring_group)
+                           settings.scoring_group, settings.kafka_fetch_max_wait_ms)
     frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
                              type_info=FRAME_TYPE).uid("scoring-events-source")
     exactly_once = settings.scores_delivery == "exactly_once"

@@ -6,9 +6,10 @@ is due and builds the user's feature row. :class:`udfs.user_shard.UserShard` dri
 users of one state shard; unit tests drive the same code with a tiny harness.
 
 Row semantics: a row is the user's features *as of* event time ``as_of``, the latest of the
-user's event times and the expiry times that have passed. ``version`` counts the rows built for
-the user so rows with the same ``as_of`` (a late event) still order; ``(as_of, version)`` only
-grows, which makes Redis writes idempotent under replay.
+user's event times and the expiry times that have passed. ``version`` counts the events counted
+for the user, so rows with the same ``as_of`` (a late event) still order; ``(as_of, version)``
+only grows, and a replay from a checkpoint rebuilds the same row under the same pair, which
+makes Redis writes idempotent.
 
 Expiry: a user's next expiry is the next bucket expiry (rows fall back as events age out); once
 every window is empty, the end of the allowed lateness, when the state is cleared.
@@ -115,6 +116,7 @@ class FeatureProcessor:
                 windows[i].add(k, type_index, amount, item_id)
         if state.last_event_ts is None or ts > state.last_event_ts:
             state.last_event_ts = ts
+        state.version += 1
         return state, None
 
     def advance(self, state: UserState, as_of: int) -> bool:
@@ -152,8 +154,7 @@ class FeatureProcessor:
         return (as_of // hop - BUCKETS_PER_WINDOW + 1) * hop
 
     def row(self, state: UserState) -> Row:
-        """The user's feature row as of ``state.as_of`` (counts as a new row version)."""
-        state.version += 1
+        """The user's feature row as of ``state.as_of``."""
         row: Row = {"as_of": state.as_of, "version": state.version}
         windows = state.windows
         last_ts = state.last_event_ts

@@ -41,27 +41,24 @@ FeatureValue = int | float | None
 
 ROW_META_FIELDS = ("as_of", "version", "updated_at")
 
-# KEYS: the users' keys. ARGV: ttl, updated_at, n, the n field names, then for each key in
-# order: as_of, version and the n values. Returns how many rows were written.
+# KEYS: the users' keys. ARGV: ttl, updated_at, then for each key in order: the number m of
+# texts that follow, then m texts: as_of, its value, version, its value, then field/value pairs.
+# Returns how many rows were written.
 UPSERT_ROWS_LUA = """
-local ttl, updated_at, n = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
-local written = 0
-for i, key in ipairs(KEYS) do
-  local at = 3 + n + (i - 1) * (n + 2)
-  local as_of, version = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+local ttl, updated_at = tonumber(ARGV[1]), ARGV[2]
+local written, at = 0, 3
+for _, key in ipairs(KEYS) do
+  local m = tonumber(ARGV[at])
+  local as_of, version = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 4])
   local cur = redis.call('HMGET', key, 'as_of', 'version')
   local cur_as_of = tonumber(cur[1])
   if not cur_as_of or as_of > cur_as_of
      or (as_of == cur_as_of and version >= (tonumber(cur[2]) or 0)) then
-    local fields = {'as_of', ARGV[at + 1], 'version', ARGV[at + 2], 'updated_at', updated_at}
-    for j = 1, n do
-      fields[5 + 2 * j] = ARGV[3 + j]
-      fields[6 + 2 * j] = ARGV[at + 2 + j]
-    end
-    redis.call('HSET', key, unpack(fields))
+    redis.call('HSET', key, 'updated_at', updated_at, unpack(ARGV, at + 1, at + m))
     redis.call('EXPIRE', key, ttl)
     written = written + 1
   end
+  at = at + m + 1
 end
 return written
 """
@@ -89,14 +86,15 @@ def decode_value(text: str | bytes) -> FeatureValue:
     return float(text)
 
 
-def upsert_rows_args(rows: Sequence[Mapping[str, FeatureValue]], fields: Sequence[str],
-                     updated_at_ms: int, ttl_seconds: int) -> list[str]:
-    """ARGV for :data:`UPSERT_ROWS_LUA`: each row's ``as_of``, ``version`` and ``fields``."""
-    args = [str(ttl_seconds), str(updated_at_ms), str(len(fields)), *fields]
+def upsert_rows_args(rows: Sequence[Mapping[str, FeatureValue]], updated_at_ms: int,
+                     ttl_seconds: int) -> list[str]:
+    """ARGV for :data:`UPSERT_ROWS_LUA` (each row starts with ``as_of`` and ``version``)."""
+    args = [str(ttl_seconds), str(updated_at_ms)]
     for row in rows:
-        args.append(repr(row["as_of"]))
-        args.append(repr(row["version"]))
-        args += ["" if (v := row[name]) is None else repr(v) for name in fields]
+        args.append(str(2 * len(row)))
+        for name, value in row.items():
+            args.append(name)
+            args.append("" if value is None else repr(value))
     return args
 
 

@@ -10,6 +10,11 @@ drives every user's expiries. A :class:`UserShard` keeps its users in memory; Fl
 
 Rows are built once per changed user per bundle (coalesced): the newest row is the only one
 Redis keeps, and building a row costs more than counting an event.
+
+A user's state is stored when an event changed it (or it is cleared), not when it only aged:
+expiry depends on nothing but the stored state and event time, so a restored shard replays it
+(the stored ``expiry`` is due again at the restored watermark) and reaches the same state. Most
+rows at a steady load are such decay rows, so this halves the work per row.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class UserShard:
         self.users: dict[str, UserState] = {}
         self._expiries: list[tuple[int, str]] = []  # (expiry, user); stale entries skipped
         self._changed: set[str] = set()  # rows to build
-        self._dirty: set[str] = set()  # states to store or remove
+        self._dirty: set[str] = set()  # states to store (changed by an event) or remove
         self._final_rows: dict[str, Row] = {}  # last rows of users cleared in this bundle
         self.timers: set[int] = set()  # registered with Flink and not yet fired
 
@@ -89,7 +94,6 @@ class UserShard:
                 continue
             if processor.advance(state, due):
                 self._changed.add(user_id)
-            self._dirty.add(user_id)
             self._schedule(user_id, state)
 
     def next_expiry(self) -> int | None:

@@ -122,9 +122,8 @@ def seed_rows(client: redis.Redis, prefix: str, rows: Mapping[str, Mapping[str, 
     upsert = client.register_script(UPSERT_ROWS_LUA)
     pipe = client.pipeline(transaction=False)
     for user_id, row in rows.items():
-        fields = [name for name in row if name not in ("as_of", "version")]
         upsert(keys=[user_key(prefix, user_id)],
-               args=upsert_rows_args([row], fields, updated_at, ttl_seconds), client=pipe)
+               args=upsert_rows_args([row], updated_at, ttl_seconds), client=pipe)
     pipe.execute()
 
 

@@ -14,8 +14,6 @@ from udfs.redis_layout import ROWS_PER_UPSERT, decode_row, user_key
 
 pytestmark = pytest.mark.integration
 
-FIELDS = ("events_1m", "spend_1m", "avg_spend_1h")
-
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[RedisProcess]:
@@ -33,7 +31,7 @@ def row(as_of: int, version: int, events: int) -> dict:
 
 
 def test_rows_are_written_exactly_across_script_calls(server: RedisProcess) -> None:
-    writer = RedisRowWriter(server.url, "t:", 60, 10_000, FIELDS)
+    writer = RedisRowWriter(server.url, "t:", 60, 10_000)
     users = [f"u{i}" for i in range(2 * ROWS_PER_UPSERT + 7)]
     for i, user in enumerate(users):
         writer.add(user, row(1_000 + i, 1, i))
@@ -48,7 +46,7 @@ def test_rows_are_written_exactly_across_script_calls(server: RedisProcess) -> N
 
 
 def test_an_older_row_never_replaces_a_newer_one(server: RedisProcess) -> None:
-    writer = RedisRowWriter(server.url, "t:", 60, 10_000, FIELDS)
+    writer = RedisRowWriter(server.url, "t:", 60, 10_000)
     client = server.client()
 
     def write_and_read(new: dict) -> int:

@@ -29,14 +29,17 @@ def test_values_round_trip_exactly(value) -> None:
 
 def test_upsert_rows_args_and_decode_row() -> None:
     rows = [{"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5},
-            {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1, "spend_1m": 0.0}]
-    names = ["events_1m", "avg_spend_1h", "spend_1m"]
-    args = upsert_rows_args(rows, names, updated_at_ms=99, ttl_seconds=60)
-    assert args[:6] == ["60", "99", "3", *names]
-    for i, row in enumerate(rows):
-        texts = args[6 + 5 * i:11 + 5 * i]
-        fields = dict(zip(["as_of", "version", *names], texts, strict=True))
+            {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1}]
+    args = upsert_rows_args(rows, updated_at_ms=99, ttl_seconds=60)
+    assert args[:2] == ["60", "99"]
+    at = 2
+    for row in rows:
+        texts = args[at + 1:at + 1 + int(args[at])]
+        assert texts[:4] == ["as_of", str(row["as_of"]), "version", str(row["version"])]
+        fields = dict(zip(texts[::2], texts[1::2], strict=True))
         assert decode_row({k.encode(): v.encode() for k, v in fields.items()}) == row
+        at += 1 + int(args[at])
+    assert at == len(args)
     assert user_key("fs:", "u-1") == "fs:user:u-1"
 
 

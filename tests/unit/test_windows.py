@@ -124,7 +124,7 @@ def test_a_bundle_writes_one_row_per_user_with_every_event_counted() -> None:
     harness = ShardHarness(make_processor())
     harness.process_bundle([ev(1_000), ev(2_000, user="u2"), ev(2_000), ev(3_000, "click")])
     assert [(user, row["as_of"], row["events_1m"], row["clicks_1m"], row["version"])
-            for user, row in harness.rows] == [("u1", 3_000, 3, 1, 1), ("u2", 2_000, 1, 0, 1)]
+            for user, row in harness.rows] == [("u1", 3_000, 3, 1, 3), ("u2", 2_000, 1, 0, 1)]
 
 
 def test_no_expiry_is_missed_and_timers_stay_few() -> None:
@@ -140,15 +140,22 @@ def test_no_expiry_is_missed_and_timers_stay_few() -> None:
         assert all(len(t) <= 3 for t in harness.timers.values()), harness.timers
 
 
-def test_stored_state_is_the_state_in_memory_at_every_bundle_end() -> None:
-    harness = ShardHarness(make_processor())
-    for ts in (1_000, 2_000, 3_600_000, 3_590_000):
+def test_stored_state_replays_to_the_state_in_memory_at_every_bundle_end() -> None:
+    """States are stored when events change them; aging is replayed from the stored state."""
+    processor = make_processor()
+    harness = ShardHarness(processor)
+    for ts in (1_000, 2_000, 3_600_000, 3_590_000, 3_700_000):
         harness.process(ev(ts, "purchase", item=f"i{ts}"))
-        harness.advance_watermark(ts - 5_000)
-        stored = harness.stored_users()
-        assert stored.keys() == harness.users().keys()
-        for user, state in harness.users().items():
-            assert stored[user].to_bytes() == state.to_bytes()
+        for watermark in range(ts - 5_000, ts + 200_000, 20_000):
+            harness.advance_watermark(watermark)
+            stored = harness.stored_users()
+            assert stored.keys() == harness.users().keys()
+            for user, state in harness.users().items():
+                replayed = stored[user]
+                while replayed.expiry <= harness.watermark:  # as a restored shard does
+                    processor.advance(replayed, replayed.expiry)
+                    replayed.expiry = processor.next_expiry(replayed)
+                assert replayed.to_bytes() == state.to_bytes()
 
 
 def test_a_restarted_shard_continues_like_an_uninterrupted_one() -> None:
