@@ -66,7 +66,7 @@ class Settings:
     # Flink's key groups: the most the job can ever be rescaled to (fixed with its state).
     max_parallelism: int = 128
     # The feature job keys its state by shard of users (fixed with its state; >= parallelism).
-    state_shards: int = 32
+    state_shards: int = 16
     # Kafka records cross into Python in batches of up to this many, or after this long.
     source_batch_size: int = 1_000
     source_batch_linger_ms: int = 10
