@@ -98,6 +98,8 @@ class Settings:
     score_batch_size: int = 1_000  # records per micro-batch (Redis round trip, predict call)
     model_poll_interval_ms: int = 5_000  # how often the registry is checked for new versions
     scores_delivery: str = "exactly_once"  # or at_least_once (see README, "The scoring job")
+    # The scoring job's checkpoints (offsets only): exactly-once scores appear as each completes.
+    scoring_checkpoint_interval_ms: int = 300
 
     @property
     def window_ms(self) -> tuple[int, ...]:
@@ -220,7 +222,8 @@ class Settings:
 
     def _validate_scoring(self, bad: Callable[[str, str], SettingsError]) -> None:
         """The scoring job's settings (see README, "The scoring job")."""
-        for name in ("score_batch_size", "model_poll_interval_ms"):
+        for name in ("score_batch_size", "model_poll_interval_ms",
+                     "scoring_checkpoint_interval_ms"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be a positive integer")
         if self.score_batch_size > self.bundle_size:

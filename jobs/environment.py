@@ -11,8 +11,10 @@ from jobs.connector_jar import connector_jar
 _BUFFER_TIMEOUT_MS = 10
 
 
-def create_env(settings: Settings) -> StreamExecutionEnvironment:
-    """An environment with checkpointing, PyFlink bundle/state-cache settings and our jar.
+def create_env(settings: Settings, checkpoint_interval_ms: int | None = None
+               ) -> StreamExecutionEnvironment:
+    """An environment with checkpointing (every ``checkpoint_interval_ms``, by default
+    ``settings.checkpoint_interval_ms``), PyFlink bundle/state-cache settings and our jar.
 
     Bundles bound freshness: a Python operator sees its input when a bundle ends, and rows
     reach Redis then, so the bundle time is short; network buffers are flushed every 10 ms
@@ -24,7 +26,8 @@ def create_env(settings: Settings) -> StreamExecutionEnvironment:
     config.set_string("python.fn-execution.bundle.time", str(settings.bundle_time_ms))
     config.set_string("python.state.cache-size", str(settings.state_cache_size))
     config.set_string("execution.buffer-timeout.interval", f"{_BUFFER_TIMEOUT_MS} ms")
-    config.set_string("execution.checkpointing.interval", f"{settings.checkpoint_interval_ms} ms")
+    interval = checkpoint_interval_ms or settings.checkpoint_interval_ms
+    config.set_string("execution.checkpointing.interval", f"{interval} ms")
     config.set_string("execution.checkpointing.dir", settings.effective_checkpoint_dir)
     config.set_string("execution.checkpointing.externalized-checkpoint-retention",
                       "RETAIN_ON_CANCELLATION")

@@ -49,9 +49,11 @@ def framed_sink(bootstrap: str, transactional_id_prefix: str | None = None) -> K
     At-least-once, unless a ``transactional_id_prefix`` (unique per job) is given: then
     exactly-once, in Kafka transactions committed when a checkpoint completes (visible to
     ``read_committed`` consumers only then). The transaction timeout stays within the broker's
-    default ``transaction.max.timeout.ms`` (15 min).
+    default ``transaction.max.timeout.ms`` (15 min). Records wait up to 5 ms to share a batch:
+    far fewer produce requests for the broker at a high rate, for a few ms of latency.
     """
-    builder = KafkaSink.builder().set_bootstrap_servers(bootstrap)
+    builder = (KafkaSink.builder().set_bootstrap_servers(bootstrap)
+               .set_property("linger.ms", "5").set_property("batch.size", str(256 * 1024)))
     if transactional_id_prefix is None:
         builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     else:

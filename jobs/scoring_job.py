@@ -66,7 +66,9 @@ def main() -> None:
     """Resolve the settings, check the models and run the job on the configured cluster."""
     settings = Settings.from_env()
     check_models(settings)
-    env = create_env(settings)
+    # Exactly-once scores become visible when the checkpoint covering them completes; the job
+    # checkpoints only offsets, so it can afford to do that often.
+    env = create_env(settings, checkpoint_interval_ms=settings.scoring_checkpoint_interval_ms)
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("python.fn-execution.arrow.batch.size",
                            str(settings.score_batch_size))
