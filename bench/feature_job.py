@@ -45,6 +45,7 @@ class Throughput:
 
 @dataclass
 class Freshness:
+    parallelism: int
     offered_per_s: float
     achieved_per_s: float
     probes: int
@@ -70,6 +71,12 @@ def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600) ->
         raise RuntimeError(f"could not measure: {high[1]:,} of {total:,} records in "
                            f"{timeout_s:.0f} s")
     return (high[1] - low[1]) / (high[0] - low[0])
+
+
+def end_run(settings: Settings, job_id: str) -> None:
+    """Cancel the run's job and delete its topics (the memory-only broker frees them)."""
+    FlinkRest(settings.flink_rest_url).cancel(job_id)
+    LocalStack(settings, echo=lambda line: None).kafka.delete_topics()
 
 
 def events_counted(settings: Settings, job_id: str) -> int:
@@ -107,7 +114,7 @@ def measure_throughput(stack: LocalStack, parallelism: int, events: int, users: 
              f"rows; stack RSS {memory['total']:,.0f} MiB")
         return Throughput(parallelism, events, users, with_rows, rate, memory)
     finally:
-        FlinkRest(settings.flink_rest_url).cancel(job_id)
+        end_run(settings, job_id)
 
 
 PROBE_USERS = 50
@@ -131,18 +138,19 @@ def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, u
     sent = [0]
 
     def load() -> None:
+        # Sends what is due every 10 ms (sleeping per event would cost more than sending).
         config = StreamConfig(users=users, events_per_second=offered_per_s, seed=9)
+        events = generate_events(config)
         started = time.monotonic()
         with EventProducer(settings) as producer:
-            for i, event in enumerate(generate_events(config)):
-                if stop.is_set():
-                    break
-                due = started + i / offered_per_s
-                if (delay := due - time.monotonic()) > 0:
-                    time.sleep(delay)
+            while not stop.is_set():
+                due = int((time.monotonic() - started) * offered_per_s) - sent[0]
                 now_ms = int(time.time() * 1000)
-                producer.send(event.user_id, encoder.avro(event._replace(ts=now_ms)), now_ms)
-                sent[0] += 1
+                for event in itertools.islice(events, max(due, 0)):
+                    producer.send(event.user_id, encoder.avro(event._replace(ts=now_ms)),
+                                  now_ms)
+                sent[0] += max(due, 0)
+                time.sleep(0.01)
 
     try:
         loader = threading.Thread(target=load, daemon=True)
@@ -154,15 +162,15 @@ def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, u
         # A probe not seen within 10 s counts as 10 s: the job is not keeping up.
         latencies += [10_000.0] * missed
         quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0] * 99
-        result = Freshness(offered_per_s, achieved, len(latencies), missed, quantiles[49],
-                           quantiles[94], quantiles[98])
+        result = Freshness(parallelism, offered_per_s, achieved, len(latencies), missed,
+                           quantiles[49], quantiles[94], quantiles[98])
         echo(f"freshness at {offered_per_s:,.0f}/s offered, P={parallelism}: p50 "
              f"{result.p50_ms:.0f} ms, p95 {result.p95_ms:.0f} ms, p99 {result.p99_ms:.0f} ms "
              f"({len(latencies)} probes, {missed} not seen within 10 s)")
         return result
     finally:
         stop.set()
-        FlinkRest(settings.flink_rest_url).cancel(job_id)
+        end_run(settings, job_id)
 
 
 def _probe(settings: Settings, encoder: EventEncoder, seconds: float

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bench.feature_job import preload, steady_rate
-from featurestream.flink_rest import FlinkRest
+from bench.feature_job import end_run, preload, steady_rate
 from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
 from featurestream.stack import LocalStack
@@ -34,6 +33,7 @@ from udfs.score_codec import ScoreCodec
 
 @dataclass
 class ScoringThroughput:
+    parallelism: int
     events: int
     events_per_s: float
 
@@ -80,19 +80,21 @@ def scoring_settings(stack: LocalStack, name: str, **changes: object) -> Setting
     return isolated(stack, name, scored_event_types=EVENT_TYPES, **changes)
 
 
-def measure_scoring_throughput(stack: LocalStack, events: int, echo=print) -> ScoringThroughput:
-    settings = scoring_settings(stack, "bench-score", scores_delivery="at_least_once")
+def measure_scoring_throughput(stack: LocalStack, events: int, parallelism: int = 1,
+                               echo=print) -> ScoringThroughput:
+    settings = scoring_settings(stack, f"bench-score-p{parallelism}",
+                                scores_delivery="at_least_once", parallelism=parallelism)
     echo(f"scoring job: preloading {events:,} events ...")
     preload(settings, events, 10_000, start_ts=int(time.time() * 1000) - 3_600_000)
     scores = TopicCounter(settings, settings.scores_topic)
     job_id = submit_job(settings, "scoring")
     try:
         rate = steady_rate(lambda: scores.count, events)
-        echo(f"scoring job: {rate:,.0f} events/s")
-        return ScoringThroughput(events, rate)
+        echo(f"scoring job P={parallelism}: {rate:,.0f} events/s")
+        return ScoringThroughput(parallelism, events, rate)
     finally:
         scores.close()
-        FlinkRest(settings.flink_rest_url).cancel(job_id)
+        end_run(settings, job_id)
 
 
 def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: float,
@@ -144,5 +146,5 @@ def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: flo
         return result
     finally:
         stop.set()
-        FlinkRest(settings.flink_rest_url).cancel(job_id)
+        end_run(settings, job_id)
 

@@ -83,10 +83,14 @@ class KafkaBroker(SpawnedServer):
             return f"not answering: {exc}"
         return "topics: " + (", ".join(sorted(topics)) or "none")
 
+    def _topics(self) -> tuple[str, ...]:
+        s = self.settings
+        return (s.events_topic, s.events_dlq_topic, s.scores_topic, s.scores_dlq_topic)
+
     def ensure_topics(self, echo: Echo) -> None:
         """Create the pipeline's topics with ``topic_partitions`` partitions; existing are fine."""
         s = self.settings
-        names = (s.events_topic, s.events_dlq_topic, s.scores_topic, s.scores_dlq_topic)
+        names = self._topics()
         admin = self._admin()  # must outlive the futures
         futures = admin.create_topics(
             [NewTopic(name, s.topic_partitions) for name in names],
@@ -105,6 +109,15 @@ class KafkaBroker(SpawnedServer):
         existing = [n for n in names if n not in created]
         echo(f"kafka topics ({s.topic_partitions} partitions): created "
              f"{', '.join(created) or 'none'}; already there {', '.join(existing) or 'none'}")
+
+    def delete_topics(self) -> None:
+        """Delete the pipeline's topics and what they hold (benchmarks free the memory-only
+        broker between runs); missing topics are fine."""
+        admin = self._admin()  # must outlive the futures
+        futures = admin.delete_topics(list(self._topics()), operation_timeout=ADMIN_TIMEOUT_S,
+                                      request_timeout=ADMIN_TIMEOUT_S)
+        for future in futures.values():
+            future.exception()  # not result(): see ensure_topics
 
     def _admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.endpoint.address})
