@@ -29,6 +29,10 @@ def create_env(settings: Settings, checkpoint_interval_ms: int | None = None
     interval = checkpoint_interval_ms or settings.checkpoint_interval_ms
     config.set_string("execution.checkpointing.interval", f"{interval} ms")
     config.set_string("execution.checkpointing.dir", settings.effective_checkpoint_dir)
+    # Aligned, exactly-once barriers: the feature job stores its users when a shard's last
+    # checkpoint marker arrives, which relies on nothing passing the marker before the snapshot.
+    config.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
+    config.set_string("execution.checkpointing.unaligned.enabled", "false")
     config.set_string("execution.checkpointing.externalized-checkpoint-retention",
                       "RETAIN_ON_CANCELLATION")
     env = StreamExecutionEnvironment.get_execution_environment(config)

@@ -28,22 +28,20 @@ from udfs.codec import EventDecoder
 from udfs.dlq import dlq_frame
 from udfs.feature_processor import FeatureProcessor
 from udfs.features import Feature
-from udfs.kafka_framing import decode_source_frame, split_batch
+from udfs.kafka_framing import CHECKPOINT_MARKER, decode_source_frame, split_batch
 from udfs.schema_registry import registry_for
-from udfs.user_shard import UserShard
+from udfs.user_shard import SHARD_COUNT_ENTRY, UserShard, shard_count_problem
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
 
 # What travels from the sharding stage to the keyed function: (shard key, newest event time,
-# packed events of that shard), in Flink's native tuple coder.
+# packed events of that shard, or the checkpoint marker), in Flink's native tuple coder.
 ShardRecord = tuple[int, int, bytes]
+_MARKER_TIME = -(2**63)  # a checkpoint marker's time: never moves the watermark
 SHARD_RECORD_TYPE = Types.TUPLE([Types.INT(), Types.LONG(), FRAME_TYPE])
 
 _FULL_COLLECTION_EVERY = 1_000  # younger (generation 1) collections
 
-# The map entry (never a user id: those are non-empty) that records the shard count the state
-# was written with.
-_SHARD_COUNT_ENTRY = ""
 
 
 class ShardEvents(ProcessFunction):
@@ -65,6 +63,10 @@ class ShardEvents(ProcessFunction):
         self._dead = runtime_context.get_metrics_group().counter("undecodable_events")
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        if batch == CHECKPOINT_MARKER:  # a checkpoint is coming: every shard must know
+            for key in self._shard_keys:
+                yield key, _MARKER_TIME, CHECKPOINT_MARKER
+            return
         groups, failed = shard_events.group_by_shard(split_batch(batch), self._decoder,
                                                      len(self._shard_keys))
         for frame, error in failed:
@@ -86,9 +88,12 @@ class MaterializeFeatures(KeyedProcessFunction):
     """Keyed by state shard: the shard's users in memory and in a map state, one event-time
     timer per shard, rows upserted into Redis.
 
-    At the end of every bundle, before PyFlink commits the bundle's state, the changed rows are
-    written to Redis and the changed users' states to the map state, so a checkpoint never
-    covers a row that has not reached Redis or a user whose state is not stored.
+    At the end of every bundle, before PyFlink commits it, the changed rows are written to
+    Redis. The users that events changed go into the map state when the shard's checkpoint
+    marker arrives: every sharding subtask sends one to every shard just before its barrier,
+    and with aligned checkpoints nothing reaches the shard between the last marker and the
+    snapshot, so a checkpoint never covers a row that has not reached Redis or an event whose
+    user's state is not stored.
     """
 
     def __init__(self, features: Sequence[Feature], allowed_lateness_ms: int, shards: int,
@@ -101,10 +106,9 @@ class MaterializeFeatures(KeyedProcessFunction):
         self._dlq_topic = dlq_topic
         self._processor: FeatureProcessor | None = None
         self._writer: RedisRowWriter | None = None
-        self._shards: dict[Any, UserShard] = {}  # by the backend's key of each shard
-        self._touched: set[Any] = set()
+        self._shards: dict[int, UserShard] = {}  # by shard key
+        self._touched: set[int] = set()
         self._users = None
-        self._backend = None
         self._metrics: dict[str, Any] = {}
 
     def open(self, runtime_context: RuntimeContext) -> None:
@@ -119,8 +123,7 @@ class MaterializeFeatures(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         self._metrics = {name: metrics.counter(name) for name in
                          ("events_in", "late_events", "expired_events", "rows_written")}
-        self._backend = runtime_context._keyed_state_backend
-        _before_bundle_commit(self._backend, self._end_bundle)
+        _before_bundle_commit(runtime_context._keyed_state_backend, self._end_bundle)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -128,7 +131,13 @@ class MaterializeFeatures(KeyedProcessFunction):
 
     def process_element(self, value: ShardRecord, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
-        shard = self._current_shard()
+        shard = self._shard(ctx.get_current_key())
+        if value[2] == CHECKPOINT_MARKER:
+            states = shard.take_states()
+            self._users.put_all(states.stored.items())
+            for user_id in states.removed:
+                self._users.remove(user_id)
+            return
         events = shard_events.unpack(value[2])
         self._metrics["events_in"].inc(len(events))
         watermark = ctx.timer_service().current_watermark()
@@ -142,28 +151,25 @@ class MaterializeFeatures(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext
                  ) -> Iterator[Any]:
-        shard = self._current_shard()
+        shard = self._shard(ctx.get_current_key())
         shard.timer_fired(timestamp)
         shard.advance(max(timestamp, ctx.timer_service().current_watermark()))
         self._register_timer(shard, ctx)
         return iter(())  # PyFlink iterates the result of on_timer; expiry emits no records
 
-    def _current_shard(self) -> UserShard:
-        """The current key's shard, loaded from the map state on first use."""
-        key = self._backend.get_current_key()
+    def _shard(self, key: int) -> UserShard:
+        """The shard of ``key`` (the current key), loaded from the map state on first use."""
         self._touched.add(key)
         shard = self._shards.get(key)
         if shard is None:
             shard = self._shards[key] = UserShard(self._processor)
             stored = dict(self._users.items())
-            written_with = stored.pop(_SHARD_COUNT_ENTRY, None)
+            written_with = stored.pop(SHARD_COUNT_ENTRY, None)
+            problem = shard_count_problem(written_with, self._shard_count)
+            if problem is not None:
+                raise RuntimeError(problem)
             if written_with is None:
-                self._users.put(_SHARD_COUNT_ENTRY, str(self._shard_count).encode())
-            elif int(written_with) != self._shard_count:
-                raise RuntimeError(
-                    f"this state was written with {int(written_with)} state shards, but "
-                    f"FEATURESTREAM_STATE_SHARDS is {self._shard_count}: set it back to "
-                    f"{int(written_with)} (the shard count is fixed for the life of the state)")
+                self._users.put(SHARD_COUNT_ENTRY, str(self._shard_count).encode())
             shard.restore(stored.items())
         return shard
 
@@ -173,22 +179,16 @@ class MaterializeFeatures(KeyedProcessFunction):
             ctx.timer_service().register_event_time_timer(timer)
 
     def _end_bundle(self) -> None:
-        """Rows of the bundle to Redis, then the changed states into the map state."""
-        changes = [(key, self._shards[key].take_changes()) for key in self._touched]
-        self._touched.clear()
+        """The rows of the bundle to Redis, in one pipeline."""
         rows = 0
-        for _, change in changes:
-            rows += len(change.rows)
-            for user_id, row in change.rows.items():
+        for key in self._touched:
+            changed = self._shards[key].take_rows()
+            rows += len(changed)
+            for user_id, row in changed.items():
                 self._writer.add(user_id, row)
+        self._touched.clear()
         self._writer.flush()
         self._metrics["rows_written"].inc(rows)
-        for key, change in changes:
-            if change.stored or change.removed:
-                self._backend.set_current_key(key)
-                self._users.put_all(change.stored.items())
-                for user_id in change.removed:
-                    self._users.remove(user_id)
 
 
 def _before_bundle_commit(backend: Any, end_bundle: Callable[[], None]) -> None:

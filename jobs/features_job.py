@@ -1,4 +1,5 @@
-"""The feature job: Kafka events -> decode -> event time -> per-user windows -> Redis.
+"""The feature job: Kafka events -> batches -> decode and shard -> event time -> per-shard
+user windows -> Redis.
 
 Submit with ``featurestream submit features`` (``flink run -py jobs/features_job.py``).
 Undecodable, late and expired events go to the events DLQ topic with the reason.

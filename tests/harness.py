@@ -3,7 +3,9 @@
 It routes events to shards by :func:`shard_of`, keeps the Flink side of each shard -- its
 registered event-time timers and its map state (user id -> stored bytes) -- fires timers in
 time order when the watermark advances, and ends a bundle after every call, collecting the
-rows and storing the changed states exactly as ``MaterializeFeatures`` does.
+rows. :meth:`ShardHarness.checkpoint` stores the changed states as the checkpoint marker makes
+``MaterializeFeatures`` do and snapshots the timers and the watermark; :meth:`restart` goes back
+to that snapshot with empty memory, as a restarted job does.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class ShardHarness:
     stored: dict[int, dict[str, bytes]] = field(default_factory=dict)  # the map state
     rows: list[tuple[str, Row]] = field(default_factory=list)
     rejected: list[tuple[ShardEvent, Rejection]] = field(default_factory=list)
+    snapshot: tuple[dict[int, set[int]], int] = ({}, MIN_WATERMARK)  # timers, watermark
 
     def process(self, event: Event) -> None:
         """One event in a bundle of its own."""
@@ -70,9 +73,23 @@ class ShardHarness:
             self._register(number, shard)
         self._end_bundle()
 
+    def checkpoint(self) -> None:
+        """Store what the checkpoint marker stores; snapshot Flink's timers and watermark."""
+        for number, shard in self.shards.items():
+            states = shard.take_states()
+            stored = self.stored.setdefault(number, {})
+            stored.update(states.stored)
+            for user_id in states.removed:
+                stored.pop(user_id, None)
+            if not stored:
+                del self.stored[number]
+        self.snapshot = ({n: set(ts) for n, ts in self.timers.items()}, self.watermark)
+
     def restart(self) -> None:
-        """Lose every in-memory shard, as a restarted worker does; Flink's side remains."""
+        """Back to the last checkpoint: memory lost, Flink's timers and watermark restored."""
         self.shards.clear()
+        timers, self.watermark = self.snapshot
+        self.timers = {n: set(ts) for n, ts in timers.items()}
 
     def users(self) -> dict[str, UserState]:
         """Every user held in memory, over all shards."""
@@ -102,13 +119,6 @@ class ShardHarness:
 
     def _end_bundle(self) -> None:
         rows: list[tuple[str, Row]] = []
-        for number, shard in self.shards.items():
-            changes = shard.take_changes()
-            rows += changes.rows.items()
-            stored = self.stored.setdefault(number, {})
-            stored.update(changes.stored)
-            for user_id in changes.removed:
-                stored.pop(user_id, None)
-            if not stored:
-                del self.stored[number]
+        for shard in self.shards.values():
+            rows += shard.take_rows().items()
         self.rows += sorted(rows, key=lambda user_row: user_row[0])

@@ -11,6 +11,9 @@ Batch (Java -> Python; ``FrameBatcher`` packs consecutive source frames into one
 
     (i32 frame length | source frame)*
 
+An empty batch is the checkpoint marker (:data:`CHECKPOINT_MARKER`): ``FrameBatcher`` sends it
+just before each checkpoint barrier.
+
 Sink frame (Python -> Java)::
 
     u16 topic length | topic | i32 key length (-1 = null) | key
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 _SOURCE_META = struct.Struct(">iqq")
+CHECKPOINT_MARKER = b""
 _U16 = struct.Struct(">H")
 _I32 = struct.Struct(">i")
 

@@ -4,7 +4,8 @@ The first Python stage of the feature job decodes a batch of source frames and g
 events by state shard; each group travels to its shard as one record, a pickle of
 :data:`ShardEvent` tuples (both ends run the same code and Python, and the record never leaves
 the job). The frame rides along, so a late or expired event still goes to the DLQ with its
-original bytes and Kafka coordinates.
+original bytes and Kafka coordinates. A checkpoint marker (an empty batch) is passed on to
+every shard as an empty record (:data:`udfs.kafka_framing.CHECKPOINT_MARKER`).
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
 """The users of one state shard: their windows, their expiries, and what changed since the
 last bundle -- the feature job's keyed logic, free of Flink.
 
-The feature job keys its state by shard (``shard_of(user_id)``), not by user: a bundle then
-costs one state request per shard instead of one per user, and one event-time timer per shard
-drives every user's expiries. A :class:`UserShard` keeps its users in memory; Flink's state
-(a map user id -> :meth:`UserState.to_bytes` per shard) is written from
-:meth:`UserShard.take_changes` at the end of every bundle and read back with
-:meth:`UserShard.restore` after a restart.
+The feature job keys its state by shard (``shard_of(user_id)``), not by user, and one
+event-time timer per shard drives every user's expiries. A :class:`UserShard` keeps its users in
+memory; Flink's state (a map user id -> :meth:`UserState.to_bytes` per shard) is written from
+:meth:`UserShard.take_states` only when a checkpoint is coming (the checkpoint marker, see
+``FrameBatcher.java``) and read back with :meth:`UserShard.restore` after a restart: a user is
+pickled once per checkpoint, not once per bundle, and a bundle makes no state requests at all.
 
-Rows are built once per changed user per bundle (coalesced): the newest row is the only one
-Redis keeps, and building a row costs more than counting an event.
+Rows are built once per changed user per bundle (:meth:`UserShard.take_rows`, coalesced): the
+newest row is the only one Redis keeps, and building a row costs more than counting an event.
 
 A user's state is stored when an event changed it (or it is cleared), not when it only aged:
 expiry depends on nothing but the stored state and event time, so a restored shard replays it
-(the stored ``expiry`` is due again at the restored watermark) and reaches the same state. Most
-rows at a steady load are such decay rows, so this halves the work per row.
+(the stored ``expiry`` is due again at the restored watermark) and reaches the same state.
 """
 
 from __future__ import annotations
@@ -26,12 +25,26 @@ from dataclasses import dataclass
 from udfs.feature_processor import FeatureProcessor, Rejection, Row, UserState
 from udfs.shard_events import ShardEvent
 
+SHARD_COUNT_ENTRY = ""  # the map entry recording the shard count (user ids are never empty)
+
+
+def shard_count_problem(written_with: bytes | None, shards: int) -> str | None:
+    """Why a shard's stored state cannot be used with ``shards`` shards, if it cannot.
+
+    Users are assigned to shards by ``crc32(user_id) % shards``: another count would look
+    for every user in the wrong shard and silently start its windows from nothing.
+    """
+    if written_with is None or int(written_with) == shards:
+        return None
+    return (f"this state was written with {int(written_with)} state shards, but "
+            f"FEATURESTREAM_STATE_SHARDS is {shards}: set it back to {int(written_with)} (the "
+            "shard count is fixed for the life of the state)")
+
 
 @dataclass
-class ShardChanges:
-    """What a bundle changed: rows to write, states to store, users whose state is gone."""
+class ShardStates:
+    """What to write to Flink state: states to store, users whose state is gone."""
 
-    rows: dict[str, Row]
     stored: dict[str, bytes]
     removed: list[str]
 
@@ -43,7 +56,7 @@ class UserShard:
         self._processor = processor
         self.users: dict[str, UserState] = {}
         self._expiries: list[tuple[int, str]] = []  # (expiry, user); stale entries skipped
-        self._changed: set[str] = set()  # rows to build
+        self._changed: set[str] = set()  # rows to build at the end of the bundle
         self._dirty: set[str] = set()  # states to store (changed by an event) or remove
         self._final_rows: dict[str, Row] = {}  # last rows of users cleared in this bundle
         self.timers: set[int] = set()  # registered with Flink and not yet fired
@@ -123,11 +136,17 @@ class UserShard:
         """Flink fired the timer registered for ``timestamp``."""
         self.timers.discard(timestamp)
 
-    def take_changes(self) -> ShardChanges:
-        """Rows and states changed since the last call (the end of the previous bundle)."""
+    def take_rows(self) -> dict[str, Row]:
+        """The rows of the users changed since the last call (the end of the last bundle)."""
         rows, self._final_rows = self._final_rows, {}
         for user_id in self._changed:
             rows[user_id] = self._processor.row(self.users[user_id])
+        self._changed.clear()
+        return rows
+
+    def take_states(self) -> ShardStates:
+        """The states events changed since the last call (the last checkpoint), and the users
+        cleared since."""
         stored: dict[str, bytes] = {}
         removed: list[str] = []
         for user_id in self._dirty:
@@ -136,9 +155,8 @@ class UserShard:
                 removed.append(user_id)
             else:
                 stored[user_id] = state.to_bytes()
-        self._changed.clear()
         self._dirty.clear()
-        return ShardChanges(rows, stored, removed)
+        return ShardStates(stored, removed)
 
     def _schedule(self, user_id: str, state: UserState) -> None:
         due = self._processor.next_expiry(state)

@@ -13,8 +13,10 @@ from udfs.kafka_framing import (
     SourceRecord,
     decode_sink_frame,
     decode_source_frame,
+    encode_batch,
     encode_sink_frame,
     encode_source_frame,
+    split_batch,
 )
 from udfs.redis_layout import decode_row, decode_value, encode_value, upsert_rows_args, user_key
 
@@ -93,3 +95,8 @@ def test_default_feature_set_is_the_documented_one() -> None:
 def test_inconsistent_features_are_rejected(feature, problem) -> None:
     with pytest.raises(ValueError, match=problem):
         window_specs([feature])
+
+
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_batches_split_back_into_their_frames(frames) -> None:
+    assert split_batch(encode_batch(frames)) == frames

@@ -42,6 +42,10 @@ def test_env_vars_override_with_types() -> None:
     ("FEATURESTREAM_KAFKA_BOOTSTRAP", "localhost", "host:port"),
     ("FEATURESTREAM_CHECKPOINT_DIR", "/tmp/ckpt", "file://"),
     ("FEATURESTREAM_FLINK_REST_URL", "127.0.0.1:8081", "http://"),
+    ("FEATURESTREAM_STATE_SHARDS", "0", "positive"),
+    ("FEATURESTREAM_STATE_SHARDS", "200", "FEATURESTREAM_MAX_PARALLELISM (128)"),
+    ("FEATURESTREAM_SOURCE_BATCH_LINGER_MS", "0", "positive"),
+    ("FEATURESTREAM_SCORING_CHECKPOINT_INTERVAL_MS", "0", "positive"),
 ])
 def test_bad_values_fail_with_the_variable_and_the_fix(variable, value, hint) -> None:
     with pytest.raises(SettingsError) as error:
@@ -66,3 +70,10 @@ def test_to_env_round_trips() -> None:
     settings = Settings().replace(home=Path("/tmp/x"), windows=("5m", "1h"),
                                   kafka_bootstrap="127.0.0.1:1234", parallelism=2)
     assert Settings.from_env(settings.to_env()) == settings
+
+
+def test_shards_must_cover_the_parallelism() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"FEATURESTREAM_PARALLELISM": "8", "FEATURESTREAM_STATE_SHARDS": "4"})
+    assert "FEATURESTREAM_STATE_SHARDS='4'" in str(error.value)
+    assert "FEATURESTREAM_PARALLELISM (8)" in str(error.value)

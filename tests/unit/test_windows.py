@@ -111,8 +111,10 @@ def test_idle_users_leave_no_state_and_no_timers() -> None:
     harness = ShardHarness(make_processor(lateness=60_000))
     for i in range(50):
         harness.process(ev(i * 997, "purchase", user=f"u{i % 7}", item=f"i{i % 5}"))
+    harness.checkpoint()
     assert harness.users() and harness.stored and harness.timers
     harness.advance_watermark(2 * DAY)
+    harness.checkpoint()
     assert harness.users() == {} and harness.stored == {} and harness.timers == {}
     for user, row in harness.latest_rows().items():  # the last rows fell back to zero
         assert row["events_24h"] == 0 and row["spend_24h"] == 0.0, user
@@ -140,7 +142,7 @@ def test_no_expiry_is_missed_and_timers_stay_few() -> None:
         assert all(len(t) <= 3 for t in harness.timers.values()), harness.timers
 
 
-def test_stored_state_replays_to_the_state_in_memory_at_every_bundle_end() -> None:
+def test_stored_state_replays_to_the_state_in_memory_at_every_checkpoint() -> None:
     """States are stored when events change them; aging is replayed from the stored state."""
     processor = make_processor()
     harness = ShardHarness(processor)
@@ -148,6 +150,7 @@ def test_stored_state_replays_to_the_state_in_memory_at_every_bundle_end() -> No
         harness.process(ev(ts, "purchase", item=f"i{ts}"))
         for watermark in range(ts - 5_000, ts + 200_000, 20_000):
             harness.advance_watermark(watermark)
+            harness.checkpoint()
             stored = harness.stored_users()
             assert stored.keys() == harness.users().keys()
             for user, state in harness.users().items():
@@ -158,17 +161,33 @@ def test_stored_state_replays_to_the_state_in_memory_at_every_bundle_end() -> No
                 assert replayed.to_bytes() == state.to_bytes()
 
 
-def test_a_restarted_shard_continues_like_an_uninterrupted_one() -> None:
+def test_a_job_restarted_from_a_checkpoint_ends_like_an_uninterrupted_one() -> None:
     events = [ev(ts, kind, user=f"u{ts % 3}", item=f"i{ts % 4}")
               for ts, kind in zip(range(0, 900_000, 7_001), EVENT_TYPES * 40, strict=False)]
     steady, restarted = (ShardHarness(make_processor()) for _ in range(2))
-    for i, event in enumerate(events):
-        for harness in (steady, restarted):
-            harness.process(event)
-            harness.advance_watermark(event.ts - 5_000)
-        if i % 17 == 0:
+    checkpointed, failed_at, i = 0, -1, 0
+    while i < len(events):
+        event = events[i]
+        restarted.process(event)
+        restarted.advance_watermark(event.ts - 5_000)
+        if i % 11 == 0:
+            restarted.checkpoint()
+            checkpointed = i + 1
+        if i % 17 == 16 and i > failed_at:  # fail once here: replay from the last checkpoint
             restarted.restart()
-    assert restarted.rows == steady.rows
+            failed_at, i = i, checkpointed
+            continue
+        i += 1
+    for event in events:
+        steady.process(event)
+        steady.advance_watermark(event.ts - 5_000)
+    # The same (as_of, version) always carries the same row, and the newest rows agree.
+    written = {(user, row["as_of"], row["version"]): row for user, row in steady.rows}
+    for user, row in restarted.rows:
+        assert written.get((user, row["as_of"], row["version"]), row) == row
+    assert restarted.latest_rows() == steady.latest_rows()
+    assert {u: s.to_bytes() for u, s in restarted.users().items()} == {
+        u: s.to_bytes() for u, s in steady.users().items()}
 
 
 events_strategy = st.lists(
@@ -213,7 +232,9 @@ def test_every_row_equals_the_oracle(raw, lateness, shards) -> None:
         harness.advance_watermark(max_seen - 5_000)
         for key, row in harness.rows[rows_before:]:
             assert_row_matches(row, expected_row(accepted[key], row["as_of"]), f"timer {i}")
-        if i % 5 == 0:
+        if i % 5 == 0:  # a checkpoint, then a restart from it
+            harness.checkpoint()
             harness.restart()
     harness.advance_watermark(max_seen + 3 * DAY)  # expiry (24h) + lateness (<= 24h)
+    harness.checkpoint()
     assert harness.users() == {} and harness.stored == {} and harness.timers == {}

@@ -17,7 +17,10 @@ import org.apache.flink.streaming.runtime.tasks.ProcessingTimeService;
  * <p>A batch is (i32 length, record bytes)*. It is emitted when it holds {@code maxRecords}
  * records, {@code lingerMs} after its first record, before every checkpoint barrier and
  * watermark, and at the end of the input: nothing is ever buffered across a checkpoint, so the
- * operator needs no state. The Python twin is udfs/kafka_framing.py.
+ * operator needs no state. Just before a checkpoint barrier (and at the end of the input) it
+ * also emits an empty batch: the checkpoint marker, which tells the operators downstream that
+ * what they hold must be in Flink state before the barrier reaches them. The Python twin is
+ * udfs/kafka_framing.py.
  */
 public class FrameBatcher extends AbstractStreamOperator<byte[]>
         implements OneInputStreamOperator<byte[], byte[]>, ProcessingTimeCallback {
@@ -70,12 +73,14 @@ public class FrameBatcher extends AbstractStreamOperator<byte[]>
     @Override
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         flush();
+        output.collect(new StreamRecord<>(new byte[0]));
         super.prepareSnapshotPreBarrier(checkpointId);
     }
 
     @Override
     public void finish() throws Exception {
         flush();
+        output.collect(new StreamRecord<>(new byte[0]));
         super.finish();
     }
 

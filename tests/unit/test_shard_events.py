@@ -1,0 +1,52 @@
+"""Decode and shard: events grouped by a stable shard in arrival order, failures kept apart,
+and the packed records round-trip; a shard refuses state written with another shard count."""
+
+from __future__ import annotations
+
+import zlib
+
+from udfs.codec import EventDecoder, EventEncoder
+from udfs.events import Event
+from udfs.kafka_framing import encode_source_frame
+from udfs.schema_registry import FileSchemaRegistry
+from udfs.shard_events import group_by_shard, pack, shard_of, unpack
+from udfs.user_shard import shard_count_problem
+from udfs.windows import TYPE_INDEX
+
+SCHEMAS = FileSchemaRegistry()
+ENCODER = EventEncoder(SCHEMAS)
+
+
+def frame(offset: int, value: bytes) -> bytes:
+    return encode_source_frame("events", 0, offset, 0, value)
+
+
+def test_events_are_grouped_by_shard_in_arrival_order_and_failures_kept() -> None:
+    events = [Event(f"e{i}", f"user-{i % 5}", "purchase" if i % 3 else "view", f"item-{i}",
+                    1.5 if i % 3 else None, 1_000 + i, None) for i in range(40)]
+    frames = [frame(i, ENCODER.avro(e) if i % 2 else ENCODER.json(e))
+              for i, e in enumerate(events)]
+    frames.insert(7, frame(99, b"not an event"))
+    groups, failed = group_by_shard(frames, EventDecoder(SCHEMAS), 3)
+    assert [(f, error.error_class) for f, error in failed] == [(frames[7], "MalformedRecord")]
+    for shard, members in groups.items():
+        assert {shard_of(m[0], 3) for m in members} == {shard}
+    regrouped = sorted((m for members in groups.values() for m in members),
+                       key=lambda m: m[1])
+    assert regrouped == [(e.user_id, e.ts, TYPE_INDEX[e.event_type], e.amount, e.item_id,
+                          frames[i + (i >= 7)]) for i, e in enumerate(events)]
+    for members in groups.values():
+        assert [m[1] for m in members] == sorted(m[1] for m in members)  # arrival order
+        assert unpack(pack(members)) == members
+
+
+def test_shards_are_stable_across_processes() -> None:
+    assert shard_of("user-42", 16) == zlib.crc32(b"user-42") % 16 == shard_of("user-42", 16)
+
+
+def test_a_shard_refuses_state_written_with_another_shard_count() -> None:
+    assert shard_count_problem(None, 16) is None
+    assert shard_count_problem(b"16", 16) is None
+    problem = shard_count_problem(b"32", 16)
+    assert "written with 32 state shards" in problem
+    assert "FEATURESTREAM_STATE_SHARDS is 16: set it back to 32" in problem
