@@ -39,6 +39,7 @@ from featurestream.stack.private import private_settings
 RESULTS = Path(__file__).resolve().parent / "results"
 # The memory run: uniform users, enough events that ~100k of the 120k have state at the end.
 MEMORY_EVENTS, MEMORY_USERS = 1_500_000, 120_000
+READER_SETTLE_S = 15  # the stack's processes take a while to go; the reader's tails notice
 
 
 def run(events: int, reader_seconds: int) -> dict[str, Any]:
@@ -70,6 +71,7 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
                 for delivery in ("exactly_once", "at_least_once")]
         finally:
             stack.down()
+    time.sleep(READER_SETTLE_S)
     report["reader"] = run_reader_bench(reader_seconds, workers=2, cache_ttl_ms=1_000,
                                         caches=("off",))["results"]
     return report
