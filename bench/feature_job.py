@@ -76,7 +76,8 @@ def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600) ->
 def end_run(settings: Settings, job_id: str) -> None:
     """Cancel the run's job and delete its topics (the memory-only broker frees them)."""
     FlinkRest(settings.flink_rest_url).cancel(job_id)
-    LocalStack(settings, echo=lambda line: None).kafka.delete_topics()
+    kafka = LocalStack(settings, echo=lambda line: None).kafka
+    kafka.delete_topics(kafka.pipeline_topics())
 
 
 def events_counted(settings: Settings, job_id: str) -> int:

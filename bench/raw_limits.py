@@ -12,9 +12,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
+from featurestream.stack import LocalStack
 from udfs.codec import EventDecoder, EventEncoder
 from udfs.generator import StreamConfig, generate_events
 from udfs.schema_registry import registry_for
+
+RAW_TOPIC = "bench.raw"
 
 
 def consume_rate(settings: Settings, topic: str, messages: int, parse: bool) -> float:
@@ -43,13 +46,14 @@ def measure_raw_limits(settings: Settings, messages: int = 200_000) -> dict[str,
     encoder = EventEncoder(registry_for(settings.schema_registry_url))
     events = [e for _, e in zip(range(messages), generate_events(StreamConfig(seed=3)),
                                 strict=False)]
-    with EventProducer(settings, topic="bench.raw") as producer:
+    with EventProducer(settings, topic=RAW_TOPIC) as producer:
         for event in events:
             producer.send(event.user_id, encoder.json(event), event.ts)
     limits = {
-        "kafka_consume_per_s": consume_rate(settings, "bench.raw", messages, parse=False),
-        "kafka_consume_json_per_s": consume_rate(settings, "bench.raw", messages, parse=True),
+        "kafka_consume_per_s": consume_rate(settings, RAW_TOPIC, messages, parse=False),
+        "kafka_consume_json_per_s": consume_rate(settings, RAW_TOPIC, messages, parse=True),
     }
+    LocalStack(settings, echo=lambda line: None).kafka.delete_topics([RAW_TOPIC])
     decoder = EventDecoder(registry_for(settings.schema_registry_url))
     avro = [encoder.avro(e) for e in events[:50_000]]
     started = time.perf_counter()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
@@ -83,14 +83,15 @@ class KafkaBroker(SpawnedServer):
             return f"not answering: {exc}"
         return "topics: " + (", ".join(sorted(topics)) or "none")
 
-    def _topics(self) -> tuple[str, ...]:
+    def pipeline_topics(self) -> tuple[str, ...]:
+        """The topics the settings name: events, events DLQ, scores, scores DLQ."""
         s = self.settings
         return (s.events_topic, s.events_dlq_topic, s.scores_topic, s.scores_dlq_topic)
 
     def ensure_topics(self, echo: Echo) -> None:
         """Create the pipeline's topics with ``topic_partitions`` partitions; existing are fine."""
         s = self.settings
-        names = self._topics()
+        names = self.pipeline_topics()
         admin = self._admin()  # must outlive the futures
         futures = admin.create_topics(
             [NewTopic(name, s.topic_partitions) for name in names],
@@ -110,11 +111,11 @@ class KafkaBroker(SpawnedServer):
         echo(f"kafka topics ({s.topic_partitions} partitions): created "
              f"{', '.join(created) or 'none'}; already there {', '.join(existing) or 'none'}")
 
-    def delete_topics(self) -> None:
-        """Delete the pipeline's topics and what they hold (benchmarks free the memory-only
-        broker between runs); missing topics are fine."""
+    def delete_topics(self, names: Iterable[str]) -> None:
+        """Delete topics and what they hold (benchmarks free the memory-only broker between
+        runs: tansu slows down as it holds more); missing topics are fine."""
         admin = self._admin()  # must outlive the futures
-        futures = admin.delete_topics(list(self._topics()), operation_timeout=ADMIN_TIMEOUT_S,
+        futures = admin.delete_topics(list(names), operation_timeout=ADMIN_TIMEOUT_S,
                                       request_timeout=ADMIN_TIMEOUT_S)
         for future in futures.values():
             future.exception()  # not result(): see ensure_topics
