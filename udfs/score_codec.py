@@ -26,7 +26,7 @@ ScoreRecord = dict[str, Any]
 _DOUBLE = struct.Struct("<d")
 
 
-def _long(n: int) -> bytes:
+def _zigzag_varint(n: int) -> bytes:
     """An Avro int or long: zig-zag, then a base-128 varint."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
@@ -35,6 +35,15 @@ def _long(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# Lengths and versions are small: their one-byte encodings, looked up instead of computed.
+_ONE_BYTE = {n: _zigzag_varint(n) for n in range(-64, 64)}
+
+
+def _long(n: int) -> bytes:
+    """An Avro int or long (see :func:`_zigzag_varint`)."""
+    return _ONE_BYTE.get(n) or _zigzag_varint(n)
 
 
 def _string(text: str) -> bytes:
