@@ -37,11 +37,10 @@ DLQ = OutputTag("dlq", FRAME_TYPE)
 # What travels from the sharding stage to the keyed function: (shard key, newest event time,
 # packed events of that shard, or the checkpoint marker), in Flink's native tuple coder.
 ShardRecord = tuple[int, int, bytes]
-_MARKER_TIME = -(2**63)  # a checkpoint marker's time: never moves the watermark
 SHARD_RECORD_TYPE = Types.TUPLE([Types.INT(), Types.LONG(), FRAME_TYPE])
+_MARKER_TIME = -(2**63)  # a checkpoint marker's time: never moves the watermark
 
 _FULL_COLLECTION_EVERY = 1_000  # younger (generation 1) collections
-
 
 
 class ShardEvents(ProcessFunction):

@@ -38,7 +38,8 @@ class ShardHarness:
     stored: dict[int, dict[str, bytes]] = field(default_factory=dict)  # the map state
     rows: list[tuple[str, Row]] = field(default_factory=list)
     rejected: list[tuple[ShardEvent, Rejection]] = field(default_factory=list)
-    snapshot: tuple[dict[int, set[int]], int] = ({}, MIN_WATERMARK)  # timers, watermark
+    snapshot: tuple[dict[int, set[int]], int] = field(  # timers, watermark
+        default_factory=lambda: ({}, MIN_WATERMARK))
 
     def process(self, event: Event) -> None:
         """One event in a bundle of its own."""
