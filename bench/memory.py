@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from featurestream.stack import LocalStack
+from featurestream.devstack import LocalStack
 
 
 def rss_mib(pid: int) -> float:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestream.settings import Settings
-from tests.integration.reader_fixtures import (
+from testing.reader_fixtures import (
     RedisProcess,
     ServeProcess,
     feature_row,

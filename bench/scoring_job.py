@@ -15,20 +15,20 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
+from featurestream.devstack import LocalStack
+from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.devstack.private import isolated
+from featurestream.udfs.contract.codec import EventEncoder
+from featurestream.udfs.contract.events import EVENT_TYPES
+from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.scoring.model_registry import ModelRegistry
+from featurestream.udfs.scoring.score_codec import ScoreCodec
 
 from bench.feature_job import end_run, preload, steady_rate
-from featurestream.kafka_producer import EventProducer
+from featurestream.cli.submit import submit_job
+from featurestream.cli.train import TrainingRun, train
 from featurestream.settings import Settings
-from featurestream.stack import LocalStack
-from featurestream.stack.private import isolated
-from featurestream.submit import submit_job
-from featurestream.train import TrainingRun, train
-from udfs.codec import EventEncoder
-from udfs.events import EVENT_TYPES
-from udfs.generator import StreamConfig, generate_events
-from udfs.model_registry import ModelRegistry
-from udfs.schema_registry import registry_for
-from udfs.score_codec import ScoreCodec
 
 
 @dataclass

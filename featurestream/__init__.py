@@ -1,6 +1,9 @@
-"""featurestream: real-time user features from Kafka events, computed in PyFlink, served from Redis.
+"""featurestream: real-time ML features and scores from Kafka events, computed in PyFlink and
+served from Redis.
 
-Layout: ``udfs`` (pure window/codec/key-layout logic), ``jobs`` (Flink jobs), ``serving``
-(the reader), ``schemas`` (Avro contracts); this package holds the CLI, the settings and the
-embedded local stack.
+One distribution namespace over the repository's top-level folders (see ``setup.py``):
+``featurestream.udfs`` (``udfs/``, the Flink-free core), ``featurestream.jobs`` (``jobs/``, the
+Flink jobs), ``featurestream.serving`` (``serving/``, the reader), ``featurestream.schemas``
+(``schemas/``, the Avro contracts), ``featurestream.devstack`` (``devstack/``, the local stack
+and producers for development). This folder holds the settings and the CLI.
 """

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from udfs.durations import parse_duration_ms
-from udfs.events import EVENT_TYPES
-from udfs.variants import parse_experiment, parse_version
+from featurestream.udfs.contract.events import EVENT_TYPES
+from featurestream.udfs.durations import parse_duration_ms
+from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
 

@@ -1,1 +1,8 @@
-"""Flink jobs: entry points (``python -m jobs.<name>``), their operators and their submission."""
+"""The Flink jobs (``featurestream.jobs``): thin PyFlink adapters around the core in
+``featurestream.udfs``.
+
+- :mod:`~featurestream.jobs.features`: the feature job (entry point, graph, operators);
+- :mod:`~featurestream.jobs.scoring`: the scoring job;
+- shared I/O: Kafka sources and sinks (``kafka_io``), Redis writers, the execution environment,
+  the job jar built from ``java/``.
+"""

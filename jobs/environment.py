@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from featurestream.jobs.connector_jar import connector_jar
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 
 from featurestream.settings import Settings
-from jobs.connector_jar import connector_jar
 
 _BUFFER_TIMEOUT_MS = 10
 

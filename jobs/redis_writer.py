@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import redis
-
-from udfs.redis_layout import (
+from featurestream.udfs.store.redis_layout import (
     ROWS_PER_UPSERT,
     UPSERT_ROWS_LUA,
     FeatureValue,

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import redis
-
-from udfs.feature_processor import Row
-from udfs.feature_vector import FeatureProblem
-from udfs.redis_layout import (
+from featurestream.udfs.features.processor import Row
+from featurestream.udfs.scoring.score_codec import ScoreRecord
+from featurestream.udfs.scoring.vector import FeatureProblem
+from featurestream.udfs.store.redis_layout import (
     UPSERT_SCORE_LUA,
     Score,
     decode_row,
@@ -20,7 +20,6 @@ from udfs.redis_layout import (
     upsert_score_args,
     user_key,
 )
-from udfs.score_codec import ScoreRecord
 
 
 class ScoreStore:

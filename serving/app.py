@@ -9,20 +9,20 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 
 import orjson
+from featurestream.serving.cache import TTLCache
+from featurestream.serving.metrics import Metrics
+from featurestream.serving.openapi import openapi_document
+from featurestream.serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
+from featurestream.serving.responses import ApiError, error_response
+from featurestream.serving.routes import Reader, build_routes
+from featurestream.serving.store import FeatureStore
+from featurestream.udfs.features.definitions import default_features
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from featurestream.settings import Settings
-from serving.cache import TTLCache
-from serving.metrics import Metrics
-from serving.openapi import openapi_document
-from serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
-from serving.responses import ApiError, error_response
-from serving.routes import Reader, build_routes
-from serving.store import FeatureStore
-from udfs.features import default_features
 
 log = logging.getLogger(__name__)
 

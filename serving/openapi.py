@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.validation import MAX_USER_ID_LENGTH, USER_ID_PATTERN
+from featurestream.serving.validation import MAX_USER_ID_LENGTH, USER_ID_PATTERN
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 _FRESHNESS = {

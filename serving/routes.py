@@ -11,17 +11,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
 
+from featurestream.serving.metrics import Metrics
+from featurestream.serving.redis_client import RedisUnavailable
+from featurestream.serving.responses import ApiError, JSONResponse, error_response
+from featurestream.serving.shaping import batch_body, features_body, now_ms, scores_body
+from featurestream.serving.store import FeatureStore
+from featurestream.serving.validation import body_limit, check_user_id, parse_batch, parse_names
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from featurestream.settings import Settings
-from serving.metrics import Metrics
-from serving.redis_client import RedisUnavailable
-from serving.responses import ApiError, JSONResponse, error_response
-from serving.shaping import batch_body, features_body, now_ms, scores_body
-from serving.store import FeatureStore
-from serving.validation import body_limit, check_user_id, parse_batch, parse_names
 
 
 @dataclass(frozen=True)

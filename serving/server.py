@@ -20,11 +20,11 @@ import tempfile
 from typing import Any
 
 import uvicorn
+from featurestream.serving.redis_client import parse_redis_url
 from uvicorn.supervisors import Multiprocess
 
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings, SettingsError
-from serving.redis_client import parse_redis_url
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     workers = settings.serve_workers
     config = uvicorn.Config(
-        "serving.app:app_from_env", factory=True, workers=workers, loop="uvloop",
+        "featurestream.serving.app:app_from_env", factory=True, workers=workers, loop="uvloop",
         http="httptools", ws="none", lifespan="on", access_log=False, log_config=LOG_CONFIG,
         log_level="warning", server_header=False, timeout_graceful_shutdown=5)
     log.info("reader: listening on http://%s:%d (pid %d, %d worker(s), redis at %s)",

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from udfs.redis_layout import ROW_META_FIELDS, FeatureValue, Score
+from featurestream.udfs.store.redis_layout import ROW_META_FIELDS, FeatureValue, Score
 
 Row = dict[str, FeatureValue]
 

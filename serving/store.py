@@ -5,11 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from serving.cache import MISS, TTLCache
-from serving.metrics import Metrics
-from serving.redis_client import RedisClient
-from serving.shaping import Row
-from udfs.redis_layout import Score, decode_scores, decode_values, score_key, user_key
+from featurestream.serving.cache import MISS, TTLCache
+from featurestream.serving.metrics import Metrics
+from featurestream.serving.redis_client import RedisClient
+from featurestream.serving.shaping import Row
+from featurestream.udfs.store.redis_layout import (
+    Score,
+    decode_scores,
+    decode_values,
+    score_key,
+    user_key,
+)
 
 
 def _row(reply: list[str]) -> Row:

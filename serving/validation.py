@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-from serving.responses import ApiError
+from featurestream.serving.responses import ApiError
 
 MAX_USER_ID_LENGTH = 128
 USER_ID_PATTERN = rf"^[A-Za-z0-9._@:-]{{1,{MAX_USER_ID_LENGTH}}}$"  # also in the OpenAPI doc

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from udfs.events import Event
-from udfs.feature_processor import FeatureProcessor, Rejection, Row, UserState
-from udfs.shard_events import ShardEvent, shard_of
-from udfs.user_shard import UserShard
-from udfs.windows import TYPE_INDEX
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.features.processor import FeatureProcessor, Rejection, Row, UserState
+from featurestream.udfs.features.routing import ShardEvent, shard_of
+from featurestream.udfs.features.shard import UserShard
+from featurestream.udfs.features.windows import TYPE_INDEX
 
 MIN_WATERMARK = -(2**63)
 

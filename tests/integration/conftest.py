@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from featurestream.devstack import LocalStack
+from featurestream.devstack.private import private_settings
 
 from featurestream.flink_rest import FlinkRest
 from featurestream.settings import Settings
-from featurestream.stack import LocalStack
-from featurestream.stack.private import private_settings
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,22 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from featurestream.devstack import LocalStack
+from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.devstack.private import isolated
+from featurestream.udfs.contract.codec import EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.store.redis_layout import decode_row, user_key
+from featurestream.udfs.wire.dead_letters import (
+    HEADER_EXCEPTION_CLASS,
+    HEADER_EXCEPTION_MESSAGE,
+    HEADER_STAGE,
+)
 
-from featurestream.kafka_producer import EventProducer
+from featurestream.cli.submit import submit_job
 from featurestream.settings import Settings
-from featurestream.stack import LocalStack
-from featurestream.stack.private import isolated
-from featurestream.submit import submit_job
 from tests.integration.conftest import (
     cancel_job,
     flink_get,
@@ -28,12 +38,6 @@ from tests.integration.conftest import (
     read_topic,
 )
 from tests.oracle import assert_row_matches, expected_row
-from udfs.codec import EventEncoder
-from udfs.dlq import HEADER_EXCEPTION_CLASS, HEADER_EXCEPTION_MESSAGE, HEADER_STAGE
-from udfs.events import Event
-from udfs.generator import StreamConfig, generate_events
-from udfs.redis_layout import decode_row, user_key
-from udfs.schema_registry import registry_for
 
 pytestmark = pytest.mark.integration
 

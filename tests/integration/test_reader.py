@@ -14,10 +14,11 @@ from http.client import HTTPConnection, HTTPResponse
 from pathlib import Path
 
 import pytest
+from featurestream.serving.validation import body_limit
+from featurestream.udfs.store.redis_layout import Score
 
 from featurestream.settings import Settings
-from serving.validation import body_limit
-from tests.integration.reader_fixtures import (
+from testing.reader_fixtures import (
     FEATURE_NAMES,
     RedisProcess,
     feature_row,
@@ -29,7 +30,6 @@ from tests.integration.reader_fixtures import (
     start_serve,
     wait_until,
 )
-from udfs.redis_layout import Score
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from featurestream.jobs.redis_writer import RedisRowWriter
+from featurestream.udfs.store.redis_layout import ROWS_PER_UPSERT, decode_row, user_key
 
-from jobs.redis_writer import RedisRowWriter
-from tests.integration.reader_fixtures import RedisProcess
-from udfs.redis_layout import ROWS_PER_UPSERT, decode_row, user_key
+from testing.reader_fixtures import RedisProcess
 
 pytestmark = pytest.mark.integration
 

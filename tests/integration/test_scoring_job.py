@@ -20,13 +20,27 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import redis
+from featurestream.devstack import LocalStack
+from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.devstack.private import isolated
+from featurestream.udfs.contract.codec import EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.scoring.model_registry import ModelRegistry
+from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
+from featurestream.udfs.store.redis_layout import decode_scores, score_key, user_key
+from featurestream.udfs.wire.dead_letters import (
+    HEADER_EXCEPTION_CLASS,
+    HEADER_MODEL_VERSION,
+    HEADER_STAGE,
+    HEADER_TOPIC,
+)
 
-from featurestream.kafka_producer import EventProducer
+from featurestream.cli.submit import submit_job
+from featurestream.cli.train import TrainingRun, train
 from featurestream.settings import Settings
-from featurestream.stack import LocalStack
-from featurestream.stack.private import isolated
-from featurestream.submit import submit_job
-from featurestream.train import TrainingRun, train
 from tests.integration.conftest import (
     cancel_job,
     flink_get,
@@ -35,15 +49,6 @@ from tests.integration.conftest import (
     read_topic,
 )
 from tests.integration.test_feature_job import bad_records
-from udfs.codec import EventEncoder
-from udfs.dlq import HEADER_EXCEPTION_CLASS, HEADER_MODEL_VERSION, HEADER_STAGE, HEADER_TOPIC
-from udfs.events import Event
-from udfs.generator import StreamConfig, generate_events
-from udfs.model_registry import ModelRegistry
-from udfs.redis_layout import decode_scores, score_key, user_key
-from udfs.schema_registry import registry_for
-from udfs.score_codec import ScoreCodec
-from udfs.variants import VariantAssigner, parse_experiment
 
 pytestmark = pytest.mark.integration
 

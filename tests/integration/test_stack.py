@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from featurestream.devstack import LocalStack, process
+from featurestream.devstack.private import private_settings
 
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
-from featurestream.stack import LocalStack, process
-from featurestream.stack.private import private_settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,12 @@ from typing import Any
 
 import fastavro
 import pytest
+from featurestream.schemas import schema_path
+from featurestream.udfs.contract.codec import DecodeError, ErrorClass, EventDecoder, EventEncoder
+from featurestream.udfs.contract.events import EVENT_TYPES, Event
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from hypothesis import given
 from hypothesis import strategies as st
-
-from schemas import schema_path
-from udfs.codec import DecodeError, ErrorClass, EventDecoder, EventEncoder
-from udfs.events import EVENT_TYPES, Event
-from udfs.schema_registry import FileSchemaRegistry
 
 REGISTRY = FileSchemaRegistry()
 DECODER = EventDecoder(REGISTRY)

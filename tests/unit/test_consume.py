@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from featurestream.consume import describe_dead_letter, describe_score
-from udfs.dlq import dlq_headers
-from udfs.kafka_framing import SourceRecord
-from udfs.schema_registry import FileSchemaRegistry
-from udfs.score_codec import ScoreCodec
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.wire.dead_letters import dlq_headers
+from featurestream.udfs.wire.frames import SourceRecord
+
+from featurestream.cli.consume import describe_dead_letter, describe_score
 
 CODEC = ScoreCodec(FileSchemaRegistry(), "scores-value")
 SCORE = {"event_id": "e-1", "user_id": "u-1", "event_type": "purchase", "ts": 5,

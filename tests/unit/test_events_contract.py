@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from schemas import REGISTRY_MANIFEST, SCHEMA_DIR, load_schema, schema_path
-from udfs.events import EVENT_TYPES, Event
+from featurestream.schemas import REGISTRY_MANIFEST, SCHEMA_DIR, load_schema, schema_path
+from featurestream.udfs.contract.events import EVENT_TYPES, Event
 
 
 def raw_schema() -> dict:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from udfs.events import Event
-from udfs.feature_vector import FeatureProblem, assemble
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.scoring.vector import FeatureProblem, assemble
 
 NAMES = ("purchases_5m", "amount", "hour_of_day", "avg_spend_24h")
 DEFAULTS = {"purchases_5m": 0.0, "amount": 0.0, "avg_spend_24h": -1.0}

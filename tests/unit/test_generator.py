@@ -6,11 +6,10 @@ from collections import Counter
 from itertools import islice
 
 import pytest
-
-from udfs.codec import EventDecoder, EventEncoder
-from udfs.events import Event
-from udfs.generator import StreamConfig, generate_events
-from udfs.schema_registry import FileSchemaRegistry
+from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 
 N = 20_000
 

@@ -4,12 +4,16 @@ and feature definition checks."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from udfs.dlq import dlq_frame
-from udfs.features import Feature, default_features, window_specs
-from udfs.kafka_framing import (
+from featurestream.udfs.features.definitions import Feature, default_features, window_specs
+from featurestream.udfs.store.redis_layout import (
+    decode_row,
+    decode_value,
+    encode_value,
+    upsert_rows_args,
+    user_key,
+)
+from featurestream.udfs.wire.dead_letters import dlq_frame
+from featurestream.udfs.wire.frames import (
     SourceRecord,
     decode_sink_frame,
     decode_source_frame,
@@ -18,7 +22,8 @@ from udfs.kafka_framing import (
     encode_source_frame,
     split_batch,
 )
-from udfs.redis_layout import decode_row, decode_value, encode_value, upsert_rows_args, user_key
+from hypothesis import given
+from hypothesis import strategies as st
 
 values = st.one_of(st.none(), st.integers(-(2**62), 2**62),
                    st.floats(allow_nan=False, allow_infinity=False))

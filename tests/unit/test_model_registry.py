@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from featurestream.udfs.scoring.live_models import ServingModels
+from featurestream.udfs.scoring.model_metadata import ModelMetadata
+from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError, ModelRegistry
+from featurestream.udfs.scoring.variants import LATEST, parse_experiment
 
-from tests.model_fixtures import FEATURES, NAME, metadata, publish, train_text
-from udfs.model_metadata import ModelMetadata
-from udfs.model_registry import LoadedModel, ModelError, ModelRegistry
-from udfs.serving_models import ServingModels
-from udfs.variants import LATEST, parse_experiment
+from testing.model_fixtures import FEATURES, NAME, metadata, publish, train_text
 
 
 def test_sidecar_round_trips() -> None:

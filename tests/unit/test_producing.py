@@ -10,14 +10,14 @@ from types import TracebackType
 from typing import ClassVar
 
 import pytest
+from featurestream.devstack import producing
+from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.udfs.contract.codec import EventDecoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 
-from featurestream import producing
 from featurestream.errors import UserFacingError
-from featurestream.kafka_producer import EventProducer
 from featurestream.settings import Settings
-from udfs.codec import EventDecoder
-from udfs.events import Event
-from udfs.schema_registry import FileSchemaRegistry
 
 SETTINGS = Settings()
 DECODER = EventDecoder(FileSchemaRegistry())

@@ -9,26 +9,38 @@ import string
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from featurestream.settings import Settings, SettingsError
-from serving.cache import MISS, TTLCache
-from serving.metrics import Metrics
-from serving.openapi import openapi_document
-from serving.redis_client import parse_redis_url
-from serving.responses import ApiError
-from serving.routes import ROUTES
-from serving.shaping import batch_body, features_body, scores_body, seconds_since, staleness_ms
-from serving.store import FeatureStore
-from serving.validation import (
+from featurestream.serving.cache import MISS, TTLCache
+from featurestream.serving.metrics import Metrics
+from featurestream.serving.openapi import openapi_document
+from featurestream.serving.redis_client import parse_redis_url
+from featurestream.serving.responses import ApiError
+from featurestream.serving.routes import ROUTES
+from featurestream.serving.shaping import (
+    batch_body,
+    features_body,
+    scores_body,
+    seconds_since,
+    staleness_ms,
+)
+from featurestream.serving.store import FeatureStore
+from featurestream.serving.validation import (
     MAX_USER_ID_LENGTH,
     body_limit,
     check_user_id,
     parse_batch,
     parse_names,
 )
-from udfs.redis_layout import Score, encode_score, encode_value, score_key, user_key
+from featurestream.udfs.store.redis_layout import (
+    Score,
+    encode_score,
+    encode_value,
+    score_key,
+    user_key,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+from featurestream.settings import Settings, SettingsError
 
 VALID = ("clicks_1h", "spend_24h", "ctr_1h", "last_event_ts")
 ALLOWED = set(string.ascii_letters + string.digits + "._@:-")

@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-from udfs.redis_layout import (
+from featurestream.udfs.store.redis_layout import (
     Score,
     decode_row,
     decode_score,
@@ -23,6 +20,8 @@ from udfs.redis_layout import (
     upsert_score_args,
     user_key,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 values = st.one_of(st.none(), st.integers(), st.floats())
 

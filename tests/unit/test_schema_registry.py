@@ -11,11 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
-from schemas import load_schema
-from udfs.codec import DecodeError, ErrorClass, EventDecoder, EventEncoder
-from udfs.events import Event
-from udfs.schema_registry import (
+from featurestream.schemas import load_schema
+from featurestream.udfs.contract.codec import DecodeError, ErrorClass, EventDecoder, EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import (
     ConfluentSchemaRegistry,
     FileSchemaRegistry,
     SchemaNotRegistered,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from io import BytesIO
 
 from fastavro import parse_schema, schemaless_writer
+from featurestream.schemas import load_schema
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.scoring.score_codec import ScoreCodec
 from hypothesis import given
 from hypothesis import strategies as st
-
-from schemas import load_schema
-from udfs.schema_registry import FileSchemaRegistry
-from udfs.score_codec import ScoreCodec
 
 CODEC = ScoreCodec(FileSchemaRegistry(), "scores-value")
 SCHEMA = parse_schema(load_schema("score"))

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.model_fixtures import FEATURES, NAME, publish
-from udfs.codec import EventDecoder, EventEncoder
-from udfs.dlq import (
+from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.scoring.live_models import ServingModels
+from featurestream.udfs.scoring.model_registry import ModelRegistry
+from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.scoring.scorer import BatchScorer
+from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
+from featurestream.udfs.scoring.vector import FeatureProblem
+from featurestream.udfs.wire.dead_letters import (
     HEADER_EXCEPTION_CLASS,
     HEADER_EXCEPTION_MESSAGE,
     HEADER_MODEL_VERSION,
@@ -19,15 +25,9 @@ from udfs.dlq import (
     HEADER_STAGE,
     HEADER_TOPIC,
 )
-from udfs.events import Event
-from udfs.feature_vector import FeatureProblem
-from udfs.kafka_framing import decode_sink_frame, encode_source_frame
-from udfs.model_registry import ModelRegistry
-from udfs.schema_registry import FileSchemaRegistry
-from udfs.score_codec import ScoreCodec
-from udfs.scorer import BatchScorer
-from udfs.serving_models import ServingModels
-from udfs.variants import VariantAssigner, parse_experiment
+from featurestream.udfs.wire.frames import decode_sink_frame, encode_source_frame
+
+from testing.model_fixtures import FEATURES, NAME, publish
 
 SCHEMAS = FileSchemaRegistry()
 ENCODER = EventEncoder(SCHEMAS)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from featurestream.cli.submit import JOB_MODULES
 from featurestream.settings import Settings, SettingsError
-from featurestream.submit import JOB_MODULES
 
 
 def test_scoring_defaults() -> None:
@@ -16,7 +16,7 @@ def test_scoring_defaults() -> None:
     assert settings.scored_event_types == ("purchase",)
     assert (settings.experiment, settings.shadow_model) == ("", "")
     assert settings.scores_delivery == "exactly_once"
-    assert JOB_MODULES["scoring"] == "jobs.scoring_job"
+    assert JOB_MODULES["scoring"] == "featurestream.jobs.scoring.job"
 
 
 def test_scoring_overrides() -> None:

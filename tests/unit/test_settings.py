@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from featurestream.udfs.durations import parse_duration_ms
 
 from featurestream.settings import Settings, SettingsError
-from udfs.durations import parse_duration_ms
 
 
 def test_defaults_point_at_the_local_stack() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import zlib
 
-from udfs.codec import EventDecoder, EventEncoder
-from udfs.events import Event
-from udfs.kafka_framing import encode_source_frame
-from udfs.schema_registry import FileSchemaRegistry
-from udfs.shard_events import group_by_shard, pack, shard_of, unpack
-from udfs.user_shard import shard_count_problem
-from udfs.windows import TYPE_INDEX
+from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.features.routing import group_by_shard, pack, shard_of, unpack
+from featurestream.udfs.features.shard import shard_count_problem
+from featurestream.udfs.features.windows import TYPE_INDEX
+from featurestream.udfs.wire.frames import encode_source_frame
 
 SCHEMAS = FileSchemaRegistry()
 ENCODER = EventEncoder(SCHEMAS)

@@ -7,13 +7,10 @@ import json
 from pathlib import Path, PurePosixPath
 
 import pytest
-
-from featurestream.errors import UserFacingError
-from featurestream.settings import Settings
-from featurestream.stack import ComponentStatus, Job
-from featurestream.stack.commands import status_lines
-from featurestream.stack.endpoints import Endpoints
-from featurestream.stack.flink_home import (
+from featurestream.devstack import ComponentStatus, Job
+from featurestream.devstack.commands import status_lines
+from featurestream.devstack.endpoints import Endpoints
+from featurestream.devstack.flink_home import (
     CONNECTOR_DIST,
     FLINK_DIST,
     config_template,
@@ -22,7 +19,10 @@ from featurestream.stack.flink_home import (
     select_lib_jars,
     wheel_files,
 )
-from featurestream.stack.paths import StackPaths
+from featurestream.devstack.paths import StackPaths
+
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
 
 FLINK_RECORD = [PurePosixPath(p) for p in (
     "pyflink/lib/flink-dist-2.0.2.jar", "pyflink/lib/flink-table-runtime-2.0.2.jar",

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from featurestream.devstack.generator import StreamConfig, generate_labelled_events, make_users
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
 
+from featurestream.cli.train import TrainingRun, model_features, train
 from featurestream.settings import Settings
-from featurestream.train import TrainingRun, model_features, train
 from tests.oracle import assert_row_matches, expected_row
-from udfs.events import Event
-from udfs.features import default_features
-from udfs.generator import StreamConfig, generate_labelled_events, make_users
-from udfs.training import build_dataset, point_in_time_rows, roc_auc
 
 WINDOWS = ("1m", "5m", "1h", "24h")
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
-from udfs.variants import Arm, VariantAssigner, parse_experiment, parse_version, user_point
+from featurestream.udfs.scoring.variants import (
+    Arm,
+    VariantAssigner,
+    parse_experiment,
+    parse_version,
+    user_point,
+)
 
 USERS = [f"user-{i}" for i in range(40_000)]
 

@@ -7,14 +7,14 @@ Everything runs through :class:`ShardHarness`, which drives the shards as the Fl
 from __future__ import annotations
 
 import pytest
+from featurestream.udfs.contract.events import EVENT_TYPES, Event
+from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.features.processor import FeatureProcessor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.harness import ShardHarness
 from tests.oracle import assert_row_matches, expected_row
-from udfs.events import EVENT_TYPES, Event
-from udfs.feature_processor import FeatureProcessor
-from udfs.features import default_features
 
 WINDOWS = ("1m", "5m", "1h", "24h")
 DAY = 86_400_000

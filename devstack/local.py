@@ -1,0 +1,60 @@
+"""The embedded local stack: Kafka (tansu), Redis and a Flink session cluster on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from featurestream.devstack.component import Component, ComponentStatus, Echo
+from featurestream.devstack.endpoints import Endpoints
+from featurestream.devstack.flink import FlinkCluster
+from featurestream.devstack.kafka import KafkaBroker
+from featurestream.devstack.paths import StackPaths
+from featurestream.devstack.redis_server import RedisServer
+
+from featurestream.settings import Settings
+
+
+class LocalStack:
+    """Starts, stops and inspects the servers of one ``settings.home``.
+
+    ``echo`` receives one line per lifecycle event (default: print).
+    """
+
+    def __init__(self, settings: Settings, echo: Echo = print) -> None:
+        self.settings = settings
+        self.echo = echo
+        self.paths = StackPaths(settings.home)
+        endpoints = Endpoints.from_settings(settings)
+        self.kafka = KafkaBroker(settings, self.paths, endpoints)
+        self.redis = RedisServer(self.paths, endpoints)
+        self.flink = FlinkCluster(settings, self.paths, endpoints)
+
+    @property
+    def components(self) -> tuple[Component, ...]:
+        """Kafka, Redis, Flink: the start order."""
+        return (self.kafka, self.redis, self.flink)
+
+    @property
+    def flink_home(self) -> Path:
+        """The clean FLINK_HOME; submit jobs with its ``bin/flink``."""
+        return self.paths.flink_home
+
+    def up(self) -> None:
+        """Start what is not running (after checking all of it can start); create the topics."""
+        for component in self.components:
+            component.check_startable(self.echo)
+        for component in self.components:
+            if component.running():
+                self.echo(f"{component.name} already up on {component.address}")
+            else:
+                component.start(self.echo)
+        self.kafka.ensure_topics(self.echo)
+
+    def down(self) -> None:
+        """Stop everything this stack started (Flink first); idempotent."""
+        for component in reversed(self.components):
+            component.stop(self.echo)
+
+    def status(self) -> list[ComponentStatus]:
+        """One status per component."""
+        return [component.status() for component in self.components]

@@ -1,0 +1,60 @@
+"""Settings for a private stack on free ports (tests and benchmarks run beside a demo stack)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from featurestream.devstack.local import LocalStack
+
+from featurestream.settings import Settings
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` free ports, each with a free successor (Flink's RPC port is REST + 1)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        taken = {p for q in ports for p in (q, q + 1)}
+        if port < 65535 and not {port, port + 1} & taken and _bindable(port + 1):
+            ports.append(port)
+    return ports
+
+
+def private_settings(home: Path, **changes: Any) -> Settings:
+    """Settings for a stack in ``home`` whose servers listen on free loopback ports."""
+    kafka, redis, flink = free_ports(3)
+    return Settings().replace(
+        home=home,
+        kafka_bootstrap=f"127.0.0.1:{kafka}",
+        redis_url=f"redis://127.0.0.1:{redis}/0",
+        flink_rest_url=f"http://127.0.0.1:{flink}",
+        **changes,
+    )
+
+
+def isolated(stack: LocalStack, name: str, **changes: Any) -> Settings:
+    """The stack's settings with their own topics (created), Redis prefix and consumer groups.
+
+    Tests and benchmarks share one stack; each names its own slice of it.
+    """
+    settings = stack.settings.replace(
+        events_topic=f"{name}.events", events_dlq_topic=f"{name}.events.dlq",
+        scores_topic=f"{name}.scores", scores_dlq_topic=f"{name}.scores.dlq",
+        redis_key_prefix=f"{name}:", consumer_group=f"{name}-group",
+        scoring_group=f"{name}-scoring", **changes,
+    )
+    LocalStack(settings, echo=lambda line: None).kafka.ensure_topics(lambda line: None)
+    return settings

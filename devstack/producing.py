@@ -1,0 +1,181 @@
+"""``featurestream produce`` (a JSON-lines file) and ``generate`` (synthetic stream) to Kafka.
+
+Both send each event keyed by ``user_id`` with the Kafka timestamp set to its event time, as
+framed Avro (schema id from the configured registry) or as JSON, show progress on stderr when it
+is a terminal, and end with a one-line summary. Exit status 1 if anything was skipped or lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+
+from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.udfs.contract.codec import DecodeError, EventDecoder, EventEncoder
+from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import (
+    SchemaNotRegistered,
+    SchemaRegistryError,
+    registry_for,
+)
+
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
+
+# Simulated event rate of `generate --rate 0`; the burst's event times end at about "now".
+BACKFILL_EVENTS_PER_SECOND = 100.0
+_MAX_REPORTED_LINES = 20
+
+
+def produce_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Validate each line of ``args.file``; send the valid ones, report and skip the rest."""
+    path = Path(args.file)
+    topic = args.topic or settings.events_topic
+    registry = registry_for(settings.schema_registry_url)
+    decoder = EventDecoder(registry)
+    encoder = EventEncoder(registry, subject=f"{topic}-value")
+    progress = _Progress(total=None)
+    skipped = 0
+
+    def valid_records(lines: Iterable[bytes]) -> Iterator[tuple[Event, bytes]]:
+        nonlocal skipped
+        for number, line in enumerate(lines, start=1):
+            record = line.strip()
+            if not record:
+                continue
+            result = decoder.decode(record)
+            if isinstance(result, DecodeError):
+                skipped += 1
+                if skipped <= _MAX_REPORTED_LINES:
+                    progress.message(f"{path}:{number}: skipped, {result}")
+                continue
+            yield result, record if args.format == "json" else encoder.avro(result)
+
+    try:
+        file = path.open("rb")
+    except OSError as exc:
+        raise UserFacingError(f"cannot read {path}: {exc.strerror}") from None
+    with file, _registry_errors(settings), EventProducer(settings, topic) as producer:
+        sent = _send_all(producer, valid_records(file), progress)
+        undelivered = producer.flush()
+    if skipped > _MAX_REPORTED_LINES:
+        print(f"({skipped - _MAX_REPORTED_LINES} more bad lines not shown)", file=sys.stderr)
+    return _summarize(producer, args.format, sent, undelivered, skipped)
+
+
+def generate_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Produce ``--events`` synthetic events (or write them as JSON lines to ``--out``)."""
+    if args.events < 0 or args.users < 1 or args.rate < 0:
+        raise UserFacingError("use --events >= 0, --users >= 1 and --rate >= 0")
+    simulated_rate = args.rate or BACKFILL_EVENTS_PER_SECOND
+    now_ms = int(time.time() * 1000)
+    start_ts = now_ms if args.rate else now_ms - int(args.events / simulated_rate * 1000)
+    config = StreamConfig(users=args.users, events_per_second=simulated_rate, start_ts=start_ts,
+                          seed=args.seed)
+    events = islice(generate_events(config), args.events)
+    progress = _Progress(total=args.events)
+    encoder = EventEncoder(registry_for(settings.schema_registry_url),
+                           subject=f"{settings.events_topic}-value")
+    if args.out:
+        _write_json_lines(Path(args.out), events, encoder, progress)
+        print(f"wrote {args.events:,} events to {args.out}")
+        return 0
+    if args.rate:
+        events = _paced(events, start_ts)
+    encode: Callable[[Event], bytes] = encoder.json if args.format == "json" else encoder.avro
+    with _registry_errors(settings), EventProducer(settings) as producer:
+        sent = _send_all(producer, ((event, encode(event)) for event in events), progress)
+        undelivered = producer.flush()
+    return _summarize(producer, args.format, sent, undelivered, skipped=0)
+
+
+def _send_all(producer: EventProducer, records: Iterable[tuple[Event, bytes]],
+              progress: _Progress) -> int:
+    sent = 0
+    try:
+        for event, payload in records:
+            producer.send(event.user_id, payload, event.ts)
+            sent += 1
+            progress.update(sent)
+    finally:
+        progress.finish()
+    return sent
+
+
+def _summarize(producer: EventProducer, fmt: str, sent: int, undelivered: int,
+               skipped: int) -> int:
+    summary = (f"sent {sent:,} events to {producer.topic!r} as {fmt}:"
+               f" {producer.delivered:,} delivered, {producer.failed:,} failed")
+    if undelivered:
+        summary += f", {undelivered:,} unconfirmed (flush timed out)"
+    if skipped:
+        summary += f"; skipped {skipped:,} bad line{'' if skipped == 1 else 's'}"
+    print(summary)
+    if producer.first_error:
+        print(f"first delivery error: {producer.first_error}", file=sys.stderr)
+    return 1 if producer.failed or undelivered or skipped else 0
+
+
+def _write_json_lines(path: Path, events: Iterable[Event], encoder: EventEncoder,
+                      progress: _Progress) -> None:
+    try:
+        with path.open("wb") as out:
+            for written, event in enumerate(events, start=1):
+                out.write(encoder.json(event) + b"\n")
+                progress.update(written)
+    except OSError as exc:
+        raise UserFacingError(f"cannot write {path}: {exc.strerror}") from None
+    finally:
+        progress.finish()
+
+
+def _paced(events: Iterable[Event], start_ts: int) -> Iterator[Event]:
+    """Release each event when its event time comes due on the wall clock (late ones at once)."""
+    started = time.monotonic()
+    for event in events:
+        delay = started + (event.ts - start_ts) / 1000 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield event
+
+
+@contextmanager
+def _registry_errors(settings: Settings) -> Iterator[None]:
+    """Turn schema-registry failures into one clear line naming the setting."""
+    try:
+        yield
+    except (SchemaRegistryError, SchemaNotRegistered) as exc:
+        where = settings.schema_registry_url or "empty (file-backed registry in schemas/)"
+        raise UserFacingError(f"{exc} [FEATURESTREAM_SCHEMA_REGISTRY_URL is {where}]") from None
+
+
+class _Progress:
+    """One self-overwriting status line on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int | None) -> None:
+        self._total = total
+        self._enabled = sys.stderr.isatty()
+        self._next_refresh = 0.0
+
+    def update(self, done: int) -> None:
+        if not self._enabled or time.monotonic() < self._next_refresh:
+            return
+        self._next_refresh = time.monotonic() + 0.1
+        share = f"/{self._total:,} ({done / self._total:.0%})" if self._total else ""
+        sys.stderr.write(f"\r{done:,}{share} events")
+        sys.stderr.flush()
+
+    def message(self, line: str) -> None:
+        self.finish()
+        print(line, file=sys.stderr)
+
+    def finish(self) -> None:
+        if self._enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

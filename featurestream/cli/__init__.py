@@ -1,0 +1,112 @@
+"""The ``featurestream`` command: one sub-command per capability.
+
+Each sub-command is implemented by a handler ``handler(settings, args) -> int`` in its own module;
+this file only wires arguments to handlers, resolves the settings once and turns expected errors
+into one clear line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings, SettingsError
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def _lazy(path: str) -> Handler:
+    """Import ``module:function`` only when the sub-command runs (keeps start-up fast)."""
+    module_name, func_name = path.split(":")
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        handler: Handler = getattr(importlib.import_module(module_name), func_name)
+        return handler(settings, args)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="featurestream",
+        description="Real-time features: Kafka events -> PyFlink windows -> Redis.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the embedded local stack (Kafka, Redis, Flink)")
+    up.set_defaults(handler=_lazy("featurestream.devstack.commands:up"))
+    down = sub.add_parser("down", help="stop the embedded local stack")
+    down.set_defaults(handler=_lazy("featurestream.devstack.commands:down"))
+    status = sub.add_parser("status", help="show each component: up/down, address, jobs")
+    status.set_defaults(handler=_lazy("featurestream.devstack.commands:status"))
+
+    submit = sub.add_parser("submit", help="submit a job to the configured Flink cluster")
+    submit.add_argument("job", choices=["features", "scoring"], help="which job to submit")
+    submit.set_defaults(handler=_lazy("featurestream.cli.submit:submit"))
+
+    produce = sub.add_parser("produce", help="send events from a JSON-lines file to Kafka")
+    produce.add_argument("file", help="JSON-lines file, one event object per line")
+    produce.add_argument("--format", choices=["avro", "json"], default="avro")
+    produce.add_argument("--topic", help="topic (default: the events topic setting)")
+    produce.set_defaults(handler=_lazy("featurestream.devstack.producing:produce_command"))
+
+    generate = sub.add_parser("generate", help="emit a realistic synthetic event stream")
+    generate.add_argument("--events", type=int, default=10_000, help="how many events")
+    generate.add_argument("--users", type=int, default=1_000, help="how many users")
+    generate.add_argument("--rate", type=float, default=0.0,
+                          help="events per second (0 = as fast as possible)")
+    generate.add_argument("--format", choices=["avro", "json"], default="avro")
+    generate.add_argument("--seed", type=int, default=None)
+    generate.add_argument("--out", help="write JSON lines to this file instead of Kafka")
+    generate.set_defaults(handler=_lazy("featurestream.devstack.producing:generate_command"))
+
+    show = sub.add_parser("features", help="print users' materialized features from Redis")
+    show.add_argument("user_ids", nargs="*", help="users to show (default: a few)")
+    show.add_argument("--limit", type=int, default=5)
+    show.set_defaults(handler=_lazy("featurestream.cli.show:show_features"))
+
+    serve = sub.add_parser("serve", help="run the reader: HTTP over the features and scores "
+                           "(FEATURESTREAM_SERVE_* settings)")
+    serve.set_defaults(handler=_lazy("featurestream.serving.server:serve"))
+
+    train = sub.add_parser("train", help="train the scoring model on a generated history and "
+                           "publish its next version")
+    train.add_argument("--events", type=int, help="history length (default 300,000)")
+    train.add_argument("--users", type=int, help="(default 2,000)")
+    train.add_argument("--seed", type=int, help="generator and training seed (default 1)")
+    train.add_argument("--rounds", type=int, help="boosting rounds (default 200)")
+    train.set_defaults(handler=_lazy("featurestream.cli.train:train_command"))
+
+    consume = sub.add_parser("consume", help="tail a topic for humans (scores: decoded; "
+                             "DLQ topics: error headers)")
+    consume.add_argument("topic", choices=["scores", "scores.dlq", "events.dlq"])
+    consume.add_argument("--limit", type=int, default=0, help="stop after N records (0: follow)")
+    consume.add_argument("--from-beginning", action="store_true",
+                         help="start at the oldest record instead of the newest")
+    consume.add_argument("--timeout", type=float, default=0,
+                         help="stop after this many seconds without a record (0: never)")
+    consume.add_argument("--features", action="store_true", help="print scores' feature values")
+    consume.set_defaults(handler=_lazy("featurestream.cli.consume:consume_command"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``featurestream`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.handler(settings, args)
+    except (SettingsError, UserFacingError) as exc:
+        print(f"featurestream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featurestream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

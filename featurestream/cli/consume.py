@@ -1,0 +1,97 @@
+"""``featurestream consume TOPIC``: tail the scores or a dead-letter topic as JSON lines.
+
+Scores are decoded (Avro, ``schemas/score.avsc``); dead letters show their error headers and a
+short excerpt of the original bytes. Reads committed records only, like any downstream consumer
+of the exactly-once scoring job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
+from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.scoring.score_codec import ScoreCodec
+
+_EXCERPT = 80
+_log = logging.getLogger("featurestream.kafka")  # librdkafka's lines: silent unless configured
+_log.addHandler(logging.NullHandler())
+
+
+def _topic(settings: Settings, role: str) -> str:
+    return {"scores": settings.scores_topic, "scores.dlq": settings.scores_dlq_topic,
+            "events.dlq": settings.events_dlq_topic}[role]
+
+
+def describe_score(codec: ScoreCodec, message: Message, with_features: bool) -> dict:
+    """A scores record as a dict (features left out unless asked for)."""
+    try:
+        score = codec.decode(message.value())
+    except (ValueError, LookupError, EOFError) as exc:
+        return {"partition": message.partition(), "offset": message.offset(),
+                "undecodable": str(exc)}
+    if not with_features:
+        score.pop("features")
+    return score
+
+
+def describe_dead_letter(message: Message) -> dict:
+    """A dead letter: its error headers (short names) and the start of the original bytes."""
+    headers = {name.removeprefix("__connect.errors."): value.decode(errors="replace")
+               for name, value in message.headers() or []}
+    value = message.value() or b""
+    excerpt = value[:_EXCERPT].decode(errors="backslashreplace")
+    return {**headers, "key": (message.key() or b"").decode(errors="replace"),
+            "value": excerpt + ("..." if len(value) > _EXCERPT else "")}
+
+
+def consume_command(settings: Settings, args: argparse.Namespace) -> int:
+    """CLI handler: print records as JSON lines until --limit, --timeout or Ctrl-C."""
+    topic = _topic(settings, args.topic)
+    codec = ScoreCodec(registry_for(settings.schema_registry_url), f"{topic}-value")
+    consumer = Consumer({
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": f"featurestream-consume-{os.getpid()}",  # required; never joined
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "logger": _log,
+    })
+    printed, idle_since = 0, time.monotonic()
+    try:
+        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+        start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in sorted(partitions)])
+        while not args.limit or printed < args.limit:
+            message = consumer.poll(0.5)
+            if message is None:
+                if args.timeout and time.monotonic() - idle_since > args.timeout:
+                    break
+                continue
+            if message.error() is not None:
+                raise UserFacingError(f"reading {topic} from {settings.kafka_bootstrap} "
+                                      f"failed: {message.error().str()}")
+            idle_since = time.monotonic()
+            record = (describe_score(codec, message, args.features) if args.topic == "scores"
+                      else describe_dead_letter(message))
+            print(json.dumps(record), flush=True)
+            printed += 1
+    except KafkaException as exc:
+        raise UserFacingError(f"cannot read {topic} from {settings.kafka_bootstrap}: {exc}; "
+                              "is Kafka up (featurestream status)?") from None
+    finally:
+        consumer.close()
+    return 0

@@ -1,0 +1,98 @@
+"""``featurestream submit JOB``: submit a job to the configured Flink cluster with ``flink run``.
+
+The job's code travels with it (``--pyFiles``: a staged copy of this distribution's packages),
+so the same command works against a remote cluster whose TaskManagers have the package's
+dependencies installed. The job's ``main()`` runs in the client and reads the same
+``FEATURESTREAM_*`` settings as this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+from featurestream.devstack.flink_home import pyflink_dir
+from featurestream.devstack.paths import StackPaths
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
+
+JOB_MODULES = {"features": "featurestream.jobs.features.job",
+               "scoring": "featurestream.jobs.scoring.job"}
+# What the jobs import, and nothing else: the CLI, the reader and the local-stack tooling stay
+# behind. Modules of the ``featurestream`` package itself, then whole sub-packages.
+SHIPPED_MODULES = ("featurestream", "featurestream.settings", "featurestream.errors")
+SHIPPED_PACKAGES = ("featurestream.udfs", "featurestream.jobs", "featurestream.schemas")
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+
+
+def stage_python_files(settings: Settings) -> Path:
+    """Copy what the jobs import into one directory for ``--pyFiles``, laid out as the
+    ``featurestream`` namespace (``udfs/`` as ``featurestream/udfs``, ...)."""
+    staged = settings.home / "pyfiles" / "featurestream-src"
+    if staged.exists():
+        shutil.rmtree(staged)
+    for module in SHIPPED_MODULES:
+        source = Path(str(importlib.import_module(module).__file__))
+        target = staged / Path(*module.split("."))
+        target = target / "__init__.py" if source.name == "__init__.py" else \
+            target.with_suffix(".py")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    for package in SHIPPED_PACKAGES:
+        source = Path(str(importlib.import_module(package).__file__)).parent
+        shutil.copytree(source, staged / Path(*package.split(".")),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return staged
+
+
+def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Path) -> list[str]:
+    """The ``flink run`` command line submitting ``job`` detached."""
+    rest = urlparse(settings.flink_rest_url)
+    script = staged / Path(*JOB_MODULES[job].split("."))
+    return [
+        str(flink_bin), "run", "--detached",
+        "--jobmanager", f"{rest.hostname}:{rest.port or 8081}",
+        "--python", f"{script}.py",
+        "--pyFiles", str(staged),
+        "--pyExecutable", settings.python_executable,
+        "--pyClientExecutable", settings.python_executable,
+    ]
+
+
+def flink_client(settings: Settings) -> Path:
+    """The ``flink`` client: the local stack's clean FLINK_HOME, else the pyflink package's."""
+    local = StackPaths(settings.home).flink_home / "bin" / "flink"
+    return local if local.exists() else pyflink_dir() / "bin" / "flink"
+
+
+def submit_job(settings: Settings, job: str) -> str:
+    """Submit ``job`` and return its Flink job id."""
+    cmd = flink_run_command(settings, job, flink_client(settings), stage_python_files(settings))
+    # The job's main() runs in this client and reads exactly these settings.
+    result = subprocess.run(cmd, capture_output=True, text=True,
+                            env={**os.environ, **settings.to_env()}, check=False, timeout=300)
+    match = _JOB_ID.search(result.stdout + result.stderr)
+    if result.returncode != 0 or not match:
+        # The messages and causes, not the Java stack frames.
+        output = [line for line in (result.stdout + result.stderr).strip().splitlines()
+                  if line.strip() and not line.lstrip().startswith(("at ", "..."))]
+        raise UserFacingError(
+            f"flink run failed (exit {result.returncode}); is the cluster at "
+            f"{settings.flink_rest_url} up (featurestream status)?\n" + "\n".join(output[-12:])
+        )
+    return match.group(1)
+
+
+def submit(settings: Settings, args: argparse.Namespace) -> int:
+    """CLI handler: submit, then print the job id and the web UI link."""
+    print(f"submitting the {args.job} job to {settings.flink_rest_url} ...", flush=True)
+    job_id = submit_job(settings, args.job)
+    print(f"job id: {job_id}")
+    print(f"web UI: {settings.flink_rest_url.rstrip('/')}/#/job/running/{job_id}/overview")
+    return 0

@@ -1,0 +1,1 @@
+"""The feature job: Kafka events -> state shards of per-entity windows -> Redis rows."""

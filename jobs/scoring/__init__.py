@@ -1,0 +1,1 @@
+"""The scoring job: Kafka events -> LightGBM micro-batches -> scores and dead letters."""

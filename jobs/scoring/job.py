@@ -1,0 +1,87 @@
+"""The scoring job: Kafka events -> micro-batches scored by LightGBM -> scores / scores.dlq.
+
+Submit with ``featurestream submit scoring``. One Python operator (:mod:`jobs.scoring_function`,
+a pandas UDF: Flink batches the records in Java) between the framed Kafka source and one framed
+Kafka sink, which writes both topics -- in one Kafka transaction per checkpoint with
+``FEATURESTREAM_SCORES_DELIVERY=exactly_once``. The job keeps no Flink state of its own: the
+source's offsets and the sink's transactions are the whole checkpoint.
+"""
+
+from __future__ import annotations
+
+from featurestream.jobs.environment import create_env
+from featurestream.jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
+from featurestream.jobs.scoring.function import ScoreFrames
+from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
+from featurestream.udfs.scoring.variants import parse_experiment, parse_version
+from pyflink.common import WatermarkStrategy
+from pyflink.datastream import DataStream
+from pyflink.datastream.connectors import Sink
+from pyflink.table import DataTypes, StreamTableEnvironment
+from pyflink.table.expressions import col
+from pyflink.table.types import _to_java_data_type
+from pyflink.table.udf import udf
+
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
+
+JOB_NAME = "featurestream-scoring"
+
+
+def build_scoring_job(t_env: StreamTableEnvironment, frames: DataStream, sink: Sink,
+                      settings: Settings) -> None:
+    """Wire the scoring job onto ``frames`` (Kafka source frames) and ``sink``."""
+    score = udf(ScoreFrames(settings), result_type=DataTypes.BYTES(), func_type="pandas")
+    outputs = (t_env.from_data_stream(frames)
+               .select(score(col("f0")).alias("frame"))
+               .where(col("frame").is_not_null))
+    # One BYTES column -> a stream of byte[] for the sink, converted in Java (PyFlink's
+    # to_data_stream would yield Rows and need a Python map).
+    j_stream = t_env._j_tenv.toDataStream(outputs._j_table, _to_java_data_type(DataTypes.BYTES()))
+    DataStream(j_stream).sink_to(sink).name("scores + scores.dlq").uid("scores-sink")
+
+
+def check_models(settings: Settings) -> None:
+    """Fail at submission when the registry cannot serve what the settings ask for."""
+    registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
+    wanted = [arm.version for arm in parse_experiment(settings.experiment)]
+    if settings.shadow_model:
+        wanted.append(parse_version(settings.shadow_model))
+    if not wanted:
+        wanted = registry.versions()[-1:]
+        if not wanted:
+            raise UserFacingError(
+                f"no {settings.model_name} model in {registry.directory}: run `featurestream "
+                "train`, or point FEATURESTREAM_MODELS_DIR at the registry")
+    for version in wanted:
+        try:
+            registry.load(version)
+        except ModelError as exc:
+            raise UserFacingError(f"{exc}; publish it with `featurestream train`, or change "
+                                  "FEATURESTREAM_EXPERIMENT / FEATURESTREAM_SHADOW_MODEL"
+                                  ) from None
+
+
+def main() -> None:
+    """Resolve the settings, check the models and run the job on the configured cluster."""
+    settings = Settings.from_env()
+    check_models(settings)
+    # Exactly-once scores become visible when the checkpoint covering them completes; the job
+    # checkpoints only offsets, so it can afford to do that often.
+    env = create_env(settings, checkpoint_interval_ms=settings.scoring_checkpoint_interval_ms)
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("python.fn-execution.arrow.batch.size",
+                           str(settings.score_batch_size))
+    source = framed_source(settings.kafka_bootstrap, settings.events_topic,
+                           settings.scoring_group, settings.kafka_fetch_max_wait_ms)
+    frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
+                             type_info=FRAME_TYPE).uid("scoring-events-source")
+    exactly_once = settings.scores_delivery == "exactly_once"
+    sink = framed_sink(settings.kafka_bootstrap,
+                       settings.scoring_group if exactly_once else None)
+    build_scoring_job(t_env, frames, sink, settings)
+    env.execute(JOB_NAME)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Small real LightGBM models published into a temporary registry, for unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from featurestream.udfs.scoring.model_metadata import ModelMetadata
+from featurestream.udfs.scoring.model_registry import ModelRegistry
+
+NAME = "purchase_risk"
+FEATURES = ("amount", "hour_of_day", "purchases_5m", "spend_1h")
+DEFAULTS = {"amount": 0.0, "purchases_5m": 0.0, "spend_1h": 0.0}
+
+
+def metadata(version: int, features: Sequence[str] = FEATURES,
+             defaults: Mapping[str, float] = DEFAULTS) -> ModelMetadata:
+    return ModelMetadata(name=NAME, version=version, features=tuple(features),
+                         defaults=dict(defaults), created_at="2026-01-01T00:00:00+00:00",
+                         metrics={"auc_holdout": 0.9})
+
+
+def train_text(features: Sequence[str] = FEATURES, seed: int = 0) -> str:
+    """A real booster on a learnable toy target (the label follows the first feature)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(400, len(features))) * 10
+    y = (x[:, 0] + rng.normal(size=400) > 0).astype(float)
+    params = {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1,
+              "seed": seed, "deterministic": True, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(x, y, feature_name=list(features)), 10)
+    return booster.model_to_string()
+
+
+def publish(directory: Path, version: int, features: Sequence[str] = FEATURES,
+            defaults: Mapping[str, float] = DEFAULTS, seed: int = 0) -> ModelRegistry:
+    registry = ModelRegistry(directory, NAME)
+    registry.publish(train_text(features, seed), metadata(version, features, defaults))
+    return registry

@@ -1,0 +1,228 @@
+"""What the reader's tests need: a private redis-server (stop, restart, freeze), rows and scores
+seeded in the jobs' layout (``udfs.redis_layout``), the reader in a thread or as the real
+``featurestream serve`` process, and a tiny JSON HTTP client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import uvicorn
+from featurestream.devstack.private import free_ports
+from featurestream.serving.app import create_app
+from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.store.redis_layout import (
+    UPSERT_ROWS_LUA,
+    UPSERT_SCORE_LUA,
+    FeatureValue,
+    Score,
+    score_key,
+    upsert_rows_args,
+    upsert_score_args,
+    user_key,
+)
+
+from featurestream.settings import Settings
+
+FEATURE_NAMES = tuple(f.name for f in default_features(Settings().windows))
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    return free_ports(1)[0]
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    """Poll ``check()`` until true, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class RedisProcess:
+    """redis-server on a free port without persistence; stop, start and freeze it at will."""
+
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), port: int = 0,
+                 url: str = "") -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.extra_args = extra_args  # later options win, e.g. --port 0 --tls-port N
+        self.url = url or f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def args(self) -> list[str]:
+        """The redis-server command line."""
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args]
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        log = (self.workdir / "redis.log").open("ab")
+        self.process = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._accepting, 10, f"redis-server on port {self.port}")
+
+    def stop(self) -> None:
+        """Terminate (everything in it is lost: there is no persistence)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, nothing answers (a hung or very slow Redis)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def client(self) -> redis.Redis:
+        """A redis-py client, as the jobs use."""
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def _accepting(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+
+def feature_row(as_of: int, version: int = 1, **values: FeatureValue) -> dict[str, FeatureValue]:
+    """A row shaped like the feature job's: every feature (counts default to 1), as_of, version."""
+    row: dict[str, FeatureValue] = {"as_of": as_of, "version": version}
+    for name in FEATURE_NAMES:
+        row[name] = 1.5 if name.startswith(("spend_", "avg_spend_")) else 1
+    row["ctr_1h"] = None
+    row["last_event_ts"] = as_of
+    row.update(values)
+    return row
+
+
+def seed_rows(client: redis.Redis, prefix: str, rows: Mapping[str, Mapping[str, FeatureValue]],
+              updated_at: int, ttl_seconds: int = 3600) -> None:
+    """Write rows exactly as the feature job does: the upsert script, one pipeline."""
+    upsert = client.register_script(UPSERT_ROWS_LUA)
+    pipe = client.pipeline(transaction=False)
+    for user_id, row in rows.items():
+        upsert(keys=[user_key(prefix, user_id)],
+               args=upsert_rows_args([row], updated_at, ttl_seconds), client=pipe)
+    pipe.execute()
+
+
+def seed_score(client: redis.Redis, prefix: str, user_id: str, score: Score,
+               ttl_seconds: int = 3600) -> int:
+    """Write a score as the scoring job does; 1 if stored, 0 if an older one was ignored."""
+    upsert = client.register_script(UPSERT_SCORE_LUA)
+    return int(upsert(keys=[score_key(prefix, user_id)],
+                      args=upsert_score_args(score, ttl_seconds)))
+
+
+@dataclass
+class Reply:
+    """An HTTP response: status, headers, JSON body (or text), and how long it took."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+    seconds: float
+
+
+def http(method: str, url: str, body: bytes | dict | None = None,
+         headers: Mapping[str, str] | None = None, timeout: float = 10) -> Reply:
+    """One request; JSON bodies are decoded, anything else is returned as text."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, got, raw = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        status, got, raw = err.code, err.headers, err.read()
+    seconds = time.monotonic() - start
+    text = raw.decode()
+    is_json = got.get("content-type", "").startswith("application/json")
+    return Reply(status, dict(got), json.loads(text) if is_json else text, seconds)
+
+
+@contextmanager
+def reader_in_thread(settings: Settings) -> Iterator[str]:
+    """The reader app on uvicorn in a background thread; yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(settings), lifespan="on", log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 10, "the reader to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclass
+class ServeProcess:
+    """``featurestream serve`` as a child process, its stderr in a file."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        """Everything it logged so far."""
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        """SIGTERM, then its exit code (killed, and an error, if it does not stop in 20 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"featurestream serve ignored SIGTERM:\n{self.log()}") from None
+
+
+def start_serve(env: Mapping[str, str], log_path: Path, wait: bool = True) -> ServeProcess:
+    """Run ``featurestream serve`` with ``FEATURESTREAM_*`` from ``env``; wait for /healthz."""
+    port = int(env.get("FEATURESTREAM_SERVE_PORT", 0)) or free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURESTREAM_")}
+    full_env.update(env)
+    full_env["FEATURESTREAM_SERVE_PORT"] = str(port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "featurestream.cli", "serve"], cwd=REPO, env=full_env,
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+    served = ServeProcess(process, f"http://127.0.0.1:{port}", log_path)
+    if wait:
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"featurestream serve exited:\n{served.log()}")
+            try:
+                return http("GET", served.url + "/healthz", timeout=1).status == 200
+            except OSError:
+                return False
+        wait_until(healthy, 30, "featurestream serve to answer /healthz")
+    return served

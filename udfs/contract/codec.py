@@ -1,0 +1,303 @@
+"""Bytes <-> :class:`Event`: Avro in the Confluent wire format, or plain UTF-8 JSON objects.
+
+Errors are data: :meth:`EventDecoder.decode` returns a :class:`DecodeError` (a stable class name
+and a precise message) instead of raising, so a bad record can be routed to a dead-letter queue.
+Only an unusable schema registry (unreachable, 5xx) raises, because retrying can fix that.
+
+Both formats obey the same contract, ``schemas/user_event.avsc`` plus its documented rules:
+non-empty ``event_id`` and ``user_id``; ``amount`` finite and >= 0, required for purchases.
+JSON fields not in the schema are ignored, as Avro schema resolution ignores unknown fields.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from io import BytesIO
+from typing import Any, NoReturn
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import to_parsing_canonical_form
+from featurestream.schemas import load_schema
+from featurestream.udfs.contract.events import EVENT_TYPES, Event
+from featurestream.udfs.contract.schema_registry import Schema, SchemaRegistry, UnknownSchemaId
+
+MAGIC_BYTE = 0
+HEADER_SIZE = 5  # magic byte + 4-byte big-endian schema id
+DEFAULT_SUBJECT = "events-value"
+_LONG_RANGE = range(-(2**63), 2**63)
+_EVENT_TYPE_SET = frozenset(EVENT_TYPES)
+
+
+class ErrorClass(StrEnum):
+    """Stable names for why a record was rejected (safe to count and alert on)."""
+
+    MALFORMED_RECORD = "MalformedRecord"  # not a readable Avro frame or JSON object
+    UNKNOWN_SCHEMA_ID = "UnknownSchemaId"  # the frame names a schema the registry lacks
+    INCOMPATIBLE_SCHEMA = "IncompatibleSchema"  # the writer schema cannot be read as UserEvent
+    SCHEMA_VIOLATION = "SchemaViolation"  # missing field, wrong type, unknown event_type
+    INVALID_VALUE = "InvalidValue"  # well-typed but breaks a rule (empty user_id, amount...)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeError:
+    """Why a record could not be decoded: ``error_class`` is an :class:`ErrorClass` value."""
+
+    error_class: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.error_class}: {self.message}"
+
+
+class _Rejected(Exception):
+    """Internal: carries a :class:`DecodeError` out of the validation helpers."""
+
+    def __init__(self, error_class: ErrorClass, message: str) -> None:
+        super().__init__(message)
+        self.error = DecodeError(error_class, message)
+
+
+class EventDecoder:
+    """Decode raw Kafka values into :class:`Event` objects or :class:`DecodeError` values."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self._registry = registry
+        self._reader_schema = load_schema("user_event")
+        self._reader_form = to_parsing_canonical_form(self._reader_schema)
+        # schema id -> (writer schema, reader schema or None when no resolution is needed)
+        self._plans: dict[int, tuple[Schema, Schema | None]] = {}
+
+    def decode(self, raw: bytes) -> Event | DecodeError:
+        """The event in ``raw`` (framed Avro or a JSON object), or why it is not one."""
+        try:
+            if not raw:
+                raise _Rejected(ErrorClass.MALFORMED_RECORD, "empty record (0 bytes)")
+            event = self._decode_avro(raw) if raw[0] == MAGIC_BYTE else _decode_json(raw)
+            return _check_rules(event)
+        except _Rejected as rejected:
+            return rejected.error
+
+    def _decode_avro(self, raw: bytes) -> Event:
+        if len(raw) < HEADER_SIZE:
+            raise _Rejected(
+                ErrorClass.MALFORMED_RECORD,
+                f"Avro frame of {len(raw)} bytes is shorter than its {HEADER_SIZE}-byte header"
+                " (magic byte 0 + 4-byte schema id)",
+            )
+        schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
+        writer, reader = self._plans.get(schema_id) or self._plan(schema_id)
+        buffer = BytesIO(raw)
+        buffer.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(buffer, writer, reader)
+        except SchemaResolutionError as exc:
+            raise _Rejected(
+                ErrorClass.INCOMPATIBLE_SCHEMA,
+                f"a record of schema id {schema_id} cannot be read as UserEvent: {exc}",
+            ) from None
+        except Exception as exc:  # fastavro reports corrupt input with many exception types
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise _Rejected(
+                ErrorClass.MALFORMED_RECORD,
+                f"Avro body of {len(raw) - HEADER_SIZE} bytes (schema id {schema_id}) is"
+                f" truncated or corrupt ({detail})",
+            ) from None
+        trailing = len(raw) - buffer.tell()
+        if trailing:
+            raise _Rejected(
+                ErrorClass.MALFORMED_RECORD,
+                f"{trailing} trailing bytes after the Avro record (schema id {schema_id})",
+            )
+        if reader is None:  # written with our own schema: keys are in Event's field order
+            return Event._make(record.values())
+        return Event(**record)  # resolution appends defaulted fields at the end
+
+    def _plan(self, schema_id: int) -> tuple[Schema, Schema | None]:
+        try:
+            writer = self._registry.schema_by_id(schema_id)
+        except UnknownSchemaId as exc:
+            raise _Rejected(ErrorClass.UNKNOWN_SCHEMA_ID, str(exc)) from None
+        same = to_parsing_canonical_form(writer) == self._reader_form
+        # Parsed once here: fastavro would otherwise parse the schemas on every record.
+        plan = self._plans[schema_id] = (
+            parse_schema(writer), None if same else parse_schema(self._reader_schema))
+        return plan
+
+
+class EventEncoder:
+    """Encode events as framed Avro (schema id of ``subject``) or as compact UTF-8 JSON.
+
+    Encoding trusts its input to satisfy the contract; validate untrusted input with
+    :class:`EventDecoder` first. The schema id is looked up (or registered) on first use.
+    """
+
+    def __init__(self, registry: SchemaRegistry, subject: str = DEFAULT_SUBJECT) -> None:
+        self._registry = registry
+        self._subject = subject
+        self._schema = load_schema("user_event")
+        self._parsed = parse_schema(self._schema)
+        self._header: bytes | None = None
+
+    def avro(self, event: Event | Mapping[str, Any]) -> bytes:
+        """Confluent wire format: magic byte, 4-byte schema id, schemaless Avro body."""
+        if self._header is None:
+            schema_id = self._registry.id_for(self._subject, self._schema)
+            self._header = bytes([MAGIC_BYTE]) + schema_id.to_bytes(4, "big")
+        buffer = BytesIO()
+        buffer.write(self._header)
+        schemaless_writer(buffer, self._parsed, _as_record(event))
+        return buffer.getvalue()
+
+    def json(self, event: Event | Mapping[str, Any]) -> bytes:
+        """One compact JSON object with the schema's field names (no trailing newline)."""
+        text = json.dumps(_as_record(event), separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+        return text.encode("utf-8")
+
+
+def _as_record(event: Event | Mapping[str, Any]) -> Mapping[str, Any]:
+    return event._asdict() if isinstance(event, Event) else event
+
+
+def _decode_json(raw: bytes) -> Event:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        _reject_non_json(raw, f"invalid UTF-8 at byte {exc.start} ({exc.reason})")
+    except RecursionError:
+        _reject_non_json(raw, "JSON nested too deeply")
+    except json.JSONDecodeError as exc:
+        _reject_non_json(raw, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        _reject_non_json(raw, f"invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        raise _Rejected(
+            ErrorClass.MALFORMED_RECORD,
+            f"JSON value is {_describe(value)}, expected an object with the UserEvent fields",
+        )
+    return Event(
+        event_id=_string(value, "event_id"),
+        user_id=_string(value, "user_id"),
+        event_type=_event_type(value),
+        item_id=_optional_string(value, "item_id"),
+        amount=_amount(value),
+        ts=_timestamp(value),
+        context=_context(value),
+    )
+
+
+def _reject_non_json(raw: bytes, problem: str) -> NoReturn:
+    """Reject unreadable JSON; if it does not even start like an object, say it is neither."""
+    if raw.lstrip()[:1] == b"{":
+        raise _Rejected(ErrorClass.MALFORMED_RECORD, problem)
+    raise _Rejected(
+        ErrorClass.MALFORMED_RECORD,
+        f"neither Avro (first byte is 0x{raw[0]:02x}, not the magic byte 0x00) nor a JSON"
+        f" object ({problem})",
+    )
+
+
+def _required(obj: Mapping[str, Any], name: str) -> Any:
+    try:
+        return obj[name]
+    except KeyError:
+        raise _Rejected(ErrorClass.SCHEMA_VIOLATION, f"missing required field {name!r}") from None
+
+
+def _wrong_type(name: str, expected: str, value: Any) -> _Rejected:
+    return _Rejected(
+        ErrorClass.SCHEMA_VIOLATION, f"field {name!r} must be {expected}, got {_describe(value)}"
+    )
+
+
+def _string(obj: Mapping[str, Any], name: str) -> str:
+    value = _required(obj, name)
+    if type(value) is not str:
+        raise _wrong_type(name, "a string", value)
+    return value
+
+
+def _optional_string(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and type(value) is not str:
+        raise _wrong_type(name, "a string or null", value)
+    return value
+
+
+def _event_type(obj: Mapping[str, Any]) -> str:
+    value = _string(obj, "event_type")
+    if value not in _EVENT_TYPE_SET:
+        raise _Rejected(
+            ErrorClass.SCHEMA_VIOLATION,
+            f"field 'event_type' is {value!r}, expected one of {', '.join(EVENT_TYPES)}",
+        )
+    return value
+
+
+def _amount(obj: Mapping[str, Any]) -> float | None:
+    value = obj.get("amount")
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise _wrong_type("amount", "a number or null", value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise _Rejected(
+            ErrorClass.INVALID_VALUE, "field 'amount' is too large for a double"
+        ) from None
+
+
+def _timestamp(obj: Mapping[str, Any]) -> int:
+    value = _required(obj, "ts")
+    if type(value) is not int:
+        raise _wrong_type("ts", "an integer (event time, epoch ms)", value)
+    if value not in _LONG_RANGE:
+        raise _Rejected(ErrorClass.SCHEMA_VIOLATION, f"field 'ts' is {value}, outside Avro's long")
+    return value
+
+
+def _context(obj: Mapping[str, Any]) -> dict[str, str] | None:
+    value = obj.get("context")
+    if value is None:
+        return None
+    if type(value) is not dict:
+        raise _wrong_type("context", "an object of strings or null", value)
+    for key, item in value.items():
+        if type(item) is not str:
+            raise _wrong_type(f"context.{key}", "a string", item)
+    return value
+
+
+def _check_rules(event: Event) -> Event:
+    """The contract's rules beyond types, shared by both formats."""
+    if not event.event_id:
+        raise _Rejected(ErrorClass.INVALID_VALUE, "field 'event_id' is empty")
+    if not event.user_id:
+        raise _Rejected(ErrorClass.INVALID_VALUE, "field 'user_id' is empty")
+    amount = event.amount
+    if amount is None:
+        if event.event_type == "purchase":
+            raise _Rejected(ErrorClass.INVALID_VALUE, "field 'amount' is null or missing;"
+                            " a purchase needs an amount")
+    elif not math.isfinite(amount):
+        raise _Rejected(ErrorClass.INVALID_VALUE, f"field 'amount' is {amount}, must be finite")
+    elif amount < 0:
+        raise _Rejected(ErrorClass.INVALID_VALUE, f"field 'amount' is {amount}, must be >= 0")
+    return event
+
+
+def _describe(value: Any) -> str:
+    """A JSON value's type and a short excerpt, for messages."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
+             list: "an array", dict: "an object"}
+    kind = kinds.get(type(value), type(value).__name__)
+    excerpt = json.dumps(value, ensure_ascii=False, default=str)
+    return f"{kind} {excerpt[:40]}{'...' if len(excerpt) > 40 else ''}"

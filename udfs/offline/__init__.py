@@ -1,0 +1,1 @@
+"""Offline paths over event history: point-in-time training examples."""

@@ -1,0 +1,119 @@
+"""The model registry: a directory of LightGBM text models, each with a JSON sidecar.
+
+Layout: ``<dir>/<name>-v<version>.txt`` (``Booster.model_to_string()``) and
+``<dir>/<name>-v<version>.json`` (:class:`~udfs.model_metadata.ModelMetadata`). A version exists
+once its sidecar does: :meth:`ModelRegistry.publish` writes the model file first and renames the
+sidecar into place last, so a reader never sees half a version. Versions are never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from featurestream.udfs.scoring.model_metadata import ModelMetadata
+
+
+class ModelError(Exception):
+    """A version cannot be used: missing, unreadable, or inconsistent with its sidecar."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A version ready to score: its sidecar and its booster."""
+
+    metadata: ModelMetadata
+    booster: lgb.Booster
+
+    def predict(self, vectors: np.ndarray) -> np.ndarray:
+        """Scores of a (rows x features) float64 matrix, single-threaded."""
+        return self.booster.predict(vectors, num_threads=1)
+
+
+class ModelRegistry:
+    """The versions of one model name in a directory."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = directory
+        self.name = name
+        self._sidecar = re.compile(rf"^{re.escape(name)}-v(\d+)\.json$")
+
+    def model_path(self, version: int) -> Path:
+        """The LightGBM text file of ``version``."""
+        return self.directory / f"{self.name}-v{version}.txt"
+
+    def sidecar_path(self, version: int) -> Path:
+        """The JSON sidecar of ``version``."""
+        return self.directory / f"{self.name}-v{version}.json"
+
+    def changed_marker(self) -> int:
+        """The directory's mtime (ns): it changes whenever a version is published or removed."""
+        try:
+            return self.directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def versions(self) -> list[int]:
+        """The published versions, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = (self._sidecar.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def next_version(self) -> int:
+        """The version the next :meth:`publish` takes."""
+        return max(self.versions(), default=0) + 1
+
+    def metadata(self, version: int) -> ModelMetadata:
+        """The validated sidecar of ``version`` (ModelError if missing or invalid)."""
+        path = self.sidecar_path(version)
+        try:
+            metadata = ModelMetadata.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelError(f"{self.name} v{version} is not in the registry {self.directory}"
+                             ) from None
+        except ValueError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+        if (metadata.name, metadata.version) != (self.name, version):
+            raise ModelError(f"{path} describes {metadata.name} v{metadata.version}")
+        return metadata
+
+    def load(self, version: int) -> LoadedModel:
+        """The booster and sidecar of ``version``, checked against each other."""
+        metadata = self.metadata(version)
+        path = self.model_path(version)
+        try:
+            booster = lgb.Booster(model_file=str(path))
+        except (lgb.basic.LightGBMError, OSError) as exc:
+            raise ModelError(f"{path}: not a LightGBM model ({exc})") from None
+        if booster.feature_name() != list(metadata.features):
+            raise ModelError(f"{path}: the booster's features {booster.feature_name()} differ "
+                             f"from the sidecar's {list(metadata.features)}")
+        return LoadedModel(metadata, booster)
+
+    def publish(self, model_text: str, metadata: ModelMetadata) -> Path:
+        """Write a new version (model file, then sidecar); returns the sidecar's path."""
+        metadata.validate()
+        if metadata.name != self.name:
+            raise ValueError(f"metadata names {metadata.name}, registry holds {self.name}")
+        if metadata.version in self.versions():
+            raise ValueError(f"{self.name} v{metadata.version} already exists; versions are "
+                             "never overwritten")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _write_atomically(self.model_path(metadata.version), model_text)
+        sidecar = self.sidecar_path(metadata.version)
+        _write_atomically(sidecar, metadata.to_json())
+        return sidecar
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` (not matching any version), then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)

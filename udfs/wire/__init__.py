@@ -1,0 +1,1 @@
+"""What crosses Kafka and the Java/Python boundary: record frames and dead letters."""
