@@ -1,8 +1,62 @@
-"""Dead-letter records: the original bytes plus Kafka Connect style error headers."""
+"""Dead letters: why a record was not processed (:class:`Problem`), and the record that goes to
+the dead-letter topic (the original bytes plus Kafka Connect style error headers).
+
+Errors are data across the pipeline: decoding, windowing, vector assembly and scoring each
+return a :class:`Problem` instead of raising, and the job routes it here. The stage and the
+error class are enums, so they are safe to count, alert on and compare.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 from featurestream.udfs.wire.frames import SourceRecord, encode_sink_frame
+
+
+class Stage(StrEnum):
+    """Where in the pipeline a record failed (the ``__connect.errors.stage`` header)."""
+
+    DECODE = "decode"  # bytes -> event (both jobs)
+    WINDOW = "window"  # the feature job's windows: late or expired
+    FEATURES = "features"  # the scoring job's feature vector
+    MODEL = "model"  # the scoring job's model
+
+
+class ErrorClass(StrEnum):
+    """Stable names for why a record failed (the ``...exception.class.name`` header)."""
+
+    # decode
+    MALFORMED_RECORD = "MalformedRecord"  # not a readable Avro frame or JSON object
+    UNKNOWN_SCHEMA_ID = "UnknownSchemaId"  # the frame names a schema the registry lacks
+    INCOMPATIBLE_SCHEMA = "IncompatibleSchema"  # the writer schema cannot be read as UserEvent
+    SCHEMA_VIOLATION = "SchemaViolation"  # missing field, wrong type, unknown event_type
+    INVALID_VALUE = "InvalidValue"  # well-typed but breaks a rule (empty user_id, amount...)
+    # window
+    LATE_EVENT = "LateEvent"  # further behind the watermark than the allowed lateness
+    EXPIRED_EVENT = "ExpiredEvent"  # older than the largest window as of the entity's row
+    # features
+    UNKNOWN_USER = "UnknownUser"  # no feature row, and the model declares no default
+    MISSING_FEATURE = "MissingFeature"  # a feature without value or default
+    NON_FINITE_FEATURE = "NonFiniteFeature"  # NaN or infinity in the vector
+    CORRUPT_FEATURE_ROW = "CorruptFeatureRow"  # the stored row cannot be read
+    # model
+    MODEL_UNAVAILABLE = "ModelUnavailable"  # the routed version cannot be loaded
+    PREDICT_FAILED = "PredictFailed"  # the model raised
+    NON_FINITE_SCORE = "NonFiniteScore"  # the model returned NaN or infinity
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a record was not processed: the failing stage, a stable error class and a precise
+    message for humans."""
+
+    stage: Stage
+    error_class: ErrorClass
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.error_class}: {self.message}"
 
 HEADER_TOPIC = "__connect.errors.topic"
 HEADER_PARTITION = "__connect.errors.partition"
