@@ -13,12 +13,14 @@ COPY --from=flink /docker-entrypoint.sh /docker-entrypoint.sh
 RUN groupadd --system flink && useradd --system --gid flink --home-dir /opt/flink flink
 
 WORKDIR /opt/featurestream
-COPY pyproject.toml README.md ./
+# setup.py installs the folders below under one namespace (featurestream.udfs, .jobs, ...).
+COPY pyproject.toml setup.py README.md ./
 COPY featurestream featurestream
 COPY udfs udfs
 COPY jobs jobs
 COPY schemas schemas
 COPY serving serving
+COPY devstack devstack
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir . \
  && site=$(/opt/venv/bin/python -c "import pyflink, os; print(os.path.dirname(pyflink.__file__))") \
  && cp "$site/lib/flink-connector-kafka.jar" "$site/lib/kafka-clients.jar" /opt/flink/lib/ \
