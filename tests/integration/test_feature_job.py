@@ -39,7 +39,7 @@ from tests.integration.conftest import (
 )
 from tests.oracle import assert_row_matches, expected_row
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.flink
 
 HOUR = 3_600_000
 

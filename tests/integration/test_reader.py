@@ -31,7 +31,7 @@ from testing.reader_fixtures import (
     wait_until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.redis
 
 PREFIX = "fs:"
 TOKEN = "reader-test-token-0123456789"

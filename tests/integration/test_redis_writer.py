@@ -12,7 +12,7 @@ from featurestream.udfs.store.redis_layout import ROWS_PER_UPSERT, decode_row, u
 
 from testing.reader_fixtures import RedisProcess
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.redis
 
 
 @pytest.fixture()

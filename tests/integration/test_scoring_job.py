@@ -50,7 +50,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.test_feature_job import bad_records
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.flink
 
 HOUR = 3_600_000
 EXPERIMENT = "v1:60,v2:40"

@@ -22,7 +22,7 @@ from featurestream.devstack.private import private_settings
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.flink
 
 SMOKE_JOB = textwrap.dedent("""
     import sys
