@@ -89,7 +89,7 @@ def events_counted(settings: Settings, job_id: str) -> int:
 def preload(settings: Settings, events: int, users: int, start_ts: int,
             user_skew: float = 0.9) -> None:
     """Produce ``events`` generated events (``user_skew`` 0 = every user equally active)."""
-    encoder = EventEncoder(registry_for(settings.schema_registry_url))
+    encoder = EventEncoder(registry_for(settings.schema_registry))
     config = StreamConfig(users=users, events_per_second=1000.0, start_ts=start_ts, seed=5,
                           user_skew=user_skew)
     with EventProducer(settings) as producer:
@@ -134,7 +134,7 @@ def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, u
     settings = isolated(stack, f"fresh-{int(offered_per_s)}-p{parallelism}",
                         parallelism=parallelism)
     job_id = submit_job(settings, "features")
-    encoder = EventEncoder(registry_for(settings.schema_registry_url))
+    encoder = EventEncoder(registry_for(settings.schema_registry))
     stop = threading.Event()
     sent = [0]
 

@@ -22,8 +22,8 @@ RAW_TOPIC = "bench.raw"
 
 def consume_rate(settings: Settings, topic: str, messages: int, parse: bool) -> float:
     """Messages/s one confluent-kafka consumer reads from ``topic`` (json.loads each if parse)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "bench-raw",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52_428_800})
+    consumer = Consumer(settings.kafka_config({"group.id": "bench-raw", "enable.auto.commit": False,
+                                               "fetch.max.bytes": 52_428_800}))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.topic_partitions)])
     seen, started, last = 0, time.perf_counter(), time.perf_counter()
     try:
@@ -43,7 +43,7 @@ def consume_rate(settings: Settings, topic: str, messages: int, parse: bool) -> 
 
 def measure_raw_limits(settings: Settings, messages: int = 200_000) -> dict[str, float]:
     """Consume-only, consume + json.loads, Avro decode, Redis pipelined HSET and single GET."""
-    encoder = EventEncoder(registry_for(settings.schema_registry_url))
+    encoder = EventEncoder(registry_for(settings.schema_registry))
     events = [e for _, e in zip(range(messages), generate_events(StreamConfig(seed=3)),
                                 strict=False)]
     with EventProducer(settings, topic=RAW_TOPIC) as producer:
@@ -54,7 +54,7 @@ def measure_raw_limits(settings: Settings, messages: int = 200_000) -> dict[str,
         "kafka_consume_json_per_s": consume_rate(settings, RAW_TOPIC, messages, parse=True),
     }
     LocalStack(settings, echo=lambda line: None).kafka.delete_topics([RAW_TOPIC])
-    decoder = EventDecoder(registry_for(settings.schema_registry_url))
+    decoder = EventDecoder(registry_for(settings.schema_registry))
     avro = [encoder.avro(e) for e in events[:50_000]]
     started = time.perf_counter()
     for raw in avro:

@@ -59,8 +59,8 @@ class TopicCounter:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.count = 0
         self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                                   "group.id": "bench-count", "enable.auto.commit": False})
+        self._consumer = Consumer(settings.kafka_config({"group.id": "bench-count",
+                                                         "enable.auto.commit": False}))
         self._consumer.assign([TopicPartition(topic, p, 0)
                                for p in range(settings.topic_partitions)])
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -101,15 +101,15 @@ def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: flo
                             seconds: float, echo=print) -> ScoringLatency:
     settings = scoring_settings(stack, f"lat-{delivery}", scores_delivery=delivery)
     job_id = submit_job(settings, "scoring")
-    encoder = EventEncoder(registry_for(settings.schema_registry_url))
-    codec = ScoreCodec(registry_for(settings.schema_registry_url), f"{settings.scores_topic}-value")
+    encoder = EventEncoder(registry_for(settings.schema_registry))
+    codec = ScoreCodec(registry_for(settings.schema_registry), f"{settings.scores_topic}-value")
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     stop = threading.Event()
 
     def read_scores() -> None:
-        consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap,
-                             "group.id": "bench-latency", "isolation.level": "read_committed"})
+        consumer = Consumer(settings.kafka_config({"group.id": "bench-latency",
+                                                   "isolation.level": "read_committed"}))
         consumer.assign([TopicPartition(settings.scores_topic, p, 0)
                          for p in range(settings.topic_partitions)])
         while not stop.is_set():

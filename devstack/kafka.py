@@ -121,4 +121,4 @@ class KafkaBroker(SpawnedServer):
             future.exception()  # not result(): see ensure_topics
 
     def _admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.endpoint.address})
+        return AdminClient(self.settings.kafka_config({"bootstrap.servers": self.endpoint.address}))

@@ -41,11 +41,7 @@ class EventProducer:
         self.delivered = 0
         self.failed = 0
         self.first_error: str | None = None
-        self._producer = Producer({
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "logger": _log,
-            **_THROUGHPUT_CONFIG,
-        })
+        self._producer = Producer(settings.kafka_config({"logger": _log, **_THROUGHPUT_CONFIG}))
         self._check_topic(settings.kafka_bootstrap, connect_timeout_s)
 
     def _check_topic(self, bootstrap: str, timeout_s: float) -> None:

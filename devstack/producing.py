@@ -37,7 +37,7 @@ def produce_command(settings: Settings, args: argparse.Namespace) -> int:
     """Validate each line of ``args.file``; send the valid ones, report and skip the rest."""
     path = Path(args.file)
     topic = args.topic or settings.events_topic
-    registry = registry_for(settings.schema_registry_url)
+    registry = registry_for(settings.schema_registry)
     decoder = EventDecoder(registry)
     encoder = EventEncoder(registry, subject=f"{topic}-value")
     progress = _Progress(total=None)
@@ -80,7 +80,7 @@ def generate_command(settings: Settings, args: argparse.Namespace) -> int:
                           seed=args.seed)
     events = islice(generate_events(config), args.events)
     progress = _Progress(total=args.events)
-    encoder = EventEncoder(registry_for(settings.schema_registry_url),
+    encoder = EventEncoder(registry_for(settings.schema_registry),
                            subject=f"{settings.events_topic}-value")
     if args.out:
         _write_json_lines(Path(args.out), events, encoder, progress)

@@ -7,6 +7,7 @@ value); sinks take sink frames (topic, key, headers, value). Both use the Java f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pyflink.common import Types
@@ -23,12 +24,13 @@ FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 TRANSACTION_TIMEOUT_MS = 15 * 60_000
 
 
-def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: int
-                  ) -> KafkaSource:
+def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: int,
+                  properties: Mapping[str, str]) -> KafkaSource:
     """A KafkaSource over ``topic`` from the earliest offset, emitting source frames.
 
     Restarts resume from checkpointed offsets, not from the consumer group's. A fetch waits at
     most ``fetch_max_wait_ms`` for data (brokers that answer only when it ends bound latency).
+    ``properties`` (``settings.kafka_java_properties``: SASL, SSL...) are set last.
     """
     builder = (
         KafkaSource.builder()
@@ -39,11 +41,14 @@ def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: 
         .set_property("partition.discovery.interval.ms", "60000")
         .set_property("fetch.max.wait.ms", str(fetch_max_wait_ms))
     )
+    for key, value in properties.items():
+        builder.set_property(key, value)
     builder._j_builder.setDeserializer(_java_package().FramedRecordDeserializer())
     return builder.build()
 
 
-def framed_sink(bootstrap: str, transactional_id_prefix: str | None = None) -> KafkaSink:
+def framed_sink(bootstrap: str, properties: Mapping[str, str],
+                transactional_id_prefix: str | None = None) -> KafkaSink:
     """A KafkaSink producing sink frames to the topics they name.
 
     At-least-once, unless a ``transactional_id_prefix`` (unique per job) is given: then
@@ -51,6 +56,7 @@ def framed_sink(bootstrap: str, transactional_id_prefix: str | None = None) -> K
     ``read_committed`` consumers only then). The transaction timeout stays within the broker's
     default ``transaction.max.timeout.ms`` (15 min). Records wait up to 5 ms to share a batch:
     far fewer produce requests for the broker at a high rate, for a few ms of latency.
+    ``properties`` (``settings.kafka_java_properties``: SASL, SSL...) are set last.
     """
     builder = (KafkaSink.builder().set_bootstrap_servers(bootstrap)
                .set_property("linger.ms", "5").set_property("batch.size", str(256 * 1024)))
@@ -60,6 +66,8 @@ def framed_sink(bootstrap: str, transactional_id_prefix: str | None = None) -> K
         (builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
          .set_transactional_id_prefix(transactional_id_prefix)
          .set_property("transaction.timeout.ms", str(TRANSACTION_TIMEOUT_MS)))
+    for key, value in properties.items():
+        builder.set_property(key, value)
     builder._j_builder.setRecordSerializer(_java_package().FramedRecordSerializer())
     return builder.build()
 

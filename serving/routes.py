@@ -102,7 +102,7 @@ ROUTES: tuple[tuple[str, str, Handler, bool], ...] = (
 
 def build_routes(reader: Reader) -> list[Route]:
     """Starlette routes for :data:`ROUTES`."""
-    token = reader.settings.auth_token
+    token = reader.settings.auth_token.get_secret_value()
     return [Route(path, _endpoint(reader, path, handler, token if protected else ""),
                   methods=[method])
             for path, method, handler, protected in ROUTES]

@@ -62,14 +62,13 @@ def describe_dead_letter(message: Message) -> dict:
 def consume_command(settings: Settings, args: argparse.Namespace) -> int:
     """CLI handler: print records as JSON lines until --limit, --timeout or Ctrl-C."""
     topic = _topic(settings, args.topic)
-    codec = ScoreCodec(registry_for(settings.schema_registry_url), f"{topic}-value")
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka_bootstrap,
+    codec = ScoreCodec(registry_for(settings.schema_registry), f"{topic}-value")
+    consumer = Consumer(settings.kafka_config({
         "group.id": f"featurestream-consume-{os.getpid()}",  # required; never joined
         "enable.auto.commit": False,
         "isolation.level": "read_committed",
         "logger": _log,
-    })
+    }))
     printed, idle_since = 0, time.monotonic()
     try:
         partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions

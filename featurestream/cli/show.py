@@ -8,7 +8,7 @@ import json
 import redis
 
 from featurestream.errors import UserFacingError
-from featurestream.settings import Settings
+from featurestream.settings import Settings, masked_url
 from featurestream.udfs.store.redis_layout import decode_row, user_key
 
 
@@ -38,7 +38,7 @@ def show_features(settings: Settings, args: argparse.Namespace) -> int:
         user_ids = args.user_ids or some_user_ids(client, settings.redis_key_prefix, args.limit)
         rows = read_rows(client, settings.redis_key_prefix, user_ids)
     except redis.RedisError as exc:
-        raise UserFacingError(f"cannot read Redis at {settings.redis_url} ({exc}); "
+        raise UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)} ({exc}); "
                               "check FEATURESTREAM_REDIS_URL or run `featurestream up`") from None
     for user_id in user_ids:
         print(json.dumps({"user_id": user_id, **rows.get(user_id, {"missing": True})}))

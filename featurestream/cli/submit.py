@@ -26,8 +26,9 @@ JOB_MODULES = {"features": "featurestream.jobs.features.job",
                "scoring": "featurestream.jobs.scoring.job"}
 # What the jobs import, and nothing else: the CLI, the reader and the local-stack tooling stay
 # behind. Modules of the ``featurestream`` package itself, then whole sub-packages.
-SHIPPED_MODULES = ("featurestream", "featurestream.settings", "featurestream.errors")
-SHIPPED_PACKAGES = ("featurestream.udfs", "featurestream.jobs", "featurestream.schemas")
+SHIPPED_MODULES = ("featurestream", "featurestream.errors")
+SHIPPED_PACKAGES = ("featurestream.settings", "featurestream.udfs", "featurestream.jobs",
+                    "featurestream.schemas")
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 
 

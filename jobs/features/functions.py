@@ -14,7 +14,7 @@ from typing import Any
 from featurestream.jobs.kafka_io import FRAME_TYPE
 from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.udfs.contract.codec import EventDecoder
-from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.features import routing
 from featurestream.udfs.features.definitions import Feature
 from featurestream.udfs.features.processor import FeatureProcessor
@@ -48,16 +48,16 @@ class ShardEvents(ProcessFunction):
     ``shard_keys[i]`` is the Flink key of shard ``i`` (see ``ShardKeys.java``).
     """
 
-    def __init__(self, schema_registry_url: str, dlq_topic: str,
+    def __init__(self, schema_registry: RegistryConfig, dlq_topic: str,
                  shard_keys: Sequence[int]) -> None:
-        self._registry_url = schema_registry_url
+        self._schema_registry = schema_registry
         self._dlq_topic = dlq_topic
         self._shard_keys = tuple(shard_keys)
         self._decoder: EventDecoder | None = None
         self._dead = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._decoder = EventDecoder(registry_for(self._registry_url))
+        self._decoder = EventDecoder(registry_for(self._schema_registry))
         self._dead = runtime_context.get_metrics_group().counter("undecodable_events")
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:

@@ -32,7 +32,7 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
     Tests drive the same graph from a collection of frames.
     """
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
-        ShardEvents(settings.schema_registry_url, settings.events_dlq_topic,
+        ShardEvents(settings.schema_registry, settings.events_dlq_topic,
                     shard_keys(settings.state_shards, settings.max_parallelism)),
         output_type=SHARD_RECORD_TYPE,
     ).name("decode and shard events").uid("shard-events")
@@ -74,11 +74,13 @@ def main() -> None:
     """Resolve the settings and run the job on the configured cluster."""
     settings = Settings.from_env()
     env = create_env(settings)
+    kafka_properties = settings.kafka_java_properties
     source = framed_source(settings.kafka_bootstrap, settings.events_topic,
-                           settings.consumer_group, settings.kafka_fetch_max_wait_ms)
+                           settings.consumer_group, settings.kafka_fetch_max_wait_ms,
+                           kafka_properties)
     frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
                              type_info=FRAME_TYPE).uid("events-source")
-    build_feature_job(frames, framed_sink(settings.kafka_bootstrap), settings)
+    build_feature_job(frames, framed_sink(settings.kafka_bootstrap, kafka_properties), settings)
     env.execute(JOB_NAME)
 
 

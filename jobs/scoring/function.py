@@ -43,7 +43,7 @@ class ScoreFrames(ScalarFunction):
         s = settings
         self._models = (str(s.effective_models_dir), s.model_name, s.experiment, s.shadow_model,
                         s.model_poll_interval_ms)
-        self._codecs = (s.schema_registry_url, s.scored_event_types, s.scores_topic,
+        self._codecs = (s.schema_registry, s.scored_event_types, s.scores_topic,
                         s.scores_dlq_topic)
         self._redis = (s.redis_url, s.redis_key_prefix, s.redis_ttl_seconds)
         self._scorer: BatchScorer | None = None
@@ -52,11 +52,11 @@ class ScoreFrames(ScalarFunction):
 
     def open(self, function_context: FunctionContext) -> None:
         models_dir, model_name, experiment, shadow_model, poll_ms = self._models
-        registry_url, scored_types, scores_topic, dlq_topic = self._codecs
+        registry, scored_types, scores_topic, dlq_topic = self._codecs
         shadow = parse_version(shadow_model) if shadow_model else None
         models = ServingModels(ModelRegistry(Path(models_dir), model_name),
                                parse_experiment(experiment), shadow, poll_ms)
-        schemas = registry_for(registry_url)
+        schemas = registry_for(registry)
         self._scorer = BatchScorer(models, EventDecoder(schemas),
                                    ScoreCodec(schemas, f"{scores_topic}-value"),
                                    scored_types, scores_topic, dlq_topic)

@@ -72,12 +72,14 @@ def main() -> None:
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("python.fn-execution.arrow.batch.size",
                            str(settings.score_batch_size))
+    kafka_properties = settings.kafka_java_properties
     source = framed_source(settings.kafka_bootstrap, settings.events_topic,
-                           settings.scoring_group, settings.kafka_fetch_max_wait_ms)
+                           settings.scoring_group, settings.kafka_fetch_max_wait_ms,
+                           kafka_properties)
     frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
                              type_info=FRAME_TYPE).uid("scoring-events-source")
     exactly_once = settings.scores_delivery == "exactly_once"
-    sink = framed_sink(settings.kafka_bootstrap,
+    sink = framed_sink(settings.kafka_bootstrap, kafka_properties,
                        settings.scoring_group if exactly_once else None)
     build_scoring_job(t_env, frames, sink, settings)
     env.execute(JOB_NAME)

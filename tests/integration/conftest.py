@@ -51,8 +51,7 @@ def cancel_job(settings: Settings, job_id: str) -> None:
 
 def read_topic(settings: Settings, topic: str, partitions: int) -> list:
     """Every record currently in ``topic`` (reads until no record arrives for 3 s)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "tests",
-                         "enable.auto.commit": False})
+    consumer = Consumer(settings.kafka_config({"group.id": "tests", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     records = []
     try:

@@ -127,7 +127,7 @@ def test_rows_match_oracle_and_bad_records_go_to_dlq_once(stack: LocalStack) -> 
     try:
         assert any(job.id == job_id for s in stack.status() for job in s.jobs)
         events, by_user = good_events(seed=11)
-        encoder = EventEncoder(registry_for(settings.schema_registry_url))
+        encoder = EventEncoder(registry_for(settings.schema_registry))
         # Too old for the largest window as of the user's row (or beyond allowed lateness):
         # produced after the user's events, with the same key, so it is judged after them.
         too_old = {}
@@ -176,7 +176,7 @@ def test_recovery_from_checkpoint_yields_oracle_rows(stack: LocalStack) -> None:
     job_id = submit_job(settings, "features")
     try:
         events, by_user = good_events(seed=23)
-        records = encoded(EventEncoder(registry_for(settings.schema_registry_url)), events)
+        records = encoded(EventEncoder(registry_for(settings.schema_registry)), events)
         produce(settings, records[:2000])
 
         def completed_checkpoints() -> int:

@@ -94,7 +94,7 @@ class Topics:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.codec = ScoreCodec(registry_for(settings.schema_registry_url),
+        self.codec = ScoreCodec(registry_for(settings.schema_registry),
                                 f"{settings.scores_topic}-value")
         self.scores: list[dict] = []
         self.dead: list = []
@@ -144,7 +144,7 @@ def predict(settings: Settings, version: int, features: dict[str, float]) -> flo
 def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalStack) -> None:
     base = isolated(stack, "scoring").replace(scoring_group="scoring-scorer")
     client = redis.Redis.from_url(base.redis_url)
-    encoder = EventEncoder(registry_for(base.schema_registry_url))
+    encoder = EventEncoder(registry_for(base.schema_registry))
     stream = generate_events(StreamConfig(users=30, items=200, events_per_second=5.0, seed=21,
                                           out_of_order_fraction=0.0))
     warmup = list(itertools.islice(stream, 2000))
@@ -264,7 +264,7 @@ def test_hot_reload_and_restart_lose_nothing(stack: LocalStack) -> None:
                                                  model_poll_interval_ms=1_000)
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     first = registry.versions()[-1]
-    encoder = EventEncoder(registry_for(settings.schema_registry_url))
+    encoder = EventEncoder(registry_for(settings.schema_registry))
     reader = Topics(settings)
     sent: list[Event] = []
 

@@ -282,7 +282,8 @@ def test_reader_settings_from_env() -> None:
     assert (settings.serve_port, settings.redis_timeout_ms, settings.cache_ttl_ms) == (
         9000, 250, 1000)
     defaults = Settings()
-    assert (defaults.cache_ttl_ms, defaults.auth_token, defaults.serve_workers) == (0, "", 2)
+    assert (defaults.cache_ttl_ms, defaults.auth_token.get_secret_value(),
+            defaults.serve_workers) == (0, "", 2)
 
 
 @pytest.mark.parametrize(("name", "value"), [

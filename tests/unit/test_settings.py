@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
+from featurestream.devstack.commands import status
 from featurestream.udfs.durations import parse_duration_ms
 
 from featurestream.settings import Settings, SettingsError
@@ -46,8 +48,14 @@ def test_env_vars_override_with_types() -> None:
     ("FEATURESTREAM_STATE_SHARDS", "200", "FEATURESTREAM_MAX_PARALLELISM (128)"),
     ("FEATURESTREAM_SOURCE_BATCH_LINGER_MS", "0", "positive"),
     ("FEATURESTREAM_SCORING_CHECKPOINT_INTERVAL_MS", "0", "positive"),
+    ("FEATURESTREAM_SCHEMA_REGISTRY_URL", "registry:8081", "http(s)://"),
+    ("FEATURESTREAM_SCHEMA_REGISTRY_TIMEOUT_MS", "0", "positive"),
+    ("FEATURESTREAM_SCHEMA_REGISTRY_TIMEOUT_MS", "soon", "not a duration"),
+    ("FEATURESTREAM_SCHEMA_REGISTRY_RETRIES", "-1", "zero or positive"),
+    ("FEATURESTREAM_SCHEMA_REGISTRY_RETRIES", "3.5", "whole number"),
 ])
-def test_bad_values_fail_with_the_variable_and_the_fix(variable, value, hint) -> None:
+def test_bad_values_fail_with_the_variable_and_the_fix(variable: str, value: str,
+                                                       hint: str) -> None:
     with pytest.raises(SettingsError) as error:
         Settings.from_env({variable: value})
     assert variable in str(error.value) and hint in str(error.value)
@@ -57,7 +65,7 @@ def test_bad_values_fail_with_the_variable_and_the_fix(variable, value, hint) ->
     ("250ms", 250), ("10s", 10_000), ("5m", 300_000), ("24h", 86_400_000), ("2d", 172_800_000),
     ("1500", 1500),
 ])
-def test_durations(text, ms) -> None:
+def test_durations(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
 
 
@@ -77,3 +85,69 @@ def test_shards_must_cover_the_parallelism() -> None:
         Settings.from_env({"FEATURESTREAM_PARALLELISM": "8", "FEATURESTREAM_STATE_SHARDS": "4"})
     assert "FEATURESTREAM_STATE_SHARDS='4'" in str(error.value)
     assert "FEATURESTREAM_PARALLELISM (8)" in str(error.value)
+
+
+SECRETS = ("t0ken-0123456789abcdef", "redis-pw", "sasl-pw", "registry-pw", "bearer-t0ken")
+
+
+def every_secret(home: Path) -> dict[str, str]:
+    """Settings with every secret set; a local stack in ``home`` (none runs there)."""
+    return {
+        "FEATURESTREAM_HOME": str(home),
+        "FEATURESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
+        "FEATURESTREAM_REDIS_URL": "redis://reader:redis-pw@127.0.0.1:16379/0",
+        "FEATURESTREAM_FLINK_REST_URL": "http://127.0.0.1:18081",
+        "FEATURESTREAM_AUTH_TOKEN": "t0ken-0123456789abcdef",
+        "FEATURESTREAM_KAFKA_PROPERTIES": "security.protocol=SASL_SSL,sasl.mechanism=PLAIN,"
+                                          "sasl.username=key,sasl.password=sasl-pw",
+        "FEATURESTREAM_SCHEMA_REGISTRY_URL": "https://registry.example:8081",
+        "FEATURESTREAM_SCHEMA_REGISTRY_USER_INFO": "reader:registry-pw",
+    }
+
+
+def test_secrets_never_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    environ = every_secret(tmp_path)
+    settings = Settings.from_env(environ)
+    bearer = Settings.from_env({**environ, "FEATURESTREAM_SCHEMA_REGISTRY_USER_INFO": "",
+                                "FEATURESTREAM_SCHEMA_REGISTRY_BEARER_TOKEN": "bearer-t0ken"})
+    shown = [repr(settings), str(settings), repr(bearer), str(bearer),
+             repr(settings.schema_registry), repr(bearer.schema_registry)]
+    for variable, value in [("SERVE_PORT", "0"), ("REDIS_URL", "http://:redis-pw@host"),
+                            ("AUTH_TOKEN", "t0ken short"), ("KAFKA_PROPERTIES", "sasl-pw"),
+                            ("SCHEMA_REGISTRY_USER_INFO", "registry-pw"),
+                            ("SCHEMA_REGISTRY_URL", "https://u:registry-pw@registry:8081")]:
+        with pytest.raises(SettingsError) as raised:
+            Settings.from_env({**environ, f"FEATURESTREAM_{variable}": value})
+        assert f"FEATURESTREAM_{variable}" in str(raised.value)
+        shown.append(str(raised.value))
+    assert status(settings, argparse.Namespace()) == 0
+    shown.append(capsys.readouterr().out)
+    assert "redis   down  127.0.0.1:16379" in shown[-1]
+    assert "redis://reader:***@127.0.0.1:16379/0" in repr(settings)
+    for secret in SECRETS:
+        assert not [text for text in shown if secret in text], secret
+
+
+def test_secrets_travel_to_the_job_in_its_environment(tmp_path: Path) -> None:
+    settings = Settings.from_env(every_secret(tmp_path))
+    assert settings.to_env()["FEATURESTREAM_AUTH_TOKEN"] == "t0ken-0123456789abcdef"
+    assert Settings.from_env(settings.to_env()) == settings
+    assert settings.schema_registry.user_info.get_secret_value() == "reader:registry-pw"
+
+
+def test_registry_credentials_need_a_url_and_one_kind() -> None:
+    url = {"FEATURESTREAM_SCHEMA_REGISTRY_URL": "https://registry:8081"}
+    with pytest.raises(SettingsError, match="SCHEMA_REGISTRY_USER_INFO: set FEATURESTREAM_SCH"):
+        Settings.from_env({"FEATURESTREAM_SCHEMA_REGISTRY_USER_INFO": "u:p"})
+    with pytest.raises(SettingsError, match="BEARER_TOKEN: use basic auth"):
+        Settings.from_env({**url, "FEATURESTREAM_SCHEMA_REGISTRY_USER_INFO": "u:p",
+                           "FEATURESTREAM_SCHEMA_REGISTRY_BEARER_TOKEN": "t"})
+    with pytest.raises(SettingsError, match=r"KEY_LOCATION='/k.pem': set .*CERT_LOCATION"):
+        Settings.from_env({**url, "FEATURESTREAM_SCHEMA_REGISTRY_KEY_LOCATION": "/k.pem"})
+
+
+def test_settings_ignore_the_process_environment_unless_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEATURESTREAM_PARALLELISM", "3")
+    assert Settings().parallelism == 1
+    assert Settings.from_env().parallelism == 3

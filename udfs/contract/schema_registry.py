@@ -1,4 +1,5 @@
-"""Where Avro writer schemas come from: the file-backed manifest or a Confluent Schema Registry.
+"""Where Avro writer schemas come from: the file-backed manifest or a Confluent Schema Registry
+(``confluent_registry.py``), as :func:`registry_for` a :class:`RegistryConfig` chooses.
 
 Both registries answer the same two questions: which schema has this id (consumers, for the
 Confluent wire format's schema id) and which id has this schema under this subject (producers).
@@ -8,19 +9,16 @@ Schemas are fastavro-parsed dicts; treat them as read-only, they are cached.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
 
-import fastavro
 from fastavro.schema import to_parsing_canonical_form
 from featurestream.schemas import REGISTRY_MANIFEST, parse_schema_file
+from pydantic import SecretStr
 
 Schema = dict[str, Any]
-
-_CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+NO_SECRET = SecretStr("")
 
 
 class UnknownSchemaId(LookupError):
@@ -98,64 +96,38 @@ class FileSchemaRegistry:
         )
 
 
-class ConfluentSchemaRegistry:
-    """Client of a Confluent-compatible Schema Registry REST API (urllib, cached by id)."""
+@dataclass(frozen=True)
+class RegistryConfig:
+    """Which registry, as plain values: Flink functions take it in their constructor (it is
+    pickled with them) and build the client in ``open()``. An empty ``url``: the file-backed
+    registry; otherwise a Confluent-compatible registry with these credentials and TLS files."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        self._url = url.rstrip("/")
-        self._timeout_s = timeout_s
-        self._schemas: dict[int, Schema] = {}
-        self._ids: dict[tuple[str, str], int] = {}
+    url: str = ""
+    user_info: SecretStr = NO_SECRET  # user:password, HTTP basic auth
+    bearer_token: SecretStr = NO_SECRET  # a static bearer token
+    logical_cluster: str = ""  # sent with the bearer token (Confluent Cloud's lsrc-...)
+    ca_location: str = ""  # CA bundle verifying the registry's certificate
+    cert_location: str = ""  # client certificate, mutual TLS
+    key_location: str = ""  # its private key
+    timeout_ms: int = 5_000  # per HTTP request
+    retries: int = 3  # on 408, 429, 5xx and network errors, with jittered exponential backoff
+    retry_wait_ms: int = 1_000  # the backoff's base
 
-    def schema_by_id(self, schema_id: int) -> Schema:
-        """``GET /schemas/ids/{id}``, cached; :class:`UnknownSchemaId` on 404 or a non-Avro type."""
-        schema = self._schemas.get(schema_id)
-        if schema is not None:
-            return schema
-        try:
-            answer = self._request("GET", f"/schemas/ids/{schema_id}")
-        except SchemaRegistryError as exc:
-            if exc.status == 404:
-                raise UnknownSchemaId(schema_id, f"not in the registry at {self._url}") from None
-            raise
-        schema_type = answer.get("schemaType", "AVRO")
-        if schema_type != "AVRO":
-            raise UnknownSchemaId(schema_id, f"it is a {schema_type} schema, not Avro")
-        schema = self._schemas[schema_id] = fastavro.parse_schema(json.loads(answer["schema"]))
-        return schema
-
-    def id_for(self, subject: str, schema: Schema) -> int:
-        """``POST /subjects/{subject}/versions`` (idempotent: returns the existing id), cached."""
-        text = schema_json(schema)
-        key = (subject, text)
-        if key not in self._ids:
-            answer = self._request("POST", f"/subjects/{quote(subject, safe='')}/versions",
-                                   {"schema": text})
-            self._ids[key] = int(answer["id"])
-        return self._ids[key]
-
-    def _request(self, method: str, path: str, body: object = None) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self._url + path,
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Accept": f"{_CONTENT_TYPE}, application/json", "Content-Type": _CONTENT_TYPE},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                detail = exc.read().decode("utf-8", "replace").strip()
-            raise SchemaRegistryError(
-                f"schema registry {method} {self._url}{path} answered {exc.code}: {detail}",
-                status=exc.code,
-            ) from None
-        except (OSError, ValueError) as exc:  # URLError, timeouts, refused, bad JSON answer
-            reason = getattr(exc, "reason", exc)
-            raise SchemaRegistryError(
-                f"cannot use the schema registry at {self._url}: {reason}"
-            ) from None
+    def client_config(self) -> dict[str, Any]:
+        """The configuration of confluent-kafka's ``SchemaRegistryClient``."""
+        config: dict[str, Any] = {"url": self.url, "timeout": self.timeout_ms / 1000,
+                                  "max.retries": self.retries,
+                                  "retries.wait.ms": self.retry_wait_ms}
+        if self.user_info:
+            config["basic.auth.user.info"] = self.user_info.get_secret_value()
+        if self.bearer_token:
+            config |= {"bearer.auth.credentials.source": "STATIC_TOKEN",
+                       "bearer.auth.token": self.bearer_token.get_secret_value(),
+                       "bearer.auth.logical.cluster": self.logical_cluster}
+        files = {"ssl.ca.location": self.ca_location,
+                 "ssl.certificate.location": self.cert_location,
+                 "ssl.key.location": self.key_location}
+        return config | {key: path for key, path in files.items() if path}
 
 
 def schema_json(schema: Schema) -> str:
@@ -163,6 +135,12 @@ def schema_json(schema: Schema) -> str:
     return json.dumps({k: v for k, v in schema.items() if not k.startswith("__")})
 
 
-def registry_for(url: str) -> SchemaRegistry:
-    """A Confluent registry client for an http(s) URL; the file-backed registry for ``""``."""
-    return ConfluentSchemaRegistry(url) if url else FileSchemaRegistry()
+def registry_for(config: RegistryConfig) -> SchemaRegistry:
+    """The Confluent registry client for a URL; the file-backed registry for no URL."""
+    if not config.url:
+        return FileSchemaRegistry()
+    # Imported here: confluent-kafka's registry client costs ~0.2 s to import, which only the
+    # users of a remote registry should pay (not every CLI command, not the reader).
+    from featurestream.udfs.contract.confluent_registry import ConfluentSchemaRegistry
+
+    return ConfluentSchemaRegistry(config)
