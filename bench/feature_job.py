@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import redis
 from featurestream.devstack import LocalStack
+from featurestream.devstack.component import Echo
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
@@ -98,7 +99,7 @@ def preload(settings: Settings, events: int, users: int, start_ts: int,
 
 
 def measure_throughput(stack: LocalStack, parallelism: int, events: int, users: int,
-                       user_skew: float = 0.9, echo=print) -> Throughput:
+                       user_skew: float = 0.9, echo: Echo = print) -> Throughput:
     """Steady-state events/s of the feature job on a preloaded backlog."""
     settings = isolated(stack, f"bench-p{parallelism}", parallelism=parallelism)
     echo(f"feature job P={parallelism}: preloading {events:,} events ...")
@@ -123,7 +124,7 @@ PROBE_INTERVAL_S = 0.02
 
 
 def measure_freshness(stack: LocalStack, offered_per_s: float, seconds: float, users: int,
-                      parallelism: int = 1, echo=print) -> Freshness:
+                      parallelism: int = 1, echo: Echo = print) -> Freshness:
     """Produce-to-Redis latency of probe events under a fixed offered load.
 
     A probe event goes to one of :data:`PROBE_USERS` probe users every

@@ -33,7 +33,7 @@ def consume_rate(settings: Settings, topic: str, messages: int, parse: bool) -> 
                 break  # (tansu hides a partition's last batch: stop timing at the last message)
             for message in batch:
                 if parse:
-                    json.loads(message.value())
+                    json.loads(message.value() or b"")  # no tombstones produced here
             seen += len(batch)
             last = time.perf_counter()
     finally:

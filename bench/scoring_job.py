@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 from featurestream.devstack import LocalStack
+from featurestream.devstack.component import Echo
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
@@ -81,7 +82,7 @@ def scoring_settings(stack: LocalStack, name: str, **changes: object) -> Setting
 
 
 def measure_scoring_throughput(stack: LocalStack, events: int, parallelism: int = 1,
-                               echo=print) -> ScoringThroughput:
+                               echo: Echo = print) -> ScoringThroughput:
     settings = scoring_settings(stack, f"bench-score-p{parallelism}",
                                 scores_delivery="at_least_once", parallelism=parallelism)
     echo(f"scoring job: preloading {events:,} events ...")
@@ -98,7 +99,7 @@ def measure_scoring_throughput(stack: LocalStack, events: int, parallelism: int 
 
 
 def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: float,
-                            seconds: float, echo=print) -> ScoringLatency:
+                            seconds: float, echo: Echo = print) -> ScoringLatency:
     settings = scoring_settings(stack, f"lat-{delivery}", scores_delivery=delivery)
     job_id = submit_job(settings, "scoring")
     encoder = EventEncoder(registry_for(settings.schema_registry))
@@ -114,8 +115,9 @@ def measure_scoring_latency(stack: LocalStack, delivery: str, offered_per_s: flo
                          for p in range(settings.topic_partitions)])
         while not stop.is_set():
             for message in consumer.consume(1_000, timeout=0.2):
-                if message.error() is None:
-                    event_id = codec.decode(message.value())["event_id"]
+                value = message.value()
+                if message.error() is None and value is not None:
+                    event_id = codec.decode(value)["event_id"]
                     if event_id in sent_at:
                         latencies.append((time.time() - sent_at[event_id]) * 1000)
         consumer.close()

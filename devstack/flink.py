@@ -8,16 +8,11 @@ TaskManager (``pyflink-udf-runner.sh`` and its ``beam_boot``) survive a killed T
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from featurestream.devstack import process
 from featurestream.devstack.component import ComponentStatus, Echo, Job
@@ -26,6 +21,8 @@ from featurestream.devstack.flink_home import build_flink_home
 from featurestream.devstack.paths import FLINK_IDENT, StackPaths
 
 from featurestream.errors import UserFacingError
+from featurestream.flink_rest import FlinkRest
+from featurestream.jdk import java_tool
 from featurestream.settings import Settings
 
 JOBMANAGER = "standalonesession"  # flink-daemon.sh names
@@ -39,18 +36,6 @@ STOP_TIMEOUT_S = 20.0
 REST_TIMEOUT_S = 2.0
 
 
-def java_binary() -> str:
-    """The java Flink's scripts will use ($JAVA_HOME/bin/java or java on PATH)."""
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and os.access(Path(java_home) / "bin" / "java", os.X_OK):
-        return str(Path(java_home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise UserFacingError("java not found (Flink needs Java 17): "
-                              "apt-get install -y openjdk-17-jre-headless, or set JAVA_HOME")
-    return found
-
-
 class FlinkCluster:
     """JobManager (REST on FEATURESTREAM_FLINK_REST_URL's port, RPC on it + 1) and a TaskManager."""
 
@@ -61,6 +46,7 @@ class FlinkCluster:
         self.paths = paths
         self.endpoints = endpoints
         self.address = f"http://{endpoints.flink_rest.address}"
+        self.rest = FlinkRest(self.address, timeout_s=REST_TIMEOUT_S)
 
     def jobmanager_pid(self) -> int | None:
         """Pid of this stack's JobManager, if alive."""
@@ -78,7 +64,7 @@ class FlinkCluster:
         """Fail early without java or if the REST/RPC port belongs to a foreign process."""
         if self.running():
             return
-        java_binary()
+        java_tool("java", "Flink needs Java 17")
         if self.jobmanager_pid() is None:
             for endpoint, what in ((self.endpoints.flink_rest, "the Flink REST API"),
                                    (self.endpoints.flink_rpc, "the Flink JobManager RPC (REST+1)")):
@@ -94,7 +80,7 @@ class FlinkCluster:
             echo(f"starting flink jobmanager on {self.address} "
                  f"(FLINK_HOME {self.paths.flink_home})")
             seconds = self._launch("jobmanager", JOBMANAGER, JOBMANAGER_TIMEOUT_S,
-                                   lambda: self._rest("/overview") is not None)
+                                   lambda: self.rest.call_if_up("/overview") is not None)
             echo(f"flink jobmanager ready in {seconds:.1f} s")
         if self.taskmanager_pid() is None:
             process.terminate(self.python_workers(), timeout=5.0)
@@ -125,7 +111,7 @@ class FlinkCluster:
         if not jm_up:
             return ComponentStatus(self.name, False, self.address,
                                    detail="" if tm_pid is None else "jobmanager down")
-        jobs = (self._rest("/jobs/overview") or {}).get("jobs", [])
+        jobs = (self.rest.call_if_up("/jobs/overview") or {}).get("jobs", [])
         return ComponentStatus(
             self.name, tm_pid is not None, self.address, self.jobmanager_pid(),
             detail=f"{self._slots()}; web UI {self.address}/"
@@ -175,17 +161,11 @@ class FlinkCluster:
                            self.paths.flink_log_file(daemon))
         return time.monotonic() - started
 
-    def _rest(self, path: str) -> Any:
-        try:
-            with urllib.request.urlopen(self.address + path, timeout=REST_TIMEOUT_S) as resp:
-                return json.load(resp)
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
-
     def _taskmanager_ids(self) -> set[str]:
-        return {tm["id"] for tm in (self._rest("/taskmanagers") or {}).get("taskmanagers", [])}
+        listed = self.rest.call_if_up("/taskmanagers") or {}
+        return {tm["id"] for tm in listed.get("taskmanagers", [])}
 
     def _slots(self) -> str:
-        o = self._rest("/overview") or {}
+        o = self.rest.call_if_up("/overview") or {}
         return (f"{o.get('taskmanagers', 0)} taskmanager(s), "
                 f"{o.get('slots-available', 0)}/{o.get('slots-total', 0)} slots free")

@@ -26,7 +26,7 @@ class LocalStack:
         self.paths = StackPaths(settings.home)
         endpoints = Endpoints.from_settings(settings)
         self.kafka = KafkaBroker(settings, self.paths, endpoints)
-        self.redis = RedisServer(self.paths, endpoints)
+        self.redis = RedisServer(self.paths, endpoints.redis)
         self.flink = FlinkCluster(settings, self.paths, endpoints)
 
     @property

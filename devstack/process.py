@@ -16,7 +16,15 @@ from pathlib import Path
 
 from featurestream.errors import UserFacingError
 
-POLL_SECONDS = 0.2
+FIRST_POLL_S, POLL_S = 0.01, 0.2  # polls back off from 10 ms (Redis is up in ms) to 200 ms
+
+
+def poll_pauses() -> Iterator[float]:
+    """Pauses between polls: 10 ms, doubling up to 200 ms, then 200 ms for ever."""
+    pause = FIRST_POLL_S
+    while True:
+        yield pause
+        pause = min(pause * 2, POLL_S)
 
 
 def read_pid(path: Path) -> int | None:
@@ -149,7 +157,7 @@ def wait_ready(what: str, ready: Callable[[], bool], timeout: float,
     Raises a :class:`UserFacingError` with a log excerpt if the server exits or times out.
     """
     start = time.monotonic()
-    while True:
+    for pause in poll_pauses():
         if ready():
             return
         if not running():
@@ -157,7 +165,7 @@ def wait_ready(what: str, ready: Callable[[], bool], timeout: float,
         elif time.monotonic() - start > timeout:
             problem = f"did not become ready within {timeout:.0f} s"
         else:
-            time.sleep(POLL_SECONDS)
+            time.sleep(pause)
             continue
         raise UserFacingError(
             f"{what} {problem}; see {log_file}:\n{log_excerpt(log_file)}"
@@ -172,6 +180,7 @@ def terminate(pids: Iterable[int], timeout: float = 15.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
+        pauses = poll_pauses()
         while pending and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
+            time.sleep(next(pauses))
             pending = [pid for pid in pending if alive(pid)]

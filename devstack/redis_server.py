@@ -1,14 +1,17 @@
-"""Redis for the local stack: redis-server without persistence (apt-installed if missing)."""
+"""redis-server without persistence (apt-installed if missing): the local stack's Redis, and the
+private one of each Redis test and benchmark (``testing.reader_fixtures.RedisProcess``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
+from typing import cast
 
 import redis
 from featurestream.devstack.component import Echo
-from featurestream.devstack.endpoints import HOST, Endpoints
+from featurestream.devstack.endpoints import HOST, Endpoint
 from featurestream.devstack.paths import StackPaths
 from featurestream.devstack.server import SpawnedServer
 
@@ -30,14 +33,18 @@ def install_redis(echo: Echo) -> None:
 
 
 class RedisServer(SpawnedServer):
-    """redis-server on 127.0.0.1:<port of FEATURESTREAM_REDIS_URL>, no RDB/AOF files."""
+    """redis-server on 127.0.0.1:<endpoint's port> (the stack's: FEATURESTREAM_REDIS_URL's), no
+    RDB/AOF files."""
 
     name = "redis"
     marker = "redis-server"
     timeout = 15.0
 
-    def __init__(self, paths: StackPaths, endpoints: Endpoints) -> None:
-        super().__init__(paths, endpoints.redis)
+    def __init__(self, paths: StackPaths, endpoint: Endpoint, extra_args: Sequence[str] = (),
+                 url: str = "") -> None:
+        super().__init__(paths, endpoint)
+        self.extra_args = tuple(extra_args)  # later options win, e.g. --port 0 --tls-port N
+        self.url = url or f"redis://{endpoint.address}/0"  # how clients reach it
 
     def executable(self, echo: Echo) -> str:
         """redis-server from PATH, installing it first if needed."""
@@ -48,23 +55,27 @@ class RedisServer(SpawnedServer):
     def command(self, executable: str) -> list[str]:
         """Foreground redis-server bound to 127.0.0.1 without persistence."""
         return [executable, "--port", str(self.endpoint.port), "--bind", HOST, "--save", "",
-                "--appendonly", "no", "--daemonize", "no"]
+                "--appendonly", "no", "--daemonize", "no", *self.extra_args]
 
     def ready(self) -> bool:
         """True once PING answers."""
         try:
-            return bool(self._client().ping())
+            return bool(self.client().ping())
         except redis.RedisError:
             return False
 
     def detail(self) -> str:
         """Keys (all databases) and memory in use."""
         try:
-            client = self._client()
-            keys = sum(db["keys"] for db in client.info("keyspace").values())
-            return f"{keys} keys, {client.info('memory')['used_memory_human']} used"
+            client = self.client()
+            # redis-py types every answer as "Awaitable | Any" (its async client shares them)
+            keyspace = cast(dict[str, dict[str, int]], client.info("keyspace"))
+            memory = cast(dict[str, str], client.info("memory"))
         except redis.RedisError as exc:
             return f"not answering: {exc}"
+        keys = sum(db["keys"] for db in keyspace.values())
+        return f"{keys} keys, {memory['used_memory_human']} used"
 
-    def _client(self) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.endpoint.port, socket_timeout=2.0)
+    def client(self, timeout_s: float = 2.0) -> redis.Redis:
+        """A redis-py client of this server."""
+        return redis.Redis.from_url(self.url, socket_timeout=timeout_s)

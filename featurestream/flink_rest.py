@@ -1,4 +1,5 @@
-"""A small client for the Flink JobManager's REST API (jobs, metrics, cancellation)."""
+"""The one client of the Flink JobManager's REST API (cluster overview, jobs, metrics,
+cancellation), for the local stack's supervisor, the tests and the benchmark."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ class FlinkRest:
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             body = response.read()
         return json.loads(body) if body else None
+
+    def call_if_up(self, path: str) -> Any:
+        """Like :meth:`call` for a GET, but None while the JobManager does not answer (down,
+        starting, or not Flink at all): for probes and status lines."""
+        try:
+            return self.call(path)
+        except (OSError, ValueError):  # URLError and timeouts are OSErrors; bad JSON ValueError
+            return None
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job's details: state, vertices and their metrics."""

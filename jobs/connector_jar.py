@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 from featurestream.errors import UserFacingError
+from featurestream.jdk import java_tool
 
 JAVA_SOURCES = Path(__file__).parent / "java"
 COMPILE_AGAINST = ("flink-dist-*.jar", "flink-connector-kafka*.jar", "kafka-clients*.jar")
+BUILT_WITH = "the job's connector jar is compiled with a JDK"
 
 
 def pyflink_lib_dir() -> Path:
@@ -29,20 +30,6 @@ def pyflink_lib_dir() -> Path:
 
 def _sources() -> list[Path]:
     return sorted(JAVA_SOURCES.rglob("*.java"))
-
-
-def _java_tool(name: str) -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = Path(java_home) / "bin" / name if java_home else None
-    if candidate and candidate.exists():
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise UserFacingError(
-            f"'{name}' not found: the job's connector jar is compiled with a JDK. "
-            "Install one (apt-get install -y openjdk-17-jdk-headless) or set JAVA_HOME."
-        )
-    return found
 
 
 def connector_jar(cache_dir: Path) -> Path:
@@ -57,11 +44,11 @@ def connector_jar(cache_dir: Path) -> Path:
     classpath = [str(p) for pattern in COMPILE_AGAINST for p in sorted(lib.glob(pattern))]
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as build:
-        compile_cmd = [_java_tool("javac"), "--release", "11", "-nowarn", "-d", build,
+        compile_cmd = [java_tool("javac", BUILT_WITH), "--release", "11", "-nowarn", "-d", build,
                        "-cp", os.pathsep.join(classpath), *map(str, _sources())]
         _run(compile_cmd)
         tmp_jar = jar.with_suffix(".tmp")
-        _run([_java_tool("jar"), "--create", "--file", str(tmp_jar), "-C", build, "."])
+        _run([java_tool("jar", BUILT_WITH), "--create", "--file", str(tmp_jar), "-C", build, "."])
         tmp_jar.replace(jar)
     return jar
 

@@ -22,7 +22,10 @@ from typing import Any
 
 import redis
 import uvicorn
+from featurestream.devstack.endpoints import Endpoint
+from featurestream.devstack.paths import StackPaths
 from featurestream.devstack.private import free_ports
+from featurestream.devstack.redis_server import RedisServer
 from featurestream.serving.app import create_app
 from featurestream.udfs.features.definitions import default_features
 from featurestream.udfs.store.redis_layout import (
@@ -57,52 +60,44 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
 
 
 class RedisProcess:
-    """redis-server on a free port without persistence; stop, start and freeze it at will."""
+    """A private redis-server on a free port, files in ``workdir``: the local stack's
+    :class:`RedisServer` (no persistence); stop, start and freeze it at will."""
 
     def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), port: int = 0,
                  url: str = "") -> None:
         self.port = port or free_port()
-        self.workdir = workdir
-        self.extra_args = extra_args  # later options win, e.g. --port 0 --tls-port N
-        self.url = url or f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def args(self) -> list[str]:
-        """The redis-server command line."""
-        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), *self.extra_args]
+        self.server = RedisServer(StackPaths(workdir), Endpoint(self.port, "RedisProcess(port)"),
+                                  extra_args, url)
+        self.url = self.server.url
 
     def start(self) -> None:
-        """Start and wait until it accepts connections."""
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._accepting, 10, f"redis-server on port {self.port}")
+        """Start and wait until it answers PING."""
+        self.server.start(echo=_quiet)
 
     def stop(self) -> None:
-        """Terminate (everything in it is lost: there is no persistence)."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
+        """Terminate, frozen or not (everything in it is lost: there is no persistence)."""
+        self.thaw()
+        self.server.stop(echo=_quiet)
 
     def freeze(self) -> None:
         """SIGSTOP: connections stay open, nothing answers (a hung or very slow Redis)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
+        pid = self.server.pid()
+        assert pid is not None, "redis-server is not running"
+        os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        """SIGCONT."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
+        """SIGCONT (if it runs)."""
+        pid = self.server.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
     def client(self) -> redis.Redis:
         """A redis-py client, as the jobs use."""
-        return redis.Redis.from_url(self.url, socket_timeout=5)
+        return self.server.client(timeout_s=5)
 
-    def _accepting(self) -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+def _quiet(line: str) -> None:
+    """Swallows the server's lifecycle lines."""
 
 
 def feature_row(as_of: int, version: int = 1, **values: FeatureValue) -> dict[str, FeatureValue]:

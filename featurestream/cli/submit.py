@@ -25,10 +25,9 @@ from featurestream.settings import Settings
 JOB_MODULES = {"features": "featurestream.jobs.features.job",
                "scoring": "featurestream.jobs.scoring.job"}
 # What the jobs import, and nothing else: the CLI, the reader and the local-stack tooling stay
-# behind. Modules of the ``featurestream`` package itself, then whole sub-packages.
-SHIPPED_MODULES = ("featurestream", "featurestream.errors")
-SHIPPED_PACKAGES = ("featurestream.settings", "featurestream.udfs", "featurestream.jobs",
-                    "featurestream.schemas")
+# behind. Beside the ``featurestream`` package's own ``__init__``: modules or whole packages.
+SHIPPED = ("featurestream.settings", "featurestream.errors", "featurestream.jdk",
+           "featurestream.udfs", "featurestream.jobs", "featurestream.schemas")
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 
 
@@ -38,18 +37,21 @@ def stage_python_files(settings: Settings) -> Path:
     staged = settings.home / "pyfiles" / "featurestream-src"
     if staged.exists():
         shutil.rmtree(staged)
-    for module in SHIPPED_MODULES:
-        source = Path(str(importlib.import_module(module).__file__))
-        target = staged / Path(*module.split("."))
-        target = target / "__init__.py" if source.name == "__init__.py" else \
-            target.with_suffix(".py")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    for package in SHIPPED_PACKAGES:
-        source = Path(str(importlib.import_module(package).__file__)).parent
-        shutil.copytree(source, staged / Path(*package.split(".")),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (staged / "featurestream").mkdir(parents=True)
+    shutil.copyfile(_source("featurestream"), staged / "featurestream" / "__init__.py")
+    for name in SHIPPED:
+        source, target = _source(name), staged / Path(*name.split("."))
+        if source.name == "__init__.py":
+            shutil.copytree(source.parent, target,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copyfile(source, target.with_suffix(".py"))
     return staged
+
+
+def _source(module: str) -> Path:
+    """The file of an installed module (``__init__.py`` for a package)."""
+    return Path(str(importlib.import_module(module).__file__))
 
 
 def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Path) -> list[str]:

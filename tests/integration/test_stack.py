@@ -3,13 +3,11 @@ the cluster, a harmless second ``up``, then ``down`` leaving no process of this 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import textwrap
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from featurestream.devstack import LocalStack, process
 from featurestream.devstack.private import private_settings
 
 from featurestream.errors import UserFacingError
-from featurestream.settings import Settings
+from featurestream.flink_rest import FlinkRest
 
 pytestmark = pytest.mark.flink
 
@@ -39,11 +37,6 @@ SMOKE_JOB = textwrap.dedent("""
         .map(lambda value: len(value)).filter(lambda n: n < 0).print()
     env.execute("stack-smoke")
 """)
-
-
-def rest(settings: Settings, path: str) -> dict:
-    with urllib.request.urlopen(settings.flink_rest_url + path, timeout=5) as resp:
-        return json.load(resp)
 
 
 def processes_of(home: Path) -> list[int]:
@@ -105,13 +98,14 @@ def test_up_status_job_up_again_down(fresh_stack: LocalStack, tmp_path: Path) ->
         capture_output=True, text=True, timeout=120, check=False)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     job_id = submitted.stdout.split("JobID")[-1].split()[0]
+    rest = FlinkRest(settings.flink_rest_url, timeout_s=5)
     deadline, records = time.monotonic() + 120, 0
     while time.monotonic() < deadline and records < 100:
-        job = rest(settings, f"/jobs/{job_id}")
+        job = rest.job(job_id)
         assert job["state"] in ("CREATED", "INITIALIZING", "RUNNING"), job["state"]
         vertex = job["vertices"][0]["id"]
-        metrics = rest(settings, f"/jobs/{job_id}/vertices/{vertex}/metrics"
-                                 "?get=0.Source__events.numRecordsOut")
+        metrics = rest.call(f"/jobs/{job_id}/vertices/{vertex}/metrics"
+                            "?get=0.Source__events.numRecordsOut")
         records = int(metrics[0]["value"]) if metrics else 0
         time.sleep(1)
     assert records == 100
@@ -133,7 +127,9 @@ def test_up_status_job_up_again_down(fresh_stack: LocalStack, tmp_path: Path) ->
     ours = fake_worker(stack.flink_home / "conf")
     foreign = fake_worker(tmp_path / "other-home" / "flink" / "conf")
     try:
-        daemons = [s.pid for s in statuses.values()] + [stack.flink.taskmanager_pid()]
+        taskmanager = stack.flink.taskmanager_pid()
+        assert taskmanager is not None
+        daemons = [s.pid for s in statuses.values() if s.pid is not None] + [taskmanager]
         stack.down()
         assert not any(s.up for s in stack.status())
         assert not any(process.alive(pid) for pid in [*daemons, *workers, ours.pid])
