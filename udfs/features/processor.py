@@ -2,8 +2,8 @@
 
 :class:`FeatureProcessor` counts an event into a user's :class:`UserState` (or rejects it as
 late or expired), advances the user's windows in event time, tells when the user's next expiry
-is due and builds the user's feature row. :class:`udfs.user_shard.UserShard` drives it for the
-users of one state shard; unit tests drive the same code with a tiny harness.
+is due and builds the user's feature row. :class:`udfs.features.shard.UserShard` drives it for
+the users of one state shard.
 
 Row semantics: a row is the user's features *as of* event time ``as_of``, the latest of the
 user's event times and the expiry times that have passed. ``version`` counts the events counted
@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from featurestream.udfs.features.definitions import Feature, Value, compile_feature, window_specs
 from featurestream.udfs.features.windows import BUCKETS_PER_WINDOW, Window, WindowSpec
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 Row = dict[str, Value]
 
@@ -58,14 +58,6 @@ class UserState:
         return state
 
 
-@dataclass(frozen=True)
-class Rejection:
-    """Why an event was not counted (it goes to the DLQ with this reason)."""
-
-    error_class: str
-    message: str
-
-
 class FeatureProcessor:
     """Counts events into a user's windows, expires buckets and builds feature rows."""
 
@@ -86,15 +78,12 @@ class FeatureProcessor:
         return next(i for i, spec in enumerate(self.specs) if spec.name == name)
 
     def accept(self, state: UserState | None, ts: int, type_index: int, amount: float | None,
-               item_id: str | None, watermark: int) -> tuple[UserState | None, Rejection | None]:
-        """Count one event into ``state`` (created for a new user), or say why it is not.
-
-        Returns the user's state (None for a new user whose event is rejected) and the
-        rejection, if any; a rejected event changes nothing.
-        """
+               item_id: str | None, watermark: int) -> UserState | Problem:
+        """Count one event into ``state`` (created for a new user): the user's state, or why
+        the event is not counted (late or expired; a rejected event changes nothing)."""
         if ts < watermark - self.allowed_lateness_ms:
-            return state, Rejection(
-                "LateEvent",
+            return Problem(
+                Stage.WINDOW, ErrorClass.LATE_EVENT,
                 f"event time {ts} is {watermark - ts} ms behind the watermark {watermark}; "
                 f"allowed lateness is {self.allowed_lateness_ms} ms",
             )
@@ -103,8 +92,8 @@ class FeatureProcessor:
         elif ts > state.as_of:
             self.advance(state, ts)
         elif ts < self._first_live_ts(state.as_of, len(self.specs) - 1):
-            return state, Rejection(
-                "ExpiredEvent",
+            return Problem(
+                Stage.WINDOW, ErrorClass.EXPIRED_EVENT,
                 f"event time {ts} is older than the largest window ({self._largest.name}) "
                 f"as of the user's row at {state.as_of}",
             )
@@ -117,7 +106,7 @@ class FeatureProcessor:
         if state.last_event_ts is None or ts > state.last_event_ts:
             state.last_event_ts = ts
         state.version += 1
-        return state, None
+        return state
 
     def advance(self, state: UserState, as_of: int) -> bool:
         """Move the user's event time forward to ``as_of``; True if any bucket expired."""

@@ -1,5 +1,5 @@
 """The users of one state shard: their windows, their expiries, and what changed since the
-last bundle -- the feature job's keyed logic, free of Flink.
+last bundle (:class:`udfs.features.operator.FeatureShardOperator` keeps one per shard).
 
 The feature job keys its state by shard (``shard_of(user_id)``), not by user, and one
 event-time timer per shard drives every user's expiries. A :class:`UserShard` keeps its users in
@@ -22,8 +22,9 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from featurestream.udfs.features.processor import FeatureProcessor, Rejection, Row, UserState
+from featurestream.udfs.features.processor import FeatureProcessor, Row, UserState
 from featurestream.udfs.features.routing import ShardEvent
+from featurestream.udfs.wire.dead_letters import Problem
 
 SHARD_COUNT_ENTRY = ""  # the map entry recording the shard count (user ids are never empty)
 
@@ -71,17 +72,17 @@ class UserShard:
         heapq.heapify(self._expiries)
 
     def add_events(self, events: Sequence[ShardEvent], watermark: int
-                   ) -> list[tuple[ShardEvent, Rejection]]:
+                   ) -> list[tuple[ShardEvent, Problem]]:
         """Count each event for its user; returns the events rejected (late or expired)."""
         accept = self._processor.accept
         users = self.users
         rejected = []
         for event in events:
-            user_id = event[0]
-            state, rejection = accept(users.get(user_id), event[1], event[2], event[3],
-                                      event[4], watermark)
-            if rejection is not None:
-                rejected.append((event, rejection))
+            user_id = event.user_id
+            state = accept(users.get(user_id), event.ts, event.type_index, event.amount,
+                           event.item_id, watermark)
+            if isinstance(state, Problem):
+                rejected.append((event, state))
                 continue
             users[user_id] = state
             self._changed.add(user_id)

@@ -93,28 +93,29 @@ class Window:
         if amount is not None and type_index == PURCHASE:
             self.amounts[bucket_index] = self.amounts.get(bucket_index, 0.0) + amount
             self.totals[AMOUNT] += amount
-        if self.items is not None and item_id is not None:
-            bucket_items = self.bucket_items.setdefault(bucket_index, {})
-            bucket_items[item_id] = bucket_items.get(item_id, 0) + 1
-            self.items[item_id] = self.items.get(item_id, 0) + 1
+        items, bucket_items = self.items, self.bucket_items
+        if items is not None and bucket_items is not None and item_id is not None:
+            in_bucket = bucket_items.setdefault(bucket_index, {})
+            in_bucket[item_id] = in_bucket.get(item_id, 0) + 1
+            items[item_id] = items.get(item_id, 0) + 1
 
     def expire_before(self, first_live: int) -> bool:
         """Drop buckets with index < ``first_live``; True if any was dropped."""
         if self.oldest is None or self.oldest >= first_live:
             return False
-        totals = self.totals
+        totals, items, bucket_items = self.totals, self.items, self.bucket_items
         for k in [k for k in self.sizes if k < first_live]:
             del self.sizes[k]
             for t, counts in enumerate(self.counts):
                 totals[t] -= counts.pop(k, 0)
             self.amounts.pop(k, None)
-            if self.items is not None:
-                for item_id, n in self.bucket_items.pop(k, {}).items():
-                    left = self.items[item_id] - n
+            if items is not None and bucket_items is not None:
+                for item_id, n in bucket_items.pop(k, {}).items():
+                    left = items[item_id] - n
                     if left:
-                        self.items[item_id] = left
+                        items[item_id] = left
                     else:
-                        del self.items[item_id]
+                        del items[item_id]
         totals[AMOUNT] = math.fsum(self.amounts.values())
         self.oldest = min(self.sizes) if self.sizes else None
         return True
