@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 
@@ -35,4 +35,5 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def parse_schema_file(path: Path) -> dict[str, Any]:
     """Parse any ``.avsc`` file with fastavro (for schemas outside this directory, e.g. tests)."""
-    return fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
+    parsed = fastavro.parse_schema(json.loads(path.read_text(encoding="utf-8")))
+    return cast(dict[str, Any], parsed)  # a record schema parses to a dict

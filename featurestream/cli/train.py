@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from itertools import islice
 
 import lightgbm as lgb
+import numpy as np
 
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events
 from featurestream.settings import Settings
@@ -75,8 +76,8 @@ def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
         defaults=defaults,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics={
-            "auc_holdout": roc_auc(holdout.labels, booster.predict(holdout.vectors)),
-            "auc_train": roc_auc(train_set.labels, booster.predict(train_set.vectors)),
+            "auc_holdout": roc_auc(holdout.labels, np.asarray(booster.predict(holdout.vectors))),
+            "auc_train": roc_auc(train_set.labels, np.asarray(booster.predict(train_set.vectors))),
             "examples": len(train_set.labels),
             "holdout_examples": len(holdout.labels),
             "positive_rate": float(train_set.labels.mean()),

@@ -32,7 +32,7 @@ class LoadedModel:
 
     def predict(self, vectors: np.ndarray) -> np.ndarray:
         """Scores of a (rows x features) float64 matrix, single-threaded."""
-        return self.booster.predict(vectors, num_threads=1)
+        return np.asarray(self.booster.predict(vectors, num_threads=1))  # dense: no copy
 
 
 class ModelRegistry:
