@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Sequence
-from typing import cast
 
 import redis
 from featurestream.devstack.component import Echo
@@ -68,9 +67,8 @@ class RedisServer(SpawnedServer):
         """Keys (all databases) and memory in use."""
         try:
             client = self.client()
-            # redis-py types every answer as "Awaitable | Any" (its async client shares them)
-            keyspace = cast(dict[str, dict[str, int]], client.info("keyspace"))
-            memory = cast(dict[str, str], client.info("memory"))
+            keyspace: dict[str, dict[str, int]] = client.info("keyspace")
+            memory: dict[str, str] = client.info("memory")
         except redis.RedisError as exc:
             return f"not answering: {exc}"
         keys = sum(db["keys"] for db in keyspace.values())
