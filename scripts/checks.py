@@ -4,8 +4,8 @@ Neither tool follows setup.py's package-dir mapping (``udfs/`` imports as
 ``featurestream.udfs`` only through setuptools' editable import hook), so this script lays out
 ``build/namespace/`` shaped like the installed namespace: real directories holding one symlink
 per source file (import-linter's module discovery and mypy both see plain files), one folder per
-entry of setup.py's ``ROOTS``, with the development packages (``testing/``, ``bench/``,
-``tests/``) beside ``featurestream/``. Both tools run there; mypy's file names are mapped back
+entry of setup.py's ``ROOTS``, with the development code (``testing/``, ``bench/``, ``tests/``,
+``scripts/``) beside ``featurestream/``. Both tools run there; mypy's file names are mapped back
 to the repository's. Configuration: ``[tool.mypy]`` and ``[tool.importlinter]`` in
 ``pyproject.toml``; caches in ``build/``.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build"
 TREE = BUILD / "namespace"
-DEV_PACKAGES = ("testing", "bench", "tests")
+DEV_PACKAGES = ("testing", "bench", "tests", "scripts")
 CHECKS = ("mypy", "imports")
 BIN = Path(sys.executable).parent
 _MYPY_LOCATION = re.compile(r"^(?P<path>[^\s:]+\.pyi?)(?=:)", re.MULTILINE)
