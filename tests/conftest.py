@@ -1,7 +1,7 @@
 """Test tiers, one marker per test, so the fast tiers run alone:
 
-- ``unit``: no server, no JVM, no network; every test under ``tests/unit`` (marked here).
-  ``pytest -m unit`` takes seconds.
+- ``unit``: no server, no cluster, no network (at most PyFlink's local py4j JVM); every test
+  under ``tests/unit`` (marked here). ``pytest -m unit`` takes seconds.
 - ``redis``: needs only ``redis-server`` on PATH (the reader, the feature job's Redis writer);
   each test starts its own on a free port. ``pytest -m redis``
 - ``flink``: needs the full local stack (tansu, Redis, a Flink session cluster with Java),
