@@ -1,10 +1,11 @@
-"""Pipelined, idempotent writes of feature rows to Redis (layout: :mod:`udfs.redis_layout`)."""
+"""Pipelined, idempotent writes of feature rows to Redis (the layout is
+:mod:`udfs.store.redis_layout`)."""
 
 from __future__ import annotations
 
 import time
 
-import redis
+from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.store.redis_layout import (
     ROWS_PER_UPSERT,
     UPSERT_ROWS_LUA,
@@ -19,15 +20,16 @@ class RedisRowWriter:
 
     Rows of one user arrive in ``(as_of, version)`` order, so only the newest buffered row per
     user is written; the upsert script drops any row older than the stored one. Each script
-    call carries up to :data:`ROWS_PER_UPSERT` rows.
+    call carries up to :data:`ROWS_PER_UPSERT` rows; a flush happens every
+    ``target.batch_size`` users, and whenever the caller asks.
     """
 
-    def __init__(self, url: str, key_prefix: str, ttl_seconds: int, batch_size: int) -> None:
-        self._client = redis.Redis.from_url(url)
+    def __init__(self, target: RedisTarget) -> None:
+        self._client = target.connect()
         self._upsert = self._client.register_script(UPSERT_ROWS_LUA)
-        self._prefix = key_prefix
-        self._ttl = ttl_seconds
-        self._batch_size = batch_size
+        self._prefix = target.key_prefix
+        self._ttl = target.ttl_seconds
+        self._batch_size = target.batch_size
         self._pending: dict[str, dict[str, FeatureValue]] = {}
 
     def add(self, user_id: str, row: dict[str, FeatureValue]) -> None:

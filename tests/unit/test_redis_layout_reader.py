@@ -1,6 +1,7 @@
-"""What udfs.redis_layout adds for the reader: batch value decoding, and the score layout (the
-JSON blob the scoring job writes and the reader serves; the upsert script itself runs in
-tests/integration/test_reader.py)."""
+"""What udfs.store.redis_layout adds for the reader: batch value decoding, and the score layout
+(the JSON blob the scoring job writes and the reader serves; the upsert script itself runs in
+tests/integration/test_reader.py); and the row upsert's arguments, whose order the script
+relies on."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 
 import pytest
 from featurestream.udfs.store.redis_layout import (
+    UPSERT_ROWS_LUA,
+    UPSERT_SCORE_LUA,
     Score,
     decode_row,
     decode_score,
@@ -17,6 +20,7 @@ from featurestream.udfs.store.redis_layout import (
     encode_score,
     encode_value,
     score_key,
+    upsert_rows_args,
     upsert_score_args,
     user_key,
 )
@@ -84,3 +88,27 @@ def test_unwritable_scores_are_refused(bad: Score) -> None:
 def test_undecodable_blobs_are_a_value_error(text: str) -> None:
     with pytest.raises(ValueError):
         decode_score(text)
+
+
+def test_row_upsert_args_lead_with_as_of_and_version_wherever_the_row_has_them() -> None:
+    """The script compares the texts at fixed positions; the row dict's order must not matter."""
+    first = {"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None}
+    last = {"events_1m": 2, "avg_spend_1h": None, "version": 3, "as_of": 10}
+    expected = ["60", "99", "8", "as_of", "10", "version", "3", "events_1m", "2",
+                "avg_spend_1h", ""]
+    assert upsert_rows_args([first], updated_at_ms=99, ttl_seconds=60) == expected
+    assert upsert_rows_args([last], updated_at_ms=99, ttl_seconds=60) == expected
+    two = upsert_rows_args([last, {"version": 1, "as_of": 11}], 99, 60)
+    assert two == [*expected, "4", "as_of", "11", "version", "1"]
+
+
+def test_a_row_without_as_of_or_version_cannot_be_upserted() -> None:
+    with pytest.raises(KeyError, match="as_of"):
+        upsert_rows_args([{"version": 1, "events_1m": 2}], 99, 60)
+    with pytest.raises(KeyError, match="version"):
+        upsert_rows_args([{"as_of": 1, "events_1m": 2}], 99, 60)
+
+
+def test_the_upsert_scripts_ship_as_package_data_and_document_their_arguments() -> None:
+    assert "upsert_rows_args" in UPSERT_ROWS_LUA and "ARGV[at + 2]" in UPSERT_ROWS_LUA
+    assert "upsert_score_args" in UPSERT_SCORE_LUA and "ARGV[5]" in UPSERT_SCORE_LUA

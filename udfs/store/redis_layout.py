@@ -14,7 +14,7 @@ Values
     null as the empty string.
 
 Writes
-    go through :data:`UPSERT_ROWS_LUA` (many rows per call, arguments from
+    go through :data:`UPSERT_ROWS_LUA` (``upsert_rows.lua``; many rows per call, arguments from
     :func:`upsert_rows_args`), which compares ``(as_of, version)`` inside Redis and ignores a
     row older than the stored one, so a replay after a restart never leaves an older row over
     a newer one. Every write refreshes the key's TTL.
@@ -23,9 +23,9 @@ Scores
     ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
     model's latest :class:`Score` as a JSON object (:func:`encode_score`) with the keys
     ``model, version, variant, score, event_id, scored_at, as_of``. Writes go through
-    :data:`UPSERT_SCORE_LUA` with :func:`upsert_score_args`: a score replaces the stored one
-    of its model unless that one is newer by ``(as_of, scored_at)``, and every write refreshes
-    the key's TTL.
+    :data:`UPSERT_SCORE_LUA` (``upsert_score.lua``) with :func:`upsert_score_args`: a score
+    replaces the stored one of its model unless that one is newer by ``(as_of, scored_at)``,
+    and every write refreshes the key's TTL.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
 
 import orjson
 
@@ -41,27 +43,15 @@ FeatureValue = int | float | None
 
 ROW_META_FIELDS = ("as_of", "version", "updated_at")
 
-# KEYS: the users' keys. ARGV: ttl, updated_at, then for each key in order: the number m of
-# texts that follow, then m texts: as_of, its value, version, its value, then field/value pairs.
-# Returns how many rows were written.
-UPSERT_ROWS_LUA = """
-local ttl, updated_at = tonumber(ARGV[1]), ARGV[2]
-local written, at = 0, 3
-for _, key in ipairs(KEYS) do
-  local m = tonumber(ARGV[at])
-  local as_of, version = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 4])
-  local cur = redis.call('HMGET', key, 'as_of', 'version')
-  local cur_as_of = tonumber(cur[1])
-  if not cur_as_of or as_of > cur_as_of
-     or (as_of == cur_as_of and version >= (tonumber(cur[2]) or 0)) then
-    redis.call('HSET', key, 'updated_at', updated_at, unpack(ARGV, at + 1, at + m))
-    redis.call('EXPIRE', key, ttl)
-    written = written + 1
-  end
-  at = at + m + 1
-end
-return written
-"""
+
+def _script(name: str) -> str:
+    """A Lua script shipped beside this module (package data)."""
+    return files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+UPSERT_ROWS_LUA = _script("upsert_rows.lua")
+UPSERT_SCORE_LUA = _script("upsert_score.lua")
+
 ROWS_PER_UPSERT = 100  # rows per script call: each call holds Redis for well under a millisecond
 
 
@@ -88,11 +78,19 @@ def decode_value(text: str | bytes) -> FeatureValue:
 
 def upsert_rows_args(rows: Sequence[Mapping[str, FeatureValue]], updated_at_ms: int,
                      ttl_seconds: int) -> list[str]:
-    """ARGV for :data:`UPSERT_ROWS_LUA` (each row starts with ``as_of`` and ``version``)."""
+    """ARGV for :data:`UPSERT_ROWS_LUA`, in the order its header documents; this is the one
+    place that builds it.
+
+    ``ttl, updated_at``, then per row: how many texts follow, ``"as_of", <as_of>, "version",
+    <version>`` (taken by name, wherever the row has them; the script compares them at these
+    positions), then the row's other fields as name/value pairs in the row's order.
+    """
     args = [str(ttl_seconds), str(updated_at_ms)]
     for row in rows:
-        args.append(str(2 * len(row)))
-        for name, value in row.items():
+        fields = dict(row)
+        as_of, version = fields.pop("as_of"), fields.pop("version")
+        args += (str(2 * len(fields) + 4), "as_of", str(as_of), "version", str(version))
+        for name, value in fields.items():
             args.append(name)
             args.append("" if value is None else repr(value))
     return args
@@ -109,8 +107,9 @@ def decode_values(texts: Sequence[str | bytes]) -> list[FeatureValue]:
     orjson reads an integer beyond 64 bits as a float, which only a text of 20 characters or
     more can be; such rows, and anything unexpected, are decoded one by one instead.
     """
+    parts: list[Any] = [t or "null" for t in texts]  # bytes make join raise TypeError
     try:
-        values = orjson.loads("[" + ",".join([t or "null" for t in texts]) + "]")
+        values = orjson.loads("[" + ",".join(parts) + "]")
     except (orjson.JSONDecodeError, TypeError):  # not JSON, or bytes
         values = None
     if values is not None and len(values) == len(texts):
@@ -145,20 +144,6 @@ class Score:
     as_of: int
 
 
-UPSERT_SCORE_LUA = """
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local old = cjson.decode(cur)
-  local as_of, scored_at = tonumber(ARGV[3]), tonumber(ARGV[4])
-  if as_of < old.as_of then return 0 end
-  if as_of == old.as_of and scored_at < old.scored_at then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[5]))
-return 1
-"""
-
-
 def score_key(prefix: str, user_id: str) -> str:
     """The Redis key of a user's score hash (one field per model)."""
     return f"{prefix}score:{user_id}"
@@ -187,7 +172,8 @@ def decode_score(text: str | bytes) -> Score:
 
 
 def upsert_score_args(score: Score, ttl_seconds: int) -> list[str]:
-    """ARGV for :data:`UPSERT_SCORE_LUA` (KEYS = ``[score_key(prefix, user_id)]``)."""
+    """ARGV for :data:`UPSERT_SCORE_LUA` (KEYS = ``[score_key(prefix, user_id)]``), in the order
+    its header documents: model, the score's JSON, as_of, scored_at, ttl."""
     return [score.model, encode_score(score), str(score.as_of), str(score.scored_at),
             str(ttl_seconds)]
 

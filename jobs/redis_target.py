@@ -1,0 +1,34 @@
+"""Where the jobs write in Redis: one typed value, built from the settings on the client and
+pickled to the Python workers, which open their connections from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from featurestream.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """The Redis a job writes to and the layout's parameters.
+
+    ``key_prefix`` and ``ttl_seconds`` are the layout's (:mod:`udfs.store.redis_layout`);
+    ``batch_size`` is how many users' rows the feature job buffers before it writes them.
+    """
+
+    url: str
+    key_prefix: str
+    ttl_seconds: int
+    batch_size: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisTarget:
+        """The target the settings name (``FEATURESTREAM_REDIS_*``)."""
+        return cls(settings.redis_url, settings.redis_key_prefix, settings.redis_ttl_seconds,
+                   settings.redis_batch_size)
+
+    def connect(self) -> redis.Redis:
+        """A client with its own connection pool (made in a function's ``open()``)."""
+        return redis.Redis.from_url(self.url)
