@@ -1,4 +1,5 @@
-"""The scoring job's one Python operator: a vectorized (pandas) UDF over source frames.
+"""The scoring job's one Python operator: a vectorized (pandas) UDF over source frames, adapting
+PyFlink to :class:`udfs.scoring.scorer.BatchScorer`.
 
 Why a pandas UDF and not a ``ProcessFunction``: PyFlink's DataStream functions emit only what
 ``process_element``/``on_timer`` yield, one input at a time, so a function that buffers records
@@ -17,70 +18,103 @@ that is not scored; the job drops the nulls in Java.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.score_store import ScoreStore
 from featurestream.udfs.contract.codec import EventDecoder
-from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
-from featurestream.udfs.scoring.scorer import BatchScorer
-from featurestream.udfs.scoring.variants import parse_experiment, parse_version
+from featurestream.udfs.scoring.scorer import SCORING_STAGES, BatchScorer, ScoredBatch
+from featurestream.udfs.scoring.variants import Arm, parse_experiment, parse_version
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
 from featurestream.settings import Settings
 
-DLQ_STAGES = ("decode", "features", "model")
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What a scoring task needs, as plain values: built from the settings on the client (so
+    a bad experiment fails at submission) and pickled with the function to the workers."""
+
+    models_dir: Path
+    model_name: str
+    experiment: tuple[Arm, ...]  # empty: serve the latest version
+    shadow_version: int | None
+    model_poll_interval_ms: int
+    schema_registry: RegistryConfig
+    scored_event_types: tuple[str, ...]
+    scores_topic: str
+    scores_dlq_topic: str
+    redis: RedisTarget
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScoringConfig:
+        """The scoring job's part of the settings."""
+        s = settings
+        return cls(
+            models_dir=s.effective_models_dir, model_name=s.model_name,
+            experiment=parse_experiment(s.experiment),
+            shadow_version=parse_version(s.shadow_model) if s.shadow_model else None,
+            model_poll_interval_ms=s.model_poll_interval_ms, schema_registry=s.schema_registry,
+            scored_event_types=tuple(s.scored_event_types), scores_topic=s.scores_topic,
+            scores_dlq_topic=s.scores_dlq_topic, redis=RedisTarget.from_settings(s))
+
+
+class ScoringMetrics:
+    """The task's Flink metrics, counted from each scored batch."""
+
+    def __init__(self, group: Any, models: ServingModels) -> None:
+        self._scored = group.counter("scored_events")
+        self._dead = group.counter("scores_dlq")
+        self._dead_by_stage = {stage: group.counter(f"scores_dlq_{stage}")
+                               for stage in SCORING_STAGES}
+        self._shadow_failures = group.counter("shadow_failures")
+        group.gauge("model_reloads", lambda: models.reloads)
+
+    def count(self, batch: ScoredBatch) -> None:
+        """Add one batch's outcomes."""
+        self._scored.inc(len(batch.scores))
+        self._dead.inc(sum(batch.dead.values()))
+        for stage, count in batch.dead.items():
+            self._dead_by_stage[stage].inc(count)
+        self._shadow_failures.inc(batch.shadow_failures)
 
 
 class ScoreFrames(ScalarFunction):
     """Source frames (a pandas Series of bytes) -> score / dead-letter sink frames or nulls."""
 
-    def __init__(self, settings: Settings) -> None:
-        # Plain values only: the function is pickled to the Python workers.
-        s = settings
-        self._models = (str(s.effective_models_dir), s.model_name, s.experiment, s.shadow_model,
-                        s.model_poll_interval_ms)
-        self._codecs = (s.schema_registry, s.scored_event_types, s.scores_topic,
-                        s.scores_dlq_topic)
-        self._redis = (s.redis_url, s.redis_key_prefix, s.redis_ttl_seconds)
-        self._scorer: BatchScorer | None = None
-        self._store: ScoreStore | None = None
-        self._metrics: dict = {}
+    _store: ScoreStore | None = None  # made in open()
+    _scorer: BatchScorer  # made in open()
+    _metrics: ScoringMetrics  # made in open()
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self._config = config
 
     def open(self, function_context: FunctionContext) -> None:
-        models_dir, model_name, experiment, shadow_model, poll_ms = self._models
-        registry, scored_types, scores_topic, dlq_topic = self._codecs
-        shadow = parse_version(shadow_model) if shadow_model else None
-        models = ServingModels(ModelRegistry(Path(models_dir), model_name),
-                               parse_experiment(experiment), shadow, poll_ms)
-        schemas = registry_for(registry)
-        self._scorer = BatchScorer(models, EventDecoder(schemas),
-                                   ScoreCodec(schemas, f"{scores_topic}-value"),
-                                   scored_types, scores_topic, dlq_topic)
-        self._store = ScoreStore(*self._redis)
-        group = function_context.get_metric_group()
-        self._metrics = {
-            "scored": group.counter("scored_events"),
-            "dead": group.counter("scores_dlq"),
-            "shadow_failures": group.counter("shadow_failures"),
-            **{stage: group.counter(f"scores_dlq_{stage}") for stage in DLQ_STAGES},
-        }
-        group.gauge("model_reloads", lambda: models.reloads)
+        config = self._config
+        models = ServingModels(ModelRegistry(config.models_dir, config.model_name),
+                               config.experiment, config.shadow_version,
+                               config.model_poll_interval_ms)
+        schemas = registry_for(config.schema_registry)
+        self._store = ScoreStore(config.redis)
+        self._scorer = BatchScorer(
+            models, EventDecoder(schemas), ScoreCodec(schemas, f"{config.scores_topic}-value"),
+            config.scored_event_types, config.scores_topic, config.scores_dlq_topic,
+            rows=self._store, latest_scores=self._store)
+        self._metrics = ScoringMetrics(function_context.get_metric_group(), models)
 
     def is_deterministic(self) -> bool:
         return False  # reads Redis and the registry, writes Redis: never fold or repeat a call
 
     def eval(self, frames: pd.Series) -> pd.Series:
-        batch = self._scorer.score(frames.tolist(), self._store.rows)
-        self._store.write_latest(batch.scores)
-        self._metrics["scored"].inc(len(batch.scores))
-        self._metrics["dead"].inc(sum(batch.dead.values()))
-        for stage, count in batch.dead.items():
-            self._metrics[stage].inc(count)
-        self._metrics["shadow_failures"].inc(batch.shadow_failures)
+        batch = self._scorer.score(frames.tolist())
+        self._metrics.count(batch)
         return pd.Series(batch.outputs, dtype=object)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,7 +120,8 @@ class Topics:
         return check
 
 
-def headers(message: object) -> dict[str, str]:
+def headers(message: Any) -> dict[str, str]:
+    """A consumed record's headers (confluent-kafka's Message), decoded."""
     return {k: v.decode() for k, v in message.headers()}
 
 
@@ -240,7 +242,7 @@ def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalSt
                  60, "the scores_dlq metric")
 
         # The latest score per user is in Redis for the reader.
-        by_user = defaultdict(dict)
+        by_user: defaultdict[str, dict[str, float]] = defaultdict(dict)
         for score in topics.scores:
             by_user[score["user_id"]][score["event_id"]] = score["score"]
         for user_id, scores in by_user.items():

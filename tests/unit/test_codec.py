@@ -9,10 +9,12 @@ from typing import Any
 
 import fastavro
 import pytest
+from fastavro.types import Schema as ParsedSchema
 from featurestream.schemas import schema_path
-from featurestream.udfs.contract.codec import DecodeError, ErrorClass, EventDecoder, EventEncoder
+from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,7 +51,7 @@ def json_with(**changes: Any) -> bytes:
     return json.dumps({k: v for k, v in record.items() if v is not MISSING}).encode()
 
 
-def frame(schema_id: int, schema: dict, record: dict) -> bytes:
+def frame(schema_id: int, schema: ParsedSchema, record: dict) -> bytes:
     body = io.BytesIO()
     fastavro.schemaless_writer(body, schema, record)
     return b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
@@ -165,20 +167,30 @@ BAD_RECORDS = [
 @pytest.mark.parametrize(("raw", "error_class", "fragment"), BAD_RECORDS)
 def test_bad_records_are_rejected_precisely(raw: bytes, error_class: str, fragment: str) -> None:
     result = DECODER.decode(raw)
-    assert isinstance(result, DecodeError), result
+    assert isinstance(result, Problem), result
+    assert result.stage == Stage.DECODE
     assert result.error_class == error_class
     assert fragment in result.message
 
 
 def test_decode_error_is_plain_data() -> None:
     error = DECODER.decode(b"")
-    assert error == DecodeError("MalformedRecord", "empty record (0 bytes)")
+    assert error == Problem(Stage.DECODE, ErrorClass("MalformedRecord"), "empty record (0 bytes)")
     assert str(error) == "MalformedRecord: empty record (0 bytes)"
+
+
+def test_decode_error_classes_keep_their_header_names() -> None:
+    """Users alert on these exact strings (the DLQ's exception class header)."""
+    assert [ErrorClass.MALFORMED_RECORD, ErrorClass.UNKNOWN_SCHEMA_ID,
+            ErrorClass.INCOMPATIBLE_SCHEMA, ErrorClass.SCHEMA_VIOLATION,
+            ErrorClass.INVALID_VALUE] == ["MalformedRecord", "UnknownSchemaId",
+                                          "IncompatibleSchema", "SchemaViolation", "InvalidValue"]
+    assert Stage.DECODE.value == "decode"
 
 
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
-    assert isinstance(DECODER.decode(raw), Event | DecodeError)
+    assert isinstance(DECODER.decode(raw), Event | Problem)
 
 
 @given(events(), st.data())
@@ -186,7 +198,7 @@ def test_corrupted_avro_never_raises(event: Event, data: st.DataObject) -> None:
     raw = bytearray(ENCODER.avro(event))
     for _ in range(data.draw(st.integers(1, 4))):
         raw[data.draw(st.integers(5, len(raw) - 1))] = data.draw(st.integers(0, 255))
-    assert isinstance(DECODER.decode(bytes(raw)), Event | DecodeError)
+    assert isinstance(DECODER.decode(bytes(raw)), Event | Problem)
 
 
 # --- schema evolution -------------------------------------------------------------------------
@@ -232,7 +244,7 @@ def test_writer_with_an_unknown_event_type_is_incompatible(tmp_path: Path) -> No
     assert decoder.decode(frame(9, schema, {**VALID, "event_type": "view"})) == Event(
         **{**VALID, "event_type": "view"})
     result = decoder.decode(frame(9, schema, {**VALID, "event_type": "refund"}))
-    assert isinstance(result, DecodeError)
+    assert isinstance(result, Problem)
     assert result.error_class == ErrorClass.INCOMPATIBLE_SCHEMA
     assert "refund" in result.message
 
@@ -243,7 +255,7 @@ def test_writer_missing_a_required_field_is_incompatible(tmp_path: Path) -> None
     registry = write_manifest(tmp_path, {10: no_ts})
     record = {k: v for k, v in VALID.items() if k != "ts"}
     result = EventDecoder(registry).decode(frame(10, fastavro.parse_schema(no_ts), record))
-    assert isinstance(result, DecodeError)
+    assert isinstance(result, Problem)
     assert result.error_class == ErrorClass.INCOMPATIBLE_SCHEMA
     assert "ts" in result.message
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
-from featurestream.udfs.wire.dead_letters import dlq_headers
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_headers
 from featurestream.udfs.wire.frames import SourceRecord
 
 from featurestream.cli.consume import describe_dead_letter, describe_score
@@ -49,7 +49,8 @@ def test_scores_are_decoded_and_features_shown_on_request() -> None:
 
 def test_dead_letters_show_headers_and_an_excerpt() -> None:
     record = SourceRecord("events", 0, 12, 0, b"x" * 100)
-    headers = dlq_headers(record, "features", "UnknownUser", "no row", model_version=2)
+    headers = dlq_headers(record, Problem(Stage.FEATURES, ErrorClass.UNKNOWN_USER, "no row"),
+                          model_version=2)
     shown = describe_dead_letter(Message(record.value, headers, b"u-9"))
     assert shown["stage"] == "features" and shown["model.version"] == "2"
     assert shown["exception.class.name"] == "UnknownUser"

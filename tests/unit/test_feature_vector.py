@@ -6,7 +6,8 @@ import math
 
 import pytest
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.scoring.vector import FeatureProblem, assemble
+from featurestream.udfs.scoring.vector import assemble
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 NAMES = ("purchases_5m", "amount", "hour_of_day", "avg_spend_24h")
 DEFAULTS = {"purchases_5m": 0.0, "amount": 0.0, "avg_spend_24h": -1.0}
@@ -31,21 +32,24 @@ def test_null_values_and_record_fields_take_defaults() -> None:
 
 def test_unknown_user_without_defaults_is_a_problem() -> None:
     problem = assemble(NAMES, {}, EVENT, None)
-    assert isinstance(problem, FeatureProblem)
-    assert problem.error_class == "UnknownUser"
+    assert isinstance(problem, Problem)
+    assert problem.stage == Stage.FEATURES
+    assert problem.error_class == ErrorClass.UNKNOWN_USER
+    assert problem.error_class.value == "UnknownUser"
     assert "u-1" in problem.message and "purchases_5m" in problem.message
 
 
 def test_absent_feature_without_default_is_a_problem() -> None:
     problem = assemble(NAMES, {"purchases_5m": 0.0}, EVENT, {"purchases_5m": 2})
-    assert problem == FeatureProblem(
-        "MissingFeature", "feature 'avg_spend_24h' of user 'u-1' is null or absent and the "
-        "model declares no default")
+    assert problem == Problem(
+        Stage.FEATURES, ErrorClass.MISSING_FEATURE, "feature 'avg_spend_24h' of user 'u-1' is "
+        "null or absent and the model declares no default")
 
 
 @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
 def test_non_finite_values_are_a_problem(bad: float) -> None:
     problem = assemble(NAMES, DEFAULTS, EVENT, {"purchases_5m": 1, "avg_spend_24h": bad})
-    assert isinstance(problem, FeatureProblem)
-    assert problem.error_class == "NonFiniteFeature"
+    assert isinstance(problem, Problem)
+    assert problem.error_class == ErrorClass.NON_FINITE_FEATURE
+    assert problem.error_class.value == "NonFiniteFeature"
     assert "avg_spend_24h" in problem.message

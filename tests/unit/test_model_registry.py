@@ -101,10 +101,10 @@ def test_latest_version_is_picked_up_after_the_poll_interval(tmp_path: Path) -> 
     touch_later(tmp_path)
     clock.now = 4.9
     models.refresh()
-    assert models.route("u-1")[1] == 1, "no look before the poll interval"
+    assert models.route("u-1").version == 1, "no look before the poll interval"
     clock.now = 5.0
     models.refresh()
-    assert models.route("u-1")[1] == 2
+    assert models.route("u-1").version == 2
     assert models.reloads == 2
 
 
@@ -113,20 +113,21 @@ def test_missing_versions_are_errors_until_they_appear(tmp_path: Path) -> None:
     clock = FakeClock()
     models = ServingModels(registry, parse_experiment("v1:50,v2:50"), 3, 1_000, clock)
     models.refresh()
-    routed = {models.route(f"u-{i}")[1]: models.route(f"u-{i}")[2] for i in range(50)}
+    routed = {models.route(f"u-{i}").version: models.route(f"u-{i}").model for i in range(50)}
     assert isinstance(routed[1], LoadedModel)
     assert isinstance(routed[2], ModelError) and "v2 is not in the registry" in str(routed[2])
-    assert models.shadow[0] == 3 and isinstance(models.shadow[1], ModelError)
-    on_v1 = next(f"u-{i}" for i in range(50) if models.route(f"u-{i}")[1] == 1)
-    kept = models.route(on_v1)[2]
+    assert models.shadow is not None
+    assert models.shadow.version == 3 and isinstance(models.shadow.model, ModelError)
+    on_v1 = next(f"u-{i}" for i in range(50) if models.route(f"u-{i}").version == 1)
+    kept = models.route(on_v1).model
     publish(tmp_path, 2, seed=1)
     publish(tmp_path, 3, seed=2)
     touch_later(tmp_path)
     clock.now = 1.0
     models.refresh()
-    assert all(isinstance(models.route(f"u-{i}")[2], LoadedModel) for i in range(50))
-    assert isinstance(models.shadow[1], LoadedModel)
-    assert models.route(on_v1)[2] is kept, "a loaded version is never loaded again"
+    assert all(isinstance(models.route(f"u-{i}").model, LoadedModel) for i in range(50))
+    assert models.shadow is not None and isinstance(models.shadow.model, LoadedModel)
+    assert models.route(on_v1).model is kept, "a loaded version is never loaded again"
 
 
 def test_no_model_at_all_routes_to_an_error(tmp_path: Path) -> None:
@@ -134,4 +135,5 @@ def test_no_model_at_all_routes_to_an_error(tmp_path: Path) -> None:
     models.refresh()
     variant, version, model = models.route("u-1")
     assert (variant, version) == (LATEST, None)
+    assert models.shadow is None, "no shadow configured"
     assert isinstance(model, ModelError) and "no purchase_risk model" in str(model)

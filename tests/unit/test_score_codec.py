@@ -7,7 +7,7 @@ from io import BytesIO
 from fastavro import parse_schema, schemaless_writer
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
-from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,7 +29,7 @@ scores = st.fixed_dictionaries({
 
 
 @given(scores)
-def test_encoding_is_fastavros_and_decodes_back(score) -> None:
+def test_encoding_is_fastavros_and_decodes_back(score: ScoreRecord) -> None:
     encoded = CODEC.encode(score)
     reference = BytesIO()
     schemaless_writer(reference, SCHEMA, score)

@@ -3,6 +3,7 @@ record becomes exactly one dead letter with its stage, reason, model version and
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,12 @@ import pytest
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.features.processor import Row
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
-from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
 from featurestream.udfs.scoring.scorer import BatchScorer
 from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
-from featurestream.udfs.scoring.vector import FeatureProblem
 from featurestream.udfs.wire.dead_letters import (
     HEADER_EXCEPTION_CLASS,
     HEADER_EXCEPTION_MESSAGE,
@@ -24,8 +25,12 @@ from featurestream.udfs.wire.dead_letters import (
     HEADER_PARTITION,
     HEADER_STAGE,
     HEADER_TOPIC,
+    ErrorClass,
+    Problem,
+    Stage,
 )
-from featurestream.udfs.wire.frames import decode_sink_frame, encode_source_frame
+from featurestream.udfs.wire.frames import decode_sink_frame as decode_frame
+from featurestream.udfs.wire.frames import encode_source_frame
 
 from testing.model_fixtures import FEATURES, NAME, publish
 
@@ -44,26 +49,39 @@ def frame(value: bytes, offset: int) -> bytes:
     return encode_source_frame("events", 1, offset, 0, value)
 
 
-def scorer(directory: Path, experiment: str = "", shadow: int | None = None) -> BatchScorer:
+class FakeStore:
+    """The scorer's two Redis ports over a dict, recording each call."""
+
+    def __init__(self, rows: Mapping[str, Row | Problem]) -> None:
+        self._rows = rows
+        self.calls: list[list[str]] = []
+        self.written: list[list[ScoreRecord]] = []
+
+    def rows(self, user_ids: Sequence[str]) -> dict[str, Row | Problem]:
+        self.calls.append(list(user_ids))
+        return {u: self._rows[u] for u in user_ids if u in self._rows}
+
+    def write_latest(self, scores: Sequence[ScoreRecord]) -> None:
+        self.written.append(list(scores))
+
+
+def decode_sink_frame(output: bytes | None) -> tuple[str, bytes | None, list, bytes]:
+    """The sink frame an input became (None only for an event type that is not scored)."""
+    assert output is not None
+    return decode_frame(output)
+
+
+def scorer(directory: Path, experiment: str = "", shadow: int | None = None,
+           store: FakeStore | None = None) -> BatchScorer:
     models = ServingModels(ModelRegistry(directory, NAME), parse_experiment(experiment), shadow,
                            1_000)
+    store = store or FakeStore({})
     return BatchScorer(models, EventDecoder(SCHEMAS), CODEC, {"purchase"}, "scores",
-                       "scores.dlq", clock_ms=lambda: NOW)
+                       "scores.dlq", rows=store, latest_scores=store, clock_ms=lambda: NOW)
 
 
-ROWS = {"u-known": {"as_of": 1_699_999_999_000, "version": 4, "purchases_5m": 2,
-                    "spend_1h": 55.5}}
-
-
-def lookup(rows: dict) -> object:
-    calls: list[list[str]] = []
-
-    def fetch(user_ids: list[str]) -> dict:
-        calls.append(list(user_ids))
-        return {u: rows[u] for u in user_ids if u in rows}
-
-    fetch.calls = calls  # type: ignore[attr-defined]
-    return fetch
+ROWS: dict[str, Row | Problem] = {
+    "u-known": {"as_of": 1_699_999_999_000, "version": 4, "purchases_5m": 2, "spend_1h": 55.5}}
 
 
 def test_scores_equal_predict_on_the_recorded_vector(tmp_path: Path) -> None:
@@ -71,9 +89,10 @@ def test_scores_equal_predict_on_the_recorded_vector(tmp_path: Path) -> None:
     good = [event("e1", "u-known"), event("e2", "u-new"), event("e3", "u-known", amount=99.0)]
     frames = [frame(ENCODER.avro(e), i) for i, e in enumerate(good)]
     frames.append(frame(ENCODER.json(event("e4", "u-known", "view", None)), 3))
-    fetch = lookup(ROWS)
-    batch = scorer(tmp_path).score(frames, fetch)
+    fetch = FakeStore(ROWS)
+    batch = scorer(tmp_path, store=fetch).score(frames)
     assert fetch.calls == [["u-known", "u-new"]], "one lookup per batch, each user once"
+    assert fetch.written == [batch.scores], "the batch's scores go to the latest-scores port"
     assert batch.outputs[3] is None, "views are not scored"
     model = registry.load(1)
     for i, source in enumerate(good):
@@ -96,14 +115,15 @@ def test_scores_equal_predict_on_the_recorded_vector(tmp_path: Path) -> None:
     assert not batch.dead
 
 
-def headers_of(output: bytes) -> dict[str, str]:
+def headers_of(output: bytes | None) -> dict[str, str]:
     return {k: v.decode() for k, v in decode_sink_frame(output)[2]}
 
 
 def test_bad_records_become_dead_letters_with_their_reason(tmp_path: Path) -> None:
     publish(tmp_path, 1, defaults={})  # a model that needs every feature
-    rows = {**ROWS, "u-inf": {"as_of": 1, "purchases_5m": float("inf"), "spend_1h": 1.0},
-            "u-corrupt": FeatureProblem("CorruptFeatureRow", "unreadable")}
+    rows: dict[str, Row | Problem] = {
+        **ROWS, "u-inf": {"as_of": 1, "purchases_5m": float("inf"), "spend_1h": 1.0},
+        "u-corrupt": Problem(Stage.FEATURES, ErrorClass.CORRUPT_FEATURE_ROW, "unreadable")}
     values = [
         b"not an event",
         ENCODER.json(event("e1", "u-new")),
@@ -111,8 +131,8 @@ def test_bad_records_become_dead_letters_with_their_reason(tmp_path: Path) -> No
         ENCODER.json(event("e3", "u-corrupt")),
         ENCODER.json(event("e4", "u-known")),
     ]
-    batch = scorer(tmp_path).score([frame(v, 10 + i) for i, v in enumerate(values)],
-                                   lookup(rows))
+    batch = scorer(tmp_path, store=FakeStore(rows)).score(
+        [frame(v, 10 + i) for i, v in enumerate(values)])
     expected = [(None, "decode", "MalformedRecord", None),
                 (b"u-new", "features", "UnknownUser", "1"),
                 (b"u-inf", "features", "NonFiniteFeature", "1"),
@@ -140,12 +160,12 @@ def test_model_errors_dead_letter_only_that_models_records(tmp_path: Path) -> No
     def broken(vectors: np.ndarray) -> np.ndarray:
         raise RuntimeError("boom")
 
-    for _, version, model in (scorer_.models.route(f"u-{i}") for i in range(20)):
-        if version == 2:
-            object.__setattr__(model, "predict", broken)
+    for route in (scorer_.models.route(f"u-{i}") for i in range(20)):
+        if route.version == 2:
+            object.__setattr__(route.model, "predict", broken)
     users = [f"u-{i}" for i in range(20)]
     frames = [frame(ENCODER.avro(event(f"e{i}", u)), i) for i, u in enumerate(users)]
-    batch = scorer_.score(frames, lookup({}))
+    batch = scorer_.score(frames)
     assigner = VariantAssigner(parse_experiment("v1:50,v2:50"))
     for user, output in zip(users, batch.outputs, strict=True):
         if assigner.assign(user).version == 2:
@@ -156,24 +176,35 @@ def test_model_errors_dead_letter_only_that_models_records(tmp_path: Path) -> No
             assert headers[HEADER_MODEL_VERSION] == "2"
         else:
             assert CODEC.decode(decode_sink_frame(output)[3])["variant"] == "v1"
-    assert 0 < batch.dead["model"] < 20
+    assert 0 < batch.dead[Stage.MODEL] < 20
 
 
 def test_unavailable_model_dead_letters_and_shadow_is_never_served(tmp_path: Path) -> None:
     registry = publish(tmp_path, 1)
     publish(tmp_path, 2, seed=1)
     frames = [frame(ENCODER.avro(event("e1", "u-known")), 0)]
-    batch = scorer(tmp_path, "v1:100", shadow=2).score(frames, lookup(ROWS))
+    batch = scorer(tmp_path, "v1:100", shadow=2, store=FakeStore(ROWS)).score(frames)
     score = batch.scores[0]
     shadow = registry.load(2).predict(np.array([list(score["features"].values())]))[0]
     assert score["version"] == 1
+    assert score["shadow"] is not None
     assert score["shadow"]["version"] == 2
     assert score["shadow"]["score"] == pytest.approx(shadow, abs=1e-12)
-    missing = scorer(tmp_path, "v7:100", shadow=9).score(frames, lookup(ROWS))
+    missing = scorer(tmp_path, "v7:100", shadow=9, store=FakeStore(ROWS)).score(frames)
     headers = headers_of(missing.outputs[0])
     assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("model",
                                                                       "ModelUnavailable")
     assert headers[HEADER_MODEL_VERSION] == "7"
-    with_bad_shadow = scorer(tmp_path, "v1:100", shadow=9).score(frames, lookup(ROWS))
+    with_bad_shadow = scorer(tmp_path, "v1:100", shadow=9, store=FakeStore(ROWS)).score(frames)
     assert with_bad_shadow.scores[0]["shadow"] == {"version": 9, "score": None}
     assert with_bad_shadow.shadow_failures == 1
+
+
+def test_scoring_dead_letter_names_are_stable() -> None:
+    """Users alert on these exact strings (the DLQ's stage and exception class headers)."""
+    assert [Stage.DECODE, Stage.FEATURES, Stage.MODEL] == ["decode", "features", "model"]
+    assert [ErrorClass.UNKNOWN_USER, ErrorClass.MISSING_FEATURE, ErrorClass.NON_FINITE_FEATURE,
+            ErrorClass.CORRUPT_FEATURE_ROW, ErrorClass.MODEL_UNAVAILABLE,
+            ErrorClass.NON_FINITE_SCORE] == ["UnknownUser", "MissingFeature", "NonFiniteFeature",
+                                             "CorruptFeatureRow", "ModelUnavailable",
+                                             "NonFiniteScore"]

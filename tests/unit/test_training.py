@@ -42,6 +42,7 @@ def test_each_example_sees_exactly_the_users_earlier_events_as_of_its_ts() -> No
         if not earlier:
             assert row is None
             continue
+        assert row is not None
         assert row["as_of"] == event.ts
         assert_row_matches(row, expected_row(earlier, event.ts, WINDOWS), event.event_id)
         assert label in (True, False)

@@ -1,7 +1,8 @@
 """Bytes <-> :class:`Event`: Avro in the Confluent wire format, or plain UTF-8 JSON objects.
 
-Errors are data: :meth:`EventDecoder.decode` returns a :class:`DecodeError` (a stable class name
-and a precise message) instead of raising, so a bad record can be routed to a dead-letter queue.
+Errors are data: :meth:`EventDecoder.decode` returns a :class:`Problem` of stage ``decode`` (a
+stable :class:`ErrorClass` and a precise message) instead of raising, so a bad record can be
+routed to a dead-letter queue.
 Only an unusable schema registry (unreachable, 5xx) raises, because retrying can fix that.
 
 Both formats obey the same contract, ``schemas/user_event.avsc`` plus its documented rules:
@@ -14,17 +15,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from io import BytesIO
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
+from fastavro.types import Schema as ParsedSchema
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
-from featurestream.udfs.contract.schema_registry import Schema, SchemaRegistry, UnknownSchemaId
+from featurestream.udfs.contract.schema_registry import SchemaRegistry, UnknownSchemaId
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5  # magic byte + 4-byte big-endian schema id
@@ -33,46 +34,31 @@ _LONG_RANGE = range(-(2**63), 2**63)
 _EVENT_TYPE_SET = frozenset(EVENT_TYPES)
 
 
-class ErrorClass(StrEnum):
-    """Stable names for why a record was rejected (safe to count and alert on)."""
-
-    MALFORMED_RECORD = "MalformedRecord"  # not a readable Avro frame or JSON object
-    UNKNOWN_SCHEMA_ID = "UnknownSchemaId"  # the frame names a schema the registry lacks
-    INCOMPATIBLE_SCHEMA = "IncompatibleSchema"  # the writer schema cannot be read as UserEvent
-    SCHEMA_VIOLATION = "SchemaViolation"  # missing field, wrong type, unknown event_type
-    INVALID_VALUE = "InvalidValue"  # well-typed but breaks a rule (empty user_id, amount...)
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeError:
-    """Why a record could not be decoded: ``error_class`` is an :class:`ErrorClass` value."""
-
-    error_class: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.error_class}: {self.message}"
-
-
 class _Rejected(Exception):
-    """Internal: carries a :class:`DecodeError` out of the validation helpers."""
+    """Internal: carries a decode :class:`Problem` out of the validation helpers."""
 
     def __init__(self, error_class: ErrorClass, message: str) -> None:
         super().__init__(message)
-        self.error = DecodeError(error_class, message)
+        self.problem = Problem(Stage.DECODE, error_class, message)
+
+
+class _ReadPlan(NamedTuple):
+    """How to read the records of one writer schema id (schemas parsed once)."""
+
+    writer: ParsedSchema
+    reader: ParsedSchema | None  # None: written with our own schema, no resolution needed
 
 
 class EventDecoder:
-    """Decode raw Kafka values into :class:`Event` objects or :class:`DecodeError` values."""
+    """Decode raw Kafka values into :class:`Event` objects or decode :class:`Problem` values."""
 
     def __init__(self, registry: SchemaRegistry) -> None:
         self._registry = registry
         self._reader_schema = load_schema("user_event")
         self._reader_form = to_parsing_canonical_form(self._reader_schema)
-        # schema id -> (writer schema, reader schema or None when no resolution is needed)
-        self._plans: dict[int, tuple[Schema, Schema | None]] = {}
+        self._plans: dict[int, _ReadPlan] = {}  # by writer schema id
 
-    def decode(self, raw: bytes) -> Event | DecodeError:
+    def decode(self, raw: bytes) -> Event | Problem:
         """The event in ``raw`` (framed Avro or a JSON object), or why it is not one."""
         try:
             if not raw:
@@ -80,7 +66,7 @@ class EventDecoder:
             event = self._decode_avro(raw) if raw[0] == MAGIC_BYTE else _decode_json(raw)
             return _check_rules(event)
         except _Rejected as rejected:
-            return rejected.error
+            return rejected.problem
 
     def _decode_avro(self, raw: bytes) -> Event:
         if len(raw) < HEADER_SIZE:
@@ -94,7 +80,7 @@ class EventDecoder:
         buffer = BytesIO(raw)
         buffer.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(buffer, writer, reader)
+            record = cast(dict[str, Any], schemaless_reader(buffer, writer, reader))
         except SchemaResolutionError as exc:
             raise _Rejected(
                 ErrorClass.INCOMPATIBLE_SCHEMA,
@@ -117,14 +103,14 @@ class EventDecoder:
             return Event._make(record.values())
         return Event(**record)  # resolution appends defaulted fields at the end
 
-    def _plan(self, schema_id: int) -> tuple[Schema, Schema | None]:
+    def _plan(self, schema_id: int) -> _ReadPlan:
         try:
             writer = self._registry.schema_by_id(schema_id)
         except UnknownSchemaId as exc:
             raise _Rejected(ErrorClass.UNKNOWN_SCHEMA_ID, str(exc)) from None
         same = to_parsing_canonical_form(writer) == self._reader_form
         # Parsed once here: fastavro would otherwise parse the schemas on every record.
-        plan = self._plans[schema_id] = (
+        plan = self._plans[schema_id] = _ReadPlan(
             parse_schema(writer), None if same else parse_schema(self._reader_schema))
         return plan
 

@@ -4,7 +4,7 @@ Events are replayed in event-time order through the same :class:`FeatureProcesso
 job runs (same buckets, hops and window edges). Before an event of a scored type is counted, the
 user's windows are advanced to its ``ts`` (expiring what has aged out), and that row -- the
 README's window values as of ``ts`` over the user's earlier events only -- becomes the example's
-row; the vector is then assembled exactly as the scoring job does (:mod:`udfs.feature_vector`).
+row; the vector is then assembled exactly as the scoring job does (:mod:`udfs.scoring.vector`).
 Online, the scorer reads the row the feature job last wrote, which can lag ``ts`` slightly (the
 feature job's watermark and bundle) or already include the event; the score records ``as_of``.
 """
@@ -13,21 +13,32 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.definitions import Feature
 from featurestream.udfs.features.processor import FeatureProcessor, Row, UserState
 from featurestream.udfs.features.windows import TYPE_INDEX
-from featurestream.udfs.scoring.vector import FeatureProblem, assemble
+from featurestream.udfs.scoring.vector import assemble
+from featurestream.udfs.wire.dead_letters import Problem
 from scipy.stats import rankdata
 
 _NO_WATERMARK = -(2**63)
 
 
+class Example(NamedTuple):
+    """One training example: a scored event, the user's row as of its ``ts`` (None for the
+    user's first event) and its label."""
+
+    event: Event
+    row: Row | None
+    label: bool
+
+
 def point_in_time_rows(history: Iterable[tuple[Event, bool]], features: Sequence[Feature],
-                       scored_types: Collection[str]) -> Iterator[tuple[Event, Row | None, bool]]:
-    """``(event, row, label)`` for each scored event; row None for a user's first event."""
+                       scored_types: Collection[str]) -> Iterator[Example]:
+    """An example for each scored event of the ``(event, label)`` history."""
     processor = FeatureProcessor(features, allowed_lateness_ms=0)
     states: dict[str, UserState] = {}
     rows: dict[str, Row] = {}
@@ -39,11 +50,12 @@ def point_in_time_rows(history: Iterable[tuple[Event, bool]], features: Sequence
                 expired = processor.advance(state, event.ts)
                 rows[user] = processor.row(state) if expired else {**rows[user],
                                                                    "as_of": state.as_of}
-            yield event, rows.get(user), label
-        state, _ = processor.accept(state, event.ts, TYPE_INDEX[event.event_type],
+            yield Example(event, rows.get(user), label)
+        accepted = processor.accept(state, event.ts, TYPE_INDEX[event.event_type],
                                     event.amount, event.item_id, _NO_WATERMARK)
-        states[user] = state
-        rows[user] = processor.row(state)
+        if isinstance(accepted, UserState):  # always: in time order, without a watermark
+            states[user] = accepted
+            rows[user] = processor.row(accepted)
 
 
 @dataclass(frozen=True)
@@ -62,17 +74,17 @@ class Dataset:
                 Dataset(self.vectors[last], self.labels[last], self.ts[last]))
 
 
-def build_dataset(examples: Iterable[tuple[Event, Row | None, bool]], names: Sequence[str],
+def build_dataset(examples: Iterable[Example], names: Sequence[str],
                   defaults: Mapping[str, float]) -> Dataset:
     """Assemble every example's vector like the scoring job (problems are errors here)."""
     vectors, labels, times = [], [], []
-    for event, row, label in examples:
-        vector = assemble(names, defaults, event, row)
-        if isinstance(vector, FeatureProblem):
-            raise ValueError(f"{vector.error_class}: {vector.message}")
+    for example in examples:
+        vector = assemble(names, defaults, example.event, example.row)
+        if isinstance(vector, Problem):
+            raise ValueError(str(vector))
         vectors.append(vector)
-        labels.append(label)
-        times.append(event.ts)
+        labels.append(example.label)
+        times.append(example.event.ts)
     return Dataset(np.array(vectors, dtype=np.float64).reshape(len(vectors), len(names)),
                    np.array(labels, dtype=np.float64), np.array(times, dtype=np.int64))
 

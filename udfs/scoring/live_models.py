@@ -1,6 +1,6 @@
 """The models a scoring task serves, reloaded from the registry while the job runs.
 
-With an experiment, users are split among its versions (:mod:`udfs.variants`); without one,
+With an experiment, users are split among its versions (:mod:`udfs.scoring.variants`); without one,
 every user gets the latest version (variant ``latest``). An optional shadow version is scored on
 every record but not served. :meth:`ServingModels.refresh` looks at the registry at most once per
 poll interval (the directory's mtime) and swaps models only between micro-batches, so each record
@@ -14,11 +14,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import LATEST, Arm, VariantAssigner
 
 Model = LoadedModel | ModelError
+
+
+class Route(NamedTuple):
+    """The model serving a user: the variant written on its scores, the version it was routed
+    to (None when the registry has none) and the model, or why that version cannot be loaded."""
+
+    variant: str
+    version: int | None
+    model: Model
+
+
+class Shadow(NamedTuple):
+    """The shadow version, scored on every record but never served, and its model or error."""
+
+    version: int
+    model: Model
 
 
 class ServingModels:
@@ -34,7 +51,10 @@ class ServingModels:
         self._next_poll = float("-inf")
         self._marker: int | None = None
         self._loaded: dict[int, Model] = {}
-        self._latest: Model = ModelError(f"no {registry.name} model in {registry.directory}")
+        # Built at each refresh, so routing a record builds nothing.
+        self._latest = Route(LATEST, None,
+                             ModelError(f"no {registry.name} model in {registry.directory}"))
+        self._routes: dict[int, Route] = {}  # by arm version
         self.reloads = 0
 
     def refresh(self) -> None:
@@ -54,8 +74,13 @@ class ServingModels:
         if not self._assigner and versions:
             wanted.add(versions[-1])
         self._loaded = {v: self._load(v) for v in sorted(wanted)}
-        if not self._assigner and versions:
-            self._latest = self._loaded[versions[-1]]
+        if self._assigner:
+            self._routes = {arm.version: Route(arm.label, arm.version, self._loaded[arm.version])
+                            for arm in self._assigner.arms}
+        elif versions:
+            latest = self._loaded[versions[-1]]
+            version = latest.metadata.version if isinstance(latest, LoadedModel) else None
+            self._latest = Route(LATEST, version, latest)
         self.reloads += 1
 
     def _load(self, version: int) -> Model:
@@ -67,18 +92,15 @@ class ServingModels:
         except ModelError as exc:
             return exc
 
-    def route(self, user_id: str) -> tuple[str, int | None, Model]:
-        """``(variant, version, model)`` serving ``user_id``; version None if none exists."""
+    def route(self, user_id: str) -> Route:
+        """The model serving ``user_id``."""
         if self._assigner is None:
-            latest = self._latest
-            version = latest.metadata.version if isinstance(latest, LoadedModel) else None
-            return LATEST, version, latest
-        arm = self._assigner.assign(user_id)
-        return arm.label, arm.version, self._loaded[arm.version]
+            return self._latest
+        return self._routes[self._assigner.assign(user_id).version]
 
     @property
-    def shadow(self) -> tuple[int | None, Model | None]:
-        """``(version, model)`` of the shadow; ``(None, None)`` when none is configured."""
+    def shadow(self) -> Shadow | None:
+        """The shadow, or None when none is configured."""
         if self._shadow_version is None:
-            return None, None
-        return self._shadow_version, self._loaded[self._shadow_version]
+            return None
+        return Shadow(self._shadow_version, self._loaded[self._shadow_version])

@@ -13,14 +13,42 @@ from __future__ import annotations
 
 import struct
 from io import BytesIO
-from typing import Any
+from typing import Any, TypedDict
 
 from fastavro import parse_schema, schemaless_reader
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.codec import HEADER_SIZE, MAGIC_BYTE
 from featurestream.udfs.contract.schema_registry import SchemaRegistry
 
-ScoreRecord = dict[str, Any]
+
+class ShadowScore(TypedDict):
+    """The shadow model's output on the same record (score None where it could not score)."""
+
+    version: int
+    score: float | None
+
+
+class ScoreRecord(TypedDict):
+    """One score on the ``scores`` topic: the fields of ``schemas/score.avsc``, documented there.
+
+    A typed dict rather than a class: it is the record fastavro reads and writes, and costs
+    nothing to build on the hot path.
+    """
+
+    event_id: str
+    user_id: str
+    event_type: str
+    ts: int
+    model: str
+    version: int
+    variant: str
+    score: float
+    features: dict[str, float]
+    features_missing: bool
+    as_of: int | None
+    scored_at: int
+    shadow: ShadowScore | None
+
 
 _DOUBLE = struct.Struct("<d")
 
@@ -104,8 +132,9 @@ class ScoreCodec:
                 b"\x00" if shadow["score"] is None else b"\x02" + _DOUBLE.pack(shadow["score"])),
         ))
 
-    def decode(self, raw: bytes) -> ScoreRecord:
-        """The record in ``raw`` (ValueError if it is not a framed Avro record)."""
+    def decode(self, raw: bytes) -> dict[str, Any]:
+        """The record in ``raw``, shaped like :class:`ScoreRecord` but a plain dict for its
+        consumers to reshape (ValueError if it is not a framed Avro record)."""
         if len(raw) < HEADER_SIZE or raw[0] != MAGIC_BYTE:
             raise ValueError("not a Confluent-framed Avro record")
         schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
@@ -115,4 +144,7 @@ class ScoreCodec:
                 self._registry.schema_by_id(schema_id))
         buffer = BytesIO(raw)
         buffer.seek(HEADER_SIZE)
-        return schemaless_reader(buffer, writer, self._parsed)
+        record = schemaless_reader(buffer, writer, self._parsed)
+        if not isinstance(record, dict):
+            raise ValueError("not a score record")
+        return record

@@ -4,17 +4,18 @@ Training (:mod:`udfs.training`) and the scoring job both build vectors here, so 
 drift apart. A feature name is first looked up among the record features (:data:`RECORD_FEATURES`:
 the amount, the hour of day, ...), then in the user's row (:mod:`udfs.features` names). A value
 that is null or absent -- every row feature when the user has no row -- takes the model's
-declared default; without one the record cannot be scored. Values must be finite.
+declared default; without one the record cannot be scored (a :class:`Problem` of stage
+``features``). Values must be finite.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.definitions import Value
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 HOUR_MS = 3_600_000
 
@@ -24,16 +25,8 @@ RECORD_FEATURES: dict[str, Callable[[Event], Value]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class FeatureProblem:
-    """Why no vector could be built (a dead-letter reason): ``error_class`` and ``message``."""
-
-    error_class: str
-    message: str
-
-
 def assemble(names: Sequence[str], defaults: Mapping[str, float], event: Event,
-             row: Mapping[str, Value] | None) -> list[float] | FeatureProblem:
+             row: Mapping[str, Value] | None) -> list[float] | Problem:
     """The vector in ``names`` order, or why there is none."""
     vector: list[float] = []
     for name in names:
@@ -50,15 +43,17 @@ def assemble(names: Sequence[str], defaults: Mapping[str, float], event: Event,
                 return _missing(name, event, row)
         value = float(value)
         if not math.isfinite(value):
-            return FeatureProblem("NonFiniteFeature",
-                                  f"feature {name!r} of user {event.user_id!r} is {value}")
+            return Problem(Stage.FEATURES, ErrorClass.NON_FINITE_FEATURE,
+                           f"feature {name!r} of user {event.user_id!r} is {value}")
         vector.append(value)
     return vector
 
 
-def _missing(name: str, event: Event, row: Mapping[str, Value] | None) -> FeatureProblem:
+def _missing(name: str, event: Event, row: Mapping[str, Value] | None) -> Problem:
     if row is None:
-        return FeatureProblem("UnknownUser", f"user {event.user_id!r} has no feature row and "
-                              f"the model declares no default for {name!r}")
-    return FeatureProblem("MissingFeature", f"feature {name!r} of user {event.user_id!r} is "
-                          "null or absent and the model declares no default")
+        return Problem(Stage.FEATURES, ErrorClass.UNKNOWN_USER,
+                       f"user {event.user_id!r} has no feature row and the model declares no "
+                       f"default for {name!r}")
+    return Problem(Stage.FEATURES, ErrorClass.MISSING_FEATURE,
+                   f"feature {name!r} of user {event.user_id!r} is null or absent and the model "
+                   "declares no default")

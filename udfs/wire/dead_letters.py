@@ -49,14 +49,22 @@ class ErrorClass(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Problem:
     """Why a record was not processed: the failing stage, a stable error class and a precise
-    message for humans."""
+    message for humans.
+
+    ``exception_class`` is set when the problem is an exception raised by code we do not own
+    (a model's ``predict``): the dead letter's class header then names that exception, as Kafka
+    Connect's does and as the README documents, while ``error_class`` still says what kind of
+    failure it was.
+    """
 
     stage: Stage
     error_class: ErrorClass
     message: str
+    exception_class: str | None = None
 
     def __str__(self) -> str:
         return f"{self.error_class}: {self.message}"
+
 
 HEADER_TOPIC = "__connect.errors.topic"
 HEADER_PARTITION = "__connect.errors.partition"
@@ -67,7 +75,7 @@ HEADER_EXCEPTION_MESSAGE = "__connect.errors.exception.message"
 HEADER_MODEL_VERSION = "__connect.errors.model.version"  # scoring: the version routed to
 
 
-def dlq_headers(record: SourceRecord, stage: str, error_class: str, message: str,
+def dlq_headers(record: SourceRecord, problem: Problem,
                 model_version: int | None = None) -> list[tuple[str, bytes]]:
     """Headers naming where the record came from, the failing stage and the error.
 
@@ -77,17 +85,17 @@ def dlq_headers(record: SourceRecord, stage: str, error_class: str, message: str
         (HEADER_TOPIC, record.topic.encode()),
         (HEADER_PARTITION, str(record.partition).encode()),
         (HEADER_OFFSET, str(record.offset).encode()),
-        (HEADER_STAGE, stage.encode()),
-        (HEADER_EXCEPTION_CLASS, error_class.encode()),
-        (HEADER_EXCEPTION_MESSAGE, message.encode()),
+        (HEADER_STAGE, problem.stage.encode()),
+        (HEADER_EXCEPTION_CLASS, (problem.exception_class or problem.error_class).encode()),
+        (HEADER_EXCEPTION_MESSAGE, problem.message.encode()),
     ]
     if model_version is not None:
         headers.append((HEADER_MODEL_VERSION, str(model_version).encode()))
     return headers
 
 
-def dlq_frame(dlq_topic: str, record: SourceRecord, stage: str, error_class: str,
-              message: str, key: bytes | None = None, model_version: int | None = None) -> bytes:
+def dlq_frame(dlq_topic: str, record: SourceRecord, problem: Problem, key: bytes | None = None,
+              model_version: int | None = None) -> bytes:
     """A sink frame for ``dlq_topic`` whose value is the record's original bytes."""
-    headers = dlq_headers(record, stage, error_class, message, model_version)
-    return encode_sink_frame(dlq_topic, key, record.value, headers)
+    return encode_sink_frame(dlq_topic, key, record.value,
+                             dlq_headers(record, problem, model_version))
