@@ -17,13 +17,14 @@ from pathlib import Path
 
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
-from featurestream.udfs.contract.codec import DecodeError, EventDecoder, EventEncoder
+from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import (
     SchemaNotRegistered,
     SchemaRegistryError,
     registry_for,
 )
+from featurestream.udfs.wire.dead_letters import Problem
 
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
@@ -50,7 +51,7 @@ def produce_command(settings: Settings, args: argparse.Namespace) -> int:
             if not record:
                 continue
             result = decoder.decode(record)
-            if isinstance(result, DecodeError):
+            if isinstance(result, Problem):
                 skipped += 1
                 if skipped <= _MAX_REPORTED_LINES:
                     progress.message(f"{path}:{number}: skipped, {result}")
@@ -78,7 +79,7 @@ def generate_command(settings: Settings, args: argparse.Namespace) -> int:
     start_ts = now_ms if args.rate else now_ms - int(args.events / simulated_rate * 1000)
     config = StreamConfig(users=args.users, events_per_second=simulated_rate, start_ts=start_ts,
                           seed=args.seed)
-    events = islice(generate_events(config), args.events)
+    events: Iterator[Event] = islice(generate_events(config), args.events)
     progress = _Progress(total=args.events)
     encoder = EventEncoder(registry_for(settings.schema_registry),
                            subject=f"{settings.events_topic}-value")
