@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import islice
+from typing import Any
 
 import pytest
 from featurestream.devstack.generator import StreamConfig, generate_events
@@ -100,6 +101,6 @@ def test_every_event_encodes_and_decodes(stream: list[Event]) -> None:
     {"users": 0}, {"items": 0}, {"events_per_second": 0.0}, {"out_of_order_fraction": 1.5},
     {"max_out_of_order_ms": 0}, {"concurrent_sessions": 0},
 ])
-def test_config_rejects_impossible_shapes(bad: dict[str, float]) -> None:
+def test_config_rejects_impossible_shapes(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         StreamConfig(**bad)
