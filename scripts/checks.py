@@ -15,8 +15,8 @@ Usage: ``.venv/bin/python scripts/checks.py [mypy] [imports]`` (default: both).
 from __future__ import annotations
 
 import ast
+import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -40,22 +40,31 @@ def package_roots() -> dict[str, str]:
 
 
 def build_tree() -> dict[str, str]:
-    """(Re)create the link tree; returns each link's path (relative to the tree) -> the
-    repository path of its file."""
-    shutil.rmtree(TREE, ignore_errors=True)
+    """Bring the link tree up to date; returns each link's path (relative to the tree) -> the
+    repository path of its file.
+
+    Links are replaced atomically and only where they changed, so checks running side by side
+    (a shared working tree) never see a half-built tree, and mypy's cache stays valid.
+    """
     places = {namespace.replace(".", "/"): folder
               for namespace, folder in package_roots().items()}
     places.update({name: name for name in DEV_PACKAGES})
-    links: dict[str, str] = {}
+    wanted: dict[Path, Path] = {}
     for place, folder in places.items():
-        for source in sorted((REPO / folder).rglob("*.py*")):
-            if source.suffix not in (".py", ".pyi") or "__pycache__" in source.parts:
-                continue
-            link = TREE / place / source.relative_to(REPO / folder)
+        for source in (REPO / folder).rglob("*.py*"):
+            if source.suffix in (".py", ".pyi") and "__pycache__" not in source.parts:
+                wanted[TREE / place / source.relative_to(REPO / folder)] = source
+    for link in TREE.rglob("*") if TREE.exists() else ():
+        if link.is_symlink() and link not in wanted:
+            link.unlink(missing_ok=True)
+    for link, source in wanted.items():
+        if not link.is_symlink() or link.readlink() != source:
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(source)
-            links[str(link.relative_to(TREE))] = str(source.relative_to(REPO))
-    return links
+            fresh = link.with_name(f"{link.name}.{os.getpid()}.tmp")
+            fresh.symlink_to(source)
+            fresh.replace(link)
+    return {str(link.relative_to(TREE)): str(source.relative_to(REPO))
+            for link, source in wanted.items()}
 
 
 def run_mypy(links: dict[str, str]) -> int:
