@@ -70,12 +70,12 @@ def parse_redis_url(url: str) -> RedisTarget:
     """
     parts = urlsplit(url)
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    credentials = {"username": unquote(parts.username or ""),
-                   "password": unquote(parts.password or "")}
+    username, password = unquote(parts.username or ""), unquote(parts.password or "")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// URL needs a socket path")
-        return RedisTarget(unix_path=parts.path, db=int(query.get("db", 0)), **credentials)
+        return RedisTarget(unix_path=parts.path, db=int(query.get("db", 0)), username=username,
+                           password=password)
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"scheme {parts.scheme!r}: use redis://, rediss:// or unix://")
     tls = None
@@ -86,7 +86,7 @@ def parse_redis_url(url: str) -> RedisTarget:
             tls.verify_mode = ssl.CERT_NONE
     db = parts.path.strip("/") or query.get("db", "0")
     return RedisTarget(host=parts.hostname or "127.0.0.1", port=parts.port or 6379,
-                       db=int(db), tls=tls, **credentials)
+                       db=int(db), tls=tls, username=username, password=password)
 
 
 class _Pending:
@@ -135,15 +135,23 @@ class _Connection(asyncio.Protocol):
         self._fail(RedisUnavailable("connection", f"connection to Redis lost: {exc or 'closed'}"))
 
     def send(self, commands: Sequence[Command]) -> asyncio.Future[list[Any]]:
-        """Write ``commands`` in one go; the future resolves to their replies."""
+        """Write ``commands`` in one go; the future resolves to their replies.
+
+        No commands, no write: the future is already resolved (a caller waiting for zero
+        replies in the queue would otherwise wait forever, and take the next caller's).
+        """
         if self.closed or self._transport is None:
             raise RedisUnavailable("connection", "connection to Redis lost")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
+        if not commands:
+            future.set_result([])
+            return future
         self._pending.append(_Pending(future, len(commands)))
         if not self._outgoing:
             loop.call_soon(self._flush)
-        self._outgoing.extend(hiredis.pack_command(c) for c in commands)
+        # hiredis's stub types the command as a 1-tuple; any length is packed
+        self._outgoing.extend(hiredis.pack_command(c) for c in commands)  # type: ignore[arg-type]
         return future
 
     def _flush(self) -> None:
@@ -177,7 +185,12 @@ class RedisClient:
         self._up: bool | None = None  # last known state, to log each change once
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """Send ``commands`` in one round trip and return their replies (RedisUnavailable)."""
+        """Send ``commands`` in one round trip and return their replies (RedisUnavailable).
+
+        No commands: no replies, at once, without connecting.
+        """
+        if not commands:
+            return []
         connection: _Connection | None = None
         sent_at = time.monotonic()
         try:
@@ -236,7 +249,7 @@ class RedisClient:
         if target.db:
             handshake.append(("SELECT", str(target.db)))
         try:
-            replies = await connection.send(handshake) if handshake else []
+            replies = await connection.send(handshake)
         except BaseException:  # timed out or cancelled mid-handshake: don't leak the socket
             connection.close()
             raise
