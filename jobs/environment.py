@@ -1,10 +1,13 @@
-"""The Flink execution environment every featurestream job runs in."""
+"""The Flink execution environment every featurestream job runs in, with the job jar
+(``jobs/java``) on its classpath."""
 
 from __future__ import annotations
 
 from featurestream.jobs.connector_jar import connector_jar
+from featurestream.jobs.pyflink_compat import JavaObject
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
 
 from featurestream.settings import Settings
 
@@ -40,3 +43,8 @@ def create_env(settings: Settings, checkpoint_interval_ms: int | None = None
     env.set_max_parallelism(settings.max_parallelism)
     env.add_jars(connector_jar(settings.home / "jars").as_uri())
     return env
+
+
+def java_package() -> JavaObject:
+    """The job jar's Java package (``jobs/java``), as a py4j view (after :func:`create_env`)."""
+    return get_gateway().jvm.io.featurestream.flink

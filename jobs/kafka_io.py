@@ -1,6 +1,6 @@
 """Kafka sources and sinks for the jobs, carrying record metadata as frames.
 
-Sources emit :mod:`udfs.kafka_framing` source frames (topic, partition, offset, timestamp,
+Sources emit :mod:`udfs.wire.frames` source frames (topic, partition, offset, timestamp,
 value); sinks take sink frames (topic, key, headers, value). Both use the Java framers of
 ``jobs/java``, which must be on the job's classpath (see :func:`jobs.environment.create_env`).
 """
@@ -8,8 +8,9 @@ value); sinks take sink frames (topic, key, headers, value). Both use the Java f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+from featurestream.jobs import pyflink_compat
+from featurestream.jobs.environment import java_package
 from pyflink.common import Types
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -18,7 +19,6 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSink,
     KafkaSource,
 )
-from pyflink.java_gateway import get_gateway
 
 FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 TRANSACTION_TIMEOUT_MS = 15 * 60_000
@@ -43,7 +43,7 @@ def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: 
     )
     for key, value in properties.items():
         builder.set_property(key, value)
-    builder._j_builder.setDeserializer(_java_package().FramedRecordDeserializer())
+    pyflink_compat.java_builder(builder).setDeserializer(java_package().FramedRecordDeserializer())
     return builder.build()
 
 
@@ -68,23 +68,13 @@ def framed_sink(bootstrap: str, properties: Mapping[str, str],
          .set_property("transaction.timeout.ms", str(TRANSACTION_TIMEOUT_MS)))
     for key, value in properties.items():
         builder.set_property(key, value)
-    builder._j_builder.setRecordSerializer(_java_package().FramedRecordSerializer())
+    pyflink_compat.java_builder(builder).setRecordSerializer(
+        java_package().FramedRecordSerializer())
     return builder.build()
 
 
 def batched(frames: DataStream, max_records: int, linger_ms: int) -> DataStream:
     """``frames`` packed into batches by ``FrameBatcher`` (chained to the source: the Python
-    operator after it is called once per batch; see :func:`udfs.kafka_framing.split_batch`)."""
-    batcher = _java_package().FrameBatcher(max_records, linger_ms)
-    return DataStream(frames._j_data_stream.transform(
-        "batch frames", FRAME_TYPE.get_java_type_info(), batcher))
-
-
-def shard_keys(shards: int, max_parallelism: int) -> list[int]:
-    """Flink keys of the state shards, spread evenly over the key groups (``ShardKeys``)."""
-    return list(_java_package().ShardKeys.forShards(shards, max_parallelism))
-
-
-def _java_package() -> Any:
-    """The job jar's Java package (``jobs/java``), as a py4j view."""
-    return get_gateway().jvm.io.featurestream.flink
+    operator after it is called once per batch; see :func:`udfs.wire.frames.split_batch`)."""
+    return pyflink_compat.java_operator(frames, "batch frames", FRAME_TYPE,
+                                        java_package().FrameBatcher(max_records, linger_ms))

@@ -1,23 +1,23 @@
-"""The feature job: Kafka events -> batches -> decode and shard -> event time -> per-shard
-user windows -> Redis.
+"""The feature job: Kafka events -> batches -> decode and shard -> event time and key (Java)
+-> per-shard user windows -> Redis.
 
-Submit with ``featurestream submit features`` (``flink run -py jobs/features_job.py``).
-Undecodable, late and expired events go to the events DLQ topic with the reason.
+Two Python operators, each one stage: decode and shard (after the Java batcher, chained to the
+source), and the keyed ``MaterializeFeatures``; the record's event time, its shard key and the
+DLQ side outputs stay in Java (``ShardRecords.java``, :mod:`jobs.pyflink_compat`).
+
+Submit with ``featurestream submit features``. Undecodable, late and expired events go to the
+events DLQ topic with the reason.
 """
 
 from __future__ import annotations
 
-from featurestream.jobs.environment import create_env
-from featurestream.jobs.features.functions import (
-    DLQ,
-    SHARD_RECORD_TYPE,
-    MaterializeFeatures,
-    NewestEventTime,
-    ShardEvents,
-)
-from featurestream.jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source, shard_keys
+from featurestream.jobs import pyflink_compat
+from featurestream.jobs.environment import create_env, java_package
+from featurestream.jobs.features.functions import DLQ, MaterializeFeatures, ShardEvents
+from featurestream.jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source
+from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.features.definitions import default_features
-from pyflink.common import Duration, Types, WatermarkStrategy
+from pyflink.common import WatermarkStrategy
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors import Sink
 
@@ -34,26 +34,18 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
         ShardEvents(settings.schema_registry, settings.events_dlq_topic,
                     shard_keys(settings.state_shards, settings.max_parallelism)),
-        output_type=SHARD_RECORD_TYPE,
+        output_type=FRAME_TYPE,
     ).name("decode and shard events").uid("shard-events")
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(settings.max_out_of_orderness_ms))
-        .with_idleness(Duration.of_millis(settings.source_idleness_ms))
-        .with_timestamp_assigner(NewestEventTime())
-    )
+    by_shard = pyflink_compat.key_by_in_java(sharded, lambda j_records: (
+        java_package().ShardRecords.keyByShard(j_records, settings.max_out_of_orderness_ms,
+                                               settings.source_idleness_ms)))
     features = (
-        sharded.assign_timestamps_and_watermarks(watermarks)
-        .key_by(lambda record: record[0], key_type=Types.INT())
-        .process(
+        by_shard.process(
             MaterializeFeatures(
                 features=default_features(settings.windows),
                 allowed_lateness_ms=settings.effective_allowed_lateness_ms,
                 shards=settings.state_shards,
-                redis_url=settings.redis_url,
-                key_prefix=settings.redis_key_prefix,
-                ttl_seconds=settings.redis_ttl_seconds,
-                batch_size=settings.redis_batch_size,
+                target=RedisTarget.from_settings(settings),
                 dlq_topic=settings.events_dlq_topic,
             ),
             output_type=FRAME_TYPE,
@@ -62,12 +54,17 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
         .uid("user-feature-shards")
     )
     (
-        sharded.get_side_output(DLQ)
-        .union(features.get_side_output(DLQ))
+        pyflink_compat.side_output(sharded, DLQ)
+        .union(pyflink_compat.side_output(features, DLQ))
         .sink_to(dlq_sink)
         .name("events dlq")
         .uid("events-dlq")
     )
+
+
+def shard_keys(shards: int, max_parallelism: int) -> list[int]:
+    """Flink keys of the state shards, spread evenly over the key groups (``ShardKeys.java``)."""
+    return list(java_package().ShardKeys.forShards(shards, max_parallelism))
 
 
 def main() -> None:

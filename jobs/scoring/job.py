@@ -9,9 +9,10 @@ source's offsets and the sink's transactions are the whole checkpoint.
 
 from __future__ import annotations
 
+from featurestream.jobs import pyflink_compat
 from featurestream.jobs.environment import create_env
 from featurestream.jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
-from featurestream.jobs.scoring.function import ScoreFrames
+from featurestream.jobs.scoring.function import ScoreFrames, ScoringConfig
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 from pyflink.common import WatermarkStrategy
@@ -19,7 +20,6 @@ from pyflink.datastream import DataStream
 from pyflink.datastream.connectors import Sink
 from pyflink.table import DataTypes, StreamTableEnvironment
 from pyflink.table.expressions import col
-from pyflink.table.types import _to_java_data_type
 from pyflink.table.udf import udf
 
 from featurestream.errors import UserFacingError
@@ -31,14 +31,14 @@ JOB_NAME = "featurestream-scoring"
 def build_scoring_job(t_env: StreamTableEnvironment, frames: DataStream, sink: Sink,
                       settings: Settings) -> None:
     """Wire the scoring job onto ``frames`` (Kafka source frames) and ``sink``."""
-    score = udf(ScoreFrames(settings), result_type=DataTypes.BYTES(), func_type="pandas")
+    score = udf(ScoreFrames(ScoringConfig.from_settings(settings)),
+                result_type=DataTypes.BYTES(), func_type="pandas")
     outputs = (t_env.from_data_stream(frames)
                .select(score(col("f0")).alias("frame"))
                .where(col("frame").is_not_null))
-    # One BYTES column -> a stream of byte[] for the sink, converted in Java (PyFlink's
-    # to_data_stream would yield Rows and need a Python map).
-    j_stream = t_env._j_tenv.toDataStream(outputs._j_table, _to_java_data_type(DataTypes.BYTES()))
-    DataStream(j_stream).sink_to(sink).name("scores + scores.dlq").uid("scores-sink")
+    # One BYTES column -> a stream of byte[] for the sink, converted in Java.
+    (pyflink_compat.table_to_stream(t_env, outputs, DataTypes.BYTES())
+     .sink_to(sink).name("scores + scores.dlq").uid("scores-sink"))
 
 
 def check_models(settings: Settings) -> None:

@@ -12,7 +12,7 @@ from featurestream.udfs.store.redis_layout import (
     upsert_rows_args,
     user_key,
 )
-from featurestream.udfs.wire.dead_letters import dlq_frame
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import (
     SourceRecord,
     decode_sink_frame,
@@ -52,7 +52,8 @@ def test_upsert_rows_args_and_decode_row() -> None:
 
 @given(st.text(min_size=1, max_size=30), st.integers(0, 2**31 - 1), st.integers(0, 2**62),
        st.integers(-1, 2**62), st.binary(max_size=300))
-def test_source_frames_round_trip(topic, partition, offset, timestamp, value) -> None:
+def test_source_frames_round_trip(topic: str, partition: int, offset: int, timestamp: int,
+                                  value: bytes) -> None:
     frame = encode_source_frame(topic, partition, offset, timestamp, value)
     assert decode_source_frame(frame) == SourceRecord(topic, partition, offset, timestamp, value)
 
@@ -60,7 +61,8 @@ def test_source_frames_round_trip(topic, partition, offset, timestamp, value) ->
 @given(st.text(min_size=1, max_size=30), st.one_of(st.none(), st.binary(max_size=40)),
        st.binary(max_size=300), st.lists(st.tuples(st.text(max_size=20), st.binary(max_size=50)),
                                          max_size=8))
-def test_sink_frames_round_trip(topic, key, value, headers) -> None:
+def test_sink_frames_round_trip(topic: str, key: bytes | None, value: bytes,
+                                headers: list[tuple[str, bytes]]) -> None:
     frame = encode_sink_frame(topic, key, value, headers)
     assert decode_sink_frame(frame) == (topic, key, headers, value)
 
@@ -68,7 +70,8 @@ def test_sink_frames_round_trip(topic, key, value, headers) -> None:
 def test_dlq_frame_keeps_original_bytes_and_names_the_error() -> None:
     record = SourceRecord("events", 1, 42, 1000, b"\x00garbage")
     topic, key, headers, value = decode_sink_frame(
-        dlq_frame("events.dlq", record, "decode", "MalformedRecord", "bad magic byte"))
+        dlq_frame("events.dlq", record,
+                  Problem(Stage.DECODE, ErrorClass.MALFORMED_RECORD, "bad magic byte")))
     assert (topic, key, value) == ("events.dlq", None, b"\x00garbage")
     assert dict(headers) == {
         "__connect.errors.topic": b"events",
@@ -103,5 +106,5 @@ def test_inconsistent_features_are_rejected(feature, problem) -> None:
 
 
 @given(st.lists(st.binary(max_size=200), max_size=20))
-def test_batches_split_back_into_their_frames(frames) -> None:
+def test_batches_split_back_into_their_frames(frames: list[bytes]) -> None:
     assert split_batch(encode_batch(frames)) == frames

@@ -20,7 +20,7 @@ import org.apache.flink.streaming.runtime.tasks.ProcessingTimeService;
  * operator needs no state. Just before a checkpoint barrier (and at the end of the input) it
  * also emits an empty batch: the checkpoint marker, which tells the operators downstream that
  * what they hold must be in Flink state before the barrier reaches them. The Python twin is
- * udfs/kafka_framing.py.
+ * udfs/wire/frames.py.
  */
 public class FrameBatcher extends AbstractStreamOperator<byte[]>
         implements OneInputStreamOperator<byte[], byte[]>, ProcessingTimeCallback {

@@ -12,7 +12,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 /**
  * Emits each consumed Kafka record as one byte array carrying its metadata:
  * u16 topic length, topic, i32 partition, i64 offset, i64 timestamp, value bytes.
- * The Python twin is udfs/kafka_framing.py.
+ * The Python twin is udfs/wire/frames.py.
  */
 public class FramedRecordDeserializer implements KafkaRecordDeserializationSchema<byte[]> {
     private static final long serialVersionUID = 1L;

@@ -10,7 +10,7 @@ import org.apache.kafka.common.header.internals.RecordHeaders;
 /**
  * Produces a record described by a frame: u16 topic length, topic, i32 key length (-1 = null),
  * key, u16 header count, (u16 name length, name, i32 value length, value)*, value bytes.
- * The Python twin is udfs/kafka_framing.py.
+ * The Python twin is udfs/wire/frames.py.
  */
 public class FramedRecordSerializer implements KafkaRecordSerializationSchema<byte[]> {
     private static final long serialVersionUID = 1L;

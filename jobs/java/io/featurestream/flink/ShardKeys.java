@@ -5,7 +5,8 @@ import org.apache.flink.types.Row;
 
 /**
  * Integer shard keys that land in evenly spread key groups, so shards are balanced over the
- * keyed operator's subtasks at any parallelism. PyFlink keys a stream by {@code Row.of(key)}.
+ * keyed operator's subtasks at any parallelism. The job keys its stream by {@code Row.of(key)}
+ * ({@link ShardRecords}), the key PyFlink's keyed Python operator keeps its state under.
  */
 public final class ShardKeys {
     private ShardKeys() {}
