@@ -86,6 +86,15 @@ class _Item:
     vector: list[float]
 
 
+@dataclass(slots=True)
+class _ModelGroup:
+    """The records routed to one model version: one ``predict`` call."""
+
+    variant: str
+    model: LoadedModel
+    items: list[_Item]
+
+
 class BatchScorer:
     """Turns batches of source frames into score and dead-letter sink frames."""
 
@@ -118,7 +127,7 @@ class BatchScorer:
         if not candidates:
             return batch
         rows = self._rows.rows(sorted({event.user_id for _, _, event in candidates}))
-        groups: dict[int, tuple[str, LoadedModel, list[_Item]]] = {}
+        groups: dict[int, _ModelGroup] = {}  # by model version
         for index, record, event in candidates:
             variant, version, model = self.models.route(event.user_id)
             if isinstance(model, ModelError):
@@ -135,15 +144,17 @@ class BatchScorer:
             if isinstance(vector, Problem):
                 self._dead(batch, index, record, event, vector, metadata.version)
                 continue
-            item = _Item(index, record, event, row, vector)
-            groups.setdefault(metadata.version, (variant, model, []))[2].append(item)
-        for variant, model, items in groups.values():
-            self._predict(batch, variant, model, items)
+            group = groups.get(metadata.version)
+            if group is None:
+                group = groups[metadata.version] = _ModelGroup(variant, model, [])
+            group.items.append(_Item(index, record, event, row, vector))
+        for group in groups.values():
+            self._predict(batch, group)
         self._latest_scores.write_latest(batch.scores)
         return batch
 
-    def _predict(self, batch: ScoredBatch, variant: str, model: LoadedModel,
-                 items: list[_Item]) -> None:
+    def _predict(self, batch: ScoredBatch, group: _ModelGroup) -> None:
+        variant, model, items = group.variant, group.model, group.items
         version = model.metadata.version
         try:
             scores = model.predict(np.array([item.vector for item in items], dtype=np.float64))
