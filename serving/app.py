@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
-import orjson
+import msgspec
 from featurestream.serving.cache import TTLCache
+from featurestream.serving.contract import ErrorBody, ReaderContract
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.openapi import openapi_document
 from featurestream.serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
 from featurestream.serving.responses import ApiError, error_response
-from featurestream.serving.routes import Reader, build_routes
+from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.store import FeatureStore
 from featurestream.udfs.features.definitions import default_features
 from starlette.applications import Starlette
@@ -33,11 +34,13 @@ def create_app(settings: Settings) -> Starlette:
     cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries)
              if settings.cache_ttl_ms else None)
     metrics = Metrics()
-    names = tuple(f.name for f in default_features(settings.windows))
-    document = openapi_document(names, settings.max_batch_size, bool(settings.auth_token))
+    contract = ReaderContract(tuple(f.name for f in default_features(settings.windows)),
+                              settings.max_batch_size)
+    auth = bool(settings.auth_token.get_secret_value())
+    document = openapi_document(ROUTES, contract, auth)
     reader = Reader(settings=settings,
                     store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics),
-                    metrics=metrics, feature_names=names, openapi=orjson.dumps(document))
+                    metrics=metrics, contract=contract, openapi=msgspec.json.encode(document))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,7 +50,7 @@ def create_app(settings: Settings) -> Starlette:
         except RedisUnavailable as exc:
             state = f"not reachable yet ({exc}); /readyz answers 503 until it is"
         log.info("reader worker %d: started; redis at %s %s; auth %s; cache %s", os.getpid(),
-                 redis.target.describe(), state, "on" if settings.auth_token else "off",
+                 redis.target.describe(), state, "on" if auth else "off",
                  f"{settings.cache_ttl_ms} ms" if cache else "off")
         yield
         await redis.close()
@@ -67,9 +70,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return error_response(ApiError(exc.status_code, code, message, headers=exc.headers))
+    return error_response(ApiError(exc.status_code, ErrorBody(code, message), exc.headers))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     """A bug, as JSON (the traceback goes to the log)."""
-    return error_response(ApiError(500, "internal", "internal error; see the reader's log"))
+    return error_response(ApiError(500, ErrorBody("internal",
+                                                  "internal error; see the reader's log")))

@@ -1,41 +1,38 @@
-"""JSON responses, and the errors that become them: ``{"error": code, "message": text, ...}``."""
+"""JSON answers (msgspec-encoded contract types), and the errors that become :class:`ErrorBody`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
+import msgspec
+from featurestream.serving.contract import ErrorBody
 from starlette.responses import Response
+
+_ENCODER = msgspec.json.Encoder()
 
 
 class ApiError(Exception):
-    """A request the reader answers with ``status`` and a JSON body naming what went wrong."""
+    """A request the reader answers with ``status`` and an :class:`ErrorBody`."""
 
-    def __init__(self, status: int, error: str, message: str,
-                 headers: Mapping[str, str] | None = None, **details: Any) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, body: ErrorBody,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(body.message)
         self.status = status
-        self.error = error
-        self.message = message
+        self.body = body
         self.headers = dict(headers or {})
-        self.details = details
-
-    def body(self) -> dict[str, Any]:
-        """The JSON body: error code, message, then any details."""
-        return {"error": self.error, "message": self.message, **self.details}
 
 
 class JSONResponse(Response):
-    """A JSON response rendered with orjson."""
+    """A JSON answer: one of the contract's types, encoded by msgspec."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         """Serialize ``content``."""
-        return orjson.dumps(content)
+        return _ENCODER.encode(content)
 
 
 def error_response(error: ApiError) -> JSONResponse:
     """The response for ``error``."""
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    return JSONResponse(error.body, status_code=error.status, headers=error.headers)

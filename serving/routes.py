@@ -1,4 +1,5 @@
-"""The endpoints, one function each, wrapped for auth, error bodies and latency metrics.
+"""The endpoints, one function each, wrapped for auth, error bodies and latency metrics, and the
+route table that also generates the OpenAPI document (:mod:`featurestream.serving.openapi`).
 
 ``/v1/*`` needs ``Authorization: Bearer <FEATURESTREAM_AUTH_TOKEN>`` when a token is set;
 ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json`` stay open for probes and scrapers.
@@ -7,16 +8,27 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from time import perf_counter
+from typing import Any
 
+from featurestream.serving.contract import (
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    FeatureNames,
+    Features,
+    ReaderContract,
+    Scores,
+    Status,
+)
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import ApiError, JSONResponse, error_response
 from featurestream.serving.shaping import batch_body, features_body, now_ms, scores_body
 from featurestream.serving.store import FeatureStore
-from featurestream.serving.validation import body_limit, check_user_id, parse_batch, parse_names
+from featurestream.serving.validation import check_user_id, parse_batch, parse_names
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -31,7 +43,7 @@ class Reader:
     settings: Settings
     store: FeatureStore
     metrics: Metrics
-    feature_names: tuple[str, ...]  # the valid ``names``, in definition order
+    contract: ReaderContract  # the valid feature names and the batch limits
     openapi: bytes  # the rendered OpenAPI document
 
 
@@ -41,18 +53,17 @@ Handler = Callable[[Reader, Request], Awaitable[Response]]
 async def get_features(reader: Reader, request: Request) -> Response:
     """``GET /v1/features/{user_id}?names=a,b``."""
     user_id = check_user_id(request.path_params["user_id"])
-    names = parse_names(request.query_params.get("names"), reader.feature_names)
+    names = parse_names(request.query_params.get("names"), reader.contract.feature_names)
     [row] = await reader.store.rows([user_id])
     if row is None:
-        raise ApiError(404, "unknown_user", f"no features for user {user_id!r}")
+        raise ApiError(404, ErrorBody("unknown_user", f"no features for user {user_id!r}"))
     return JSONResponse(features_body(user_id, row, names, now_ms()))
 
 
 async def batch_features(reader: Reader, request: Request) -> Response:
     """``POST /v1/features/batch`` with ``{"user_ids": [...], "names": [...]?}``."""
-    max_batch = reader.settings.max_batch_size
-    body = await _read_body(request, body_limit(max_batch))
-    batch = parse_batch(body, max_batch, reader.feature_names)
+    body = await _read_body(request, reader.contract.max_body_bytes)
+    batch = parse_batch(body, reader.contract)
     rows = await reader.store.rows(batch.user_ids)
     return JSONResponse(batch_body(batch.user_ids, rows, batch.names, now_ms()))
 
@@ -62,19 +73,19 @@ async def get_scores(reader: Reader, request: Request) -> Response:
     user_id = check_user_id(request.path_params["user_id"])
     scores = await reader.store.scores(user_id)
     if not scores:
-        raise ApiError(404, "unknown_user", f"no scores for user {user_id!r}")
+        raise ApiError(404, ErrorBody("unknown_user", f"no scores for user {user_id!r}"))
     return JSONResponse(scores_body(user_id, scores, now_ms()))
 
 
 async def healthz(reader: Reader, request: Request) -> Response:
     """``GET /healthz``: the process is up."""
-    return JSONResponse({"status": "ok"})
+    return JSONResponse(Status("ok"))
 
 
 async def readyz(reader: Reader, request: Request) -> Response:
     """``GET /readyz``: Redis answers (503 otherwise)."""
     await reader.store.ping()
-    return JSONResponse({"status": "ready"})
+    return JSONResponse(Status("ready"))
 
 
 async def metrics(reader: Reader, request: Request) -> Response:
@@ -88,24 +99,52 @@ async def openapi(reader: Reader, request: Request) -> Response:
     return Response(reader.openapi, media_type="application/json")
 
 
-# path, method, handler, under auth
-ROUTES: tuple[tuple[str, str, Handler, bool], ...] = (
-    ("/v1/features/batch", "POST", batch_features, True),
-    ("/v1/features/{user_id}", "GET", get_features, True),
-    ("/v1/scores/{user_id}", "GET", get_scores, True),
-    ("/healthz", "GET", healthz, False),
-    ("/readyz", "GET", readyz, False),
-    ("/metrics", "GET", metrics, False),
-    ("/openapi.json", "GET", openapi, False),
+@dataclass(frozen=True)
+class Endpoint:
+    """A route: what serves it, and what the document says of it.
+
+    ``answer`` is the type of the 200 body (in ``media_type``), ``errors`` the other statuses
+    it answers with (an :class:`ErrorBody` each), ``request`` the type of its body and
+    ``query`` its query parameters' types; a ``{user_id}`` in the path is a ``UserId``.
+    """
+
+    path: str
+    method: str
+    handler: Handler
+    summary: str
+    answer: Any
+    answered: str  # what a 200 means
+    errors: tuple[int, ...] = ()
+    protected: bool = False  # behind the bearer token when one is set
+    request: type | None = None
+    query: Mapping[str, Any] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("/v1/features/batch", "POST", batch_features,
+             "Many users' features in one Redis round trip.", BatchResponse,
+             "Results in request order; missing users have found=false.",
+             (400, 401, 413, 503), protected=True, request=BatchRequest),
+    Endpoint("/v1/features/{user_id}", "GET", get_features,
+             "A user's features with their freshness.", Features, "Found.",
+             (400, 401, 404, 503), protected=True, query={"names": FeatureNames}),
+    Endpoint("/v1/scores/{user_id}", "GET", get_scores, "A user's latest score per model.",
+             Scores, "Found.", (400, 401, 404, 503), protected=True),
+    Endpoint("/healthz", "GET", healthz, "The process is up.", Status, "Up."),
+    Endpoint("/readyz", "GET", readyz, "Redis answers.", Status, "Ready.", (503,)),
+    Endpoint("/metrics", "GET", metrics, "Prometheus metrics.", str, "Exposition text.",
+             media_type="text/plain"),
+    Endpoint("/openapi.json", "GET", openapi, "This document.", dict[str, Any], "OpenAPI 3.1."),
 )
 
 
 def build_routes(reader: Reader) -> list[Route]:
     """Starlette routes for :data:`ROUTES`."""
     token = reader.settings.auth_token.get_secret_value()
-    return [Route(path, _endpoint(reader, path, handler, token if protected else ""),
-                  methods=[method])
-            for path, method, handler, protected in ROUTES]
+    return [Route(e.path, _endpoint(reader, e.path, e.handler, token if e.protected else ""),
+                  methods=[e.method])
+            for e in ROUTES]
 
 
 def _endpoint(reader: Reader, route: str, handler: Handler,
@@ -119,14 +158,15 @@ def _endpoint(reader: Reader, route: str, handler: Handler,
         try:
             if token and not hmac.compare_digest(
                     request.headers.get("authorization", "").encode(), expected):
-                raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
+                raise ApiError(401, ErrorBody("unauthorized",
+                                              "send Authorization: Bearer <token>"),
                                headers={"WWW-Authenticate": "Bearer"})
             response = await handler(reader, request)
         except ApiError as exc:
             response = error_response(exc)
         except RedisUnavailable as exc:
             reader.metrics.redis_errors.labels(exc.kind).inc()
-            response = error_response(ApiError(503, "redis_unavailable", str(exc),
+            response = error_response(ApiError(503, ErrorBody("redis_unavailable", str(exc)),
                                                headers={"Retry-After": "1"}))
         latency.labels(route, str(response.status_code)).observe(perf_counter() - start)
         return response
@@ -136,7 +176,8 @@ def _endpoint(reader: Reader, route: str, handler: Handler,
 
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body, or a 413 as soon as it exceeds ``limit`` bytes."""
-    too_large = ApiError(413, "body_too_large", f"the body exceeds {limit} bytes", limit=limit)
+    too_large = ApiError(413, ErrorBody("body_too_large", f"the body exceeds {limit} bytes",
+                                        limit=limit))
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large

@@ -4,7 +4,7 @@ The parent binds the socket (a taken port fails at once, naming the setting), po
 prometheus_client at a private multiprocess directory, then runs one worker in-process or
 uvicorn's supervisor for several. Each process logs one line per lifecycle event: the parent
 "listening" and "stopped", each worker "started" (with Redis reachable or not) and "stopped".
-This module must not import prometheus_client (directly or through :mod:`serving.app`): the
+This module must not import prometheus_client (directly or through :mod:`.app`): the
 directory has to be set before it is first imported.
 """
 
@@ -36,7 +36,7 @@ LOG_CONFIG: dict[str, Any] = {
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line",
                             "stream": "ext://sys.stderr"}},
     "loggers": {
-        "serving": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "featurestream.serving": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
         "uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },

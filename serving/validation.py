@@ -1,5 +1,12 @@
 """Request checks: user ids, feature names and batch bodies. Bad input is a 4xx, never a 500.
 
+The rules are the contract's types (:mod:`featurestream.serving.contract`): msgspec decodes a
+batch body into the reader's ``BatchRequest``, whose types hold the user-id pattern, the batch
+size and the feature names; a user id in a path is matched against the same pattern. Only when
+decoding fails is the body looked at again, to name the error: ``invalid_json``,
+``invalid_body``, ``invalid_user_id``, ``unknown_feature`` (with the valid names) or
+``batch_too_large`` (413, with the limit).
+
 A user id is 1-128 characters among letters, digits and ``. _ - @ :``; the reader only ever
 reads ``{prefix}user:{id}`` and ``{prefix}score:{id}`` with it, so no id reaches another key.
 """
@@ -8,33 +15,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
+import msgspec
+from featurestream.serving.contract import (
+    USER_ID_PATTERN,
+    USER_ID_RULE,
+    BatchRequest,
+    ErrorBody,
+    ReaderContract,
+)
 from featurestream.serving.responses import ApiError
 
-MAX_USER_ID_LENGTH = 128
-USER_ID_PATTERN = rf"^[A-Za-z0-9._@:-]{{1,{MAX_USER_ID_LENGTH}}}$"  # also in the OpenAPI doc
 _USER_ID = re.compile(USER_ID_PATTERN)
-_BATCH_KEYS = ("user_ids", "names")
-
-
-@dataclass(frozen=True)
-class BatchRequest:
-    """A checked ``POST /v1/features/batch`` body."""
-
-    user_ids: list[str]
-    names: tuple[str, ...] | None
+_BODY_SHAPE = '{"user_ids": [...], "names": [...]}'
 
 
 def check_user_id(user_id: str, where: str = "user id") -> str:
     """``user_id`` itself, or a 400 naming the rule."""
     if not _USER_ID.fullmatch(user_id):
-        shown = user_id if len(user_id) <= 40 else user_id[:40] + "..."
-        raise ApiError(400, "invalid_user_id",
-                       f"{where} {shown!r} is invalid: use 1-{MAX_USER_ID_LENGTH} characters "
-                       "among letters, digits and . _ - @ :")
+        raise _invalid_user_id(user_id, where)
     return user_id
 
 
@@ -42,8 +42,7 @@ def check_names(names: Sequence[str], valid: Sequence[str]) -> tuple[str, ...] |
     """The selected feature names (None = all), or a 400 listing the valid ones."""
     unknown = [n for n in names if n not in valid]
     if unknown:
-        raise ApiError(400, "unknown_feature", f"unknown feature name(s): {', '.join(unknown)}",
-                       valid=list(valid))
+        raise _unknown_features(unknown, valid)
     return tuple(dict.fromkeys(names)) or None
 
 
@@ -54,37 +53,50 @@ def parse_names(raw: str | None, valid: Sequence[str]) -> tuple[str, ...] | None
     return check_names([n.strip() for n in raw.split(",") if n.strip()], valid)
 
 
-def body_limit(max_batch_size: int) -> int:
-    """The largest batch body accepted: room for the ids, the names and some whitespace."""
-    return 65_536 + max_batch_size * (MAX_USER_ID_LENGTH + 128)
+def parse_batch(body: bytes, contract: ReaderContract) -> BatchRequest:
+    """A batch body decoded into the contract's request type, or the 4xx saying what is wrong.
 
-
-def parse_batch(body: bytes, max_batch_size: int, valid: Sequence[str]) -> BatchRequest:
-    """Check a batch body: ``{"user_ids": [...], "names": [...]?}``."""
+    Its ``names`` may repeat and may be empty: both select as ``?names=`` does.
+    """
     try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "invalid_body",
-                       'the body must be a JSON object: {"user_ids": [...], "names": [...]}')
-    extra = sorted(set(data) - set(_BATCH_KEYS))
-    if extra:
-        raise ApiError(400, "invalid_body", f"unknown field(s) {extra}; use user_ids and names")
-    user_ids = data.get("user_ids")
-    if not isinstance(user_ids, list) or not user_ids:
-        raise ApiError(400, "invalid_body", "user_ids must be a non-empty list of user ids")
-    if len(user_ids) > max_batch_size:
-        raise ApiError(413, "batch_too_large",
-                       f"{len(user_ids)} user ids; at most {max_batch_size} per request",
-                       limit=max_batch_size)
-    for i, user_id in enumerate(user_ids):
+        return contract.batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:  # JSON, but not a BatchRequest
+        raise _batch_error(str(exc), msgspec.json.decode(body), contract) from None
+    except msgspec.DecodeError as exc:
+        message = f"the body is not valid JSON: {exc}"
+        raise ApiError(400, ErrorBody("invalid_json", message)) from None
+
+
+def _batch_error(error: str, data: Any, contract: ReaderContract) -> ApiError:
+    """The 4xx for a JSON ``data`` that msgspec refused with ``error``: "what - at `$path`"."""
+    detail, _, at = error.partition(" - at `$")
+    where = at.rstrip("`").lstrip(".")  # "" (the body), "user_ids", "user_ids[3]", "names[0]"
+    fields = data if isinstance(data, dict) else {}
+    user_ids, names = fields.get("user_ids"), fields.get("names")
+    limit = contract.max_batch_size
+    if isinstance(user_ids, list) and len(user_ids) > limit:  # too many: whatever else is wrong
+        return ApiError(413, ErrorBody("batch_too_large", f"{len(user_ids)} user ids; at most "
+                                       f"{limit} per request", limit=limit))
+    if where.startswith("user_ids[") and isinstance(user_ids, list):
+        user_id = user_ids[int(where[len("user_ids["):-1])]
         if not isinstance(user_id, str):
-            raise ApiError(400, "invalid_user_id", f"user_ids[{i}] must be a string")
-        check_user_id(user_id, f"user_ids[{i}]")
-    names = data.get("names")
-    if names is None:
-        return BatchRequest(user_ids, None)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ApiError(400, "invalid_body", "names must be a list of feature names")
-    return BatchRequest(user_ids, check_names(names, valid))
+            return ApiError(400, ErrorBody("invalid_user_id", f"{where} must be a string"))
+        return _invalid_user_id(user_id, where)
+    if where.startswith("names[") and isinstance(names, list) and all(
+            isinstance(n, str) for n in names):
+        return _unknown_features([n for n in names if n not in contract.feature_names],
+                                 contract.feature_names)
+    place = f" at {where}" if where else ""
+    return ApiError(400, ErrorBody("invalid_body", f"{detail}{place}; the body is {_BODY_SHAPE}"))
+
+
+def _invalid_user_id(user_id: str, where: str) -> ApiError:
+    shown = user_id if len(user_id) <= 40 else user_id[:40] + "..."
+    return ApiError(400, ErrorBody("invalid_user_id",
+                                   f"{where} {shown!r} is invalid: use {USER_ID_RULE}"))
+
+
+def _unknown_features(unknown: Sequence[str], valid: Sequence[str]) -> ApiError:
+    return ApiError(400, ErrorBody("unknown_feature",
+                                   f"unknown feature name(s): {', '.join(unknown)}",
+                                   valid=list(valid)))

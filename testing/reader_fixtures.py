@@ -42,7 +42,9 @@ from featurestream.udfs.store.redis_layout import (
 from featurestream.settings import Settings
 
 FEATURE_NAMES = tuple(f.name for f in default_features(Settings().windows))
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+# The installed console script beside this interpreter: the real ``featurestream serve``.
+FEATURESTREAM = Path(sys.executable).with_name("featurestream")
 
 
 def free_port() -> int:
@@ -208,7 +210,7 @@ def start_serve(env: Mapping[str, str], log_path: Path, wait: bool = True) -> Se
     full_env.update(env)
     full_env["FEATURESTREAM_SERVE_PORT"] = str(port)
     process = subprocess.Popen(
-        [sys.executable, "-m", "featurestream.cli", "serve"], cwd=REPO, env=full_env,
+        [str(FEATURESTREAM), "serve"], cwd=REPO, env=full_env,
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     served = ServeProcess(process, f"http://127.0.0.1:{port}", log_path)
     if wait:

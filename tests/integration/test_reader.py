@@ -1,6 +1,7 @@
 """The reader over HTTP against a real redis-server seeded in the jobs' layout: every route,
 every error path, Redis stopped and frozen mid-test, auth on and off, the cache, TLS with a
-password, and the real ``featurestream serve`` process."""
+password, the real ``featurestream serve`` process, and every answer checked against the
+reader's own ``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.client import HTTPConnection, HTTPResponse
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
-from featurestream.serving.validation import body_limit
+from featurestream.serving.contract import body_limit
 from featurestream.udfs.store.redis_layout import Score
 
 from featurestream.settings import Settings
@@ -91,8 +94,9 @@ def test_get_features_returns_the_stored_row_with_freshness(reader: str) -> None
     assert body["as_of"] == row["as_of"]
     assert body["updated_at"] == NOW - 1_500
     assert body["features"] == {name: row[name] for name in FEATURE_NAMES}
-    assert before - row["as_of"] <= body["staleness_ms"] <= after - row["as_of"]
-    last = row["last_event_ts"]
+    as_of, last = row["as_of"], row["last_event_ts"]
+    assert isinstance(as_of, int) and isinstance(last, int)
+    assert before - as_of <= body["staleness_ms"] <= after - as_of
     assert (before - last) / 1000 <= body["seconds_since_last_event"] <= (after - last) / 1000
 
 
@@ -478,3 +482,86 @@ def test_featurestream_serve_fails_loudly_on_bad_config(redis_server: RedisProce
         assert "FEATURESTREAM_SERVE_PORT" in clash.log()
     finally:
         assert served.stop() == 0
+
+
+# --- the served document describes every real answer ----------------------------------------
+
+class Conformance:
+    """Checks replies against a reader's own ``/openapi.json`` and notes what was covered."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.doc = http("GET", url + "/openapi.json").body
+        self.covered: set[tuple[str, str, str]] = set()
+
+    def check(self, method: str, route: str, path: str, body: dict[str, Any] | bytes | None,
+              headers: dict[str, str]) -> None:
+        """Send the request; its status must be documented for ``route`` and its body valid."""
+        if body is not None:
+            headers = {"Content-Type": "application/json", **headers}
+        reply = http(method, self.url + path, body, headers=headers)
+        operation = self.doc["paths"][route][method.lower()]
+        response = operation["responses"].get(str(reply.status))
+        assert response is not None, (method, path, reply.status, reply.body)
+        [(media_type, content)] = response["content"].items()
+        assert reply.headers["content-type"].split(";")[0] == media_type
+        schema = {**content["schema"], "components": self.doc["components"]}
+        jsonschema.validate(reply.body, schema, cls=jsonschema.Draft202012Validator)
+        if body is not None and reply.status in (200, 400, 413):  # decided by the body
+            request_schema = {**operation["requestBody"]["content"]["application/json"]["schema"],
+                              "components": self.doc["components"]}
+            valid = jsonschema.Draft202012Validator(request_schema).is_valid(
+                json.loads(body) if isinstance(body, bytes) else body)
+            assert valid == (reply.status == 200), (body, reply.status)  # as the doc says
+        self.covered.add((method, route, str(reply.status)))
+
+    def documented(self) -> set[tuple[str, str, str]]:
+        """Every (method, route, status) the document lists."""
+        return {(method.upper(), route, status)
+                for route, operations in self.doc["paths"].items()
+                for method, operation in operations.items() for status in operation["responses"]}
+
+
+FEATURES_ROUTE, SCORES_ROUTE = "/v1/features/{user_id}", "/v1/scores/{user_id}"
+BATCH_ROUTE = "/v1/features/batch"
+Call = tuple[str, str, str, dict[str, Any] | bytes | None]  # method, route, path, body
+V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
+                        ("POST", BATCH_ROUTE, BATCH_ROUTE, {"user_ids": ["user-1"]}),
+                        ("GET", SCORES_ROUTE, "/v1/scores/user-1", None)]
+
+
+def conformance(settings: Settings, calls: list[Call],
+                *headers: dict[str, str]) -> Conformance:
+    """``calls`` (once per set of ``headers``) checked against a reader of ``settings``."""
+    with reader_in_thread(settings) as url:
+        served = Conformance(url)
+        for method, route, path, body in calls:
+            for each in headers or ({},):
+                served.check(method, route, path, body, headers=each)
+    return served
+
+
+def test_every_answer_matches_the_served_openapi_document(redis_server: RedisProcess,
+                                                           tmp_path: Path) -> None:
+    calls: list[Call] = [("GET", FEATURES_ROUTE, f"/v1/features/{user_id}", None) for user_id in (
+        "user-1", "user-2?names=avg_spend_1h,ctr_1h", "user.name@example.com", "nobody",
+        "a%20b", "user-1?names=nope")]
+    bodies: list[dict[str, Any] | bytes] = [
+        {"user_ids": ["user-1", "nobody", "user-2", "user-1"]},
+        {"user_ids": ["user-2"], "names": ["clicks_1h", "ctr_1h"]},
+        {"user_ids": ["user-1"], "names": []}, {"user_ids": ["bad id"]},
+        {"user_ids": ["user-1"], "names": ["nope"]}, {"user_ids": []},
+        {"user_ids": ["user-1"], "extra": 1}, {"user_ids": [f"u{i}" for i in range(51)]},
+        b"[1]"]
+    calls += [("POST", BATCH_ROUTE, BATCH_ROUTE, body) for body in bodies]
+    calls += [("GET", SCORES_ROUTE, f"/v1/scores/{user_id}", None)
+              for user_id in ("user-1", "user-2", "a*")]
+    calls += [("GET", route, route, None)
+              for route in ("/healthz", "/readyz", "/metrics", "/openapi.json")]
+    served = conformance(settings_for(redis_server), calls)
+    guarded = conformance(settings_for(redis_server, auth_token=TOKEN), V1_CALLS,
+                          {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN}"})
+    down = RedisProcess(tmp_path)  # never started: nothing answers there
+    unavailable = conformance(settings_for(down), [*V1_CALLS, ("GET", "/readyz", "/readyz", None)])
+    # every documented answer was seen, and only those
+    assert served.covered | guarded.covered | unavailable.covered == served.documented()

@@ -1,15 +1,26 @@
 """The reader's pure logic, without network: id and body checks, freshness and response
-shaping, the TTL cache, Redis URLs, one round trip per read, the OpenAPI document, settings."""
+shaping, the TTL cache, Redis URLs, one round trip per read, the contract's types and the
+OpenAPI document generated from them, settings."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 import string
+from typing import Any
 
+import jsonschema
+import msgspec
 import orjson
 import pytest
 from featurestream.serving.cache import MISS, TTLCache
+from featurestream.serving.contract import (
+    MAX_USER_ID_LENGTH,
+    BatchRequest,
+    ErrorBody,
+    ReaderContract,
+    body_limit,
+)
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.openapi import openapi_document
 from featurestream.serving.redis_client import parse_redis_url
@@ -23,13 +34,7 @@ from featurestream.serving.shaping import (
     staleness_ms,
 )
 from featurestream.serving.store import FeatureStore
-from featurestream.serving.validation import (
-    MAX_USER_ID_LENGTH,
-    body_limit,
-    check_user_id,
-    parse_batch,
-    parse_names,
-)
+from featurestream.serving.validation import check_user_id, parse_batch, parse_names
 from featurestream.udfs.store.redis_layout import (
     Score,
     encode_score,
@@ -44,6 +49,7 @@ from featurestream.settings import Settings, SettingsError
 
 VALID = ("clicks_1h", "spend_24h", "ctr_1h", "last_event_ts")
 ALLOWED = set(string.ascii_letters + string.digits + "._@:-")
+CONTRACT = ReaderContract(VALID, 3)
 
 
 # --- user ids, names, batch bodies ------------------------------------------------------------
@@ -53,12 +59,14 @@ def test_valid_user_ids_pass(user_id: str) -> None:
     assert check_user_id(user_id) == user_id
 
 
-@pytest.mark.parametrize("user_id", ["", "x" * 129, "a b", "a/b", "a*", "a\r\nPING", "é", "a\n",
-                                     "{x}", "a\x00"])
+INVALID_IDS = ["", "x" * 129, "a b", "a/b", "a*", "a\r\nPING", "é", "a\n", "{x}", "a\x00"]
+
+
+@pytest.mark.parametrize("user_id", INVALID_IDS)
 def test_invalid_user_ids_are_a_400(user_id: str) -> None:
     with pytest.raises(ApiError) as err:
         check_user_id(user_id)
-    assert err.value.status == 400 and err.value.error == "invalid_user_id"
+    assert err.value.status == 400 and err.value.body.error == "invalid_user_id"
 
 
 @given(st.text(max_size=200))
@@ -81,15 +89,15 @@ def test_unknown_names_are_a_400_listing_the_valid_ones() -> None:
     with pytest.raises(ApiError) as err:
         parse_names("clicks_1h,nope,version", VALID)
     assert err.value.status == 400
-    assert err.value.body() == {"error": "unknown_feature",
+    assert msgspec.to_builtins(err.value.body) == {"error": "unknown_feature",
                                 "message": "unknown feature name(s): nope, version",
                                 "valid": list(VALID)}
 
 
 def test_batch_body_is_checked() -> None:
-    batch = parse_batch(b'{"user_ids": ["a", "b", "a"], "names": ["ctr_1h"]}', 3, VALID)
-    assert batch.user_ids == ["a", "b", "a"] and batch.names == ("ctr_1h",)
-    assert parse_batch(b'{"user_ids": ["a"], "names": null}', 3, VALID).names is None
+    batch = parse_batch(b'{"user_ids": ["a", "b", "a"], "names": ["ctr_1h"]}', CONTRACT)
+    assert batch.user_ids == ["a", "b", "a"] and batch.names == ["ctr_1h"]
+    assert parse_batch(b'{"user_ids": ["a"], "names": null}', CONTRACT).names is None
 
 
 @pytest.mark.parametrize(("body", "status", "error"), [
@@ -104,14 +112,53 @@ def test_batch_body_is_checked() -> None:
 ])
 def test_bad_batch_bodies(body: bytes, status: int, error: str) -> None:
     with pytest.raises(ApiError) as err:
-        parse_batch(body, 3, VALID)
-    assert (err.value.status, err.value.error) == (status, error)
+        parse_batch(body, CONTRACT)
+    assert (err.value.status, err.value.body.error) == (status, error)
 
 
 def test_body_limit_fits_a_full_batch_of_longest_ids() -> None:
     ids = ["x" * MAX_USER_ID_LENGTH] * 1000
     body = orjson.dumps({"user_ids": ids, "names": list(VALID) * 10}, option=orjson.OPT_INDENT_2)
     assert len(body) < body_limit(1000)
+
+
+@pytest.mark.parametrize("user_id", INVALID_IDS)
+def test_invalid_ids_in_a_batch_are_a_400_naming_their_place(user_id: str) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_batch(msgspec.json.encode({"user_ids": ["ok", user_id]}), CONTRACT)
+    assert (err.value.status, err.value.body.error) == (400, "invalid_user_id")
+    assert err.value.body.message.startswith("user_ids[1] ")
+
+
+@given(st.text(max_size=200))
+def test_batch_ids_and_path_ids_follow_one_rule(user_id: str) -> None:
+    try:
+        check_user_id(user_id)
+        accepted = True
+    except ApiError:
+        accepted = False
+    try:
+        parse_batch(msgspec.json.encode({"user_ids": [user_id]}), CONTRACT)
+        decoded = True
+    except ApiError as err:
+        assert err.body.error == "invalid_user_id"
+        decoded = False
+    assert decoded == accepted
+
+
+def test_a_batch_too_large_is_a_413_whatever_else_is_wrong() -> None:
+    with pytest.raises(ApiError) as err:
+        parse_batch(b'{"user_ids": ["a", "b c", "c", "d"]}', CONTRACT)
+    assert msgspec.to_builtins(err.value.body) == {
+        "error": "batch_too_large", "message": "4 user ids; at most 3 per request", "limit": 3}
+
+
+def test_unknown_names_in_a_batch_are_all_listed() -> None:
+    with pytest.raises(ApiError) as err:
+        parse_batch(b'{"user_ids": ["a"], "names": ["ctr_1h", "nope", "as_of"]}', CONTRACT)
+    assert msgspec.to_builtins(err.value.body) == {
+        "error": "unknown_feature", "message": "unknown feature name(s): nope, as_of",
+        "valid": list(VALID)}
 
 
 # --- freshness and shaping ----------------------------------------------------------------------
@@ -130,16 +177,18 @@ ROW = {"as_of": 10_000, "version": 4, "updated_at": 10_200, "clicks_1h": 3, "spe
 
 
 def test_features_body_has_freshness_and_no_meta_fields() -> None:
-    assert features_body("u", ROW, None, 12_000) == {
+    assert msgspec.to_builtins(features_body("u", ROW, None, 12_000)) == {
         "user_id": "u", "as_of": 10_000, "updated_at": 10_200, "staleness_ms": 2_000,
         "seconds_since_last_event": 3.0,
         "features": {"clicks_1h": 3, "spend_24h": 2.5, "ctr_1h": None, "last_event_ts": 9_000}}
-    selected = features_body("u", ROW, ("ctr_1h", "clicks_1h"), 12_000)["features"]
+    selected = features_body("u", ROW, ("ctr_1h", "clicks_1h"), 12_000).features
+    assert isinstance(selected, dict)
     assert list(selected.items()) == [("ctr_1h", None), ("clicks_1h", 3)]
 
 
 def test_batch_body_keeps_request_order_and_marks_missing_users() -> None:
-    body = batch_body(["b", "a", "b"], [None, ROW, None], ("clicks_1h",), 12_000)
+    body = msgspec.to_builtins(batch_body(["b", "a", "b"], [None, ROW, None], ("clicks_1h",),
+                                          12_000))
     assert body["results"][0] == {"user_id": "b", "found": False}
     assert body["results"][1]["user_id"] == "a" and body["results"][1]["found"] is True
     assert body["results"][1]["features"] == {"clicks_1h": 3}
@@ -149,7 +198,7 @@ def test_batch_body_keeps_request_order_and_marks_missing_users() -> None:
 def test_scores_body_gives_each_model_its_staleness() -> None:
     scores = {"risk": Score("risk", 2, "v2", 0.5, "e1", 11_000, 10_000),
               "churn": Score("churn", 1, "latest", 0.1, "e0", 9_500, 9_000)}
-    body = scores_body("u", scores, 12_000)
+    body = msgspec.to_builtins(scores_body("u", scores, 12_000))
     assert body["as_of"] == 10_000 and body["staleness_ms"] == 2_000
     assert list(body["scores"]) == ["churn", "risk"]
     assert body["scores"]["churn"] == {"model": "churn", "version": 1, "variant": "latest",
@@ -266,12 +315,12 @@ def test_scores_are_read_from_the_score_key() -> None:
 
 def test_every_route_is_documented_and_auth_is_marked_when_on() -> None:
     for auth in (False, True):
-        doc = openapi_document(VALID, 100, auth)
-        for path, method, _, protected in ROUTES:
-            operation = doc["paths"][path][method.lower()]
+        doc = openapi_document(ROUTES, ReaderContract(VALID, 100), auth)
+        for route in ROUTES:
+            operation = doc["paths"][route.path][route.method.lower()]
             assert operation["responses"]
-            assert ("security" in operation) == (auth and protected)
-        orjson.dumps(doc)
+            assert ("security" in operation) == (auth and route.protected)
+        msgspec.json.encode(doc)
 
 
 def test_reader_settings_from_env() -> None:
@@ -298,3 +347,61 @@ def test_bad_reader_settings_name_the_variable(name: str, value: str) -> None:
     assert f"FEATURESTREAM_{name}" in str(err.value)
     if name == "AUTH_TOKEN":
         assert value not in str(err.value)
+
+
+# --- the contract's types and the document generated from them --------------------------------
+
+def batch_request_schema(contract: ReaderContract) -> dict[str, Any]:
+    doc = openapi_document(ROUTES, contract, False)
+    operation = doc["paths"]["/v1/features/batch"]["post"]
+    return {**operation["requestBody"]["content"]["application/json"]["schema"],
+            "components": doc["components"]}
+
+
+def test_the_request_type_is_the_batch_request_with_this_readers_limits() -> None:
+    assert issubclass(CONTRACT.batch_request, BatchRequest)
+    assert CONTRACT.batch_request.__struct_fields__ == BatchRequest.__struct_fields__
+    schema = batch_request_schema(CONTRACT)["components"]["schemas"]["BatchRequest"]
+    assert schema["properties"]["user_ids"]["maxItems"] == 3
+    assert sorted(schema["properties"]["names"]["anyOf"][0]["items"]["enum"]) == sorted(VALID)
+
+
+batch_bodies = st.fixed_dictionaries(
+    {"user_ids": st.lists(st.one_of(st.sampled_from(["a", "b.c@d", "b c", "a\n", ""]),
+                                    st.integers()), max_size=5)},
+    optional={"names": st.one_of(st.none(), st.text(), st.lists(
+        st.one_of(st.sampled_from([*VALID, "nope"]), st.integers()), max_size=3)),
+        "extra": st.integers()})
+
+
+@given(st.one_of(batch_bodies, st.lists(st.integers()), st.text()))
+def test_the_document_accepts_exactly_the_bodies_the_reader_accepts(body: object) -> None:
+    validator = jsonschema.Draft202012Validator(batch_request_schema(CONTRACT))
+    try:
+        parse_batch(msgspec.json.encode(body), CONTRACT)
+        accepted = True
+    except ApiError:
+        accepted = False
+    assert validator.is_valid(body) == accepted
+
+
+def test_answers_encode_in_the_documented_order_and_omit_what_is_absent() -> None:
+    features = msgspec.json.encode(features_body("u", ROW, None, 12_000))
+    assert list(orjson.loads(features)) == ["user_id", "as_of", "updated_at", "staleness_ms",
+                                            "seconds_since_last_event", "features"]
+    batch = msgspec.json.encode(batch_body(["a", "b"], [ROW, None], ("ctr_1h",), 12_000))
+    assert batch.endswith(b'"features":{"ctr_1h":null},"found":true},'
+                          b'{"user_id":"b","found":false}]}')
+    assert msgspec.json.encode(ErrorBody("unknown_user", "no such")) == (
+        b'{"error":"unknown_user","message":"no such"}')
+
+
+def test_the_document_is_valid_json_schema_and_names_every_error_body() -> None:
+    doc = openapi_document(ROUTES, ReaderContract(VALID, 100), True)
+    for schema in doc["components"]["schemas"].values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    for route in ROUTES:
+        responses = doc["paths"][route.path][route.method.lower()]["responses"]
+        for status in route.errors:
+            assert responses[str(status)]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorBody"}
