@@ -12,13 +12,14 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
     Consumer,
     KafkaException,
-    Message,
     TopicPartition,
 )
 
@@ -32,15 +33,36 @@ _log = logging.getLogger("featurestream.kafka")  # librdkafka's lines: silent un
 _log.addHandler(logging.NullHandler())
 
 
+Headers = Mapping[str, bytes | str | None] | Sequence[tuple[str, bytes | str | None]]
+
+
+class Record(Protocol):
+    """What is read of a Kafka message (confluent-kafka's ``Message`` has it)."""
+
+    def value(self) -> bytes | str | None: ...
+
+    def key(self) -> bytes | str | None: ...
+
+    def headers(self) -> Headers | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+
+def _bytes(value: bytes | str | None) -> bytes:
+    return value.encode() if isinstance(value, str) else value or b""
+
+
 def _topic(settings: Settings, role: str) -> str:
     return {"scores": settings.scores_topic, "scores.dlq": settings.scores_dlq_topic,
             "events.dlq": settings.events_dlq_topic}[role]
 
 
-def describe_score(codec: ScoreCodec, message: Message, with_features: bool) -> dict:
+def describe_score(codec: ScoreCodec, message: Record, with_features: bool) -> dict[str, Any]:
     """A scores record as a dict (features left out unless asked for)."""
     try:
-        score = codec.decode(message.value())
+        score = codec.decode(_bytes(message.value()))
     except (ValueError, LookupError, EOFError) as exc:
         return {"partition": message.partition(), "offset": message.offset(),
                 "undecodable": str(exc)}
@@ -49,13 +71,15 @@ def describe_score(codec: ScoreCodec, message: Message, with_features: bool) -> 
     return score
 
 
-def describe_dead_letter(message: Message) -> dict:
+def describe_dead_letter(message: Record) -> dict[str, Any]:
     """A dead letter: its error headers (short names) and the start of the original bytes."""
-    headers = {name.removeprefix("__connect.errors."): value.decode(errors="replace")
-               for name, value in message.headers() or []}
-    value = message.value() or b""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, Mapping) else raw
+    headers = {name.removeprefix("__connect.errors."): _bytes(value).decode(errors="replace")
+               for name, value in pairs}
+    value = _bytes(message.value())
     excerpt = value[:_EXCERPT].decode(errors="backslashreplace")
-    return {**headers, "key": (message.key() or b"").decode(errors="replace"),
+    return {**headers, "key": _bytes(message.key()).decode(errors="replace"),
             "value": excerpt + ("..." if len(value) > _EXCERPT else "")}
 
 
@@ -80,9 +104,10 @@ def consume_command(settings: Settings, args: argparse.Namespace) -> int:
                 if args.timeout and time.monotonic() - idle_since > args.timeout:
                     break
                 continue
-            if message.error() is not None:
+            error = message.error()
+            if error is not None:
                 raise UserFacingError(f"reading {topic} from {settings.kafka_bootstrap} "
-                                      f"failed: {message.error().str()}")
+                                      f"failed: {error.str()}")
             idle_since = time.monotonic()
             record = (describe_score(codec, message, args.features) if args.topic == "scores"
                       else describe_dead_letter(message))
