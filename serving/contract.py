@@ -22,7 +22,7 @@ USER_ID_PATTERN = rf"^[A-Za-z0-9._@:-]{{1,{MAX_USER_ID_LENGTH}}}$(?!\n)"
 USER_ID_RULE = f"1-{MAX_USER_ID_LENGTH} characters among letters, digits and . _ - @ :"
 
 UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description=USER_ID_RULE)]
-FeatureNames = Annotated[str, Meta(description="Comma-separated feature names (default: all).")]
+NamesQuery = Annotated[str, Meta(description="Comma-separated feature names (default: all).")]
 AsOf = Annotated[int, Meta(description="Event time (epoch ms) the values are valid at.")]
 Staleness = Annotated[int, Meta(description="Read time minus as_of, in ms (at least 0).")]
 UpdatedAt = Annotated[int, Meta(description="Wall-clock time (epoch ms) the row was written.")]
