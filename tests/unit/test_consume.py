@@ -5,17 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
-from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_headers
 from featurestream.udfs.wire.frames import SourceRecord
 
 from featurestream.cli.consume import describe_dead_letter, describe_score
 
 CODEC = ScoreCodec(FileSchemaRegistry(), "scores-value")
-SCORE = {"event_id": "e-1", "user_id": "u-1", "event_type": "purchase", "ts": 5,
-         "model": "purchase_risk", "version": 2, "variant": "v2", "score": 0.25,
-         "features": {"amount": 3.0}, "features_missing": False, "as_of": 4, "scored_at": 6,
-         "shadow": {"version": 3, "score": None}}
+SCORE: ScoreRecord = {
+    "event_id": "e-1", "user_id": "u-1", "event_type": "purchase", "ts": 5,
+    "model": "purchase_risk", "version": 2, "variant": "v2", "score": 0.25,
+    "features": {"amount": 3.0}, "features_missing": False, "as_of": 4, "scored_at": 6,
+    "shadow": {"version": 3, "score": None}}
 
 
 @dataclass

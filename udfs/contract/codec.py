@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any, NamedTuple, NoReturn, cast
 
@@ -26,6 +26,10 @@ from featurestream.schemas import load_schema
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
 from featurestream.udfs.contract.schema_registry import SchemaRegistry, UnknownSchemaId
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
+
+# fastavro types what it reads as any Avro value; a record schema always yields a dict.
+_read_record = cast(Callable[[BytesIO, ParsedSchema, ParsedSchema | None], dict[str, Any]],
+                    schemaless_reader)
 
 MAGIC_BYTE = 0
 HEADER_SIZE = 5  # magic byte + 4-byte big-endian schema id
@@ -80,7 +84,7 @@ class EventDecoder:
         buffer = BytesIO(raw)
         buffer.seek(HEADER_SIZE)
         try:
-            record = cast(dict[str, Any], schemaless_reader(buffer, writer, reader))
+            record = _read_record(buffer, writer, reader)
         except SchemaResolutionError as exc:
             raise _Rejected(
                 ErrorClass.INCOMPATIBLE_SCHEMA,

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol
 
 import numpy as np
 from featurestream.udfs.contract.codec import EventDecoder
@@ -202,14 +202,14 @@ class BatchScorer:
     @staticmethod
     def _score_record(item: _Item, model: LoadedModel, variant: str, score: float,
                       scored_at: int, shadow: ShadowScore | None) -> ScoreRecord:
-        event, metadata = item.event, model.metadata
+        event, metadata, row = item.event, model.metadata, item.row
+        as_of: Any = None if row is None else row.get("as_of")  # the row's event time, an int
         return {
             "event_id": event.event_id, "user_id": event.user_id,
             "event_type": event.event_type, "ts": event.ts,
             "model": metadata.name, "version": metadata.version, "variant": variant,
             "score": score, "features": dict(zip(metadata.features, item.vector, strict=True)),
-            "features_missing": item.row is None,
-            "as_of": None if item.row is None else cast(int | None, item.row.get("as_of")),
+            "features_missing": row is None, "as_of": as_of,
             "scored_at": scored_at, "shadow": shadow,
         }
 
