@@ -29,7 +29,7 @@ JOB_NAME = "featurestream-features"
 def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) -> None:
     """Wire the feature job onto ``frames`` (Kafka source frames) and ``dlq_sink``.
 
-    Tests drive the same graph from a collection of frames.
+    ``tests/unit/test_pyflink_compat.py`` builds the same graph and checks its operators.
     """
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
         ShardEvents(settings.schema_registry, settings.events_dlq_topic,

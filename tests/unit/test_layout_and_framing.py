@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from featurestream.udfs.features.definitions import Feature, default_features, window_specs
 from featurestream.udfs.store.redis_layout import (
+    FeatureValue,
     decode_row,
     decode_value,
     encode_value,
@@ -30,13 +31,14 @@ values = st.one_of(st.none(), st.integers(-(2**62), 2**62),
 
 
 @given(values)
-def test_values_round_trip_exactly(value) -> None:
+def test_values_round_trip_exactly(value: FeatureValue) -> None:
     assert decode_value(encode_value(value).encode()) == value
 
 
 def test_upsert_rows_args_and_decode_row() -> None:
-    rows = [{"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5},
-            {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1}]
+    rows: list[dict[str, FeatureValue]] = [
+        {"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5},
+        {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1}]
     args = upsert_rows_args(rows, updated_at_ms=99, ttl_seconds=60)
     assert args[:2] == ["60", "99"]
     at = 2
@@ -100,7 +102,7 @@ def test_default_feature_set_is_the_documented_one() -> None:
     (Feature("x", "sum_amount", "1h", "view"), "purchases only"),
     (Feature("x", "ratio", "1h", "click"), "needs event_type and over"),
 ])
-def test_inconsistent_features_are_rejected(feature, problem) -> None:
+def test_inconsistent_features_are_rejected(feature: Feature, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         window_specs([feature])
 
