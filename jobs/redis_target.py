@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
-from featurestream.settings import Settings
+from featurestream.settings import Settings, masked_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,10 @@ class RedisTarget:
         """The target the settings name (``FEATURESTREAM_REDIS_*``)."""
         return cls(settings.redis_url, settings.redis_key_prefix, settings.redis_ttl_seconds,
                    settings.redis_batch_size)
+
+    def __repr__(self) -> str:  # the URL may carry a password: never show it
+        return (f"RedisTarget(url={masked_url(self.url)!r}, key_prefix={self.key_prefix!r}, "
+                f"ttl_seconds={self.ttl_seconds}, batch_size={self.batch_size})")
 
     def connect(self) -> redis.Redis:
         """A client with its own connection pool (made in a function's ``open()``)."""
