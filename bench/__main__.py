@@ -29,13 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from featurestream.devstack import LocalStack
-from featurestream.devstack.private import private_settings
-
 from bench.feature_job import measure_freshness, measure_throughput
 from bench.raw_limits import measure_raw_limits
 from bench.reader import run_reader_bench
 from bench.scoring_job import measure_scoring_latency, measure_scoring_throughput, publish_model
+from featurestream.devstack import LocalStack
+from featurestream.devstack.private import private_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The memory run: uniform users, enough events that ~100k of the 120k have state at the end.

@@ -18,20 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+
+from bench.memory import stack_rss_mib
+from featurestream.cli.submit import submit_job
 from featurestream.devstack import LocalStack
 from featurestream.devstack.component import Echo
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.flink_rest import FlinkRest
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.store.redis_layout import user_key
-
-from bench.memory import stack_rss_mib
-from featurestream.cli.submit import submit_job
-from featurestream.flink_rest import FlinkRest
-from featurestream.settings import Settings
 
 
 @dataclass

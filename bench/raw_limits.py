@@ -9,13 +9,13 @@ import time
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
+
 from featurestream.devstack import LocalStack
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.schema_registry import registry_for
-
-from featurestream.settings import Settings
 
 RAW_TOPIC = "bench.raw"
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import redis.asyncio
 import redis.utils
 import uvloop
+
 from featurestream.serving.redis_client import RedisClient, parse_redis_url
 from featurestream.udfs.store.redis_layout import user_key
-
 from testing.reader_fixtures import RedisProcess, feature_row, seed_rows
 
 USERS = 10_000

@@ -15,21 +15,21 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
+
+from bench.feature_job import end_run, preload, steady_rate
+from featurestream.cli.submit import submit_job
+from featurestream.cli.train import TrainingRun, train
 from featurestream.devstack import LocalStack
 from featurestream.devstack.component import Echo
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import EVENT_TYPES
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
-
-from bench.feature_job import end_run, preload, steady_rate
-from featurestream.cli.submit import submit_job
-from featurestream.cli.train import TrainingRun, train
-from featurestream.settings import Settings
 
 
 @dataclass

@@ -6,7 +6,6 @@ import argparse
 
 from featurestream.devstack.component import ComponentStatus
 from featurestream.devstack.local import LocalStack
-
 from featurestream.settings import Settings
 
 

@@ -19,7 +19,6 @@ from featurestream.devstack.component import ComponentStatus, Echo, Job
 from featurestream.devstack.endpoints import Endpoints
 from featurestream.devstack.flink_home import build_flink_home
 from featurestream.devstack.paths import FLINK_IDENT, StackPaths
-
 from featurestream.errors import UserFacingError
 from featurestream.flink_rest import FlinkRest
 from featurestream.jdk import java_tool

@@ -25,7 +25,6 @@ from string import Template
 
 from featurestream.devstack.endpoints import HOST, Endpoints
 from featurestream.devstack.paths import StackPaths
-
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 

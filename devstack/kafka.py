@@ -12,12 +12,12 @@ from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
+
 from featurestream.devstack import process
 from featurestream.devstack.component import Echo
 from featurestream.devstack.endpoints import Endpoints
 from featurestream.devstack.paths import StackPaths
 from featurestream.devstack.server import SpawnedServer
-
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 

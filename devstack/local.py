@@ -10,7 +10,6 @@ from featurestream.devstack.flink import FlinkCluster
 from featurestream.devstack.kafka import KafkaBroker
 from featurestream.devstack.paths import StackPaths
 from featurestream.devstack.redis_server import RedisServer
-
 from featurestream.settings import Settings
 
 

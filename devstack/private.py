@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from featurestream.devstack.local import LocalStack
-
 from featurestream.settings import Settings
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import (
@@ -25,9 +27,6 @@ from featurestream.udfs.contract.schema_registry import (
     registry_for,
 )
 from featurestream.udfs.wire.dead_letters import Problem
-
-from featurestream.errors import UserFacingError
-from featurestream.settings import Settings
 
 # Simulated event rate of `generate --rate 0`; the burst's event times end at about "now".
 BACKFILL_EVENTS_PER_SECOND = 100.0

@@ -9,11 +9,11 @@ import subprocess
 from collections.abc import Sequence
 
 import redis
+
 from featurestream.devstack.component import Echo
 from featurestream.devstack.endpoints import HOST, Endpoint
 from featurestream.devstack.paths import StackPaths
 from featurestream.devstack.server import SpawnedServer
-
 from featurestream.errors import UserFacingError
 
 APT_INSTALL = "apt-get update && apt-get install -y redis-server"

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from featurestream.jobs.connector_jar import connector_jar
-from featurestream.jobs.pyflink_compat import JavaObject
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
+from featurestream.jobs.connector_jar import connector_jar
+from featurestream.jobs.pyflink_compat import JavaObject
 from featurestream.settings import Settings
 
 _BUFFER_TIMEOUT_MS = 10

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from featurestream.jobs import pyflink_compat
-from featurestream.jobs.environment import java_package
 from pyflink.common import Types
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors.base import DeliveryGuarantee
@@ -19,6 +17,9 @@ from pyflink.datastream.connectors.kafka import (
     KafkaSink,
     KafkaSource,
 )
+
+from featurestream.jobs import pyflink_compat
+from featurestream.jobs.environment import java_package
 
 FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 TRANSACTION_TIMEOUT_MS = 15 * 60_000

@@ -9,6 +9,11 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 
 import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
 from featurestream.serving.cache import TTLCache
 from featurestream.serving.contract import ErrorBody, ReaderContract
 from featurestream.serving.metrics import Metrics
@@ -17,13 +22,8 @@ from featurestream.serving.redis_client import RedisClient, RedisUnavailable, pa
 from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.store import FeatureStore
-from featurestream.udfs.features.definitions import default_features
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-
 from featurestream.settings import Settings
+from featurestream.udfs.features.definitions import default_features
 
 log = logging.getLogger(__name__)
 

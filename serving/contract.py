@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, cast
 
 import msgspec
-from featurestream.udfs.store.redis_layout import Score
 from msgspec import UNSET, Meta, Struct, UnsetType
+
+from featurestream.udfs.store.redis_layout import Score
 
 MAX_USER_ID_LENGTH = 128
 # ``$(?!\n)``: Python's ``$`` also matches before a final newline; so written, the pattern means

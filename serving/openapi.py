@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+
 from featurestream.serving.contract import BatchRequest, ErrorBody, ReaderContract, UserId
 from featurestream.serving.routes import Endpoint
 

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-from featurestream.serving.contract import ErrorBody
 from starlette.responses import Response
+
+from featurestream.serving.contract import ErrorBody
 
 _ENCODER = msgspec.json.Encoder()
 

@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
 from featurestream.serving.contract import (
     BatchRequest,
     BatchResponse,
@@ -29,10 +33,6 @@ from featurestream.serving.responses import ApiError, JSONResponse, error_respon
 from featurestream.serving.shaping import batch_body, features_body, now_ms, scores_body
 from featurestream.serving.store import FeatureStore
 from featurestream.serving.validation import check_user_id, parse_batch, parse_names
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from featurestream.settings import Settings
 
 

@@ -20,10 +20,10 @@ import tempfile
 from typing import Any
 
 import uvicorn
-from featurestream.serving.redis_client import parse_redis_url
 from uvicorn.supervisors import Multiprocess
 
 from featurestream.errors import UserFacingError
+from featurestream.serving.redis_client import parse_redis_url
 from featurestream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+
 from featurestream.serving.contract import (
     USER_ID_PATTERN,
     USER_ID_RULE,

@@ -22,11 +22,13 @@ from typing import Any
 
 import redis
 import uvicorn
+
 from featurestream.devstack.endpoints import Endpoint
 from featurestream.devstack.paths import StackPaths
 from featurestream.devstack.private import free_ports
 from featurestream.devstack.redis_server import RedisServer
 from featurestream.serving.app import create_app
+from featurestream.settings import Settings
 from featurestream.udfs.features.definitions import default_features
 from featurestream.udfs.store.redis_layout import (
     UPSERT_ROWS_LUA,
@@ -38,8 +40,6 @@ from featurestream.udfs.store.redis_layout import (
     upsert_score_args,
     user_key,
 )
-
-from featurestream.settings import Settings
 
 FEATURE_NAMES = tuple(f.name for f in default_features(Settings().windows))
 REPO = Path(__file__).resolve().parents[1]

@@ -12,6 +12,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import Any
 
+from pyflink.common import Types
+from pyflink.datastream import (
+    KeyedProcessFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+)
+from pyflink.datastream.state import MapStateDescriptor
+
 from featurestream.jobs import pyflink_compat
 from featurestream.jobs.kafka_io import FRAME_TYPE
 from featurestream.jobs.redis_target import RedisTarget
@@ -25,14 +34,6 @@ from featurestream.udfs.features.processor import FeatureProcessor
 from featurestream.udfs.features.routing import ShardEvent
 from featurestream.udfs.wire.dead_letters import Problem, dlq_frame
 from featurestream.udfs.wire.frames import CHECKPOINT_MARKER, decode_source_frame, split_batch
-from pyflink.common import Types
-from pyflink.datastream import (
-    KeyedProcessFunction,
-    OutputTag,
-    ProcessFunction,
-    RuntimeContext,
-)
-from pyflink.datastream.state import MapStateDescriptor
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
 

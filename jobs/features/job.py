@@ -11,17 +11,17 @@ events DLQ topic with the reason.
 
 from __future__ import annotations
 
+from pyflink.common import WatermarkStrategy
+from pyflink.datastream import DataStream
+from pyflink.datastream.connectors import Sink
+
 from featurestream.jobs import pyflink_compat
 from featurestream.jobs.environment import create_env, java_package
 from featurestream.jobs.features.functions import DLQ, MaterializeFeatures, ShardEvents
 from featurestream.jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source
 from featurestream.jobs.redis_target import RedisTarget
-from featurestream.udfs.features.definitions import default_features
-from pyflink.common import WatermarkStrategy
-from pyflink.datastream import DataStream
-from pyflink.datastream.connectors import Sink
-
 from featurestream.settings import Settings
+from featurestream.udfs.features.definitions import default_features
 
 JOB_NAME = "featurestream-features"
 

@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pyflink.table.udf import FunctionContext, ScalarFunction
+
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.score_store import ScoreStore
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.scoring.live_models import ServingModels
@@ -32,9 +35,6 @@ from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
 from featurestream.udfs.scoring.scorer import SCORING_STAGES, BatchScorer, ScoredBatch
 from featurestream.udfs.scoring.variants import Arm, parse_experiment, parse_version
-from pyflink.table.udf import FunctionContext, ScalarFunction
-
-from featurestream.settings import Settings
 
 
 @dataclass(frozen=True)

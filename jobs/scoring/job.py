@@ -9,12 +9,6 @@ source's offsets and the sink's transactions are the whole checkpoint.
 
 from __future__ import annotations
 
-from featurestream.jobs import pyflink_compat
-from featurestream.jobs.environment import create_env
-from featurestream.jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
-from featurestream.jobs.scoring.function import ScoreFrames, ScoringConfig
-from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
-from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 from pyflink.common import WatermarkStrategy
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors import Sink
@@ -23,7 +17,13 @@ from pyflink.table.expressions import col
 from pyflink.table.udf import udf
 
 from featurestream.errors import UserFacingError
+from featurestream.jobs import pyflink_compat
+from featurestream.jobs.environment import create_env
+from featurestream.jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
+from featurestream.jobs.scoring.function import ScoreFrames, ScoringConfig
 from featurestream.settings import Settings
+from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
+from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 JOB_NAME = "featurestream-scoring"
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+
 from featurestream.devstack import LocalStack
 from featurestream.devstack.private import private_settings
-
 from featurestream.flink_rest import FlinkRest
 from featurestream.settings import Settings
 

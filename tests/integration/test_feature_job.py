@@ -14,10 +14,13 @@ from collections.abc import Callable
 
 import pytest
 import redis
+
+from featurestream.cli.submit import submit_job
 from featurestream.devstack import LocalStack
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import registry_for
@@ -27,9 +30,6 @@ from featurestream.udfs.wire.dead_letters import (
     HEADER_EXCEPTION_MESSAGE,
     HEADER_STAGE,
 )
-
-from featurestream.cli.submit import submit_job
-from featurestream.settings import Settings
 from tests.integration.conftest import (
     cancel_job,
     flink_get,

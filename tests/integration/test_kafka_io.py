@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from featurestream.jobs.environment import create_env
 from featurestream.jobs.kafka_io import framed_sink, framed_source
-
 from featurestream.settings import Settings
 
 pytestmark = pytest.mark.flink

@@ -17,10 +17,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from featurestream.serving.contract import body_limit
-from featurestream.udfs.store.redis_layout import Score
 
+from featurestream.serving.contract import body_limit
 from featurestream.settings import Settings
+from featurestream.udfs.store.redis_layout import Score
 from testing.reader_fixtures import (
     FEATURE_NAMES,
     RedisProcess,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.udfs.store.redis_layout import (
@@ -15,7 +16,6 @@ from featurestream.udfs.store.redis_layout import (
     decode_row,
     user_key,
 )
-
 from testing.reader_fixtures import RedisProcess
 
 pytestmark = pytest.mark.redis

@@ -21,10 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+
+from featurestream.cli.submit import submit_job
+from featurestream.cli.train import TrainingRun, train
 from featurestream.devstack import LocalStack
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import registry_for
@@ -38,10 +42,6 @@ from featurestream.udfs.wire.dead_letters import (
     HEADER_STAGE,
     HEADER_TOPIC,
 )
-
-from featurestream.cli.submit import submit_job
-from featurestream.cli.train import TrainingRun, train
-from featurestream.settings import Settings
 from tests.integration.conftest import (
     cancel_job,
     flink_get,

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+
 from featurestream.devstack import LocalStack, process
 from featurestream.devstack.private import private_settings
-
 from featurestream.errors import UserFacingError
 from featurestream.flink_rest import FlinkRest
 

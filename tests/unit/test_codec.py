@@ -10,13 +10,14 @@ from typing import Any
 import fastavro
 import pytest
 from fastavro.types import Schema as ParsedSchema
+from hypothesis import given
+from hypothesis import strategies as st
+
 from featurestream.schemas import schema_path
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
-from hypothesis import given
-from hypothesis import strategies as st
 
 REGISTRY = FileSchemaRegistry()
 DECODER = EventDecoder(REGISTRY)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from featurestream.cli.consume import describe_dead_letter, describe_score
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_headers
 from featurestream.udfs.wire.frames import SourceRecord
-
-from featurestream.cli.consume import describe_dead_letter, describe_score
 
 CODEC = ScoreCodec(FileSchemaRegistry(), "scores-value")
 SCORE: ScoreRecord = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from featurestream.schemas import REGISTRY_MANIFEST, SCHEMA_DIR, load_schema, schema_path
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
 

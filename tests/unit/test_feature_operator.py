@@ -5,6 +5,7 @@ users and no timers behind."""
 from __future__ import annotations
 
 import pytest
+
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.definitions import default_features
 from featurestream.udfs.features.operator import StoredLayoutMismatch
@@ -12,7 +13,6 @@ from featurestream.udfs.features.processor import FeatureProcessor
 from featurestream.udfs.features.routing import shard_of
 from featurestream.udfs.features.shard import SHARD_COUNT_ENTRY
 from featurestream.udfs.wire.dead_letters import ErrorClass, Stage
-
 from tests.harness import ShardHarness
 
 DAY = 86_400_000

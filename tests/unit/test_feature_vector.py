@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.scoring.vector import assemble
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage

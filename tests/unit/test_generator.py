@@ -7,6 +7,7 @@ from itertools import islice
 from typing import Any
 
 import pytest
+
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event

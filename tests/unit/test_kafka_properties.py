@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaException, Producer
-from featurestream.devstack.endpoints import Endpoints
-from featurestream.devstack.kafka import KafkaBroker
-from featurestream.devstack.kafka_producer import EventProducer
-from featurestream.devstack.paths import StackPaths
 
 from bench.raw_limits import consume_rate
 from bench.scoring_job import TopicCounter
 from featurestream.cli.consume import consume_command
+from featurestream.devstack.endpoints import Endpoints
+from featurestream.devstack.kafka import KafkaBroker
+from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.devstack.paths import StackPaths
 from featurestream.settings import Settings, SettingsError
 from tests.integration.conftest import read_topic
 

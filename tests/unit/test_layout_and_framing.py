@@ -4,6 +4,9 @@ and feature definition checks."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from featurestream.udfs.features.definitions import Feature, default_features, window_specs
 from featurestream.udfs.store.redis_layout import (
     FeatureValue,
@@ -23,8 +26,6 @@ from featurestream.udfs.wire.frames import (
     encode_source_frame,
     split_batch,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 values = st.one_of(st.none(), st.integers(-(2**62), 2**62),
                    st.floats(allow_nan=False, allow_infinity=False))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import LATEST, parse_experiment
-
 from testing.model_fixtures import FEATURES, NAME, metadata, publish, train_text
 
 

@@ -10,14 +10,14 @@ from types import TracebackType
 from typing import ClassVar
 
 import pytest
+
 from featurestream.devstack import producing
 from featurestream.devstack.kafka_producer import EventProducer
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
-
-from featurestream.errors import UserFacingError
-from featurestream.settings import Settings
 
 SETTINGS = Settings()
 DECODER = EventDecoder(FileSchemaRegistry())

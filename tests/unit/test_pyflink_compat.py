@@ -24,17 +24,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from featurestream.jobs import pyflink_compat
-from featurestream.jobs.environment import create_env, java_package
-from featurestream.jobs.features.job import build_feature_job, shard_keys
-from featurestream.jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source
-from featurestream.udfs.features.routing import (
-    MARKER_TIME,
-    ShardEvent,
-    checkpoint_marker,
-    encode_shard_record,
-    shard_record,
-)
 from pyflink.common import Row, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, KeyedProcessFunction, StreamExecutionEnvironment
 from pyflink.fn_execution import coders, flink_fn_execution_pb2
@@ -44,7 +33,18 @@ from pyflink.java_gateway import get_gateway
 from pyflink.table import DataTypes, StreamTableEnvironment
 from pyflink.util.java_utils import to_jarray
 
+from featurestream.jobs import pyflink_compat
+from featurestream.jobs.environment import create_env, java_package
+from featurestream.jobs.features.job import build_feature_job, shard_keys
+from featurestream.jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source
 from featurestream.settings import Settings
+from featurestream.udfs.features.routing import (
+    MARKER_TIME,
+    ShardEvent,
+    checkpoint_marker,
+    encode_shard_record,
+    shard_record,
+)
 
 CALLS: list[tuple[Any, ...]] = []  # what the probe and the backend saw, in order
 

@@ -13,6 +13,9 @@ import jsonschema
 import msgspec
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from featurestream.serving.cache import MISS, TTLCache
 from featurestream.serving.contract import (
     MAX_USER_ID_LENGTH,
@@ -35,6 +38,7 @@ from featurestream.serving.shaping import (
 )
 from featurestream.serving.store import FeatureStore
 from featurestream.serving.validation import check_user_id, parse_batch, parse_names
+from featurestream.settings import Settings, SettingsError
 from featurestream.udfs.store.redis_layout import (
     Score,
     encode_score,
@@ -42,10 +46,6 @@ from featurestream.udfs.store.redis_layout import (
     score_key,
     user_key,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-
-from featurestream.settings import Settings, SettingsError
 
 VALID = ("clicks_1h", "spend_24h", "ctr_1h", "last_event_ts")
 ALLOWED = set(string.ascii_letters + string.digits + "._@:-")

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import hiredis
 import pytest
+
 from featurestream.serving.redis_client import (
     RedisClient,
     RedisUnavailable,

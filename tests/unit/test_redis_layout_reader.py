@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from featurestream.udfs.store.redis_layout import (
     UPSERT_ROWS_LUA,
     UPSERT_SCORE_LUA,
@@ -24,8 +27,6 @@ from featurestream.udfs.store.redis_layout import (
     upsert_score_args,
     user_key,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 values = st.one_of(st.none(), st.integers(), st.floats())
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic import SecretStr
+
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.confluent_registry import ConfluentSchemaRegistry
@@ -31,7 +33,6 @@ from featurestream.udfs.contract.schema_registry import (
     schema_json,
 )
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem
-from pydantic import SecretStr
 
 EVENT = Event("e-1", "u-1", "view", "i-1", None, 1_700_000_000_000, None)
 FAST_RETRIES = {"retries": 2, "retry_wait_ms": 1}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from io import BytesIO
 
 from fastavro import parse_schema, schemaless_writer
+from hypothesis import given
+from hypothesis import strategies as st
+
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
-from hypothesis import given
-from hypothesis import strategies as st
 
 CODEC = ScoreCodec(FileSchemaRegistry(), "scores-value")
 SCHEMA = parse_schema(load_schema("score"))

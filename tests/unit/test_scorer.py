@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
@@ -31,7 +32,6 @@ from featurestream.udfs.wire.dead_letters import (
 )
 from featurestream.udfs.wire.frames import decode_sink_frame as decode_frame
 from featurestream.udfs.wire.frames import encode_source_frame
-
 from testing.model_fixtures import FEATURES, NAME, publish
 
 SCHEMAS = FileSchemaRegistry()

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 import pytest
-from featurestream.devstack.commands import status
-from featurestream.udfs.durations import parse_duration_ms
 
+from featurestream.devstack.commands import status
 from featurestream.settings import Settings, SettingsError
+from featurestream.udfs.durations import parse_duration_ms
 
 
 def test_defaults_point_at_the_local_stack() -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path, PurePosixPath
 
 import pytest
+
 from featurestream.devstack import ComponentStatus, Job
 from featurestream.devstack.commands import status_lines
 from featurestream.devstack.endpoints import Endpoints
@@ -20,7 +21,6 @@ from featurestream.devstack.flink_home import (
     wheel_files,
 )
 from featurestream.devstack.paths import StackPaths
-
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from featurestream.cli.train import TrainingRun, model_features, train
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events, make_users
+from featurestream.settings import Settings
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.definitions import default_features
 from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
-
-from featurestream.cli.train import TrainingRun, model_features, train
-from featurestream.settings import Settings
 from tests.oracle import assert_row_matches, expected_row
 
 WINDOWS = ("1m", "5m", "1h", "24h")

@@ -7,12 +7,12 @@ Everything runs through :class:`ShardHarness`, which drives the shards as the Fl
 from __future__ import annotations
 
 import pytest
-from featurestream.udfs.contract.events import EVENT_TYPES, Event
-from featurestream.udfs.features.definitions import default_features
-from featurestream.udfs.features.processor import FeatureProcessor
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from featurestream.udfs.contract.events import EVENT_TYPES, Event
+from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.features.processor import FeatureProcessor
 from tests.harness import ShardHarness, as_of
 from tests.oracle import assert_row_matches, expected_row
 

@@ -22,6 +22,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema as ParsedSchema
+
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
 from featurestream.udfs.contract.schema_registry import SchemaRegistry, UnknownSchemaId

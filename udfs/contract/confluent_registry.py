@@ -17,6 +17,7 @@ from confluent_kafka.schema_registry import Schema as RegistrySchema
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.schema_registry.error import SchemaRegistryError as ErrorAnswer
+
 from featurestream.udfs.contract.schema_registry import (
     RegistryConfig,
     Schema,

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastavro.schema import to_parsing_canonical_form
-from featurestream.schemas import REGISTRY_MANIFEST, parse_schema_file
 from pydantic import SecretStr
+
+from featurestream.schemas import REGISTRY_MANIFEST, parse_schema_file
 
 Schema = dict[str, Any]
 NO_SECRET = SecretStr("")

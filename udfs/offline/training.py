@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import rankdata
+
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.definitions import Feature
 from featurestream.udfs.features.processor import FeatureProcessor, Row, UserState
 from featurestream.udfs.features.windows import TYPE_INDEX
 from featurestream.udfs.scoring.vector import assemble
 from featurestream.udfs.wire.dead_letters import Problem
-from scipy.stats import rankdata
 
 _NO_WATERMARK = -(2**63)
 

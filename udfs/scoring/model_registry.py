@@ -16,6 +16,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 
 

@@ -16,6 +16,7 @@ from io import BytesIO
 from typing import Any, TypedDict
 
 from fastavro import parse_schema, schemaless_reader
+
 from featurestream.schemas import load_schema
 from featurestream.udfs.contract.codec import HEADER_SIZE, MAGIC_BYTE
 from featurestream.udfs.contract.schema_registry import SchemaRegistry

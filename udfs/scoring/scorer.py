@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.processor import Row
