@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pyflink.common import Types
-from pyflink.datastream import DataStream
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer,
@@ -20,6 +20,7 @@ from pyflink.datastream.connectors.kafka import (
 
 from featurestream.jobs import pyflink_compat
 from featurestream.jobs.environment import java_package
+from featurestream.settings import Settings
 
 FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 TRANSACTION_TIMEOUT_MS = 15 * 60_000
@@ -79,3 +80,13 @@ def batched(frames: DataStream, max_records: int, linger_ms: int) -> DataStream:
     operator after it is called once per batch; see :func:`udfs.wire.frames.split_batch`)."""
     return pyflink_compat.java_operator(frames, "batch frames", FRAME_TYPE,
                                         java_package().FrameBatcher(max_records, linger_ms))
+
+
+def events_frames(env: StreamExecutionEnvironment, settings: Settings, group_id: str,
+                  uid: str) -> DataStream:
+    """The events topic as source frames, for a job's ``main()`` (``uid`` names the source's
+    offsets in checkpoints and savepoints: keep it stable)."""
+    source = framed_source(settings.kafka_bootstrap, settings.events_topic, group_id,
+                           settings.kafka_fetch_max_wait_ms, settings.kafka_java_properties)
+    return env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
+                           type_info=FRAME_TYPE).uid(uid)

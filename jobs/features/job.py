@@ -11,14 +11,13 @@ events DLQ topic with the reason.
 
 from __future__ import annotations
 
-from pyflink.common import WatermarkStrategy
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors import Sink
 
 from featurestream.jobs import pyflink_compat
 from featurestream.jobs.environment import create_env, java_package
 from featurestream.jobs.features.functions import DLQ, MaterializeFeatures, ShardEvents
-from featurestream.jobs.kafka_io import FRAME_TYPE, batched, framed_sink, framed_source
+from featurestream.jobs.kafka_io import FRAME_TYPE, batched, events_frames, framed_sink
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.settings import Settings
 from featurestream.udfs.features.definitions import default_features
@@ -71,13 +70,9 @@ def main() -> None:
     """Resolve the settings and run the job on the configured cluster."""
     settings = Settings.from_env()
     env = create_env(settings)
-    kafka_properties = settings.kafka_java_properties
-    source = framed_source(settings.kafka_bootstrap, settings.events_topic,
-                           settings.consumer_group, settings.kafka_fetch_max_wait_ms,
-                           kafka_properties)
-    frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
-                             type_info=FRAME_TYPE).uid("events-source")
-    build_feature_job(frames, framed_sink(settings.kafka_bootstrap, kafka_properties), settings)
+    frames = events_frames(env, settings, settings.consumer_group, "events-source")
+    dlq_sink = framed_sink(settings.kafka_bootstrap, settings.kafka_java_properties)
+    build_feature_job(frames, dlq_sink, settings)
     env.execute(JOB_NAME)
 
 

@@ -9,7 +9,6 @@ source's offsets and the sink's transactions are the whole checkpoint.
 
 from __future__ import annotations
 
-from pyflink.common import WatermarkStrategy
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors import Sink
 from pyflink.table import DataTypes, StreamTableEnvironment
@@ -19,7 +18,7 @@ from pyflink.table.udf import udf
 from featurestream.errors import UserFacingError
 from featurestream.jobs import pyflink_compat
 from featurestream.jobs.environment import create_env
-from featurestream.jobs.kafka_io import FRAME_TYPE, framed_sink, framed_source
+from featurestream.jobs.kafka_io import events_frames, framed_sink
 from featurestream.jobs.scoring.function import ScoreFrames, ScoringConfig
 from featurestream.settings import Settings
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
@@ -72,14 +71,9 @@ def main() -> None:
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("python.fn-execution.arrow.batch.size",
                            str(settings.score_batch_size))
-    kafka_properties = settings.kafka_java_properties
-    source = framed_source(settings.kafka_bootstrap, settings.events_topic,
-                           settings.scoring_group, settings.kafka_fetch_max_wait_ms,
-                           kafka_properties)
-    frames = env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
-                             type_info=FRAME_TYPE).uid("scoring-events-source")
+    frames = events_frames(env, settings, settings.scoring_group, "scoring-events-source")
     exactly_once = settings.scores_delivery == "exactly_once"
-    sink = framed_sink(settings.kafka_bootstrap, kafka_properties,
+    sink = framed_sink(settings.kafka_bootstrap, settings.kafka_java_properties,
                        settings.scoring_group if exactly_once else None)
     build_scoring_job(t_env, frames, sink, settings)
     env.execute(JOB_NAME)
