@@ -1,0 +1,305 @@
+"""Accumulators: one implementation per aggregation, online and offline.
+
+An accumulator is a stateless strategy over a plain state it creates (Quix Streams' and
+Chronon's shape): :meth:`initialize`, :meth:`add` a value into a bucket, :meth:`expire` the
+buckets that left the window, :meth:`merge` another state of the same buckets, :meth:`result`.
+States are builtins (dicts and lists of numbers), never an object per bucket: they pickle fast
+and a worker holding millions of them spends no time in Python's cycle collector. ``dump`` and
+``load`` turn a state into what Flink stores (builtins only) and back.
+
+``add`` never sees a null value: the caller skips events whose field is null or that fail the
+feature's filter. Buckets are the window's (:mod:`udfs.aggregations.windows`); a lifetime
+window puts everything in bucket 0 and never expires it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from datasketches import hll_sketch, hll_union, tgt_hll_type
+
+Value = Any  # what a feature row holds: int, float, str, bool, a list of those, or None
+
+
+class Accumulator:
+    """The shape every accumulator has (see the module docstring)."""
+
+    kind: ClassVar[str]
+
+    def initialize(self) -> Any:
+        raise NotImplementedError
+
+    def add(self, state: Any, bucket: int, value: Any) -> None:
+        raise NotImplementedError
+
+    def expire(self, state: Any, buckets: Iterable[int]) -> None:
+        raise NotImplementedError
+
+    def merge(self, into: Any, other: Any) -> None:
+        raise NotImplementedError
+
+    def result(self, state: Any) -> Value:
+        raise NotImplementedError
+
+    def dump(self, state: Any) -> Any:
+        """The state as builtins only (what Flink stores)."""
+        return state
+
+    def load(self, plain: Any) -> Any:
+        """Inverse of :meth:`dump`."""
+        return plain
+
+
+class Count(Accumulator):
+    """Events counted: ``[bucket -> n, total]``."""
+
+    kind = "count"
+
+    def initialize(self) -> list:
+        return [{}, 0]
+
+    def add(self, state: list, bucket: int, value: Any) -> None:
+        buckets = state[0]
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+        state[1] += 1
+
+    def expire(self, state: list, buckets: Iterable[int]) -> None:
+        counts = state[0]
+        for k in buckets:
+            state[1] -= counts.pop(k, 0)
+
+    def merge(self, into: list, other: list) -> None:
+        counts = into[0]
+        for k, n in other[0].items():
+            counts[k] = counts.get(k, 0) + n
+        into[1] += other[1]
+
+    def result(self, state: list) -> int:
+        return state[1]
+
+
+class Sum(Accumulator):
+    """A sum: ``[bucket -> partial sum, total]``. The total of floats is rebuilt with
+    ``math.fsum`` on expiry, so no rounding drift accumulates from subtracting."""
+
+    kind = "sum"
+
+    def __init__(self, floating: bool = True) -> None:
+        self.floating = floating
+
+    def initialize(self) -> list:
+        return [{}, 0.0 if self.floating else 0]
+
+    def add(self, state: list, bucket: int, value: Any) -> None:
+        sums = state[0]
+        sums[bucket] = sums.get(bucket, 0) + value
+        state[1] += value
+
+    def expire(self, state: list, buckets: Iterable[int]) -> None:
+        sums = state[0]
+        dropped = [sums.pop(k) for k in buckets if k in sums]
+        if dropped:
+            state[1] = math.fsum(sums.values()) if self.floating else sum(sums.values())
+
+    def merge(self, into: list, other: list) -> None:
+        sums = into[0]
+        for k, s in other[0].items():
+            sums[k] = sums.get(k, 0) + s
+        into[1] = math.fsum(sums.values()) if self.floating else sum(sums.values())
+
+    def result(self, state: list) -> int | float:
+        total = state[1]
+        return float(total) if self.floating else total
+
+
+class Extreme(Accumulator):
+    """Min or max: ``[bucket -> extreme, current]``. Extremes cannot be subtracted, so an
+    expiry recomputes the current one from the live buckets (at most 60)."""
+
+    def __init__(self, pick: Callable[[Any, Any], Any]) -> None:
+        self.pick = pick
+
+    def initialize(self) -> list:
+        return [{}, None]
+
+    def add(self, state: list, bucket: int, value: Any) -> None:
+        buckets = state[0]
+        old = buckets.get(bucket)
+        buckets[bucket] = value if old is None else self.pick(old, value)
+        current = state[1]
+        state[1] = value if current is None else self.pick(current, value)
+
+    def expire(self, state: list, buckets: Iterable[int]) -> None:
+        values = state[0]
+        dropped = [values.pop(k) for k in buckets if k in values]
+        if dropped:
+            state[1] = self._extreme(values.values())
+
+    def merge(self, into: list, other: list) -> None:
+        for k, v in other[0].items():
+            self.add(into, k, v)
+
+    def result(self, state: list) -> Value:
+        return state[1]
+
+    def _extreme(self, values: Iterable[Any]) -> Any:
+        current = None
+        for v in values:
+            current = v if current is None else self.pick(current, v)
+        return current
+
+
+class Min(Extreme):
+    kind = "min"
+
+    def __init__(self) -> None:
+        super().__init__(min)
+
+
+class Max(Extreme):
+    kind = "max"
+
+    def __init__(self) -> None:
+        super().__init__(max)
+
+
+class Distinct(Accumulator):
+    """Exact distinct values: ``[bucket -> {value: n}, {value: n}]`` (multisets, so a value
+    leaves the window only when its last occurrence does)."""
+
+    kind = "distinct"
+
+    def initialize(self) -> list:
+        return [{}, {}]
+
+    def add(self, state: list, bucket: int, value: Any) -> None:
+        in_bucket = state[0].get(bucket)
+        if in_bucket is None:
+            in_bucket = state[0][bucket] = {}
+        in_bucket[value] = in_bucket.get(value, 0) + 1
+        items = state[1]
+        items[value] = items.get(value, 0) + 1
+
+    def expire(self, state: list, buckets: Iterable[int]) -> None:
+        items = state[1]
+        for k in buckets:
+            for value, n in state[0].pop(k, {}).items():
+                left = items[value] - n
+                if left:
+                    items[value] = left
+                else:
+                    del items[value]
+
+    def merge(self, into: list, other: list) -> None:
+        items = into[1]
+        for k, values in other[0].items():
+            in_bucket = into[0].setdefault(k, {})
+            for value, n in values.items():
+                in_bucket[value] = in_bucket.get(value, 0) + n
+                items[value] = items.get(value, 0) + n
+
+    def result(self, state: list) -> int:
+        return len(state[1])
+
+
+class ApproxDistinct(Accumulator):
+    """Distinct values estimated with HyperLogLog (Apache DataSketches): ``{bucket -> sketch}``.
+
+    Memory is bounded by ``2**lg_k`` bytes per live bucket whatever the cardinality (small
+    sketches stay smaller); the result unions the live buckets. Relative standard error is
+    about ``1.04 / sqrt(2**lg_k)`` (3.3 % at ``lg_k=10``).
+    """
+
+    kind = "approx_distinct"
+
+    def __init__(self, lg_k: int) -> None:
+        self.lg_k = lg_k
+
+    def initialize(self) -> dict:
+        return {}
+
+    def add(self, state: dict, bucket: int, value: Any) -> None:
+        sketch = state.get(bucket)
+        if sketch is None:
+            sketch = state[bucket] = hll_sketch(self.lg_k, tgt_hll_type.HLL_8)
+        sketch.update(str(value))
+
+    def expire(self, state: dict, buckets: Iterable[int]) -> None:
+        for k in buckets:
+            state.pop(k, None)
+
+    def merge(self, into: dict, other: dict) -> None:
+        for k, sketch in other.items():
+            mine = into.get(k)
+            if mine is None:
+                into[k] = hll_sketch.deserialize(sketch.serialize_updatable())
+            else:
+                union = hll_union(self.lg_k)
+                union.update(mine)
+                union.update(sketch)
+                into[k] = union.get_result(tgt_hll_type.HLL_8)
+
+    def result(self, state: dict) -> int:
+        if not state:
+            return 0
+        if len(state) == 1:
+            return round(next(iter(state.values())).get_estimate())
+        union = hll_union(self.lg_k)
+        for sketch in state.values():
+            union.update(sketch)
+        return round(union.get_estimate())
+
+    def dump(self, state: dict) -> dict:
+        return {k: sketch.serialize_compact() for k, sketch in state.items()}
+
+    def load(self, plain: dict) -> dict:
+        return {k: hll_sketch.deserialize(data) for k, data in plain.items()}
+
+
+class LastN(Accumulator):
+    """The values of the ``n`` latest events by event time, newest first:
+    ``{bucket -> [(ts, seq, value)] oldest first, at most n}`` and an arrival counter, so
+    events with the same time keep their arrival order. ``n = 1`` is ``last``."""
+
+    kind = "last_n"
+
+    def __init__(self, n: int, single: bool = False) -> None:
+        self.n = n
+        self.single = single  # result is the value itself (``last``), not a list
+
+    def initialize(self) -> list:
+        return [{}, 0]
+
+    def add(self, state: list, bucket: int, value: Any) -> None:
+        """``value`` is ``(ts, value)``."""
+        ts, item = value
+        entries = state[0].get(bucket)
+        if entries is None:
+            entries = state[0][bucket] = []
+        state[1] += 1
+        bisect.insort(entries, (ts, state[1], item), key=lambda e: (e[0], e[1]))
+        if len(entries) > self.n:
+            del entries[0]
+
+    def expire(self, state: list, buckets: Iterable[int]) -> None:
+        for k in buckets:
+            state[0].pop(k, None)
+
+    def merge(self, into: list, other: list) -> None:
+        for k, entries in other[0].items():
+            for ts, _, item in entries:
+                self.add(into, k, (ts, item))
+
+    def result(self, state: list) -> Value:
+        newest: list = []
+        buckets = state[0]
+        for k in sorted(buckets, reverse=True):
+            newest.extend(e[2] for e in reversed(buckets[k]))
+            if len(newest) >= self.n:
+                break
+        if self.single:
+            return newest[0] if newest else None
+        return newest[:self.n]

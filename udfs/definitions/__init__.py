@@ -1,0 +1,1 @@
+"""Feature definitions: sources, entities and feature groups (see :mod:`.model`)."""
