@@ -33,6 +33,8 @@ from pydantic_settings.sources.utils import parse_env_vars
 from featurestream.settings import kafka
 from featurestream.udfs.contract.events import EVENT_TYPES
 from featurestream.udfs.contract.schema_registry import RegistryConfig
+from featurestream.udfs.definitions.load import load_definitions
+from featurestream.udfs.definitions.model import DefinitionError, Definitions
 from featurestream.udfs.durations import parse_duration_ms
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
@@ -117,6 +119,10 @@ class Settings(BaseSettings):
 
     # -- Flink and the feature job
     flink_rest_url: str = "http://127.0.0.1:8081"
+    # The feature definitions: a .py file or an importable module of declarations (see
+    # docs/features.md); empty = the built-in user features over `windows` and `events_topic`.
+    # Loaded by load_definitions(), not by from_env (importing may be slow or need a path).
+    definitions: str = ""
     # Sliding windows, comma separated; each window's hop is its length / 60.
     windows: Names = ("1m", "5m", "1h", "24h")
     max_out_of_orderness_ms: DurationMs = 5_000
@@ -196,6 +202,16 @@ class Settings(BaseSettings):
     def effective_checkpoint_dir(self) -> str:
         """Checkpoint directory URL (file:// under ``home`` unless set)."""
         return self.checkpoint_dir or (self.home / "checkpoints").resolve().as_uri()
+
+    def load_definitions(self) -> Definitions:
+        """The validated feature definitions; a mistake in them is one :class:`SettingsError`
+        naming ``FEATURESTREAM_DEFINITIONS``, the definition, the field and the fix."""
+        try:
+            return load_definitions(self.definitions, self.windows, self.events_topic)
+        except DefinitionError as exc:
+            # load_definitions starts its messages with the location, which _bad shows already
+            detail = str(exc).removeprefix(f"{self.definitions}: ")
+            raise self._bad("definitions", detail) from None
 
     def kafka_client_properties(self) -> dict[str, str]:
         """The Kafka properties (librdkafka names) of the inline and file settings, checked

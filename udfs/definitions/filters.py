@@ -35,6 +35,9 @@ class Condition:
         """The condition as users write it, for messages and plans."""
         if self.op in NULL_OPS:
             return f"{self.op}({self.field!r})"
+        if self.op == "in":
+            values = self.value if isinstance(self.value, tuple) else (self.value,)
+            return f"isin({self.field!r}, {list(values)!r})"
         return f"{self.op}({self.field!r}, {self.value!r})"
 
 
@@ -89,7 +92,10 @@ def le(field: str, value: int | float) -> Filter:
 
 
 def isin(field: str, values: Iterable[Scalar]) -> Filter:
-    """The field is one of ``values``."""
+    """The field is one of ``values`` (a list: a lone string would be read as its letters)."""
+    if isinstance(values, str):
+        raise TypeError(f"isin({field!r}, {values!r}): give a list of values, e.g. "
+                        f"isin({field!r}, [{values!r}])")
     return _condition(field, "in", tuple(values))
 
 

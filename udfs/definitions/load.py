@@ -35,10 +35,18 @@ def load_definitions(location: str, windows: tuple[str, ...], events_topic: str)
     """The definitions at ``location`` (a file or module), or the defaults when it is empty."""
     if not location:
         return default_definitions(windows, events_topic)
+    try:
+        return _load(location)
+    except DefinitionError as exc:
+        raise DefinitionError(f"{location}: {exc}") from None
+
+
+def _load(location: str) -> Definitions:
     module = _import(location)
-    groups = [v for v in vars(module).values() if isinstance(v, FeatureGroup)]
+    # A group bound to two names (an alias, an import) is declared once.
+    groups = list(dict.fromkeys(v for v in vars(module).values() if isinstance(v, FeatureGroup)))
     if not groups:
-        raise DefinitionError(f"{location}: declares no FeatureGroup at its top level; see "
+        raise DefinitionError("declares no FeatureGroup at its top level; see "
                               "docs/features.md for an example")
     base = Path(module.__file__).parent if module.__file__ else Path.cwd()
     sources: dict[Source, Source] = {}
@@ -46,12 +54,9 @@ def load_definitions(location: str, windows: tuple[str, ...], events_topic: str)
     for group in groups:
         source = sources.get(group.source)
         if source is None:
-            source = sources[group.source] = _with_avro_fields(group.source, base, location)
+            source = sources[group.source] = _with_avro_fields(group.source, base)
         resolved.append(replace(group, source=source))
-    try:
-        return validate(resolved)
-    except DefinitionError as exc:
-        raise DefinitionError(f"{location}: {exc}") from None
+    return validate(resolved)
 
 
 def _import(location: str) -> ModuleType:
@@ -59,8 +64,8 @@ def _import(location: str) -> ModuleType:
     try:
         if location.endswith(".py"):
             if not path.is_file():
-                raise DefinitionError(f"FEATURESTREAM_DEFINITIONS: no file {location!r}; name a "
-                                      ".py file of declarations or an importable module")
+                raise DefinitionError("no such file; name a .py file of declarations or an "
+                                      "importable module")
             spec = importlib.util.spec_from_file_location("featurestream_definitions", path)
             assert spec is not None and spec.loader is not None
             module = importlib.util.module_from_spec(spec)
@@ -70,28 +75,36 @@ def _import(location: str) -> ModuleType:
     except DefinitionError:
         raise
     except ModuleNotFoundError as exc:
-        raise DefinitionError(f"FEATURESTREAM_DEFINITIONS: cannot import {location!r} ({exc}); "
-                              "name a .py file or a module on the Python path") from None
+        if location.endswith(".py") or not _is_the_module(exc.name, location):
+            raise DefinitionError(f"the module failed: {type(exc).__name__}: {exc}") from None
+        raise DefinitionError(f"cannot import it ({exc}); name a .py file or a module on the "
+                              "Python path") from None
     except Exception as exc:  # the user's module failed while running
-        raise DefinitionError(f"{location}: {type(exc).__name__}: {exc}") from None
+        raise DefinitionError(f"the module failed: {type(exc).__name__}: {exc}") from None
 
 
-def _with_avro_fields(source: Source, base: Path, location: str) -> Source:
+def _is_the_module(missing: str | None, location: str) -> bool:
+    """Whether a ModuleNotFoundError is about ``location`` itself (or a parent package), not
+    about something the module imports."""
+    return missing is not None and (location == missing or location.startswith(missing + "."))
+
+
+def _with_avro_fields(source: Source, base: Path) -> Source:
     """The source with field types read from its Avro schema (declared fields win)."""
     if source.avro is None:
         return source
     path = _schema_file(source.avro, base)
     if path is None:
-        raise DefinitionError(f"{location}: source {source.name!r}, field 'avro': no schema "
+        raise DefinitionError(f"source {source.name!r}, field 'avro': no schema "
                               f"{source.avro!r} (looked beside the definitions and in "
                               f"{SCHEMA_DIR})")
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise DefinitionError(f"{location}: source {source.name!r}, field 'avro': cannot read "
+        raise DefinitionError(f"source {source.name!r}, field 'avro': cannot read "
                               f"{path}: {exc}") from None
     if not isinstance(schema, dict) or schema.get("type") != "record":
-        raise DefinitionError(f"{location}: source {source.name!r}, field 'avro': {path} is not "
+        raise DefinitionError(f"source {source.name!r}, field 'avro': {path} is not "
                               "an Avro record schema")
     types = {f["name"]: avro_field_type(f["type"]) for f in schema.get("fields", [])}
     types.update(source.field_types)
@@ -113,8 +126,8 @@ def avro_field_type(avro: Any) -> str:
         if len(branches) != 1:
             return "other"
         avro = branches[0]
-    if isinstance(avro, dict):
-        avro = avro.get("logicalType") and avro["type"] or avro.get("type")
+    if isinstance(avro, dict):  # enum, map, array, record, or a type with a logicalType
+        avro = avro.get("type")
     kind = _AVRO_TYPES.get(avro) if isinstance(avro, str) else None
     if kind is None:
         return "other"

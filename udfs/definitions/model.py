@@ -20,20 +20,21 @@ Example (a Python module named by ``FEATURESTREAM_DEFINITIONS``)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from featurestream.udfs.definitions.filters import NULL_OPS, ORDERED_OPS, Filter
+from featurestream.udfs.definitions.filters import NULL_OPS, ORDERED_OPS, VALUE_OPS, Filter
 from featurestream.udfs.durations import parse_duration_ms
 
 LIFETIME = "lifetime"  # the window that never expires (its state lives as long as the entity)
 FIELD_TYPES = ("string", "long", "double", "boolean")
 NUMERIC = frozenset({"long", "double"})
+KEY_TYPES = frozenset({"string", "long"})  # what an entity key may be
 ROW_META = frozenset({"as_of", "version", "updated_at", "warming_up"})  # reserved row fields
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_LAST_N = 100
@@ -43,7 +44,7 @@ MAX_LAST_N = 100
 class KindRules:
     """What a kind of aggregation takes."""
 
-    field: str  # "none", "any" or "numeric"
+    field: str  # "none", "optional", "any" or "numeric"
     window: bool  # takes a window (else it has none)
     where: bool = True
     doc: str = ""
@@ -95,7 +96,7 @@ class Source:
     @property
     def field_types(self) -> dict[str, str]:
         """Field name -> type (``?`` suffix: nullable), as declared or read from Avro."""
-        return dict(self.fields)  # type: ignore[arg-type]
+        return dict(self.fields)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,10 @@ def window_ms(window: str) -> int | None:
     """A window's length in ms (None for ``lifetime``); ValueError if not whole minutes."""
     if window == LIFETIME:
         return None
-    length = parse_duration_ms(window)
+    try:
+        length = parse_duration_ms(window) if isinstance(window, str) else 0
+    except ValueError:
+        length = 0  # "1.5h", "soon": the same fix as for "90s"
     if length < 60_000 or length % 60_000:
         raise ValueError(f"window {window!r} must be a whole number of minutes (e.g. 1m, 15m, "
                          f"1h, 7d) or {LIFETIME!r}")
@@ -205,12 +209,12 @@ def validate(groups: Iterable[FeatureGroup]) -> Definitions:
     _unique("feature group", [g.name for g in groups])
     sources = {g.source.name: g.source for g in groups}
     entities = {g.entity.name: g.entity for g in groups}
-    for kind, declared in (("source", [g.source for g in groups]),
-                           ("entity", [g.entity for g in groups])):
+    for kind, kinds, declared in (("source", "sources", [g.source for g in groups]),
+                                  ("entity", "entities", [g.entity for g in groups])):
         for item in declared:
             other = sources.get(item.name) if kind == "source" else entities.get(item.name)
             if other != item:
-                raise DefinitionError(f"{kind} {item.name!r}: two different {kind}s share this "
+                raise DefinitionError(f"{kind} {item.name!r}: two different {kinds} share this "
                                       "name; rename one")
     topics: dict[str, str] = {}
     for source in sources.values():
@@ -220,7 +224,7 @@ def validate(groups: Iterable[FeatureGroup]) -> Definitions:
                                   f"{source.topic!r} is also source {topics[source.topic]!r}; "
                                   "declare one source per topic")
     for entity in entities.values():
-        _check_name("entity", entity.name, entity.name)
+        _check_name("entity", entity.name, f"entity {entity.name!r}")
         if not entity.keys:
             raise DefinitionError(f"entity {entity.name!r}, field 'keys': name at least one "
                                   "event field")
@@ -255,7 +259,10 @@ def _check_source(source: Source) -> None:
     _check_name("source", source.name, where)
     if not source.topic:
         raise DefinitionError(f"{where}, field 'topic': name the Kafka topic")
-    types = source.field_types
+    try:
+        types = source.field_types
+    except (TypeError, ValueError):
+        types = {}  # fields given as a list of names, say: the same fix as none at all
     if not types:
         raise DefinitionError(f"{where}, field 'fields': declare the event fields (fields="
                               "{'name': 'string', ...}) or an Avro schema (avro='name.avsc')")
@@ -277,11 +284,12 @@ def _check_group(group: FeatureGroup) -> None:
     types = group.source.field_types
     for key in group.entity.keys:
         kind = types.get(key)
-        if kind is None or kind.rstrip("?") not in ("string", "long"):
-            found = "not a field of the source" if kind is None else f"of type {kind!r}"
+        if kind is None or kind.rstrip("?") not in KEY_TYPES:
+            found = "not a field" if kind is None else f"a {kind!r} field"
             raise DefinitionError(
-                f"{where}, entity {group.entity.name!r}, field 'keys': {key!r} is {found} "
-                f"{group.source.name!r}; entity keys must be string or long fields of the source")
+                f"{where}, entity {group.entity.name!r}, field 'keys': {key!r} is {found} of "
+                f"source {group.source.name!r}; entity keys must be string or long fields of the "
+                f"source ({', '.join(k for k, t in types.items() if t.rstrip('?') in KEY_TYPES)})")
     if not group.features:
         raise DefinitionError(f"{where}, field 'features': list at least one Feature")
     names = [f.name for f in group.features]
@@ -312,6 +320,9 @@ def _check_feature(group: FeatureGroup, feature: Feature, names: list[str]) -> N
     elif feature.window is not None:
         raise DefinitionError(f"{where}, field 'window': {feature.kind} takes no window; "
                               "remove it")
+    if not isinstance(feature.where, Filter):
+        raise DefinitionError(f"{where}, field 'where': {feature.where!r} is not a filter; build "
+                              "one with eq, ne, gt, ge, lt, le, isin, is_null, not_null, all_of")
     if feature.where.conditions and not rules.where:
         raise DefinitionError(f"{where}, field 'where': {feature.kind} takes no filter; "
                               "filter its parts instead")
@@ -323,19 +334,33 @@ def _check_feature(group: FeatureGroup, feature: Feature, names: list[str]) -> N
                                   "set n=, e.g. n=5")
     elif feature.n is not None:
         raise DefinitionError(f"{where}, field 'n': only last_n takes n; remove it")
-    if feature.kind == "approx_distinct" and not 4 <= feature.lg_k <= 16:
-        raise DefinitionError(f"{where}, field 'lg_k': use 4 to 16 (10 gives ~3% error)")
+    if feature.kind == "approx_distinct" and not (
+            isinstance(feature.lg_k, int) and 4 <= feature.lg_k <= 16):
+        raise DefinitionError(f"{where}, field 'lg_k': {feature.lg_k!r} is out of range; use 4 "
+                              "to 16 (10 gives ~3% error)")
     if feature.kind == "ratio":
+        numbers = [f.name for f in group.features
+                   if f.name != feature.name and _is_number(f, types)]
         for part in ("numerator", "denominator"):
             ref = getattr(feature, part)
             if ref is None or ref not in names or ref == feature.name:
                 raise DefinitionError(f"{where}, field {part!r}: name another feature of the "
-                                      f"group ({', '.join(n for n in names if n != feature.name)})")
-            if next(f for f in group.features if f.name == ref).kind in ("ratio", "last_n"):
-                raise DefinitionError(f"{where}, field {part!r}: {ref!r} is not a number "
-                                      "aggregation; use a count, sum, mean, min, max or distinct")
+                                      f"group ({', '.join(numbers)})")
+            if ref not in numbers:
+                raise DefinitionError(f"{where}, field {part!r}: {ref!r} is not a number; name "
+                                      f"one of {', '.join(numbers)} (not a ratio, last_n or a "
+                                      "last of a non-numeric field)")
     elif feature.numerator is not None or feature.denominator is not None:
         raise DefinitionError(f"{where}: only ratio takes numerator and denominator; remove them")
+
+
+def _is_number(feature: Feature, types: Mapping[str, str]) -> bool:
+    """Whether the feature's value is a number (so a ratio may divide it)."""
+    if feature.kind in ("ratio", "last_n"):
+        return False
+    if feature.kind == "last":
+        return types.get(feature.field or "", "").rstrip("?") in NUMERIC
+    return feature.kind in KINDS
 
 
 def _check_field(where: str, feature: Feature, rules: KindRules, types: Mapping[str, str],
@@ -367,21 +392,27 @@ def _check_condition(where: str, condition: Any, types: Mapping[str, str], sourc
     kind = types.get(condition.field)
     what = f"{where}, field 'where' ({condition.describe()})"
     if kind is None or kind == "other":
+        filterable = ", ".join(k for k, t in types.items() if t != "other")
         raise DefinitionError(f"{what}: {condition.field!r} is not a filterable field of source "
-                              f"{source!r} ({', '.join(k for k, t in types.items() if t != 'other')})")
+                              f"{source!r} ({filterable})")
     base = kind.rstrip("?")
     if condition.op in NULL_OPS:
         return
+    if condition.op not in VALUE_OPS:
+        raise DefinitionError(f"{what}: unknown operator {condition.op!r}; use eq, ne, gt, ge, "
+                              "lt, le, isin, is_null or not_null")
     if condition.op in ORDERED_OPS and base not in NUMERIC:
         raise DefinitionError(f"{what}: {condition.op} compares numbers, and "
                               f"{condition.field!r} is {kind!r}; use eq, ne or isin")
     values = condition.value if condition.op == "in" else (condition.value,)
-    if condition.op == "in" and not values:
-        raise DefinitionError(f"{what}: isin needs at least one value")
+    if condition.op == "in" and (not isinstance(values, tuple) or not values):
+        raise DefinitionError(f"{what}: isin needs a list of at least one value, e.g. "
+                              f"isin({condition.field!r}, [...])")
     for value in values:
         if not _fits(value, base):
-            raise DefinitionError(f"{what}: {value!r} cannot equal a {base} field; use a "
-                                  f"{base} value")
+            raise DefinitionError(f"{what}: {value!r} is not a {base} value and "
+                                  f"{condition.field!r} is a {base} field; compare it with "
+                                  f"{base} values")
 
 
 def _fits(value: Any, base: str) -> bool:
