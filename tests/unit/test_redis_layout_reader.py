@@ -1,7 +1,8 @@
 """What udfs.store.redis_layout adds for the reader: batch value decoding, and the score layout
 (the JSON blob the scoring job writes and the reader serves; the upsert script itself runs in
-tests/integration/test_reader.py); and the row upsert's arguments, whose order the script
-relies on."""
+tests/integration/test_reader.py); the row upsert's arguments, whose order the script relies
+on; entity keys, and values of every kind (numbers, strings, booleans, lists, warming_up)
+round-tripping with their types."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestream.udfs.store.redis_layout import (
+    RESERVED_ENTITY_NAMES,
+    ROW_META_FIELDS,
     UPSERT_ROWS_LUA,
     UPSERT_SCORE_LUA,
+    RowValue,
     Score,
     decode_row,
     decode_score,
@@ -22,6 +26,7 @@ from featurestream.udfs.store.redis_layout import (
     decode_values,
     encode_score,
     encode_value,
+    entity_key,
     score_key,
     upsert_rows_args,
     upsert_score_args,
@@ -113,3 +118,76 @@ def test_a_row_without_as_of_or_version_cannot_be_upserted() -> None:
 def test_the_upsert_scripts_ship_as_package_data_and_document_their_arguments() -> None:
     assert "upsert_rows_args" in UPSERT_ROWS_LUA and "ARGV[at + 2]" in UPSERT_ROWS_LUA
     assert "upsert_score_args" in UPSERT_SCORE_LUA and "ARGV[5]" in UPSERT_SCORE_LUA
+
+
+# --- entities, typed values and warming_up ------------------------------------------------
+
+def test_entity_keys_and_users_keep_their_keys() -> None:
+    assert entity_key("fs:", "item", "sku-9") == "fs:item:sku-9"
+    assert entity_key("fs:", "merchant_card", "m1|c2") == "fs:merchant_card:m1|c2"
+    assert user_key("fs:", "u-1") == "fs:user:u-1" == entity_key("fs:", "user", "u-1")
+    assert "score" in RESERVED_ENTITY_NAMES  # score_key's key space is no entity's
+
+
+scalars = st.one_of(st.none(), st.integers(), st.floats(), st.text(), st.booleans())
+row_values = st.one_of(scalars, st.lists(scalars, max_size=6))
+
+
+@given(row_values)
+def test_every_value_round_trips_exactly_with_its_type(value: RowValue) -> None:
+    # repr tells 1 from 1.0 from True from "1", and a nan from anything else
+    text = encode_value(value)
+    assert repr(decode_value(text)) == repr(value)
+    assert repr(decode_value(text.encode())) == repr(value)
+    assert text.isascii()  # whatever a string holds, the stored text is plain ASCII
+
+
+@given(st.one_of(st.none(), st.integers(), st.floats()))
+def test_numbers_and_null_keep_the_earlier_encoding_byte_for_byte(value: float | None) -> None:
+    """Rows written before strings and lists existed read back the same (the old encoder was
+    ``"" if value is None else repr(value)``)."""
+    assert encode_value(value) == ("" if value is None else repr(value))
+
+
+def test_look_alike_values_stay_apart() -> None:
+    pairs: list[tuple[RowValue, RowValue]] = [
+        (1, "1"), (None, ""), (True, 1), (True, "true"), (1.5, "1.5"), (float("inf"), "inf"),
+        ([], "[]"), (None, "null"), (False, 0)]
+    for a, b in pairs:
+        assert encode_value(a) != encode_value(b)
+        assert repr(decode_value(encode_value(a))) == repr(a)
+        assert repr(decode_value(encode_value(b))) == repr(b)
+
+
+@given(st.lists(row_values, max_size=30))
+def test_decode_values_is_decode_value_of_each_for_every_kind(row: list[RowValue]) -> None:
+    texts = [encode_value(v) for v in row]
+    assert repr(decode_values(texts)) == repr(row)
+    assert repr(decode_values([t.encode() for t in texts])) == repr(row)
+
+
+def test_lists_keep_integers_beyond_64_bits_and_non_finite_floats() -> None:
+    row = [[2**70, -(2**64), 1.5], [float("inf"), None, "x"], "ü\U0001f600", True, 3]
+    assert repr(decode_values([encode_value(v) for v in row])) == repr(row)
+
+
+def test_warming_up_is_a_json_object_written_only_when_non_empty() -> None:
+    warming = {"views_1h": 1_700_000_060_000, "distinct_buyers_24h": None}
+    args = upsert_rows_args([{"as_of": 10, "version": 1, "views_1h": 2, "warming_up": warming}],
+                            updated_at_ms=99, ttl_seconds=60)
+    assert args[-2:] == ["warming_up",
+                         '{"views_1h":1700000060000,"distinct_buyers_24h":null}']
+    assert decode_row(dict(zip(args[3::2], args[4::2], strict=True)))["warming_up"] == warming
+    empties: tuple[RowValue, ...] = ({}, None)
+    for empty in empties:
+        assert upsert_rows_args([{"as_of": 10, "version": 1, "views_1h": 2,
+                                  "warming_up": empty}], 99, 60) == [
+            "60", "99", "6", "as_of", "10", "version", "1", "views_1h", "2"]
+    assert "warming_up" in ROW_META_FIELDS
+
+
+def test_strings_lists_and_booleans_are_written_as_json() -> None:
+    args = upsert_rows_args([{"as_of": 1, "version": 1, "last_buyer": "u|2",
+                              "recent": ["a", "b"], "flag": False, "empty": ""}], 9, 60)
+    assert args[7:] == ["last_buyer", '"u|2"', "recent", '["a","b"]', "flag", "false",
+                        "empty", '""']

@@ -1,23 +1,37 @@
 """The Redis layout of materialized features: the one place that defines it.
 
 Keys
-    ``{prefix}user:{user_id}`` (default prefix ``fs:``): one hash per user.
+    ``{prefix}{entity}:{entity_id}`` (default prefix ``fs:``; :func:`entity_key`): one hash per
+    entity instance, e.g. ``fs:user:u-1`` (:func:`user_key`) or ``fs:item:sku-9``. An id made
+    of several key fields joins their string values with ``|``. Entity names have no ``:``, so
+    the keys of two entities never meet; ``score`` is taken by the score hashes below
+    (:data:`RESERVED_ENTITY_NAMES`).
 
 Fields
-    one per feature (see :mod:`udfs.features`), plus
+    one per feature of the entity (see :mod:`udfs.definitions`), plus the row's meta fields
+    (:data:`ROW_META_FIELDS`):
     ``as_of``       event time (epoch ms) the row is valid at;
-    ``version``     per-user row counter; ``(as_of, version)`` orders a user's rows;
-    ``updated_at``  wall-clock time (epoch ms) of the write.
+    ``version``     per-instance row counter; ``(as_of, version)`` orders an instance's rows;
+    ``updated_at``  wall-clock time (epoch ms) of the write;
+    ``warming_up``  a JSON object, feature name -> the event time (epoch ms) its window is
+                    fully covered from, or null (no known end); present only while some
+                    feature is still warming up.
 
 Values
-    integers as decimal text, floats as Python ``repr`` text (round-trips exactly),
-    null as the empty string.
+    integers as decimal text, floats as Python ``repr`` text (both round-trip exactly), null as
+    the empty string -- the encoding of every earlier release, so their rows read back the
+    same. Anything else (a string, a boolean, a list of the ``last_n`` kind, the
+    ``warming_up`` object) is compact JSON text with non-ASCII escaped. The two never meet: a
+    number's text starts with a digit, ``-``, ``i`` or ``n`` (``inf``, ``nan``), JSON text here
+    with ``"``, ``[``, ``{``, ``t`` or ``f``; a string value ``""`` is two quote characters,
+    not null.
 
 Writes
     go through :data:`UPSERT_ROWS_LUA` (``upsert_rows.lua``; many rows per call, arguments from
     :func:`upsert_rows_args`), which compares ``(as_of, version)`` inside Redis and ignores a
     row older than the stored one, so a replay after a restart never leaves an older row over
-    a newer one. Every write refreshes the key's TTL.
+    a newer one. A row is the whole truth: a newer row replaces the hash (no field of an older
+    row survives, e.g. ``warming_up`` once nothing warms up). Every write refreshes the TTL.
 
 Scores
     ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
@@ -39,9 +53,14 @@ from typing import Any
 
 import orjson
 
-FeatureValue = int | float | None
+Scalar = int | float | str | bool | None
+FeatureValue = Scalar | list[Scalar]  # a list: the last_n kind
+WarmingUp = dict[str, int | None]  # feature -> until (epoch ms) or null
+RowValue = FeatureValue | WarmingUp  # what a row's field holds (the object: only warming_up)
 
-ROW_META_FIELDS = ("as_of", "version", "updated_at")
+ROW_META_FIELDS = ("as_of", "version", "updated_at", "warming_up")
+WARMING_UP = "warming_up"
+RESERVED_ENTITY_NAMES = frozenset({"score"})  # key spaces of this layout that are not entities
 
 
 def _script(name: str) -> str:
@@ -55,57 +74,77 @@ UPSERT_SCORE_LUA = _script("upsert_score.lua")
 ROWS_PER_UPSERT = 100  # rows per script call: each call holds Redis for well under a millisecond
 
 
+def entity_key(prefix: str, entity: str, entity_id: str) -> str:
+    """The Redis key of an entity instance's feature hash."""
+    return f"{prefix}{entity}:{entity_id}"
+
+
 def user_key(prefix: str, user_id: str) -> str:
-    """The Redis key of a user's feature hash."""
-    return f"{prefix}user:{user_id}"
+    """The Redis key of a user's feature hash (``{prefix}user:{user_id}``)."""
+    return entity_key(prefix, "user", user_id)
 
 
-def encode_value(value: FeatureValue) -> str:
-    """Encode one value for a hash field: decimal int, float ``repr``, null -> empty string."""
-    return "" if value is None else repr(value)
+_JSON_STARTS = frozenset('"[{tf')  # first characters of the JSON texts (never of a number's)
 
 
-def decode_value(text: str | bytes) -> FeatureValue:
-    """Inverse of :func:`encode_value`."""
+def encode_value(value: RowValue) -> str:
+    """Encode one value for a hash field: decimal int, float ``repr``, null -> empty string,
+    anything else compact JSON (ASCII)."""
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def decode_value(text: str | bytes) -> RowValue:
+    """Inverse of :func:`encode_value` (ValueError for a text it never writes)."""
     if isinstance(text, bytes):
         text = text.decode()
     if text == "":
         return None
+    if text[0] in _JSON_STARTS:
+        value: RowValue = json.loads(text)
+        return value
     if text.lstrip("-").isdigit():
         return int(text)
     return float(text)
 
 
-def upsert_rows_args(rows: Sequence[Mapping[str, FeatureValue]], updated_at_ms: int,
+def upsert_rows_args(rows: Sequence[Mapping[str, RowValue]], updated_at_ms: int,
                      ttl_seconds: int) -> list[str]:
     """ARGV for :data:`UPSERT_ROWS_LUA`, in the order its header documents; this is the one
     place that builds it.
 
     ``ttl, updated_at``, then per row: how many texts follow, ``"as_of", <as_of>, "version",
     <version>`` (taken by name, wherever the row has them; the script compares them at these
-    positions), then the row's other fields as name/value pairs in the row's order.
+    positions), then the row's other fields as name/value pairs in the row's order. An empty
+    or null ``warming_up`` is left out (the script then drops a stored one).
     """
     args = [str(ttl_seconds), str(updated_at_ms)]
     for row in rows:
         fields = dict(row)
         as_of, version = fields.pop("as_of"), fields.pop("version")
+        if not fields.get(WARMING_UP, True):
+            del fields[WARMING_UP]
         args += (str(2 * len(fields) + 4), "as_of", str(as_of), "version", str(version))
         for name, value in fields.items():
             args.append(name)
-            args.append("" if value is None else repr(value))
+            args.append(encode_value(value))
     return args
 
 
-_DECODED_TYPES = frozenset({int, float, type(None)})
+_DECODED_TYPES = frozenset({int, float, type(None), str, bool})
 
 
-def decode_values(texts: Sequence[str | bytes]) -> list[FeatureValue]:
+def decode_values(texts: Sequence[str | bytes]) -> list[RowValue]:
     """:func:`decode_value` of each text, in one pass where possible (the reader's hot path).
 
-    Every text :func:`encode_value` writes, except a non-finite float, is a JSON number (or,
-    empty, null) that parses to the same value, so str texts are parsed as one JSON array in C.
+    Every text :func:`encode_value` writes, except a non-finite float, is JSON (or, empty,
+    null) that parses to the same value, so str texts are parsed as one JSON array in C.
     orjson reads an integer beyond 64 bits as a float, which only a text of 20 characters or
-    more can be; such rows, and anything unexpected, are decoded one by one instead.
+    more can be; such rows, rows with a list or an object (whose insides may hold such
+    integers), and anything unexpected are decoded one by one instead.
     """
     parts: list[Any] = [t or "null" for t in texts]  # bytes make join raise TypeError
     try:
@@ -119,7 +158,7 @@ def decode_values(texts: Sequence[str | bytes]) -> list[FeatureValue]:
     return [decode_value(t) for t in texts]
 
 
-def decode_row(fields: Mapping[bytes | str, bytes | str]) -> dict[str, FeatureValue]:
+def decode_row(fields: Mapping[bytes | str, bytes | str]) -> dict[str, RowValue]:
     """Decode a hash read back from Redis into ``{field: value}``."""
     names = [k.decode() if isinstance(k, bytes) else k for k in fields]
     texts = [v.decode() if isinstance(v, bytes) else v for v in fields.values()]
