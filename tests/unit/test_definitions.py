@@ -525,6 +525,19 @@ def test_the_fingerprint_changes_with_any_feature() -> None:
         validate(valid()).fingerprint())
 
 
+def test_the_fingerprint_ignores_where_the_files_are(tmp_path: Path) -> None:
+    text = GOOD.replace('fields={', 'avro="payments.avsc", fields={')
+    schema = json.dumps({"type": "record", "name": "P", "fields": [
+        {"name": "merchant_id", "type": "string"}, {"name": "ts", "type": "long"}]})
+    prints = []
+    for place in ("checkout", "job"):
+        (tmp_path / place).mkdir()
+        (tmp_path / place / "payments.avsc").write_text(schema)
+        location = write(tmp_path / place, text)
+        prints.append(load_definitions(location, ("1h",), "events").fingerprint())
+    assert prints[0] == prints[1]
+
+
 # -- The example -----------------------------------------------------------------------------
 
 

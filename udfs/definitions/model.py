@@ -26,6 +26,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import PurePath
 from typing import Any
 
 from featurestream.udfs.definitions.filters import NULL_OPS, ORDERED_OPS, VALUE_OPS, Filter
@@ -179,8 +180,15 @@ class Definitions:
         return tuple(g for g in self.groups if g.entity.name == entity)
 
     def fingerprint(self) -> str:
-        """A stable hash of everything declared (recorded with models trained on it)."""
-        text = json.dumps([asdict(g) for g in self.groups], sort_keys=True, default=str)
+        """A stable hash of everything declared (recorded with models trained on it).
+
+        An Avro source counts by its schema's file name and field types: the loader resolves
+        the schema to an absolute path, which differs between a checkout and a job's copy."""
+        declared = [asdict(g) for g in self.groups]
+        for group in declared:
+            if group["source"]["avro"] is not None:
+                group["source"]["avro"] = PurePath(group["source"]["avro"]).name
+        text = json.dumps(declared, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
