@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from datasketches import hll_sketch, hll_union, tgt_hll_type
+from datasketches import hll_sketch, hll_union, tgt_hll_type  # type: ignore[import-untyped]
 
 Value = Any  # what a feature row holds: int, float, str, bool, a list of those, or None
 
@@ -100,9 +100,10 @@ class Sum(Accumulator):
 
     def expire(self, state: list, buckets: Iterable[int]) -> None:
         sums = state[0]
-        dropped = [sums.pop(k) for k in buckets if k in sums]
-        if dropped:
-            state[1] = math.fsum(sums.values()) if self.floating else sum(sums.values())
+        for k in buckets:
+            sums.pop(k, None)
+        # rebuilt on every expiry of the window, even when no dropped bucket held a sum
+        state[1] = math.fsum(sums.values()) if self.floating else sum(sums.values())
 
     def merge(self, into: list, other: list) -> None:
         sums = into[0]
@@ -205,6 +206,10 @@ class Distinct(Accumulator):
         return len(state[1])
 
 
+# DataSketches ignores an empty string; a fixed suffix keeps "" a value (and stays injective).
+_HLL_SUFFIX = "|"
+
+
 class ApproxDistinct(Accumulator):
     """Distinct values estimated with HyperLogLog (Apache DataSketches): ``{bucket -> sketch}``.
 
@@ -225,7 +230,7 @@ class ApproxDistinct(Accumulator):
         sketch = state.get(bucket)
         if sketch is None:
             sketch = state[bucket] = hll_sketch(self.lg_k, tgt_hll_type.HLL_8)
-        sketch.update(str(value))
+        sketch.update(str(value) + _HLL_SUFFIX)
 
     def expire(self, state: dict, buckets: Iterable[int]) -> None:
         for k in buckets:
