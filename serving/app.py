@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from featurestream.serving.cache import TTLCache
 from featurestream.serving.contract import ErrorBody, ReaderContract
+from featurestream.serving.entities import reader_definitions, served_entities
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.openapi import openapi_document
 from featurestream.serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
@@ -23,19 +24,19 @@ from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.store import FeatureStore
 from featurestream.settings import Settings
-from featurestream.udfs.features.definitions import default_features
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> Starlette:
-    """The reader for ``settings``; Redis is first contacted at start-up, not here."""
+    """The reader for ``settings`` and the definitions they name (a DefinitionError if those
+    are wrong); Redis is first contacted at start-up, not here."""
+    contract = ReaderContract(served_entities(reader_definitions(settings)),
+                              settings.max_batch_size)
     redis = RedisClient(parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000)
     cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries)
              if settings.cache_ttl_ms else None)
     metrics = Metrics()
-    contract = ReaderContract(tuple(f.name for f in default_features(settings.windows)),
-                              settings.max_batch_size)
     auth = bool(settings.auth_token.get_secret_value())
     document = openapi_document(ROUTES, contract, auth)
     reader = Reader(settings=settings,
@@ -49,9 +50,9 @@ def create_app(settings: Settings) -> Starlette:
             state = "reachable"
         except RedisUnavailable as exc:
             state = f"not reachable yet ({exc}); /readyz answers 503 until it is"
-        log.info("reader worker %d: started; redis at %s %s; auth %s; cache %s", os.getpid(),
-                 redis.target.describe(), state, "on" if auth else "off",
-                 f"{settings.cache_ttl_ms} ms" if cache else "off")
+        log.info("reader worker %d: started; redis at %s %s; entities %s; auth %s; cache %s",
+                 os.getpid(), redis.target.describe(), state, ", ".join(contract.entity_names),
+                 "on" if auth else "off", f"{settings.cache_ttl_ms} ms" if cache else "off")
         yield
         await redis.close()
         log.info("reader worker %d: stopped", os.getpid())

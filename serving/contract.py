@@ -1,15 +1,19 @@
 """The reader's HTTP contract as types: one definition for validation, encoding and the document.
 
-The batch body is decoded and checked by msgspec into :class:`BatchRequest` (narrowed to this
-reader's feature names and batch size by :class:`ReaderContract`); every JSON answer is one of
-these structs, encoded by msgspec; and ``/openapi.json`` is generated from the same types
+A batch body is decoded and checked by msgspec into :class:`BatchRequest` (the user routes) or
+:class:`EntityBatchRequest` (any entity), narrowed to the entity's feature names and this
+reader's batch size by :class:`ReaderContract`; every JSON answer is one of these structs,
+encoded by msgspec; and ``/openapi.json`` is generated from the same types
 (:mod:`featurestream.serving.openapi`). A field, limit or description is written here once.
+The user routes (``/v1/features/{user_id}``, ``/v1/features/batch``) are the entity routes of
+``user`` with their earlier shapes (``user_id``, ``user_ids``), kept as they were.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -22,19 +26,32 @@ MAX_USER_ID_LENGTH = 128
 USER_ID_PATTERN = rf"^[A-Za-z0-9._@:-]{{1,{MAX_USER_ID_LENGTH}}}$(?!\n)"
 USER_ID_RULE = f"1-{MAX_USER_ID_LENGTH} characters among letters, digits and . _ - @ :"
 
+MAX_ENTITY_ID_LENGTH = 256
+# An entity id of several key fields joins their values with "|" (udfs/store/redis_layout.py).
+ENTITY_ID_PATTERN = rf"^[A-Za-z0-9._@:|-]{{1,{MAX_ENTITY_ID_LENGTH}}}$(?!\n)"
+ENTITY_ID_RULE = (f"1-{MAX_ENTITY_ID_LENGTH} characters among letters, digits and . _ - @ : | "
+                  "(| joins the values of an entity's several keys)")
+USER_ENTITY = "user"  # the entity of the user routes
+
 UserId = Annotated[str, Meta(pattern=USER_ID_PATTERN, description=USER_ID_RULE)]
+EntityId = Annotated[str, Meta(pattern=ENTITY_ID_PATTERN, description=ENTITY_ID_RULE)]
 NamesQuery = Annotated[str, Meta(description="Comma-separated feature names (default: all).")]
 AsOf = Annotated[int, Meta(description="Event time (epoch ms) the values are valid at.")]
 Staleness = Annotated[int, Meta(description="Read time minus as_of, in ms (at least 0).")]
 UpdatedAt = Annotated[int, Meta(description="Wall-clock time (epoch ms) the row was written.")]
 SinceLastEvent = Annotated[float, Meta(description="Read time minus last_event_ts, in seconds.")]
-FeatureValues = Annotated[dict[str, float | None], Meta(
-    description="Feature name to value (null = no value, e.g. a ratio over zero events).")]
+Scalar = int | float | str | bool | None
+FeatureValues = Annotated[dict[str, Scalar | list[Scalar]], Meta(
+    description="Feature name to value (null = no value, e.g. a ratio over zero events; a "
+                "list for last_n, newest first).")]
+WarmingUp = Annotated[dict[str, int | None], Meta(
+    description="Features whose window does not yet cover its full length, each with the "
+                "event time (epoch ms) it will, or null; absent when none is warming up.")]
 
 
-def body_limit(max_batch_size: int) -> int:
+def body_limit(max_batch_size: int, max_id_length: int = MAX_USER_ID_LENGTH) -> int:
     """The largest batch body accepted: room for the ids, the names and some whitespace."""
-    return 65_536 + max_batch_size * (MAX_USER_ID_LENGTH + 128)
+    return 65_536 + max_batch_size * (max_id_length + 128)
 
 
 class BatchRequest(Struct, forbid_unknown_fields=True):
@@ -54,6 +71,7 @@ class Features(Struct):
     staleness_ms: Staleness | UnsetType | None = UNSET
     seconds_since_last_event: SinceLastEvent | UnsetType | None = UNSET
     features: FeatureValues | UnsetType = UNSET
+    warming_up: WarmingUp | UnsetType = UNSET
 
 
 class BatchResult(Features):
@@ -66,6 +84,39 @@ class BatchResponse(Struct):
     """One result per requested id, in request order."""
 
     results: list[BatchResult]
+
+
+class EntityBatchRequest(Struct, forbid_unknown_fields=True):
+    """Many instances of one entity: results come back in the order of ``ids``; ``names``
+    selects features of the entity (all when absent, null or empty)."""
+
+    ids: list[str]
+    names: list[str] | None = None
+
+
+class EntityFeatures(Struct):
+    """An entity instance's features (all, or the requested names) with the row's freshness."""
+
+    entity: str
+    id: str
+    as_of: AsOf | UnsetType | None = UNSET
+    updated_at: UpdatedAt | UnsetType | None = UNSET
+    staleness_ms: Staleness | UnsetType | None = UNSET
+    seconds_since_last_event: SinceLastEvent | UnsetType | None = UNSET
+    features: FeatureValues | UnsetType = UNSET
+    warming_up: WarmingUp | UnsetType = UNSET
+
+
+class EntityBatchResult(EntityFeatures):
+    """One requested instance: its features, or ``found`` false and only its ids."""
+
+    found: bool = True
+
+
+class EntityBatchResponse(Struct):
+    """One result per requested id, in request order."""
+
+    results: list[EntityBatchResult]
 
 
 @dataclass(frozen=True)
@@ -98,27 +149,65 @@ class ErrorBody(Struct):
     error: Annotated[str, Meta(description="Machine-readable code.")]
     message: str
     valid: Annotated[list[str], Meta(
-        description="The valid feature names (unknown_feature).")] | UnsetType = UNSET
+        description="The valid feature names (unknown_feature) or entities "
+                    "(unknown_entity).")] | UnsetType = UNSET
     limit: Annotated[int, Meta(description="The limit exceeded (413).")] | UnsetType = UNSET
 
 
-class ReaderContract:
-    """The contract with this reader's settings: its feature names and batch size.
+def _names_type(feature_names: Sequence[str]) -> Any:
+    """The type of a ``names`` list: the entity's names (any string if it has none)."""
+    return Literal.__getitem__(tuple(feature_names)) if feature_names else str
 
-    :attr:`batch_request` is :class:`BatchRequest` with those limits in its field types, so the
-    decoder enforces exactly what the document shows.
+
+class EntityContract:
+    """One entity's feature names and its batch body type, narrowed to them and the limit.
+
+    :attr:`batch_request` is :class:`EntityBatchRequest` with those limits in its field types,
+    so the decoder enforces exactly what the entity's names and the reader's limit allow.
     """
 
-    def __init__(self, feature_names: tuple[str, ...], max_batch_size: int) -> None:
-        self.feature_names = feature_names
+    def __init__(self, entity: str, feature_names: Sequence[str], max_batch_size: int) -> None:
+        self.entity = entity
+        self.feature_names = tuple(feature_names)
+        self.batch_request = cast(type[EntityBatchRequest], msgspec.defstruct(
+            "EntityBatchRequest", [
+                ("ids", Annotated[list[EntityId], Meta(min_length=1, max_length=max_batch_size)]),
+                ("names", list[_names_type(feature_names)] | None, None),  # type: ignore[misc]
+            ], bases=(EntityBatchRequest,), forbid_unknown_fields=True))
+        self.batch_request.__doc__ = EntityBatchRequest.__doc__
+        self.batch_decoder = msgspec.json.Decoder(self.batch_request)
+
+
+class ReaderContract:
+    """The contract with this reader's definitions and settings: each entity's feature names
+    (``entities``, in declaration order) and the batch size.
+
+    :attr:`batch_request` is :class:`BatchRequest` with the user's names and the limit in its
+    field types, so the decoder enforces exactly what the document shows; :attr:`entities` has
+    the same for every entity.
+    """
+
+    def __init__(self, entities: Mapping[str, Sequence[str]], max_batch_size: int) -> None:
+        self.entities = {name: EntityContract(name, names, max_batch_size)
+                         for name, names in entities.items()}
+        self.feature_names = tuple(entities.get(USER_ENTITY, ()))  # the user routes'
         self.max_batch_size = max_batch_size
         self.max_body_bytes = body_limit(max_batch_size)
-        feature_name = Literal.__getitem__(feature_names)
+        self.max_entity_body_bytes = body_limit(max_batch_size, MAX_ENTITY_ID_LENGTH)
+        self.entity_names = tuple(entities)
         self.batch_request = cast(type[BatchRequest], msgspec.defstruct(
             "BatchRequest", [
                 ("user_ids", Annotated[list[UserId], Meta(min_length=1,
                                                           max_length=max_batch_size)]),
-                ("names", list[feature_name] | None, None),  # type: ignore[valid-type]
+                ("names", list[_names_type(self.feature_names)] | None,  # type: ignore[misc]
+                 None),
             ], bases=(BatchRequest,), forbid_unknown_fields=True))
         self.batch_request.__doc__ = BatchRequest.__doc__
         self.batch_decoder = msgspec.json.Decoder(self.batch_request)
+        # The document's entity batch body: any entity's names (each route checks its own).
+        self.entity_batch_request = cast(type[EntityBatchRequest], msgspec.defstruct(
+            "EntityBatchRequest", [
+                ("ids", Annotated[list[EntityId], Meta(min_length=1, max_length=max_batch_size)]),
+                ("names", list[str] | None, None),
+            ], bases=(EntityBatchRequest,), forbid_unknown_fields=True))
+        self.entity_batch_request.__doc__ = EntityBatchRequest.__doc__

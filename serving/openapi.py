@@ -2,25 +2,34 @@
 
 Generated from the route table (:data:`featurestream.serving.routes.ROUTES`) and the contract's
 types (:mod:`featurestream.serving.contract`) with msgspec, so it shows exactly what the reader
-validates and answers, with this reader's feature names and batch limit.
+validates and answers, with this reader's entities, the user's feature names and the batch
+limit. (An entity route's ``names`` are the entity's own: the 400 ``unknown_feature`` lists
+them.)
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
-from featurestream.serving.contract import BatchRequest, ErrorBody, ReaderContract, UserId
+from featurestream.serving.contract import (
+    BatchRequest,
+    EntityBatchRequest,
+    EntityId,
+    ErrorBody,
+    ReaderContract,
+    UserId,
+)
 from featurestream.serving.routes import Endpoint
 
 SCHEMA_REF = "#/components/schemas/{name}"
-PATH_PARAMETERS: dict[str, Any] = {"user_id": UserId}  # the type of each ``{name}`` in a path
 ERROR_MEANINGS = {400: "Invalid input (the message says what and how to fix it).",
                   401: "Missing or wrong bearer token (only when auth is on).",
-                  404: "No such user.",
+                  404: "No such entity, or no features for the id.",
                   413: "Batch or body too large.",
                   503: "Redis unavailable or too slow; retry later."}
 
@@ -28,8 +37,10 @@ ERROR_MEANINGS = {400: "Invalid input (the message says what and how to fix it).
 def openapi_document(endpoints: Sequence[Endpoint], contract: ReaderContract,
                      auth: bool) -> dict[str, Any]:
     """The document of ``endpoints`` under ``contract``; ``auth`` marks the protected ones."""
-    configured: dict[Any, Any] = {BatchRequest: contract.batch_request}
-    types: list[Any] = [ErrorBody, *PATH_PARAMETERS.values()]
+    configured: dict[Any, Any] = {BatchRequest: contract.batch_request,
+                                  EntityBatchRequest: contract.entity_batch_request}
+    path_parameters = _path_parameters(contract)
+    types: list[Any] = [ErrorBody, *path_parameters.values()]
     for e in endpoints:
         types += [e.answer, *e.query.values()]
         if e.request is not None:
@@ -48,7 +59,7 @@ def openapi_document(endpoints: Sequence[Endpoint], contract: ReaderContract,
         if auth and e.protected:
             operation["security"] = [{"bearer": []}]
         parameters = [{"name": name, "in": "path", "required": True,
-                       "schema": schema(PATH_PARAMETERS[name])}
+                       "schema": schema(path_parameters[name])}
                       for name in re.findall(r"{(\w+)}", e.path)]
         parameters += [{"name": name, "in": "query", "required": False, "schema": schema(of)}
                        for name, of in e.query.items()]
@@ -69,3 +80,11 @@ def openapi_document(endpoints: Sequence[Endpoint], contract: ReaderContract,
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _path_parameters(contract: ReaderContract) -> dict[str, Any]:
+    """The type of each ``{name}`` in a path: the entity one of this reader's."""
+    described = Meta(description="An entity the definitions declare.")
+    entity: Any = (Annotated[Literal.__getitem__(contract.entity_names), described]
+                   if contract.entity_names else Annotated[str, described])
+    return {"user_id": UserId, "entity": entity, "id": EntityId}

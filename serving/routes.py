@@ -1,6 +1,10 @@
 """The endpoints, one function each, wrapped for auth, error bodies and latency metrics, and the
 route table that also generates the OpenAPI document (:mod:`featurestream.serving.openapi`).
 
+Every entity the definitions declare is served at ``/v1/features/{entity}/{id}`` and
+``/v1/features/{entity}/batch``; ``/v1/features/{user_id}`` and ``/v1/features/batch`` are the
+user entity's routes with their earlier answers (``user_id``, ``user_ids``).
+
 ``/v1/*`` needs ``Authorization: Bearer <FEATURESTREAM_AUTH_TOKEN>`` when a token is set;
 ``/healthz``, ``/readyz``, ``/metrics`` and ``/openapi.json`` stay open for probes and scrapers.
 """
@@ -18,8 +22,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from featurestream.serving.contract import (
+    USER_ENTITY,
     BatchRequest,
     BatchResponse,
+    EntityBatchRequest,
+    EntityBatchResponse,
+    EntityFeatures,
     ErrorBody,
     Features,
     NamesQuery,
@@ -30,9 +38,23 @@ from featurestream.serving.contract import (
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import ApiError, JSONResponse, error_response
-from featurestream.serving.shaping import batch_body, features_body, now_ms, scores_body
+from featurestream.serving.shaping import (
+    batch_body,
+    entity_batch_body,
+    entity_body,
+    features_body,
+    now_ms,
+    scores_body,
+)
 from featurestream.serving.store import FeatureStore
-from featurestream.serving.validation import check_user_id, parse_batch, parse_names
+from featurestream.serving.validation import (
+    check_entity,
+    check_entity_id,
+    check_user_id,
+    parse_batch,
+    parse_entity_batch,
+    parse_names,
+)
 from featurestream.settings import Settings
 
 
@@ -43,7 +65,7 @@ class Reader:
     settings: Settings
     store: FeatureStore
     metrics: Metrics
-    contract: ReaderContract  # the valid feature names and the batch limits
+    contract: ReaderContract  # the entities, their feature names and the batch limits
     openapi: bytes  # the rendered OpenAPI document
 
 
@@ -51,10 +73,11 @@ Handler = Callable[[Reader, Request], Awaitable[Response]]
 
 
 async def get_features(reader: Reader, request: Request) -> Response:
-    """``GET /v1/features/{user_id}?names=a,b``."""
+    """``GET /v1/features/{user_id}?names=a,b``: the user entity's row."""
+    check_entity(USER_ENTITY, reader.contract)
     user_id = check_user_id(request.path_params["user_id"])
     names = parse_names(request.query_params.get("names"), reader.contract.feature_names)
-    [row] = await reader.store.rows([user_id])
+    [row] = await reader.store.rows(USER_ENTITY, [user_id])
     if row is None:
         raise ApiError(404, ErrorBody("unknown_user", f"no features for user {user_id!r}"))
     return JSONResponse(features_body(user_id, row, names, now_ms()))
@@ -62,10 +85,32 @@ async def get_features(reader: Reader, request: Request) -> Response:
 
 async def batch_features(reader: Reader, request: Request) -> Response:
     """``POST /v1/features/batch`` with ``{"user_ids": [...], "names": [...]?}``."""
+    check_entity(USER_ENTITY, reader.contract)
     body = await _read_body(request, reader.contract.max_body_bytes)
     batch = parse_batch(body, reader.contract)
-    rows = await reader.store.rows(batch.user_ids)
+    rows = await reader.store.rows(USER_ENTITY, batch.user_ids)
     return JSONResponse(batch_body(batch.user_ids, rows, batch.names, now_ms()))
+
+
+async def get_entity_features(reader: Reader, request: Request) -> Response:
+    """``GET /v1/features/{entity}/{id}?names=a,b``."""
+    entity = check_entity(request.path_params["entity"], reader.contract)
+    entity_id = check_entity_id(request.path_params["id"])
+    names = parse_names(request.query_params.get("names"), entity.feature_names)
+    [row] = await reader.store.rows(entity.entity, [entity_id])
+    if row is None:
+        raise ApiError(404, ErrorBody("unknown_id",
+                                      f"no features for {entity.entity} {entity_id!r}"))
+    return JSONResponse(entity_body(entity.entity, entity_id, row, names, now_ms()))
+
+
+async def batch_entity_features(reader: Reader, request: Request) -> Response:
+    """``POST /v1/features/{entity}/batch`` with ``{"ids": [...], "names": [...]?}``."""
+    entity = check_entity(request.path_params["entity"], reader.contract)
+    body = await _read_body(request, reader.contract.max_entity_body_bytes)
+    batch = parse_entity_batch(body, entity, reader.contract.max_batch_size)
+    rows = await reader.store.rows(entity.entity, batch.ids)
+    return JSONResponse(entity_batch_body(entity.entity, batch.ids, rows, batch.names, now_ms()))
 
 
 async def get_scores(reader: Reader, request: Request) -> Response:
@@ -105,7 +150,8 @@ class Endpoint:
 
     ``answer`` is the type of the 200 body (in ``media_type``), ``errors`` the other statuses
     it answers with (an :class:`ErrorBody` each), ``request`` the type of its body and
-    ``query`` its query parameters' types; a ``{user_id}`` in the path is a ``UserId``.
+    ``query`` its query parameters' types; a ``{user_id}`` in the path is a ``UserId``, an
+    ``{entity}`` one of the declared entities and an ``{id}`` an ``EntityId``.
     """
 
     path: str
@@ -128,6 +174,13 @@ ROUTES: tuple[Endpoint, ...] = (
              (400, 401, 413, 503), protected=True, request=BatchRequest),
     Endpoint("/v1/features/{user_id}", "GET", get_features,
              "A user's features with their freshness.", Features, "Found.",
+             (400, 401, 404, 503), protected=True, query={"names": NamesQuery}),
+    Endpoint("/v1/features/{entity}/batch", "POST", batch_entity_features,
+             "Many instances of an entity in one Redis round trip.", EntityBatchResponse,
+             "Results in request order; missing ids have found=false.",
+             (400, 401, 404, 413, 503), protected=True, request=EntityBatchRequest),
+    Endpoint("/v1/features/{entity}/{id}", "GET", get_entity_features,
+             "An entity instance's features with their freshness.", EntityFeatures, "Found.",
              (400, 401, 404, 503), protected=True, query={"names": NamesQuery}),
     Endpoint("/v1/scores/{user_id}", "GET", get_scores, "A user's latest score per model.",
              Scores, "Found.", (400, 401, 404, 503), protected=True),

@@ -23,6 +23,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from featurestream.errors import UserFacingError
+from featurestream.serving.entities import reader_definitions
 from featurestream.serving.redis_client import parse_redis_url
 from featurestream.settings import Settings, SettingsError
 
@@ -50,6 +51,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SettingsError(f"FEATURESTREAM_REDIS_URL: {exc}; use "
                             "redis://[:password@]host:port/db or rediss:// for TLS") from None
+    reader_definitions(settings)  # a mistake in them fails here, once, not in every worker
     sock = _bind(settings.serve_host, settings.serve_port)
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-reader-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -16,17 +16,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
+from msgspec import UNSET
+
 from featurestream.serving.contract import (
     BatchResponse,
     BatchResult,
+    EntityBatchResponse,
+    EntityBatchResult,
+    EntityFeatures,
     Features,
     Scores,
     ServedScore,
 )
-from featurestream.udfs.store.redis_layout import ROW_META_FIELDS, FeatureValue, Score
+from featurestream.udfs.store.redis_layout import ROW_META_FIELDS, WARMING_UP, RowValue, Score
 
-Row = dict[str, FeatureValue]
+Row = dict[str, RowValue]  # a row as the store decodes it
+ReadRow = Mapping[str, RowValue]  # what the shaping functions read of one
 _Answer = TypeVar("_Answer", bound=Features)
+_EntityAnswer = TypeVar("_EntityAnswer", bound=EntityFeatures)
 
 
 def now_ms() -> int:
@@ -34,28 +41,43 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def staleness_ms(as_of: FeatureValue, now: int) -> int | None:
+def staleness_ms(as_of: Any, now: int) -> int | None:
     """``now - as_of`` in ms, at least 0; None without ``as_of``."""
     return None if as_of is None else max(0, now - int(as_of))
 
 
-def seconds_since(ts_ms: FeatureValue, now: int) -> float | None:
+def seconds_since(ts_ms: Any, now: int) -> float | None:
     """Seconds from ``ts_ms`` to ``now`` (ms precision), at least 0; None without a time."""
     return None if ts_ms is None else max(0, now - int(ts_ms)) / 1000
 
 
-def features_body(user_id: str, row: Row, names: Sequence[str] | None, now: int) -> Features:
+def features_body(user_id: str, row: ReadRow, names: Sequence[str] | None, now: int) -> Features:
     """A user's features (all, or ``names``) with the row's freshness."""
     return _features(Features, user_id, row, names, now)
 
 
-def batch_body(user_ids: Sequence[str], rows: Sequence[Row | None],
+def batch_body(user_ids: Sequence[str], rows: Sequence[ReadRow | None],
                names: Sequence[str] | None, now: int) -> BatchResponse:
     """Results in request order; each says whether the user was found."""
     return BatchResponse([
         BatchResult(user_id=user_id, found=False) if row is None
         else _features(BatchResult, user_id, row, names, now)
         for user_id, row in zip(user_ids, rows, strict=True)])
+
+
+def entity_body(entity: str, entity_id: str, row: ReadRow, names: Sequence[str] | None,
+                now: int) -> EntityFeatures:
+    """An entity instance's features (all, or ``names``) with the row's freshness."""
+    return _entity_features(EntityFeatures, entity, entity_id, row, names, now)
+
+
+def entity_batch_body(entity: str, ids: Sequence[str], rows: Sequence[ReadRow | None],
+                      names: Sequence[str] | None, now: int) -> EntityBatchResponse:
+    """Results in request order; each says whether the instance was found."""
+    return EntityBatchResponse([
+        EntityBatchResult(entity=entity, id=entity_id, found=False) if row is None
+        else _entity_features(EntityBatchResult, entity, entity_id, row, names, now)
+        for entity_id, row in zip(ids, rows, strict=True)])
 
 
 def scores_body(user_id: str, scores: Mapping[str, Score], now: int) -> Scores:
@@ -66,16 +88,34 @@ def scores_body(user_id: str, scores: Mapping[str, Score], now: int) -> Scores:
         for model, s in sorted(scores.items())})
 
 
-def _features(answer: type[_Answer], user_id: str, row: Row, names: Sequence[str] | None,
+def _features(answer: type[_Answer], user_id: str, row: ReadRow, names: Sequence[str] | None,
               now: int) -> _Answer:
-    if names:
-        features = {name: row.get(name) for name in names}  # a repeated name: its first place
-    else:
-        features = row.copy()
-        for meta in ROW_META_FIELDS:
-            features.pop(meta, None)
-    # Any: the jobs write as_of and updated_at as integers (udfs/store/redis_layout.py).
+    features = _selected(row, names)
+    # Any: the jobs write as_of and updated_at as integers, warming_up as an object
+    # (udfs/store/redis_layout.py).
     as_of: Any = row.get("as_of")
     updated_at: Any = row.get("updated_at")
+    warming_up: Any = row.get(WARMING_UP) or UNSET
     return answer(user_id, as_of, updated_at, staleness_ms(as_of, now),
-                  seconds_since(row.get("last_event_ts"), now), features)
+                  seconds_since(row.get("last_event_ts"), now), features, warming_up)
+
+
+def _entity_features(answer: type[_EntityAnswer], entity: str, entity_id: str, row: ReadRow,
+                     names: Sequence[str] | None, now: int) -> _EntityAnswer:
+    features = _selected(row, names)
+    as_of: Any = row.get("as_of")
+    updated_at: Any = row.get("updated_at")
+    warming_up: Any = row.get(WARMING_UP) or UNSET
+    return answer(entity, entity_id, as_of, updated_at, staleness_ms(as_of, now),
+                  seconds_since(row.get("last_event_ts"), now), features, warming_up)
+
+
+def _selected(row: ReadRow, names: Sequence[str] | None) -> dict[str, Any]:
+    """The row's features: ``names`` in their order (a repeated name: its first place), or
+    all of them without the meta fields."""
+    if names:
+        return {name: row.get(name) for name in names}
+    features = dict(row)
+    for meta in ROW_META_FIELDS:
+        features.pop(meta, None)
+    return features

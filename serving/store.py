@@ -1,4 +1,4 @@
-"""Reads of feature rows and scores (layout: :mod:`udfs.redis_layout`) through the cache."""
+"""Reads of feature rows and scores (layout: :mod:`udfs.store.redis_layout`) through the cache."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from featurestream.udfs.store.redis_layout import (
     Score,
     decode_scores,
     decode_values,
+    entity_key,
     score_key,
-    user_key,
 )
 
 
@@ -29,7 +29,8 @@ def _scores(reply: list[str]) -> dict[str, Score]:
 
 
 class FeatureStore:
-    """Users' rows and scores: one Redis round trip per call for whatever the cache lacks."""
+    """Entities' rows and users' scores: one Redis round trip per call for whatever the cache
+    lacks. Callers pass a declared entity and checked ids (:mod:`.validation`)."""
 
     def __init__(self, redis: RedisClient, prefix: str, cache: TTLCache | None,
                  metrics: Metrics) -> None:
@@ -38,9 +39,10 @@ class FeatureStore:
         self._cache = cache
         self._metrics = metrics
 
-    async def rows(self, user_ids: Sequence[str]) -> list[Row | None]:
-        """Each user's feature row in order (None for a user without one)."""
-        keys = [user_key(self._prefix, u) for u in user_ids]
+    async def rows(self, entity: str, ids: Sequence[str]) -> list[Row | None]:
+        """Each instance's feature row in order (None for one without a row)."""
+        prefix = self._prefix
+        keys = [entity_key(prefix, entity, i) for i in ids]
         return await self._read(keys, _row)
 
     async def scores(self, user_id: str) -> dict[str, Score] | None:

@@ -1,42 +1,82 @@
-"""Request checks: user ids, feature names and batch bodies. Bad input is a 4xx, never a 500.
+"""Request checks: entities, ids, feature names and batch bodies. Bad input is a 4xx, never a 500.
 
 The rules are the contract's types (:mod:`featurestream.serving.contract`): msgspec decodes a
-batch body into the reader's ``BatchRequest``, whose types hold the user-id pattern, the batch
-size and the feature names; a user id in a path is matched against the same pattern. Only when
-decoding fails is the body looked at again, to name the error: ``invalid_json``,
-``invalid_body``, ``invalid_user_id``, ``unknown_feature`` (with the valid names) or
-``batch_too_large`` (413, with the limit).
+batch body into the reader's ``BatchRequest`` (users) or the entity's ``EntityBatchRequest``,
+whose types hold the id pattern, the batch size and the feature names; an id in a path is
+matched against the same pattern. Only when decoding fails is the body looked at again, to name
+the error: ``invalid_json``, ``invalid_body``, ``invalid_user_id`` / ``invalid_id``,
+``unknown_feature`` (with the valid names) or ``batch_too_large`` (413, with the limit). An
+entity the definitions do not declare is a 404 ``unknown_entity`` naming the known ones.
 
-A user id is 1-128 characters among letters, digits and ``. _ - @ :``; the reader only ever
-reads ``{prefix}user:{id}`` and ``{prefix}score:{id}`` with it, so no id reaches another key.
+A user id is 1-128 characters among letters, digits and ``. _ - @ :``; an entity id 1-256
+among those and ``|``. The reader only ever reads ``{prefix}{entity}:{id}`` of a declared
+entity (whose name has no ``:``) and ``{prefix}score:{user id}``, so no id reaches another key.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import msgspec
 
 from featurestream.serving.contract import (
+    ENTITY_ID_PATTERN,
+    ENTITY_ID_RULE,
     USER_ID_PATTERN,
     USER_ID_RULE,
     BatchRequest,
+    EntityBatchRequest,
+    EntityContract,
     ErrorBody,
     ReaderContract,
 )
 from featurestream.serving.responses import ApiError
 
 _USER_ID = re.compile(USER_ID_PATTERN)
-_BODY_SHAPE = '{"user_ids": [...], "names": [...]}'
+_ENTITY_ID = re.compile(ENTITY_ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class _BatchShape:
+    """What a batch body's errors name: its ids field, the id error and rule, its shape."""
+
+    ids: str
+    error: str
+    rule: str
+    shape: str
+
+
+_USER_BATCH = _BatchShape("user_ids", "invalid_user_id", USER_ID_RULE,
+                          '{"user_ids": [...], "names": [...]}')
+_ENTITY_BATCH = _BatchShape("ids", "invalid_id", ENTITY_ID_RULE, '{"ids": [...], "names": [...]}')
 
 
 def check_user_id(user_id: str, where: str = "user id") -> str:
     """``user_id`` itself, or a 400 naming the rule."""
     if not _USER_ID.fullmatch(user_id):
-        raise _invalid_user_id(user_id, where)
+        raise _invalid_id(user_id, where, _USER_BATCH)
     return user_id
+
+
+def check_entity(entity: str, contract: ReaderContract) -> EntityContract:
+    """The declared entity's contract, or a 404 naming the entities this reader serves."""
+    found = contract.entities.get(entity)
+    if found is None:
+        shown = entity if len(entity) <= 40 else entity[:40] + "..."
+        known = ", ".join(contract.entity_names) or "none"
+        raise ApiError(404, ErrorBody("unknown_entity", f"no entity {shown!r}; the definitions "
+                                      f"declare: {known}", valid=list(contract.entity_names)))
+    return found
+
+
+def check_entity_id(entity_id: str, where: str = "id") -> str:
+    """``entity_id`` itself, or a 400 naming the rule."""
+    if not _ENTITY_ID.fullmatch(entity_id):
+        raise _invalid_id(entity_id, where, _ENTITY_BATCH)
+    return entity_id
 
 
 def check_names(names: Sequence[str], valid: Sequence[str]) -> tuple[str, ...] | None:
@@ -59,42 +99,59 @@ def parse_batch(body: bytes, contract: ReaderContract) -> BatchRequest:
 
     Its ``names`` may repeat and may be empty: both select as ``?names=`` does.
     """
+    return _decode(body, contract.batch_decoder, _USER_BATCH, contract.feature_names,
+                   contract.max_batch_size)
+
+
+def parse_entity_batch(body: bytes, entity: EntityContract,
+                       max_batch_size: int) -> EntityBatchRequest:
+    """An entity batch body decoded into the entity's request type, or the 4xx saying what is
+    wrong (as :func:`parse_batch`)."""
+    return _decode(body, entity.batch_decoder, _ENTITY_BATCH, entity.feature_names,
+                   max_batch_size)
+
+
+_Request = TypeVar("_Request", BatchRequest, EntityBatchRequest)
+
+
+def _decode(body: bytes, decoder: msgspec.json.Decoder[_Request], shape: _BatchShape,
+            valid: Sequence[str], limit: int) -> _Request:
     try:
-        return contract.batch_decoder.decode(body)
-    except msgspec.ValidationError as exc:  # JSON, but not a BatchRequest
-        raise _batch_error(str(exc), msgspec.json.decode(body), contract) from None
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:  # JSON, but not the request type
+        raise _batch_error(str(exc), msgspec.json.decode(body), shape, valid, limit) from None
     except msgspec.DecodeError as exc:
         message = f"the body is not valid JSON: {exc}"
         raise ApiError(400, ErrorBody("invalid_json", message)) from None
 
 
-def _batch_error(error: str, data: Any, contract: ReaderContract) -> ApiError:
+def _batch_error(error: str, data: Any, shape: _BatchShape, valid: Sequence[str],
+                 limit: int) -> ApiError:
     """The 4xx for a JSON ``data`` that msgspec refused with ``error``: "what - at `$path`"."""
     detail, _, at = error.partition(" - at `$")
     where = at.rstrip("`").lstrip(".")  # "" (the body), "user_ids", "user_ids[3]", "names[0]"
     fields = data if isinstance(data, dict) else {}
-    user_ids, names = fields.get("user_ids"), fields.get("names")
-    limit = contract.max_batch_size
-    if isinstance(user_ids, list) and len(user_ids) > limit:  # too many: whatever else is wrong
-        return ApiError(413, ErrorBody("batch_too_large", f"{len(user_ids)} user ids; at most "
+    ids, names = fields.get(shape.ids), fields.get("names")
+    if isinstance(ids, list) and len(ids) > limit:  # too many: whatever else is wrong
+        what = shape.ids.replace("_", " ")
+        return ApiError(413, ErrorBody("batch_too_large", f"{len(ids)} {what}; at most "
                                        f"{limit} per request", limit=limit))
-    if where.startswith("user_ids[") and isinstance(user_ids, list):
-        user_id = user_ids[int(where[len("user_ids["):-1])]
-        if not isinstance(user_id, str):
-            return ApiError(400, ErrorBody("invalid_user_id", f"{where} must be a string"))
-        return _invalid_user_id(user_id, where)
+    if where.startswith(f"{shape.ids}[") and isinstance(ids, list):
+        entity_id = ids[int(where[len(shape.ids) + 1:-1])]
+        if not isinstance(entity_id, str):
+            return ApiError(400, ErrorBody(shape.error, f"{where} must be a string"))
+        return _invalid_id(entity_id, where, shape)
     if where.startswith("names[") and isinstance(names, list) and all(
             isinstance(n, str) for n in names):
-        return _unknown_features([n for n in names if n not in contract.feature_names],
-                                 contract.feature_names)
+        return _unknown_features([n for n in names if n not in valid], valid)
     place = f" at {where}" if where else ""
-    return ApiError(400, ErrorBody("invalid_body", f"{detail}{place}; the body is {_BODY_SHAPE}"))
+    return ApiError(400, ErrorBody("invalid_body", f"{detail}{place}; the body is {shape.shape}"))
 
 
-def _invalid_user_id(user_id: str, where: str) -> ApiError:
-    shown = user_id if len(user_id) <= 40 else user_id[:40] + "..."
-    return ApiError(400, ErrorBody("invalid_user_id",
-                                   f"{where} {shown!r} is invalid: use {USER_ID_RULE}"))
+def _invalid_id(entity_id: str, where: str, shape: _BatchShape) -> ApiError:
+    shown = entity_id if len(entity_id) <= 40 else entity_id[:40] + "..."
+    return ApiError(400, ErrorBody(shape.error,
+                                   f"{where} {shown!r} is invalid: use {shape.rule}"))
 
 
 def _unknown_features(unknown: Sequence[str], valid: Sequence[str]) -> ApiError:

@@ -1,5 +1,6 @@
-"""What the reader's tests need: a private redis-server (stop, restart, freeze), rows and scores
-seeded in the jobs' layout (``udfs.redis_layout``), the reader in a thread or as the real
+"""What the reader's tests need: a private redis-server (stop, restart, freeze), rows of any
+entity and scores seeded in the jobs' layout (``udfs.store.redis_layout``), definitions with an
+item entity beside the built-in users, the reader in a thread or as the real
 ``featurestream serve`` process, and a tiny JSON HTTP client."""
 
 from __future__ import annotations
@@ -29,19 +30,21 @@ from featurestream.devstack.private import free_ports
 from featurestream.devstack.redis_server import RedisServer
 from featurestream.serving.app import create_app
 from featurestream.settings import Settings
-from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.definitions.defaults import default_definitions
 from featurestream.udfs.store.redis_layout import (
     UPSERT_ROWS_LUA,
     UPSERT_SCORE_LUA,
     FeatureValue,
+    RowValue,
     Score,
+    entity_key,
     score_key,
     upsert_rows_args,
     upsert_score_args,
-    user_key,
 )
 
-FEATURE_NAMES = tuple(f.name for f in default_features(Settings().windows))
+FEATURE_NAMES = tuple(f.name for f in default_definitions(Settings().windows, "events")
+                      .features_of("user"))
 REPO = Path(__file__).resolve().parents[1]
 # The installed console script beside this interpreter: the real ``featurestream serve``.
 FEATURESTREAM = Path(sys.executable).with_name("featurestream")
@@ -113,15 +116,41 @@ def feature_row(as_of: int, version: int = 1, **values: FeatureValue) -> dict[st
     return row
 
 
-def seed_rows(client: redis.Redis, prefix: str, rows: Mapping[str, Mapping[str, FeatureValue]],
-              updated_at: int, ttl_seconds: int = 3600) -> None:
-    """Write rows exactly as the feature job does: the upsert script, one pipeline."""
+def seed_rows(client: redis.Redis, prefix: str, rows: Mapping[str, Mapping[str, RowValue]],
+              updated_at: int, ttl_seconds: int = 3600, entity: str = "user") -> None:
+    """Write rows (id -> row) exactly as the feature job does: the upsert script, one
+    pipeline."""
     upsert = client.register_script(UPSERT_ROWS_LUA)
     pipe = client.pipeline(transaction=False)
-    for user_id, row in rows.items():
-        upsert(keys=[user_key(prefix, user_id)],
+    for entity_id, row in rows.items():
+        upsert(keys=[entity_key(prefix, entity, entity_id)],
                args=upsert_rows_args([row], updated_at, ttl_seconds), client=pipe)
     pipe.execute()
+
+
+ITEM_FEATURES = ("views_1h", "last_buyer", "recent_buyers", "buyers_24h")
+ITEM_DEFINITIONS = f'''"""Test definitions: the built-in user features, and items."""
+from featurestream.definitions import Feature, FeatureGroup, eq
+from featurestream.udfs.definitions.defaults import ITEM, USER, events_source, user_features
+
+events = events_source("events")
+user_activity = FeatureGroup("user_activity", USER, events, user_features({Settings().windows!r}))
+item_popularity = FeatureGroup("item_popularity", ITEM, events, [
+    Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
+    Feature("last_buyer", "last", field="user_id", window="24h",
+            where=eq("event_type", "purchase")),
+    Feature("recent_buyers", "last_n", field="user_id", n=3, window="24h"),
+    Feature("buyers_24h", "distinct", field="user_id", window="24h"),
+])
+'''
+
+
+def write_item_definitions(directory: Path) -> Path:
+    """A definitions file declaring the built-in users and an ``item`` entity
+    (:data:`ITEM_FEATURES`), for ``FEATURESTREAM_DEFINITIONS``."""
+    path = directory / "item_definitions.py"
+    path.write_text(ITEM_DEFINITIONS, encoding="utf-8")
+    return path
 
 
 def seed_score(client: redis.Redis, prefix: str, user_id: str, score: Score,

@@ -23,6 +23,7 @@ from featurestream.settings import Settings
 from featurestream.udfs.store.redis_layout import Score
 from testing.reader_fixtures import (
     FEATURE_NAMES,
+    ITEM_FEATURES,
     RedisProcess,
     feature_row,
     free_port,
@@ -32,6 +33,7 @@ from testing.reader_fixtures import (
     seed_score,
     start_serve,
     wait_until,
+    write_item_definitions,
 )
 
 pytestmark = pytest.mark.redis
@@ -51,9 +53,19 @@ SCORES = [
 ]
 
 
+ITEMS: dict[str, dict[str, Any]] = {
+    "sku-1": {"as_of": NOW - 3_000, "version": 2, "views_1h": 7, "last_buyer": "user-1",
+              "recent_buyers": ["user-1", "user-2", "user.name@example.com"], "buyers_24h": 3,
+              "warming_up": {"buyers_24h": NOW + 60_000}},
+    "shop|sku:2": {"as_of": NOW - 4_000, "version": 1, "views_1h": 0, "last_buyer": None,
+                   "recent_buyers": [], "buyers_24h": 0},
+}
+
+
 def seed(redis_server: RedisProcess) -> None:
     client = redis_server.client()
     seed_rows(client, PREFIX, ROWS, updated_at=NOW - 1_500)
+    seed_rows(client, PREFIX, ITEMS, updated_at=NOW - 1_200, entity="item")
     for score in SCORES:
         seed_score(client, PREFIX, "user-1", score)
 
@@ -78,6 +90,15 @@ def settings_for(redis_server: RedisProcess, **changes: object) -> Settings:
 @pytest.fixture(scope="module")
 def reader(redis_server: RedisProcess) -> Iterator[str]:
     with reader_in_thread(settings_for(redis_server)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def entity_reader(redis_server: RedisProcess,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A reader of definitions with users and items."""
+    definitions = write_item_definitions(tmp_path_factory.mktemp("definitions"))
+    with reader_in_thread(settings_for(redis_server, definitions=str(definitions))) as url:
         yield url
 
 
@@ -144,6 +165,106 @@ def test_unknown_paths_and_methods_are_json(reader: str) -> None:
     assert slash.status == 404 and slash.body["error"] == "not_found"
     wrong = http("DELETE", reader + "/v1/features/user-1")
     assert wrong.status == 405 and wrong.body["error"] == "method_not_allowed"
+
+
+# --- entities ------------------------------------------------------------------------------
+
+def test_an_item_is_served_with_typed_values_and_warming_up(entity_reader: str) -> None:
+    reply = http("GET", entity_reader + "/v1/features/item/sku-1")
+    assert reply.status == 200, reply.body
+    item = ITEMS["sku-1"]
+    assert {k: reply.body[k] for k in ("entity", "id", "as_of", "updated_at")} == {
+        "entity": "item", "id": "sku-1", "as_of": item["as_of"], "updated_at": NOW - 1_200}
+    assert reply.body["features"] == {name: item[name] for name in ITEM_FEATURES}
+    assert reply.body["warming_up"] == {"buyers_24h": NOW + 60_000}
+    assert reply.body["seconds_since_last_event"] is None  # items declare no last_event_ts
+    joined = http("GET", entity_reader + "/v1/features/item/shop%7Csku:2?names=last_buyer")
+    assert joined.status == 200, joined.body
+    assert joined.body["id"] == "shop|sku:2" and joined.body["features"] == {"last_buyer": None}
+    assert "warming_up" not in joined.body
+    missing = http("GET", entity_reader + "/v1/features/item/sku-404")
+    assert missing.status == 404 and missing.body == {
+        "error": "unknown_id", "message": "no features for item 'sku-404'"}
+    wrong = http("GET", entity_reader + "/v1/features/item/sku-1?names=clicks_1h")
+    assert wrong.status == 400 and wrong.body["valid"] == list(ITEM_FEATURES)
+
+
+@pytest.mark.parametrize("entity", ["score", "items", "USER", "user:x", "%2A", "a%20b", "..",
+                                    "user%0D%0AFLUSHALL", "x" * 300])
+def test_an_unknown_entity_is_a_404_naming_the_known_ones(entity_reader: str,
+                                                          entity: str) -> None:
+    for method, path, body in (("GET", f"/v1/features/{entity}/user-1", None),
+                               ("POST", f"/v1/features/{entity}/batch", {"ids": ["user-1"]})):
+        reply = http(method, entity_reader + path, body)
+        assert reply.status == 404, (path, reply.body)
+        assert reply.body["error"] == "unknown_entity"
+        assert reply.body["valid"] == ["user", "item"]
+
+
+@pytest.mark.parametrize("entity_id", ["x" * 257, "a%20b", "a*", "%2A", "a%0D%0AFLUSHALL",
+                                       "%C3%A9", "a%00", "a;b", "%7Bx%7D", "a%5Cb"])
+def test_hostile_entity_ids_are_a_400(entity_reader: str, entity_id: str) -> None:
+    reply = http("GET", entity_reader + f"/v1/features/item/{entity_id}")
+    assert reply.status == 400, (entity_id, reply.body)
+    assert reply.body["error"] == "invalid_id" and "1-256 characters" in reply.body["message"]
+
+
+def test_ids_never_reach_another_entitys_keys(entity_reader: str) -> None:
+    """An item id that spells another key (a user's, a score's) stays under fs:item:."""
+    for entity_id in ("user:user-1", "score:user-1", ":user-1", "..%2Fuser-1"):
+        reply = http("GET", entity_reader + f"/v1/features/item/{entity_id}")
+        assert reply.status == 404, (entity_id, reply.body)
+    slash = http("GET", entity_reader + "/v1/features/item/a%2F..%2Fb")
+    assert slash.status == 404 and slash.body["error"] == "not_found"
+
+
+def test_an_item_batch_keeps_request_order(entity_reader: str) -> None:
+    reply = http("POST", entity_reader + "/v1/features/item/batch", {
+        "ids": ["shop|sku:2", "nope", "sku-1"], "names": ["recent_buyers", "views_1h"]})
+    assert reply.status == 200, reply.body
+    first, missing, last = reply.body["results"]
+    assert (first["id"], first["found"]) == ("shop|sku:2", True)
+    assert first["features"] == {"recent_buyers": [], "views_1h": 0}
+    assert missing == {"entity": "item", "id": "nope", "found": False}
+    assert last["features"] == {"recent_buyers": ITEMS["sku-1"]["recent_buyers"], "views_1h": 7}
+    assert last["warming_up"] == {"buyers_24h": NOW + 60_000}
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    ({"ids": [f"i{n}" for n in range(51)]}, 413, "batch_too_large"),
+    ({"ids": ["sku-1"], "names": ["clicks_1h"]}, 400, "unknown_feature"),
+    ({"ids": ["a b"]}, 400, "invalid_id"),
+    ({"user_ids": ["sku-1"]}, 400, "invalid_body"),
+])
+def test_bad_item_batches(entity_reader: str, body: dict, status: int, error: str) -> None:
+    reply = http("POST", entity_reader + "/v1/features/item/batch", body)
+    assert (reply.status, reply.body["error"]) == (status, error), reply.body
+
+
+def test_the_user_routes_answer_as_before_beside_the_entity_routes(reader: str,
+                                                                   entity_reader: str) -> None:
+    """The user routes of a reader with more entities equal those of the built-in reader."""
+    def stable(body: dict) -> dict:
+        return {k: v for k, v in body.items() if k not in ("staleness_ms",
+                                                           "seconds_since_last_event")}
+
+    for path, body in (("/v1/features/user-1", None), ("/v1/features/nobody", None),
+                       ("/v1/features/user-1?names=ctr_1h,clicks_1h", None),
+                       ("/v1/features/batch", {"user_ids": ["user-2", "nobody"]})):
+        old = http("POST" if body else "GET", reader + path, body)
+        new = http("POST" if body else "GET", entity_reader + path, body)
+        assert old.status == new.status
+        if "results" in old.body:
+            assert [stable(r) for r in old.body["results"]] == [
+                stable(r) for r in new.body["results"]]
+        else:
+            assert stable(old.body) == stable(new.body)
+    alias = http("GET", entity_reader + "/v1/features/user-1").body
+    generic = http("GET", entity_reader + "/v1/features/user/user-1").body
+    assert generic["entity"] == "user" and generic["id"] == "user-1"
+    assert generic["features"] == alias["features"] and generic["as_of"] == alias["as_of"]
+    batch = http("POST", entity_reader + "/v1/features/user/batch", {"ids": ["user-1"]}).body
+    assert batch["results"][0]["features"] == alias["features"]
 
 
 # --- batch ---------------------------------------------------------------------------------
@@ -524,9 +645,13 @@ class Conformance:
 
 FEATURES_ROUTE, SCORES_ROUTE = "/v1/features/{user_id}", "/v1/scores/{user_id}"
 BATCH_ROUTE = "/v1/features/batch"
+ENTITY_ROUTE, ENTITY_BATCH_ROUTE = "/v1/features/{entity}/{id}", "/v1/features/{entity}/batch"
 Call = tuple[str, str, str, dict[str, Any] | bytes | None]  # method, route, path, body
 V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
                         ("POST", BATCH_ROUTE, BATCH_ROUTE, {"user_ids": ["user-1"]}),
+                        ("GET", ENTITY_ROUTE, "/v1/features/user/user-1", None),
+                        ("POST", ENTITY_BATCH_ROUTE, "/v1/features/user/batch",
+                         {"ids": ["user-1"]}),
                         ("GET", SCORES_ROUTE, "/v1/scores/user-1", None)]
 
 
@@ -554,6 +679,15 @@ def test_every_answer_matches_the_served_openapi_document(redis_server: RedisPro
         {"user_ids": ["user-1"], "extra": 1}, {"user_ids": [f"u{i}" for i in range(51)]},
         b"[1]"]
     calls += [("POST", BATCH_ROUTE, BATCH_ROUTE, body) for body in bodies]
+    calls += [("GET", ENTITY_ROUTE, f"/v1/features/{path}", None) for path in (
+        "user/user-1", "user/user-2?names=ctr_1h", "user/nobody", "item/sku-1", "user/a%20b")]
+    # (an entity route's body schema has any entity's names: no unknown names here)
+    entity_bodies: list[dict[str, Any] | bytes] = [
+        {"ids": ["user-1", "nobody"]}, {"ids": ["user-2"], "names": ["ctr_1h"]},
+        {"ids": ["bad id"]}, {"ids": []}, {"ids": [f"u{i}" for i in range(51)]}, b"[1]"]
+    calls += [("POST", ENTITY_BATCH_ROUTE, "/v1/features/user/batch", body)
+              for body in entity_bodies]
+    calls.append(("POST", ENTITY_BATCH_ROUTE, "/v1/features/item/batch", {"ids": ["sku-1"]}))
     calls += [("GET", SCORES_ROUTE, f"/v1/scores/{user_id}", None)
               for user_id in ("user-1", "user-2", "a*")]
     calls += [("GET", route, route, None)

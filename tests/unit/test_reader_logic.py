@@ -1,6 +1,6 @@
-"""The reader's pure logic, without network: id and body checks, freshness and response
-shaping, the TTL cache, Redis URLs, one round trip per read, the contract's types and the
-OpenAPI document generated from them, settings."""
+"""The reader's pure logic, without network: entity, id and body checks, freshness and
+response shaping (typed values, warming_up), the TTL cache, Redis URLs, one round trip per
+read, the contract's types and the OpenAPI document generated from them, settings."""
 
 from __future__ import annotations
 
@@ -31,25 +31,36 @@ from featurestream.serving.responses import ApiError
 from featurestream.serving.routes import ROUTES
 from featurestream.serving.shaping import (
     batch_body,
+    entity_batch_body,
+    entity_body,
     features_body,
     scores_body,
     seconds_since,
     staleness_ms,
 )
 from featurestream.serving.store import FeatureStore
-from featurestream.serving.validation import check_user_id, parse_batch, parse_names
+from featurestream.serving.validation import (
+    check_entity,
+    check_entity_id,
+    check_user_id,
+    parse_batch,
+    parse_entity_batch,
+    parse_names,
+)
 from featurestream.settings import Settings, SettingsError
 from featurestream.udfs.store.redis_layout import (
+    RowValue,
     Score,
     encode_score,
     encode_value,
+    entity_key,
     score_key,
     user_key,
 )
 
 VALID = ("clicks_1h", "spend_24h", "ctr_1h", "last_event_ts")
 ALLOWED = set(string.ascii_letters + string.digits + "._@:-")
-CONTRACT = ReaderContract(VALID, 3)
+CONTRACT = ReaderContract({"user": VALID}, 3)
 
 
 # --- user ids, names, batch bodies ------------------------------------------------------------
@@ -284,7 +295,7 @@ def hashes(*user_ids: str) -> dict[str, dict[str, str]]:
 def test_a_batch_is_one_round_trip_with_duplicates_read_once() -> None:
     redis = FakeRedis(hashes("a", "b"))
     store = FeatureStore(redis, "fs:", None, Metrics())  # type: ignore[arg-type]
-    rows = asyncio.run(store.rows(["b", "x", "a", "b"]))
+    rows = asyncio.run(store.rows("user", ["b", "x", "a", "b"]))
     assert [r is not None for r in rows] == [True, False, True, True]
     assert rows[0] == ROW
     assert redis.round_trips == [[("HGETALL", "fs:user:b"), ("HGETALL", "fs:user:x"),
@@ -295,8 +306,8 @@ def test_the_cache_leaves_only_misses_for_redis() -> None:
     redis = FakeRedis(hashes("a"))
     metrics = Metrics()
     store = FeatureStore(redis, "fs:", TTLCache(60_000, 100), metrics)  # type: ignore[arg-type]
-    asyncio.run(store.rows(["a", "x"]))
-    asyncio.run(store.rows(["x", "a", "b"]))
+    asyncio.run(store.rows("user", ["a", "x"]))
+    asyncio.run(store.rows("user", ["x", "a", "b"]))
     assert redis.round_trips[1] == [("HGETALL", "fs:user:b")]
     sample = metrics.registry.get_sample_value
     assert sample("featurestream_reader_cache_hits_total") == 2
@@ -315,7 +326,7 @@ def test_scores_are_read_from_the_score_key() -> None:
 
 def test_every_route_is_documented_and_auth_is_marked_when_on() -> None:
     for auth in (False, True):
-        doc = openapi_document(ROUTES, ReaderContract(VALID, 100), auth)
+        doc = openapi_document(ROUTES, ReaderContract({"user": VALID}, 100), auth)
         for route in ROUTES:
             operation = doc["paths"][route.path][route.method.lower()]
             assert operation["responses"]
@@ -397,7 +408,7 @@ def test_answers_encode_in_the_documented_order_and_omit_what_is_absent() -> Non
 
 
 def test_the_document_is_valid_json_schema_and_names_every_error_body() -> None:
-    doc = openapi_document(ROUTES, ReaderContract(VALID, 100), True)
+    doc = openapi_document(ROUTES, ReaderContract({"user": VALID}, 100), True)
     for schema in doc["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
     for route in ROUTES:
@@ -405,3 +416,106 @@ def test_the_document_is_valid_json_schema_and_names_every_error_body() -> None:
         for status in route.errors:
             assert responses[str(status)]["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/ErrorBody"}
+
+
+# --- entities: routes, validation, shapes -----------------------------------------------------
+
+ITEM_NAMES = ("views_1h", "last_buyer", "recent_buyers")
+ENTITIES = ReaderContract({"user": VALID, "item": ITEM_NAMES}, 3)
+ITEM_ROW: dict[str, RowValue] = {"as_of": 10_000, "version": 2, "updated_at": 10_100, "views_1h": 3,
+            "last_buyer": "u-1", "recent_buyers": ["u-1", "u|2"],
+            "warming_up": {"views_1h": 13_000}}
+
+
+def test_an_unknown_entity_is_a_404_naming_the_known_ones() -> None:
+    assert check_entity("item", ENTITIES).feature_names == ITEM_NAMES
+    for entity in ("items", "score", "USER", "user:x", "", "x" * 300):
+        with pytest.raises(ApiError) as err:
+            check_entity(entity, ENTITIES)
+        assert err.value.status == 404 and err.value.body.error == "unknown_entity"
+        assert err.value.body.valid == ["user", "item"]
+        assert "user, item" in err.value.body.message
+
+
+ALLOWED_IN_ENTITY_IDS = ALLOWED | {"|"}
+
+
+@given(st.text(max_size=300), st.sampled_from(["user", "item"]))
+def test_an_accepted_entity_id_only_ever_names_its_entitys_key(entity_id: str,
+                                                                entity: str) -> None:
+    try:
+        check_entity_id(entity_id)
+    except ApiError as err:
+        assert err.body.error == "invalid_id"
+        return
+    assert set(entity_id) <= ALLOWED_IN_ENTITY_IDS and 1 <= len(entity_id) <= 256
+    key = entity_key("fs:", entity, entity_id)
+    assert key == f"fs:{entity}:{entity_id}" and not key.startswith("fs:score:")
+    # the entity is the text between the prefix and the first ":" -- no id can move it
+    assert key[len("fs:"):].split(":", 1)[0] == entity
+
+
+def test_entity_batch_bodies_are_checked_against_the_entitys_names() -> None:
+    item = ENTITIES.entities["item"]
+    batch = parse_entity_batch(b'{"ids": ["a|b", "c"], "names": ["last_buyer"]}', item, 3)
+    assert batch.ids == ["a|b", "c"] and batch.names == ["last_buyer"]
+    with pytest.raises(ApiError) as err:
+        parse_entity_batch(b'{"ids": ["a"], "names": ["clicks_1h"]}', item, 3)  # a user's
+    assert err.value.body.error == "unknown_feature" and err.value.body.valid == list(ITEM_NAMES)
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    (b"nope", 400, "invalid_json"),
+    (b'{"user_ids": ["a"]}', 400, "invalid_body"),
+    (b'{"ids": []}', 400, "invalid_body"),
+    (b'{"ids": ["a", 1]}', 400, "invalid_id"),
+    (b'{"ids": ["a", "b c"]}', 400, "invalid_id"),
+    (b'{"ids": ["a", "b", "c", "d"]}', 413, "batch_too_large"),
+])
+def test_bad_entity_batch_bodies(body: bytes, status: int, error: str) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_entity_batch(body, ENTITIES.entities["item"], 3)
+    assert (err.value.status, err.value.body.error) == (status, error)
+    if error == "invalid_id":
+        assert err.value.body.message.startswith("ids[1] ")
+
+
+def test_entity_body_types_values_and_surfaces_warming_up() -> None:
+    body = msgspec.json.encode(entity_body("item", "sku-1", ITEM_ROW, None, 12_000))
+    assert orjson.loads(body) == {
+        "entity": "item", "id": "sku-1", "as_of": 10_000, "updated_at": 10_100,
+        "staleness_ms": 2_000, "seconds_since_last_event": None,
+        "features": {"views_1h": 3, "last_buyer": "u-1", "recent_buyers": ["u-1", "u|2"]},
+        "warming_up": {"views_1h": 13_000}}
+    batch = msgspec.to_builtins(entity_batch_body("item", ["x", "sku-1"], [None, ITEM_ROW],
+                                                  ("last_buyer",), 12_000))
+    assert batch["results"][0] == {"entity": "item", "id": "x", "found": False}
+    assert batch["results"][1]["features"] == {"last_buyer": "u-1"}
+    assert batch["results"][1]["found"] is True
+
+
+def test_a_users_warming_up_is_a_field_only_when_present() -> None:
+    assert "warming_up" not in msgspec.to_builtins(features_body("u", ROW, None, 12_000))
+    warming: dict[str, RowValue] = {**ROW, "warming_up": {"clicks_1h": None}}
+    body = msgspec.to_builtins(features_body("u", warming, None, 12_000))
+    assert body["warming_up"] == {"clicks_1h": None} and "warming_up" not in body["features"]
+
+
+def test_an_entity_is_read_from_its_own_keys() -> None:
+    redis = FakeRedis({"fs:item:sku-1": {k: encode_value(v) for k, v in ITEM_ROW.items()}})
+    store = FeatureStore(redis, "fs:", None, Metrics())  # type: ignore[arg-type]
+    rows = asyncio.run(store.rows("item", ["sku-1", "nope"]))
+    assert rows == [ITEM_ROW, None]
+    assert redis.round_trips == [[("HGETALL", "fs:item:sku-1"), ("HGETALL", "fs:item:nope")]]
+
+
+def test_the_document_has_the_entity_routes_with_the_declared_entities() -> None:
+    doc = openapi_document(ROUTES, ENTITIES, False)
+    get = doc["paths"]["/v1/features/{entity}/{id}"]["get"]
+    [entity, entity_id, names] = get["parameters"]
+    assert (entity["name"], entity_id["name"], names["name"]) == ("entity", "id", "names")
+    assert sorted(entity["schema"]["enum"]) == ["item", "user"]
+    post = doc["paths"]["/v1/features/{entity}/batch"]["post"]
+    assert set(post["responses"]) == {"200", "400", "401", "404", "413", "503"}
+    schema = doc["components"]["schemas"]["EntityBatchRequest"]
+    assert schema["properties"]["ids"]["maxItems"] == 3
