@@ -167,7 +167,8 @@ def test_decode_values_is_decode_value_of_each_for_every_kind(row: list[RowValue
 
 
 def test_lists_keep_integers_beyond_64_bits_and_non_finite_floats() -> None:
-    row = [[2**70, -(2**64), 1.5], [float("inf"), None, "x"], "ü\U0001f600", True, 3]
+    row: list[RowValue] = [[2**70, -(2**64), 1.5], [float("inf"), None, "x"], "ü\U0001f600",
+                           True, 3]
     assert repr(decode_values([encode_value(v) for v in row])) == repr(row)
 
 
