@@ -131,6 +131,9 @@ class Driver:
         inside = oracle.covered(self.events, self.as_of, self.window.length_ms)
         for name in self.accs:
             assert self.result(name) == expected(name, inside, self.as_of), name
+        if "sum_float" in self.accs and "count" in self.accs:  # a mean is these two
+            n = self.result("count")
+            assert (self.result("sum_float") / n if n else None) == oracle.mean(inside)
 
 
 # An op: ("event", hops, offset, value) at as_of + hops * hop + offset (clamped to the trailing
@@ -203,6 +206,18 @@ def test_the_max_leaves_and_the_next_max_is_right() -> None:
     driver.advance(63_000)
     assert (driver.result("max"), driver.result("min")) == (None, None)
     driver.check()
+
+
+@given(n=st.integers(1, 4), times=st.lists(st.integers(0, 5), max_size=30))
+def test_last_n_keeps_at_most_n_entries_a_bucket(n: int, times: list[int]) -> None:
+    """What Flink stores stays bounded: a bucket keeps its n latest events, no more."""
+    acc = LastN(n)
+    state = acc.initialize()
+    for i, ts in enumerate(times):
+        acc.add(state, ts // 3, (ts, i))
+    events = [(ts, i) for i, ts in enumerate(times)]
+    assert all(len(entries) <= n for entries in acc.dump(state)[0].values())
+    assert acc.result(state) == oracle.last_n(events, n)
 
 
 # 5m window: hop h = 5 s, 60 buckets. As of A it covers (A//5 + 1)*5 - 300 <= t <= A (seconds):
@@ -310,6 +325,22 @@ def test_float_sum_what_is_exact_and_what_is_not() -> None:
     same.add(s1, 0, 2.5)
     same.expire(s1, [0])  # the partial of bucket 5 already lost the 1.0
     assert same.result(s1) == 0.0
+
+
+@pytest.mark.parametrize(("values", "total"), [
+    ([1e308, 1e308], math.inf), ([math.inf, -math.inf], math.nan), ([math.inf, 1.0], math.inf)])
+def test_float_sum_past_the_float_range_is_what_plus_gives(values: list[float],
+                                                           total: float) -> None:
+    """``math.fsum`` raises on these; an expiry must not, and gives what ``+=`` gives."""
+    acc = Sum()
+    state = acc.initialize()
+    for k, value in enumerate(values):
+        acc.add(state, k + 1, value)
+    acc.expire(state, [0])
+    other = acc.initialize()
+    acc.merge(other, state)
+    for result in (acc.result(state), acc.result(other)):
+        assert result == total or (math.isnan(result) and math.isnan(total))
 
 
 # ApproxDistinct (HyperLogLog, lg_k registers 2**lg_k). Exact while the sketches keep coupons

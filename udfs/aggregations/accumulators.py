@@ -103,17 +103,26 @@ class Sum(Accumulator):
         for k in buckets:
             sums.pop(k, None)
         # rebuilt on every expiry of the window, even when no dropped bucket held a sum
-        state[1] = math.fsum(sums.values()) if self.floating else sum(sums.values())
+        state[1] = self._total(sums.values())
 
     def merge(self, into: list, other: list) -> None:
         sums = into[0]
         for k, s in other[0].items():
             sums[k] = sums.get(k, 0) + s
-        into[1] = math.fsum(sums.values()) if self.floating else sum(sums.values())
+        into[1] = self._total(sums.values())
 
     def result(self, state: list) -> int | float:
         total = state[1]
         return float(total) if self.floating else total
+
+    def _total(self, partials: Iterable[int | float]) -> int | float:
+        if not self.floating:
+            return sum(partials)
+        partials = list(partials)
+        try:
+            return math.fsum(partials)
+        except (OverflowError, ValueError):  # past the float range, or inf + -inf: as += gives
+            return sum(partials, 0.0)
 
 
 class Extreme(Accumulator):
@@ -267,7 +276,8 @@ class ApproxDistinct(Accumulator):
 class LastN(Accumulator):
     """The values of the ``n`` latest events by event time, newest first:
     ``{bucket -> [(ts, seq, value)] oldest first, at most n}`` and an arrival counter, so
-    events with the same time keep their arrival order. ``n = 1`` is ``last``."""
+    events with the same time keep their arrival order (:meth:`merge` counts the other
+    state's events as arriving after this one's). ``n = 1`` is ``last``."""
 
     kind = "last_n"
 
@@ -285,7 +295,8 @@ class LastN(Accumulator):
         if entries is None:
             entries = state[0][bucket] = []
         state[1] += 1
-        bisect.insort(entries, (ts, state[1], item), key=lambda e: (e[0], e[1]))
+        # the arrival number is unique, so tuples order by (ts, arrival) and never compare items
+        bisect.insort(entries, (ts, state[1], item))
         if len(entries) > self.n:
             del entries[0]
 
