@@ -7,7 +7,7 @@ value); sinks take sink frames (topic, key, headers, value). Both use the Java f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pyflink.common import Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
@@ -26,9 +26,9 @@ FRAME_TYPE = Types.PRIMITIVE_ARRAY(Types.BYTE())
 TRANSACTION_TIMEOUT_MS = 15 * 60_000
 
 
-def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: int,
+def framed_source(bootstrap: str, topics: Sequence[str], group_id: str, fetch_max_wait_ms: int,
                   properties: Mapping[str, str]) -> KafkaSource:
-    """A KafkaSource over ``topic`` from the earliest offset, emitting source frames.
+    """A KafkaSource over ``topics`` from the earliest offset, emitting source frames.
 
     Restarts resume from checkpointed offsets, not from the consumer group's. A fetch waits at
     most ``fetch_max_wait_ms`` for data (brokers that answer only when it ends bound latency).
@@ -37,7 +37,7 @@ def framed_source(bootstrap: str, topic: str, group_id: str, fetch_max_wait_ms: 
     builder = (
         KafkaSource.builder()
         .set_bootstrap_servers(bootstrap)
-        .set_topics(topic)
+        .set_topics(*topics)
         .set_group_id(group_id)
         .set_starting_offsets(KafkaOffsetsInitializer.earliest())
         .set_property("partition.discovery.interval.ms", "60000")
@@ -83,10 +83,10 @@ def batched(frames: DataStream, max_records: int, linger_ms: int) -> DataStream:
 
 
 def events_frames(env: StreamExecutionEnvironment, settings: Settings, group_id: str,
-                  uid: str) -> DataStream:
-    """The events topic as source frames, for a job's ``main()`` (``uid`` names the source's
-    offsets in checkpoints and savepoints: keep it stable)."""
-    source = framed_source(settings.kafka_bootstrap, settings.events_topic, group_id,
+                  uid: str, topics: Sequence[str] | None = None) -> DataStream:
+    """The events topics (default: the events topic) as source frames, for a job's ``main()``
+    (``uid`` names the source's offsets in checkpoints and savepoints: keep it stable)."""
+    source = framed_source(settings.kafka_bootstrap, topics or [settings.events_topic], group_id,
                            settings.kafka_fetch_max_wait_ms, settings.kafka_java_properties)
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
                            type_info=FRAME_TYPE).uid(uid)

@@ -3,25 +3,30 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.store.redis_layout import (
     ROWS_PER_UPSERT,
     UPSERT_ROWS_LUA,
-    FeatureValue,
+    RowValue,
+    layout_key,
     upsert_rows_args,
-    user_key,
 )
 
 
 class RedisRowWriter:
-    """Buffers the latest row per user and writes them in one pipelined round trip.
+    """Buffers the latest row per entity and writes them in one pipelined round trip.
 
-    Rows of one user arrive in ``(as_of, version)`` order, so only the newest buffered row per
-    user is written; the upsert script drops any row older than the stored one. Each script
-    call carries up to :data:`ROWS_PER_UPSERT` rows; a flush happens every
-    ``target.batch_size`` users, and whenever the caller asks.
+    Rows come under the entity's state key ``<entity>:<id>``; the Redis key is the prefix and
+    that key (:func:`udfs.store.redis_layout.entity_key`). Rows of one entity arrive in
+    ``(as_of, version)`` order, so only the newest buffered row per entity is written; the
+    upsert script drops any row older than the stored one. Each script call carries up to
+    :data:`ROWS_PER_UPSERT` rows; a flush happens every ``target.batch_size`` entities, and
+    whenever the caller asks.
     """
 
     def __init__(self, target: RedisTarget) -> None:
@@ -30,11 +35,17 @@ class RedisRowWriter:
         self._prefix = target.key_prefix
         self._ttl = target.ttl_seconds
         self._batch_size = target.batch_size
-        self._pending: dict[str, dict[str, FeatureValue]] = {}
+        self._pending: dict[str, dict[str, RowValue]] = {}
 
-    def add(self, user_id: str, row: dict[str, FeatureValue]) -> None:
-        """Buffer ``row`` as the user's newest; flush when the batch is full."""
-        self._pending[user_id] = row
+    def publish_layout(self, layout: Mapping[str, Any]) -> None:
+        """Record the layout the job runs (:func:`udfs.features.layout.describe`) for
+        ``featurestream plan``."""
+        self._client.set(layout_key(self._prefix), json.dumps(layout, sort_keys=True))
+
+    def add(self, key: str, row: dict[str, RowValue]) -> None:
+        """Buffer ``row`` as the newest of the entity with state key ``key``; flush when the
+        batch is full."""
+        self._pending[key] = row
         if len(self._pending) >= self._batch_size:
             self.flush()
 
@@ -43,12 +54,13 @@ class RedisRowWriter:
         if not self._pending:
             return
         now_ms = int(time.time() * 1000)
-        users = list(self._pending)
+        keys = list(self._pending)
+        prefix = self._prefix
         pipe = self._client.pipeline(transaction=False)
-        for start in range(0, len(users), ROWS_PER_UPSERT):
-            chunk = users[start:start + ROWS_PER_UPSERT]
-            self._upsert(keys=[user_key(self._prefix, u) for u in chunk],
-                         args=upsert_rows_args([self._pending[u] for u in chunk], now_ms,
+        for start in range(0, len(keys), ROWS_PER_UPSERT):
+            chunk = keys[start:start + ROWS_PER_UPSERT]
+            self._upsert(keys=[prefix + k for k in chunk],
+                         args=upsert_rows_args([self._pending[k] for k in chunk], now_ms,
                                                self._ttl),
                          client=pipe)
         pipe.execute()

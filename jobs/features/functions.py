@@ -25,13 +25,15 @@ from featurestream.jobs import pyflink_compat
 from featurestream.jobs.kafka_io import FRAME_TYPE
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.redis_writer import RedisRowWriter
-from featurestream.udfs.contract.codec import EventDecoder
+from featurestream.udfs.contract.records import decoder_for
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
+from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.features import routing
-from featurestream.udfs.features.definitions import Feature
+from featurestream.udfs.features.layout import describe
 from featurestream.udfs.features.operator import FeatureShardOperator, OperatorCounters
+from featurestream.udfs.features.plan import compile_plans
 from featurestream.udfs.features.processor import FeatureProcessor
-from featurestream.udfs.features.routing import ShardEvent
+from featurestream.udfs.features.routing import EventRouter, ShardEvent
 from featurestream.udfs.wire.dead_letters import Problem, dlq_frame
 from featurestream.udfs.wire.frames import CHECKPOINT_MARKER, decode_source_frame, split_batch
 
@@ -47,17 +49,22 @@ class ShardEvents(ProcessFunction):
     marker goes on to every shard.
     """
 
-    _decoder: EventDecoder  # made in open()
+    _router: EventRouter  # made in open()
     _undecodable: Any  # a Flink counter, from open()
 
-    def __init__(self, schema_registry: RegistryConfig, dlq_topic: str,
-                 shard_keys: Sequence[int]) -> None:
+    def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
+                 dlq_topic: str, shard_keys: Sequence[int]) -> None:
+        self._definitions = definitions
         self._schema_registry = schema_registry
         self._dlq_topic = dlq_topic
         self._shard_keys = tuple(shard_keys)
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._decoder = EventDecoder(registry_for(self._schema_registry))
+        registry = registry_for(self._schema_registry)
+        self._router = EventRouter(
+            compile_plans(self._definitions),
+            {s.name: decoder_for(s, registry) for s in self._definitions.sources},
+            len(self._shard_keys))
         self._undecodable = runtime_context.get_metrics_group().counter("undecodable_events")
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
@@ -65,8 +72,7 @@ class ShardEvents(ProcessFunction):
             for key in self._shard_keys:
                 yield routing.encode_shard_record(routing.checkpoint_marker(key))
             return
-        groups, failed = routing.group_by_shard(split_batch(batch), self._decoder,
-                                                len(self._shard_keys))
+        groups, failed = self._router.group_by_shard(split_batch(batch))
         for frame, problem in failed:
             self._undecodable.inc()
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), problem)
@@ -87,9 +93,9 @@ class MaterializeFeatures(KeyedProcessFunction):
     _operator: FeatureShardOperator  # made in open()
     _users: Any  # the current shard's map state, from open()
 
-    def __init__(self, features: Sequence[Feature], allowed_lateness_ms: int, shards: int,
+    def __init__(self, definitions: Definitions, allowed_lateness_ms: int, shards: int,
                  target: RedisTarget, dlq_topic: str) -> None:
-        self._features = tuple(features)
+        self._definitions = definitions
         self._allowed_lateness_ms = allowed_lateness_ms
         self._shards = shards
         self._target = target
@@ -108,9 +114,11 @@ class MaterializeFeatures(KeyedProcessFunction):
         metrics = runtime_context.get_metrics_group()
         counters = OperatorCounters(**{f.name: metrics.counter(f.name)
                                        for f in fields(OperatorCounters)})
+        plans = compile_plans(self._definitions)
+        writer.publish_layout(describe(plans, self._shards))
         self._operator = FeatureShardOperator(
-            FeatureProcessor(self._features, self._allowed_lateness_ms), self._shards,
-            writer, self, counters)
+            {name: FeatureProcessor(plan, self._allowed_lateness_ms)
+             for name, plan in plans.items()}, self._shards, writer, self, counters)
         pyflink_compat.before_bundle_commit(runtime_context, self._operator.end_bundle)
 
     def close(self) -> None:
@@ -126,7 +134,7 @@ class MaterializeFeatures(KeyedProcessFunction):
         self._operator.process(ctx.get_current_key(), value, self._users, ctx.timer_service())
         for event, problem in self._rejected:
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(event.frame), problem,
-                                 key=event.user_id.encode())
+                                 key=event.key.encode())
         self._rejected.clear()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext

@@ -20,18 +20,19 @@ from featurestream.jobs.features.functions import DLQ, MaterializeFeatures, Shar
 from featurestream.jobs.kafka_io import FRAME_TYPE, batched, events_frames, framed_sink
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.settings import Settings
-from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.definitions.model import Definitions
 
 JOB_NAME = "featurestream-features"
 
 
-def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) -> None:
-    """Wire the feature job onto ``frames`` (Kafka source frames) and ``dlq_sink``.
+def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
+                      definitions: Definitions) -> None:
+    """Wire the feature job onto ``frames`` (the sources' Kafka frames) and ``dlq_sink``.
 
     ``tests/unit/test_pyflink_compat.py`` builds the same graph and checks its operators.
     """
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
-        ShardEvents(settings.schema_registry, settings.events_dlq_topic,
+        ShardEvents(definitions, settings.schema_registry, settings.events_dlq_topic,
                     shard_keys(settings.state_shards, settings.max_parallelism)),
         output_type=FRAME_TYPE,
     ).name("decode and shard events").uid("shard-events")
@@ -41,15 +42,15 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings) ->
     features = (
         by_shard.process(
             MaterializeFeatures(
-                features=default_features(settings.windows),
-                allowed_lateness_ms=settings.effective_allowed_lateness_ms,
+                definitions=definitions,
+                allowed_lateness_ms=settings.allowed_lateness_ms or definitions.largest_window_ms,
                 shards=settings.state_shards,
                 target=RedisTarget.from_settings(settings),
                 dlq_topic=settings.events_dlq_topic,
             ),
             output_type=FRAME_TYPE,
         )
-        .name("user features -> redis")
+        .name("entity features -> redis")
         .uid("user-feature-shards")
     )
     (
@@ -69,10 +70,12 @@ def shard_keys(shards: int, max_parallelism: int) -> list[int]:
 def main() -> None:
     """Resolve the settings and run the job on the configured cluster."""
     settings = Settings.from_env()
+    definitions = settings.load_definitions()
     env = create_env(settings)
-    frames = events_frames(env, settings, settings.consumer_group, "events-source")
+    frames = events_frames(env, settings, settings.consumer_group, "events-source",
+                           [source.topic for source in definitions.sources])
     dlq_sink = framed_sink(settings.kafka_bootstrap, settings.kafka_java_properties)
-    build_feature_job(frames, dlq_sink, settings)
+    build_feature_job(frames, dlq_sink, settings, definitions)
     env.execute(JOB_NAME)
 
 

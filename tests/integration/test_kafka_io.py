@@ -33,7 +33,7 @@ def test_properties_reach_the_flink_source_and_sinks(tmp_path: Path) -> None:
     create_env(settings)  # puts the job jar (the framers) on this JVM's class path
     expected = settings.kafka_java_properties
     assert "ScramLoginModule" in expected["sasl.jaas.config"]
-    source = framed_source(settings.kafka_bootstrap, "events", "group", 20, expected)
+    source = framed_source(settings.kafka_bootstrap, ["events"], "group", 20, expected)
     sinks = (framed_sink(settings.kafka_bootstrap, expected),
              framed_sink(settings.kafka_bootstrap, expected, "tx-prefix"))
     built = [java_properties_of(source.get_java_function(), "props"),

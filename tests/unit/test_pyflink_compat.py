@@ -129,7 +129,7 @@ def env(home: Path) -> StreamExecutionEnvironment:
 
 def kafka_frames(env: StreamExecutionEnvironment) -> DataStream:
     """Source frames from a framed Kafka source (never run: the graph is only built)."""
-    return env.from_source(framed_source("127.0.0.1:9", "events", "group", 10, {}),
+    return env.from_source(framed_source("127.0.0.1:9", ["events"], "group", 10, {}),
                            WatermarkStrategy.no_watermarks(), "events", type_info=FRAME_TYPE)
 
 

@@ -179,6 +179,14 @@ class Definitions:
         """The groups of an entity."""
         return tuple(g for g in self.groups if g.entity.name == entity)
 
+    @property
+    def largest_window_ms(self) -> int:
+        """The longest sliding window of any feature (0 without one): the default allowed
+        lateness."""
+        lengths = [window_ms(f.window) for g in self.groups for f in g.features
+                   if f.window is not None]
+        return max((n for n in lengths if n is not None), default=0)
+
     def fingerprint(self) -> str:
         """A stable hash of everything declared (recorded with models trained on it).
 

@@ -1,11 +1,12 @@
 """The feature job's keyed operator, free of Flink: :class:`FeatureShardOperator`.
 
-The job keys its state by shard (``shard_of(user_id)``); this class holds every shard a worker
-owns and does all of the keyed work: it loads a shard from its map state the first time the
-shard is touched (refusing state written with another shard count), counts a shard record's
-events into the shard's users, sends the rejected ones to the dead letters, keeps one
-event-time timer per shard, stores the changed users when a checkpoint marker arrives, and at
-the end of each bundle writes the changed users' rows.
+The job keys its state by shard (``shard_of(entity key)``); this class holds every shard a
+worker owns and does all of the keyed work: it loads a shard from its map state the first time
+the shard is touched (reconciling the stored layout with the definitions, or refusing what
+cannot be carried over: :mod:`udfs.features.layout`), counts a shard record's events into the
+shard's entities, sends the rejected ones to the dead letters, keeps one event-time timer per
+shard, stores the changed entities when a checkpoint marker arrives, and at the end of each
+bundle writes the changed entities' rows.
 
 It talks to the outside through small ports: the current shard's map state and timer service
 (passed with each call, as Flink scopes them to the current key), a row sink, dead letters and
@@ -19,14 +20,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout, reconcile
 from featurestream.udfs.features.processor import FeatureProcessor, Row
 from featurestream.udfs.features.routing import ShardEvent, decode_shard_record
-from featurestream.udfs.features.shard import SHARD_COUNT_ENTRY, UserShard, shard_count_problem
+from featurestream.udfs.features.shard import EntityShard, entity_of
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem
 
 
 class ShardState(Protocol):
-    """The current shard's map state: user id -> stored state, plus :data:`SHARD_COUNT_ENTRY`."""
+    """The current shard's map state: state key -> stored state, plus :data:`LAYOUT_ENTRY`."""
 
     def items(self) -> Iterable[tuple[str, bytes]]: ...
 
@@ -46,9 +48,10 @@ class ShardTimers(Protocol):
 
 
 class RowSink(Protocol):
-    """Where feature rows go (Redis): buffered by ``add``, written by ``flush``."""
+    """Where feature rows go (Redis): buffered by ``add`` under the entity's state key
+    (``<entity>:<id>``), written by ``flush``."""
 
-    def add(self, user_id: str, row: Row, /) -> None: ...
+    def add(self, key: str, row: Row, /) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -75,27 +78,24 @@ class OperatorCounters:
     rows_written: Counter
 
 
-class StoredLayoutMismatch(RuntimeError):
-    """The stored state was written with another shard count: the job must not run on it."""
-
-
 class FeatureShardOperator:
     """The shards of one keyed subtask: events and timers in, rows and dead letters out."""
 
-    def __init__(self, processor: FeatureProcessor, shard_count: int, rows: RowSink,
-                 dead_letters: DeadLetters, counters: OperatorCounters) -> None:
-        self._processor = processor
+    def __init__(self, processors: Mapping[str, FeatureProcessor], shard_count: int,
+                 rows: RowSink, dead_letters: DeadLetters, counters: OperatorCounters) -> None:
+        self._processors = processors
+        self._plans = {name: p.plan for name, p in processors.items()}
         self._shard_count = shard_count
         self._rows = rows
         self._dead_letters = dead_letters
         self._counters = counters
         self._rejections = {ErrorClass.LATE_EVENT: counters.late_events,
                             ErrorClass.EXPIRED_EVENT: counters.expired_events}
-        self._shards: dict[int, UserShard] = {}  # by shard key
+        self._shards: dict[int, EntityShard] = {}  # by shard key
         self._touched: set[int] = set()  # shard keys touched in this bundle
 
     @property
-    def shards(self) -> Mapping[int, UserShard]:
+    def shards(self) -> Mapping[int, EntityShard]:
         """The shards in memory, by shard key."""
         return self._shards
 
@@ -103,7 +103,7 @@ class FeatureShardOperator:
         """A shard record (``routing.encode_shard_record``) for the shard with key ``key``.
 
         Its events are counted (the rejected ones go to the dead letters), or, for a checkpoint
-        marker, the users that events changed since the last one are stored and the users
+        marker, the entities that events changed since the last one are stored and the entities
         cleared since are removed.
         """
         shard = self._shard(key, state)
@@ -111,8 +111,8 @@ class FeatureShardOperator:
         if shard_record.is_checkpoint_marker:
             states = shard.take_states()
             state.put_all(states.stored.items())
-            for user_id in states.removed:
-                state.remove(user_id)
+            for key in states.removed:
+                state.remove(key)
             return
         self._counters.events_in.inc(len(shard_record.events))
         for event, problem in shard.add_events(shard_record.events, timers.current_watermark()):
@@ -129,34 +129,40 @@ class FeatureShardOperator:
         self._register_timer(shard, timers)
 
     def end_bundle(self) -> None:
-        """The rows of the users changed in this bundle to the row sink, flushed."""
+        """The rows of the entities changed in this bundle to the row sink, flushed."""
         rows = 0
-        for key in self._touched:
-            changed = self._shards[key].take_rows()
+        for shard_key in self._touched:
+            changed = self._shards[shard_key].take_rows()
             rows += len(changed)
-            for user_id, row in changed.items():
-                self._rows.add(user_id, row)
+            for key, row in changed.items():
+                self._rows.add(key, row)
         self._touched.clear()
         self._rows.flush()
         self._counters.rows_written.inc(rows)
 
-    def _shard(self, key: int, state: ShardState) -> UserShard:
+    def _shard(self, key: int, state: ShardState) -> EntityShard:
         """The shard of ``key``, loaded from ``state`` the first time."""
         self._touched.add(key)
         shard = self._shards.get(key)
         if shard is None:
             stored = dict(state.items())
-            written_with = stored.pop(SHARD_COUNT_ENTRY, None)
-            problem = shard_count_problem(written_with, self._shard_count)
-            if problem is not None:
-                raise StoredLayoutMismatch(problem)
-            if written_with is None:
-                state.put(SHARD_COUNT_ENTRY, str(self._shard_count).encode())
-            shard = self._shards[key] = UserShard(self._processor)
-            shard.restore(stored.items())
+            entry = stored.pop(LAYOUT_ENTRY, None)
+            old = None if entry is None else ShardLayout.from_bytes(entry)
+            states = {k: self._processors[entity_of(k)].from_bytes(data)
+                      for k, data in stored.items() if entity_of(k) in self._processors}
+            removed = [k for k in stored if k not in states]
+            latest = max((s.as_of for s, _ in states.values()), default=None)
+            layout = reconcile(old, self._plans, self._shard_count, latest)
+            encoded = layout.to_bytes()
+            if encoded != entry:
+                state.put(LAYOUT_ENTRY, encoded)
+            for gone in removed:
+                state.remove(gone)
+            shard = self._shards[key] = EntityShard(self._processors, layout)
+            shard.restore(states.items())
         return shard
 
-    def _register_timer(self, shard: UserShard, timers: ShardTimers) -> None:
+    def _register_timer(self, shard: EntityShard, timers: ShardTimers) -> None:
         timer = shard.timer_to_register()
         if timer is not None:
             timers.register_event_time_timer(timer)

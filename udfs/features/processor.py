@@ -1,86 +1,122 @@
-"""The per-user feature logic of the feature job, free of Flink.
+"""The per-entity feature logic of the feature job, free of Flink.
 
-:class:`FeatureProcessor` counts an event into a user's :class:`UserState` (or rejects it as
-late or expired), advances the user's windows in event time, tells when the user's next expiry
-is due and builds the user's feature row. :class:`udfs.features.shard.UserShard` drives it for
-the users of one state shard.
+:class:`FeatureProcessor` counts an event into an entity's :class:`EntityState` (or rejects it as
+late or expired), advances the entity's windows in event time, tells when its next expiry is due
+and builds its feature row, following one :class:`udfs.features.plan.EntityPlan`.
+:class:`udfs.features.shard.EntityShard` drives it for the entities of one state shard.
 
-Row semantics: a row is the user's features *as of* event time ``as_of``, the latest of the
-user's event times and the expiry times that have passed. ``version`` counts the events counted
-for the user, so rows with the same ``as_of`` (a late event) still order; ``(as_of, version)``
+Row semantics: a row is the entity's features *as of* event time ``as_of``, the latest of its
+event times and the expiry times that have passed. ``version`` counts the events counted for
+the entity, so rows with the same ``as_of`` (a late event) still order; ``(as_of, version)``
 only grows, and a replay from a checkpoint rebuilds the same row under the same pair, which
 makes Redis writes idempotent.
 
-Expiry: a user's next expiry is the next bucket expiry (rows fall back as events age out); once
-every window is empty, the end of the allowed lateness, when the state is cleared.
+Expiry: an entity's next expiry is its next bucket expiry (rows fall back as events age out);
+once every window is empty, the end of the allowed lateness, when the state is cleared. An
+entity with a lifetime aggregation keeps its state for good.
 """
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Sequence
+from typing import Any
 
-from featurestream.udfs.features.definitions import Feature, Value, compile_feature, window_specs
-from featurestream.udfs.features.windows import BUCKETS_PER_WINDOW, Window, WindowSpec
+from featurestream.udfs.aggregations.windows import BUCKETS_PER_WINDOW
+from featurestream.udfs.definitions.filters import compile_filter
+from featurestream.udfs.features.plan import EntityPlan
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
-Row = dict[str, Value]
+Row = dict[str, Any]
+
+# A window's state: [bucket -> events, oldest live bucket or None, accumulator states].
+WindowState = list
 
 
-class UserState:
-    """Everything the job keeps for one user.
+class EntityState:
+    """Everything the job keeps for one entity instance.
 
-    ``expiry`` is the event time at which the user's windows must next be advanced (see
-    :meth:`FeatureProcessor.next_expiry`), kept so a restored shard reschedules its users.
+    ``expiry`` is the event time at which the entity's windows must next be advanced (see
+    :meth:`FeatureProcessor.next_expiry`), kept so a restored shard reschedules it. ``layout`` is
+    the plan's layout id the accumulator states follow (:mod:`udfs.features.layout`).
     """
 
-    __slots__ = ("as_of", "expiry", "last_event_ts", "version", "windows")
+    __slots__ = ("as_of", "expiry", "last_event_ts", "layout", "version", "windows")
 
-    def __init__(self, specs: Sequence[WindowSpec], as_of: int) -> None:
+    def __init__(self, layout: str, windows: list[WindowState], as_of: int) -> None:
+        self.layout = layout
         self.as_of = as_of
         self.last_event_ts: int | None = None
         self.version = 0
         self.expiry: int | None = None
-        self.windows = [Window(spec.track_items) for spec in specs]
-
-    def to_bytes(self) -> bytes:
-        """The state as Flink stores it: a pickle of builtins only."""
-        return pickle.dumps((self.as_of, self.last_event_ts, self.version, self.expiry,
-                             [w.to_plain() for w in self.windows]), protocol=5)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> UserState:
-        """Inverse of :meth:`to_bytes`."""
-        state = cls.__new__(cls)
-        state.as_of, state.last_event_ts, state.version, state.expiry, windows = \
-            pickle.loads(data)
-        state.windows = [Window.from_plain(w) for w in windows]
-        return state
+        self.windows = windows
 
 
 class FeatureProcessor:
-    """Counts events into a user's windows, expires buckets and builds feature rows."""
+    """Counts events into an entity's windows, expires buckets and builds feature rows."""
 
-    def __init__(self, features: Sequence[Feature], allowed_lateness_ms: int) -> None:
-        self.features = tuple(features)
-        self.specs = window_specs(self.features)
+    def __init__(self, plan: EntityPlan, allowed_lateness_ms: int) -> None:
+        self.plan = plan
         self.allowed_lateness_ms = allowed_lateness_ms
-        self._extractors = [
-            (f.name, self._window_index(f.window), compile_feature(f)) for f in self.features
-        ]
-        self._hops = [spec.hop_ms for spec in self.specs]
-        self._indexed_hops = list(enumerate(self._hops))
-        self._largest = self.specs[-1]
+        self.layout_id = plan.layout_id
+        self._accumulators = [spec.make() for spec in plan.accumulators]
+        windows = plan.windows
+        self._hops: list[int | None] = [w.hop_ms for w in windows]
+        # per window: the accumulator positions it holds (the plan groups them by window)
+        self._window_of = [next(i for i, w in enumerate(windows) if w.name == spec.window)
+                           for spec in plan.accumulators]
+        self._slots = [[p for p, wi in enumerate(self._window_of) if wi == i]
+                       for i in range(len(windows))]
+        self._routes = [self._route(source) for source in range(len(plan.sources))]
+        sliding = [i for i, hop in enumerate(self._hops) if hop is not None]
+        self._sliding: list[tuple[int, int]] = [(i, hop) for i, hop in enumerate(self._hops)
+                                                 if hop is not None]
+        self._largest = sliding[-1] if sliding and len(sliding) == len(windows) else None
+        self._features = [(f.feature.name, f.extract) for f in plan.features]
 
-    def _window_index(self, name: str | None) -> int | None:
-        if name is None:
-            return None
-        return next(i for i, spec in enumerate(self.specs) if spec.name == name)
+    def _route(self, source: int) -> tuple[list[Any], list[tuple[int, int | None, list]]]:
+        """What an event of ``source`` feeds: its distinct filters, and per window the
+        accumulators grouped by filter (index into the filters, or -1 for none), each as
+        ``(value index or None, add, slot, takes (ts, value))``."""
+        plan = self.plan
+        name = plan.sources[source].name
+        filters: list[Any] = []
+        filter_index: dict[Any, int] = {}
+        routes = []
+        for wi in range(len(plan.windows)):
+            groups: dict[int, list[tuple[Any, ...]]] = {}
+            for slot, p in enumerate(self._slots[wi]):
+                spec = plan.accumulators[p]
+                if spec.source != name:
+                    continue
+                fi = -1
+                if spec.where.conditions:
+                    fi = filter_index.get(spec.where, -1)
+                    if fi < 0:
+                        fi = filter_index[spec.where] = len(filters)
+                        filters.append(compile_filter(
+                            spec.where, lambda f: plan.value_index(source, f)))
+                value_index = None if spec.field is None else plan.value_index(source, spec.field)
+                groups.setdefault(fi, []).append(
+                    (value_index, self._accumulators[p].add, slot, spec.takes_time))
+            if groups:
+                routes.append((wi, self._hops[wi], list(groups.items())))
+        return filters, routes
 
-    def accept(self, state: UserState | None, ts: int, type_index: int, amount: float | None,
-               item_id: str | None, watermark: int) -> UserState | Problem:
-        """Count one event into ``state`` (created for a new user): the user's state, or why
-        the event is not counted (late or expired; a rejected event changes nothing)."""
+    def new_windows(self) -> list[WindowState]:
+        """Empty windows for a new entity."""
+        return [[{}, None, [self._accumulators[p].initialize() for p in slots]]
+                for slots in self._slots]
+
+    def empty_stored(self) -> list:
+        """Empty windows in stored form (what :meth:`load_windows` takes)."""
+        return [({}, [self._accumulators[p].dump(self._accumulators[p].initialize())
+                      for p in slots]) for slots in self._slots]
+
+    def accept(self, state: EntityState | None, ts: int, source: int, values: Sequence[Any],
+               watermark: int) -> EntityState | Problem:
+        """Count one event into ``state`` (created for a new entity): the state, or why the
+        event is not counted (late or expired; a rejected event changes nothing)."""
         if ts < watermark - self.allowed_lateness_ms:
             return Problem(
                 Stage.WINDOW, ErrorClass.LATE_EVENT,
@@ -88,69 +124,147 @@ class FeatureProcessor:
                 f"allowed lateness is {self.allowed_lateness_ms} ms",
             )
         if state is None:
-            state = UserState(self.specs, ts)
+            state = EntityState(self.layout_id, self.new_windows(), ts)
         elif ts > state.as_of:
             self.advance(state, ts)
-        elif ts < self._first_live_ts(state.as_of, len(self.specs) - 1):
+        elif self._largest is not None and ts < self._first_live_ts(state.as_of):
             return Problem(
                 Stage.WINDOW, ErrorClass.EXPIRED_EVENT,
-                f"event time {ts} is older than the largest window ({self._largest.name}) "
-                f"as of the user's row at {state.as_of}",
+                f"event time {ts} is older than the largest window "
+                f"({self.plan.windows[self._largest].name}) as of the row at {state.as_of}",
             )
         as_of = state.as_of
         windows = state.windows
-        for i, hop in self._indexed_hops:
-            k = ts // hop
-            if k > as_of // hop - BUCKETS_PER_WINDOW:
-                windows[i].add(k, type_index, amount, item_id)
+        tests, routes = self._routes[source]
+        passes = [test(values) for test in tests]
+        for wi, hop, groups in routes:
+            if hop is None:
+                k = 0
+            else:
+                k = ts // hop
+                if k <= as_of // hop - BUCKETS_PER_WINDOW:
+                    continue
+            window = windows[wi]
+            accs = window[2]
+            counted = False
+            for fi, adds in groups:
+                if fi >= 0 and not passes[fi]:
+                    continue
+                for vi, add, slot, takes_time in adds:
+                    if vi is None:
+                        add(accs[slot], k, None)
+                    else:
+                        value = values[vi]
+                        if value is None:
+                            continue
+                        add(accs[slot], k, (ts, value) if takes_time else value)
+                    counted = True
+            if counted:
+                sizes = window[0]
+                size = sizes.get(k)
+                if size is None:
+                    sizes[k] = 1
+                    if window[1] is None or k < window[1]:
+                        window[1] = k
+                else:
+                    sizes[k] = size + 1
         if state.last_event_ts is None or ts > state.last_event_ts:
             state.last_event_ts = ts
         state.version += 1
         return state
 
-    def advance(self, state: UserState, as_of: int) -> bool:
-        """Move the user's event time forward to ``as_of``; True if any bucket expired."""
+    def advance(self, state: EntityState, as_of: int) -> bool:
+        """Move the entity's event time forward to ``as_of``; True if any bucket expired."""
         if as_of <= state.as_of:
             return False
         state.as_of = as_of
         expired = False
-        for i, hop in self._indexed_hops:
-            if state.windows[i].expire_before(as_of // hop - BUCKETS_PER_WINDOW + 1):
-                expired = True
+        windows = state.windows
+        for wi, hop in self._sliding:
+            window = windows[wi]
+            first_live = as_of // hop - BUCKETS_PER_WINDOW + 1
+            oldest = window[1]
+            if oldest is None or oldest >= first_live:
+                continue
+            sizes = window[0]
+            dropped = [k for k in sizes if k < first_live]
+            for k in dropped:
+                del sizes[k]
+            for acc, acc_state in zip(self._window_accumulators(wi), window[2], strict=True):
+                acc.expire(acc_state, dropped)
+            window[1] = min(sizes) if sizes else None
+            expired = True
         return expired
 
-    def next_expiry(self, state: UserState) -> int:
-        """When the user's windows must next advance: next bucket expiry, or state cleanup."""
-        expiries = [
-            (window.oldest + BUCKETS_PER_WINDOW) * hop
-            for window, hop in zip(state.windows, self._hops, strict=True)
-            if window.oldest is not None
-        ]
-        return min(expiries) if expiries else self.cleanup_time(state)
+    def _window_accumulators(self, wi: int) -> list[Any]:
+        return [self._accumulators[p] for p in self._slots[wi]]
 
-    def cleanup_time(self, state: UserState) -> int:
-        """When an idle user's state may go: late events for this user are accepted until the
+    def next_expiry(self, state: EntityState) -> int | None:
+        """When the entity's windows must next advance: its next bucket expiry, else state
+        cleanup; None when a lifetime window keeps the state for good."""
+        windows = state.windows
+        expiries = [(windows[wi][1] + BUCKETS_PER_WINDOW) * hop
+                    for wi, hop in self._sliding if windows[wi][1] is not None]
+        if expiries:
+            return min(expiries)
+        if len(self._sliding) < len(windows):
+            return None
+        return self.cleanup_time(state)
+
+    def cleanup_time(self, state: EntityState) -> int:
+        """When an idle entity's state may go: late events for it are accepted until the
         watermark passes ``as_of`` + allowed lateness; after that every new event is newer."""
         return state.as_of + self.allowed_lateness_ms + 1
 
-    @staticmethod
-    def is_empty(state: UserState) -> bool:
-        """True when every window is empty."""
-        return all(window.oldest is None for window in state.windows)
+    def is_empty(self, state: EntityState) -> bool:
+        """True when every window is empty and nothing is kept for good."""
+        return (len(self._sliding) == len(state.windows)
+                and all(window[1] is None for window in state.windows))
 
-    def _first_live_ts(self, as_of: int, window_index: int) -> int:
-        hop = self._hops[window_index]
+    def _first_live_ts(self, as_of: int) -> int:
+        hop = self._hops[self._largest]  # type: ignore[index]
+        assert hop is not None
         return (as_of // hop - BUCKETS_PER_WINDOW + 1) * hop
 
-    def row(self, state: UserState) -> Row:
-        """The user's feature row as of ``state.as_of``."""
+    def results(self, state: EntityState) -> list[Any]:
+        """Every accumulator's result, by plan position."""
+        out: list[Any] = [None] * len(self._accumulators)
+        for wi, slots in enumerate(self._slots):
+            for p, acc_state in zip(slots, state.windows[wi][2], strict=True):
+                out[p] = self._accumulators[p].result(acc_state)
+        return out
+
+    def row(self, state: EntityState) -> Row:
+        """The entity's feature row as of ``state.as_of``."""
+        results = self.results(state)
         row: Row = {"as_of": state.as_of, "version": state.version}
-        windows = state.windows
-        last_ts = state.last_event_ts
-        for name, wi, extract in self._extractors:
-            if wi is None:
-                row[name] = extract([], None, last_ts)
-            else:
-                window = windows[wi]
-                row[name] = extract(window.totals, window.items, last_ts)
+        as_of, last_ts = state.as_of, state.last_event_ts
+        for name, extract in self._features:
+            row[name] = extract(results, row, as_of, last_ts)
         return row
+
+    # -- Stored form ------------------------------------------------------------------------
+
+    def to_bytes(self, state: EntityState) -> bytes:
+        """The state as Flink stores it: a pickle of builtins only."""
+        windows = [(w[0], [self._accumulators[p].dump(s)
+                           for p, s in zip(self._slots[wi], w[2], strict=True)])
+                   for wi, w in enumerate(state.windows)]
+        return pickle.dumps((state.layout, state.as_of, state.last_event_ts, state.version,
+                             state.expiry, windows), protocol=5)
+
+    def from_bytes(self, data: bytes) -> tuple[EntityState, list]:
+        """The stored state and its windows as stored (``layout`` names their order); the
+        windows are usable only when ``state.layout == self.layout_id``
+        (:func:`udfs.features.layout.convert` carries other layouts over)."""
+        layout, as_of, last_ts, version, expiry, stored = pickle.loads(data)
+        state = EntityState(layout, [], as_of)
+        state.last_event_ts, state.version, state.expiry = last_ts, version, expiry
+        return state, stored
+
+    def load_windows(self, state: EntityState, stored: list) -> None:
+        """Install windows stored in this plan's layout."""
+        state.windows = [
+            [sizes, min(sizes) if sizes else None,
+             [self._accumulators[p].load(s) for p, s in zip(self._slots[wi], accs, strict=True)]]
+            for wi, (sizes, accs) in enumerate(stored)]

@@ -1,9 +1,11 @@
 """Events on their way to the feature job's state shards.
 
 The sharding stage (the first Python stage of the feature job) decodes a batch of source
-frames, groups the events by state shard and sends each group to its shard as one
-:class:`ShardRecord`. The frame rides along with each event, so a late or expired event still
-goes to the DLQ with its original bytes and Kafka coordinates.
+frames with the decoder of their topic's source, and, for each entity a group computes from that
+source, sends the event to the entity's state shard, grouped per shard as one
+:class:`ShardRecord`. An event whose entity key is null does not count for that entity (an item
+entity skips events without an item). The frame rides along with each event, so a late or
+expired event still goes to the DLQ with its original bytes and Kafka coordinates.
 
 A shard record is bytes in this layout (big-endian), written by :func:`encode_shard_record` and
 read back by :func:`decode_shard_record`::
@@ -23,25 +25,25 @@ from __future__ import annotations
 import pickle
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from featurestream.udfs.contract.codec import EventDecoder
-from featurestream.udfs.contract.events import Event
-from featurestream.udfs.features.windows import TYPE_INDEX
-from featurestream.udfs.wire.dead_letters import Problem
-from featurestream.udfs.wire.frames import source_value
+from featurestream.udfs.contract.records import RecordDecoding, entity_id
+from featurestream.udfs.features.plan import EntityPlan
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
+from featurestream.udfs.wire.frames import source_topic_and_value
 
 
 class ShardEvent(NamedTuple):
     """What a state shard needs of an event, and the source frame it came in."""
 
-    user_id: str
-    ts: int
-    type_index: int  # index in EVENT_TYPES
-    amount: float | None
-    item_id: str | None
+    entity: str  # the entity's name
+    key: str  # ``<entity>:<id>``: the state key, and the Redis key after the prefix
+    ts: int  # event time, epoch ms
+    source: int  # the source's number in the entity's plan
+    values: tuple[Any, ...]  # the fields the entity's plan reads (EntityPlan.fields[source])
     frame: bytes  # the source frame (for the DLQ)
 
 
@@ -63,30 +65,87 @@ _HEADER = struct.Struct(">iq")
 _as_shard_event = partial(tuple.__new__, ShardEvent)  # from a plain tuple, without a Python call
 
 
-def shard_of(user_id: str, shards: int) -> int:
-    """The state shard of a user: stable across processes, runs and Python versions."""
-    return zlib.crc32(user_id.encode()) % shards
+def shard_of(key: str, shards: int) -> int:
+    """The state shard of a state key: stable across processes, runs and Python versions."""
+    return zlib.crc32(key.encode()) % shards
 
 
-def group_by_shard(frames: Iterable[bytes], decoder: EventDecoder, shards: int
-                   ) -> tuple[dict[int, list[ShardEvent]], list[tuple[bytes, Problem]]]:
-    """Decode source frames; events grouped by shard (in arrival order), and the failures."""
-    groups: dict[int, list[ShardEvent]] = {}
-    failed: list[tuple[bytes, Problem]] = []
-    decode = decoder.decode
-    for frame in frames:
-        event = decode(source_value(frame))
-        if not isinstance(event, Event):
-            failed.append((frame, event))
-            continue
-        user_id = event.user_id
-        shard = shard_of(user_id, shards)
-        group = groups.get(shard)
-        if group is None:
-            group = groups[shard] = []
-        group.append(ShardEvent(user_id, event.ts, TYPE_INDEX[event.event_type], event.amount,
-                                event.item_id, frame))
-    return groups, failed
+@dataclass(frozen=True)
+class _EntityRoute:
+    entity: str
+    keys: tuple[str, ...]
+    source: int
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _SourceRoute:
+    decoder: RecordDecoding
+    timestamp: str
+    entities: tuple[_EntityRoute, ...]
+
+
+class EventRouter:
+    """Decodes frames and groups their events by state shard, for every entity they feed."""
+
+    def __init__(self, plans: Mapping[str, EntityPlan], decoders: Mapping[str, RecordDecoding],
+                 shards: int) -> None:
+        """``decoders`` by source name (one per source of the plans)."""
+        routes: dict[bytes, _SourceRoute] = {}
+        for name, decoder in decoders.items():
+            entities, source = [], None
+            for plan in plans.values():
+                for i, s in enumerate(plan.sources):
+                    if s.name == name:
+                        source = s
+                        entities.append(_EntityRoute(plan.entity.name, plan.entity.keys, i,
+                                                     plan.fields[i]))
+            if source is not None:
+                routes[source.topic.encode()] = _SourceRoute(decoder, source.timestamp,
+                                                             tuple(entities))
+        self._routes = routes
+        self._shards = shards
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics the router reads."""
+        return [t.decode() for t in self._routes]
+
+    def group_by_shard(self, frames: Iterable[bytes]
+                       ) -> tuple[dict[int, list[ShardEvent]], list[tuple[bytes, Problem]]]:
+        """Decode source frames; events grouped by shard (in arrival order), and the failures."""
+        groups: dict[int, list[ShardEvent]] = {}
+        failed: list[tuple[bytes, Problem]] = []
+        routes, shards = self._routes, self._shards
+        for frame in frames:
+            topic, raw = source_topic_and_value(frame)
+            route = routes.get(topic)
+            if route is None:
+                failed.append((frame, Problem(
+                    Stage.DECODE, ErrorClass.MALFORMED_RECORD,
+                    f"topic {topic.decode(errors='replace')!r} is not the topic of any source")))
+                continue
+            record = route.decoder.decode(raw)
+            if isinstance(record, Problem):
+                failed.append((frame, record))
+                continue
+            ts = record[route.timestamp]
+            ids = [entity_id(record, target.keys) for target in route.entities]
+            problem = next((i for i in ids if isinstance(i, Problem)), None)
+            if problem is not None:
+                failed.append((frame, problem))
+                continue
+            for target, ident in zip(route.entities, ids, strict=True):
+                if ident is None:
+                    continue
+                key = f"{target.entity}:{ident}"
+                shard = shard_of(key, shards)
+                group = groups.get(shard)
+                if group is None:
+                    group = groups[shard] = []
+                group.append(ShardEvent(target.entity, key, ts, target.source,
+                                        tuple([record.get(f) for f in target.fields]), frame))
+        return groups, failed
 
 
 def shard_record(key: int, events: Sequence[ShardEvent]) -> ShardRecord:

@@ -1,17 +1,19 @@
-"""The users of one state shard: their windows, their expiries, and what changed since the
+"""The entities of one state shard: their windows, their expiries, and what changed since the
 last bundle (:class:`udfs.features.operator.FeatureShardOperator` keeps one per shard).
 
-The feature job keys its state by shard (``shard_of(user_id)``), not by user, and one
-event-time timer per shard drives every user's expiries. A :class:`UserShard` keeps its users in
-memory; Flink's state (a map user id -> :meth:`UserState.to_bytes` per shard) is written from
-:meth:`UserShard.take_states` only when a checkpoint is coming (the checkpoint marker, see
-``FrameBatcher.java``) and read back with :meth:`UserShard.restore` after a restart: a user is
-pickled once per checkpoint, not once per bundle, and a bundle makes no state requests at all.
+The feature job keys its state by shard (``shard_of(entity key)``), not by entity, and one
+event-time timer per shard drives every entity's expiries. An :class:`EntityShard` keeps its
+entities in memory under their state keys (``<entity>:<id>``, also their Redis key after the
+prefix); Flink's state (a map state key -> :meth:`FeatureProcessor.to_bytes` per shard) is written
+from :meth:`EntityShard.take_states` only when a checkpoint is coming (the checkpoint marker, see
+``FrameBatcher.java``) and read back with :meth:`EntityShard.restore` after a restart: an
+entity is pickled once per checkpoint, not once per bundle, and a bundle makes no state
+requests at all.
 
-Rows are built once per changed user per bundle (:meth:`UserShard.take_rows`, coalesced): the
-newest row is the only one Redis keeps, and building a row costs more than counting an event.
+Rows are built once per changed entity per bundle (:meth:`EntityShard.take_rows`, coalesced):
+the newest row is the only one Redis keeps, and building a row costs more than counting an event.
 
-A user's state is stored when an event changed it (or it is cleared), not when it only aged:
+An entity's state is stored when an event changed it (or it is cleared), not when it only aged:
 expiry depends on nothing but the stored state and event time, so a restored shard replays it
 (the stored ``expiry`` is due again at the restored watermark) and reaches the same state.
 """
@@ -19,103 +21,110 @@ expiry depends on nothing but the stored state and event time, so a restored sha
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from featurestream.udfs.features.processor import FeatureProcessor, Row, UserState
+from featurestream.udfs.features.layout import ShardLayout, convert, warming
+from featurestream.udfs.features.processor import EntityState, FeatureProcessor, Row
 from featurestream.udfs.features.routing import ShardEvent
 from featurestream.udfs.wire.dead_letters import Problem
 
-SHARD_COUNT_ENTRY = ""  # the map entry recording the shard count (user ids are never empty)
 
-
-def shard_count_problem(written_with: bytes | None, shards: int) -> str | None:
-    """Why a shard's stored state cannot be used with ``shards`` shards, if it cannot.
-
-    Users are assigned to shards by ``crc32(user_id) % shards``: another count would look
-    for every user in the wrong shard and silently start its windows from nothing.
-    """
-    if written_with is None or int(written_with) == shards:
-        return None
-    return (f"this state was written with {int(written_with)} state shards, but "
-            f"FEATURESTREAM_STATE_SHARDS is {shards}: set it back to {int(written_with)} (the "
-            "shard count is fixed for the life of the state)")
+def entity_of(key: str) -> str:
+    """The entity name of a state key ``<entity>:<id>``."""
+    return key[:key.index(":")]
 
 
 @dataclass
 class ShardStates:
-    """What to write to Flink state: states to store, users whose state is gone."""
+    """What to write to Flink state: states to store, entities whose state is gone."""
 
     stored: dict[str, bytes]
     removed: list[str]
 
 
-class UserShard:
-    """The users of one shard, their pending expiries and the shard's event-time timers."""
+class EntityShard:
+    """The entities of one shard, their pending expiries and the shard's event-time timers."""
 
-    def __init__(self, processor: FeatureProcessor) -> None:
-        self._processor = processor
-        self.users: dict[str, UserState] = {}
-        self._expiries: list[tuple[int, str]] = []  # (expiry, user); stale entries skipped
+    def __init__(self, processors: Mapping[str, FeatureProcessor], layout: ShardLayout) -> None:
+        self._processors = processors
+        self._layout = layout
+        self._warming = {name: warming(p.plan, layout.entities[name].since)
+                         for name, p in processors.items()}
+        self.entities: dict[str, EntityState] = {}
+        self._expiries: list[tuple[int, str]] = []  # (expiry, key); stale entries skipped
         self._changed: set[str] = set()  # rows to build at the end of the bundle
         self._dirty: set[str] = set()  # states to store (changed by an event) or remove
-        self._final_rows: dict[str, Row] = {}  # last rows of users cleared in this bundle
+        self._final_rows: dict[str, Row] = {}  # last rows of entities cleared in this bundle
         self.timers: set[int] = set()  # registered with Flink and not yet fired
 
-    def restore(self, stored: Iterable[tuple[str, bytes]]) -> None:
-        """Load the users of this shard from Flink state (after a start or restore)."""
-        for user_id, data in stored:
-            state = UserState.from_bytes(data)
-            self.users[user_id] = state
-            if state.expiry is not None:
-                self._expiries.append((state.expiry, user_id))
+    def restore(self, stored: Iterable[tuple[str, tuple[EntityState, list]]]) -> None:
+        """Load the entities of this shard from Flink state (after a start or restore); states
+        in an older layout are carried over (:func:`udfs.features.layout.convert`) and stored
+        again at the next checkpoint."""
+        for key, (state, windows) in stored:
+            processor = self._processors[entity_of(key)]
+            if state.layout != processor.layout_id:
+                from_layout = self._layout.entities[entity_of(key)].layouts[state.layout]
+                windows = convert(windows, from_layout, processor.plan,
+                                  processor.empty_stored())
+                state.layout = processor.layout_id
+                self._dirty.add(key)
+            processor.load_windows(state, windows)
+            self.entities[key] = state
+            if key in self._dirty:
+                state.expiry = None
+                self._schedule(key, state, processor)
+            elif state.expiry is not None:
+                self._expiries.append((state.expiry, key))
         heapq.heapify(self._expiries)
 
     def add_events(self, events: Sequence[ShardEvent], watermark: int
                    ) -> list[tuple[ShardEvent, Problem]]:
-        """Count each event for its user; returns the events rejected (late or expired)."""
-        accept = self._processor.accept
-        users = self.users
+        """Count each event for its entity; returns the events rejected (late or expired)."""
+        processors = self._processors
+        entities = self.entities
         rejected = []
         for event in events:
-            user_id = event.user_id
-            state = accept(users.get(user_id), event.ts, event.type_index, event.amount,
-                           event.item_id, watermark)
+            key = event.key
+            processor = processors[event.entity]
+            state = processor.accept(entities.get(key), event.ts, event.source, event.values,
+                                     watermark)
             if isinstance(state, Problem):
                 rejected.append((event, state))
                 continue
-            users[user_id] = state
-            self._changed.add(user_id)
-            self._dirty.add(user_id)
-            self._schedule(user_id, state)
+            entities[key] = state
+            self._changed.add(key)
+            self._dirty.add(key)
+            self._schedule(key, state, processor)
         return rejected
 
     def advance(self, watermark: int) -> None:
-        """Process every expiry due at ``watermark``: age buckets out, clear idle users.
+        """Process every expiry due at ``watermark``: age buckets out, clear idle entities.
 
-        A user with several expiries due goes through each in order (its ``as_of`` ends at the
-        last one), as a timer per user would; only its final row is built.
+        An entity with several expiries due goes through each in order (its ``as_of`` ends at
+        the last one), as a timer per entity would; only its final row is built.
         """
-        processor = self._processor
         expiries = self._expiries
         while expiries and expiries[0][0] <= watermark:
-            due, user_id = heapq.heappop(expiries)
-            state = self.users.get(user_id)
+            due, key = heapq.heappop(expiries)
+            state = self.entities.get(key)
             if state is None or state.expiry != due:
-                continue  # superseded by a later schedule, or the user is gone
+                continue  # superseded by a later schedule, or the entity is gone
+            processor = self._processors[entity_of(key)]
             if processor.is_empty(state) and due >= processor.cleanup_time(state):
-                self._clear(user_id, state)
+                self._clear(key, state, processor)
                 continue
             if processor.advance(state, due):
-                self._changed.add(user_id)
-            self._schedule(user_id, state)
+                self._changed.add(key)
+            self._schedule(key, state, processor)
 
     def next_expiry(self) -> int | None:
-        """The earliest pending expiry of any user of the shard, or None."""
+        """The earliest pending expiry of any entity of the shard, or None."""
         expiries = self._expiries
         while expiries:
-            due, user_id = expiries[0]
-            state = self.users.get(user_id)
+            due, key = expiries[0]
+            state = self.entities.get(key)
             if state is not None and state.expiry == due:
                 return due
             heapq.heappop(expiries)
@@ -124,7 +133,7 @@ class UserShard:
     def timer_to_register(self) -> int | None:
         """The event-time timer to register now (recorded as registered), if any is needed.
 
-        None when no user has a pending expiry or a registered timer fires no later than the
+        None when no entity has a pending expiry or a registered timer fires no later than the
         earliest one (it will fire, advance the shard and ask again).
         """
         due = self.next_expiry()
@@ -138,36 +147,49 @@ class UserShard:
         self.timers.discard(timestamp)
 
     def take_rows(self) -> dict[str, Row]:
-        """The rows of the users changed since the last call (the end of the last bundle)."""
+        """The rows of the entities changed since the last call (the end of the last bundle),
+        by state key."""
         rows, self._final_rows = self._final_rows, {}
-        for user_id in self._changed:
-            rows[user_id] = self._processor.row(self.users[user_id])
+        for key in self._changed:
+            rows[key] = self._row(key, self.entities[key])
         self._changed.clear()
         return rows
 
     def take_states(self) -> ShardStates:
-        """The states events changed since the last call (the last checkpoint), and the users
-        cleared since."""
+        """The states events changed since the last call (the last checkpoint), and the
+        entities cleared since."""
         stored: dict[str, bytes] = {}
         removed: list[str] = []
-        for user_id in self._dirty:
-            state = self.users.get(user_id)
+        for key in self._dirty:
+            state = self.entities.get(key)
             if state is None:
-                removed.append(user_id)
+                removed.append(key)
             else:
-                stored[user_id] = state.to_bytes()
+                stored[key] = self._processors[entity_of(key)].to_bytes(state)
         self._dirty.clear()
         return ShardStates(stored, removed)
 
-    def _schedule(self, user_id: str, state: UserState) -> None:
-        due = self._processor.next_expiry(state)
+    def _row(self, key: str, state: EntityState) -> Row:
+        entity = entity_of(key)
+        row = self._processors[entity].row(state)
+        warm = self._warming[entity]
+        if warm:
+            pending = {name: until for name, until in warm
+                       if until is None or until > state.as_of}
+            if pending:
+                row["warming_up"] = pending
+        return row
+
+    def _schedule(self, key: str, state: EntityState, processor: FeatureProcessor) -> None:
+        due = processor.next_expiry(state)
         if due != state.expiry:
             state.expiry = due
-            heapq.heappush(self._expiries, (due, user_id))
+            if due is not None:
+                heapq.heappush(self._expiries, (due, key))
 
-    def _clear(self, user_id: str, state: UserState) -> None:
-        if user_id in self._changed:  # its last row (windows just emptied) is still unwritten
-            self._final_rows[user_id] = self._processor.row(state)
-            self._changed.discard(user_id)
-        del self.users[user_id]
-        self._dirty.add(user_id)
+    def _clear(self, key: str, state: EntityState, processor: FeatureProcessor) -> None:
+        if key in self._changed:  # its last row (windows just emptied) is still unwritten
+            self._final_rows[key] = self._row(key, state)
+            self._changed.discard(key)
+        del self.entities[key]
+        self._dirty.add(key)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.features.definitions import Value
+from featurestream.udfs.store.redis_layout import FeatureValue as Value
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 HOUR_MS = 3_600_000
