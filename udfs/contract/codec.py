@@ -68,12 +68,32 @@ class EventDecoder:
         try:
             if not raw:
                 raise _Rejected(ErrorClass.MALFORMED_RECORD, "empty record (0 bytes)")
-            event = self._decode_avro(raw) if raw[0] == MAGIC_BYTE else _decode_json(raw)
-            return _check_rules(event)
+            if raw[0] == MAGIC_BYTE:
+                event = Event._make(self._read_avro(raw).values())
+            else:
+                event = _decode_json(raw)
+            _check_rules(event.event_id, event.user_id, event.event_type, event.amount)
+            return event
         except _Rejected as rejected:
             return rejected.problem
 
-    def _decode_avro(self, raw: bytes) -> Event:
+    def decode_fields(self, raw: bytes) -> dict[str, Any] | Problem:
+        """:meth:`decode` with the event as field -> value (in :class:`Event`'s order), for
+        :mod:`udfs.contract.records`: Avro, the usual format, is checked as read, no Event built.
+        """
+        if raw[:1] != bytes([MAGIC_BYTE]):  # empty or JSON
+            event = self.decode(raw)
+            return event if isinstance(event, Problem) else event._asdict()
+        try:
+            record = self._read_avro(raw)
+            _check_rules(record["event_id"], record["user_id"], record["event_type"],
+                         record["amount"])
+            return record
+        except _Rejected as rejected:
+            return rejected.problem
+
+    def _read_avro(self, raw: bytes) -> dict[str, Any]:
+        """The Avro record in ``raw``, its keys in :class:`Event`'s field order."""
         if len(raw) < HEADER_SIZE:
             raise _Rejected(
                 ErrorClass.MALFORMED_RECORD,
@@ -105,8 +125,8 @@ class EventDecoder:
                 f"{trailing} trailing bytes after the Avro record (schema id {schema_id})",
             )
         if reader is None:  # written with our own schema: keys are in Event's field order
-            return Event._make(record.values())
-        return Event(**record)  # resolution appends defaulted fields at the end
+            return record
+        return {name: record[name] for name in Event._fields}  # resolution appends defaults
 
     def _plan(self, schema_id: int) -> _ReadPlan:
         try:
@@ -265,22 +285,20 @@ def _context(obj: Mapping[str, Any]) -> dict[str, str] | None:
     return value
 
 
-def _check_rules(event: Event) -> Event:
+def _check_rules(event_id: str, user_id: str, event_type: str, amount: float | None) -> None:
     """The contract's rules beyond types, shared by both formats."""
-    if not event.event_id:
+    if not event_id:
         raise _Rejected(ErrorClass.INVALID_VALUE, "field 'event_id' is empty")
-    if not event.user_id:
+    if not user_id:
         raise _Rejected(ErrorClass.INVALID_VALUE, "field 'user_id' is empty")
-    amount = event.amount
     if amount is None:
-        if event.event_type == "purchase":
+        if event_type == "purchase":
             raise _Rejected(ErrorClass.INVALID_VALUE, "field 'amount' is null or missing;"
                             " a purchase needs an amount")
     elif not math.isfinite(amount):
         raise _Rejected(ErrorClass.INVALID_VALUE, f"field 'amount' is {amount}, must be finite")
     elif amount < 0:
         raise _Rejected(ErrorClass.INVALID_VALUE, f"field 'amount' is {amount}, must be >= 0")
-    return event
 
 
 def _describe(value: Any) -> str:

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fastavro.schema import to_parsing_canonical_form
+from fastavro import parse_schema
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 from pydantic import SecretStr
 
 from featurestream.schemas import REGISTRY_MANIFEST, parse_schema_file
 
 Schema = dict[str, Any]
 NO_SECRET = SecretStr("")
+HELD_IDS = range(1 << 20, 1 << 31)  # ids of schemas held in memory, above any manifest's
 
 
 class UnknownSchemaId(LookupError):
@@ -55,7 +57,8 @@ class SchemaRegistry(Protocol):
 
 
 class FileSchemaRegistry:
-    """Read-only registry from a manifest ``{subject: [{"id": 1, "file": "x.avsc"}, ...]}``.
+    """Registry from a manifest ``{subject: [{"id": 1, "file": "x.avsc"}, ...]}``, plus the
+    schemas :meth:`register` holds in memory (never written back).
 
     Files are relative to the manifest's directory. Ids are global, as in Confluent's registry:
     :meth:`id_for` prefers the subject's own versions (latest first) but, like Confluent when an
@@ -87,7 +90,7 @@ class FileSchemaRegistry:
     def id_for(self, subject: str, schema: Schema) -> int:
         """The id of an equal schema, the subject's own versions first."""
         wanted = to_parsing_canonical_form(schema)
-        candidates = [*reversed(self._subjects.get(subject, [])), *self._files]
+        candidates = [*reversed(self._subjects.get(subject, [])), *self._files, *self._schemas]
         for schema_id in candidates:
             if to_parsing_canonical_form(self.schema_by_id(schema_id)) == wanted:
                 return schema_id
@@ -95,6 +98,27 @@ class FileSchemaRegistry:
             f"schema {schema.get('name')!r} for subject {subject!r} is not in {self._manifest};"
             " add its .avsc file there with a new id"
         )
+
+    def register(self, subject: str, schema: Schema) -> int:
+        """Hold ``schema`` under ``subject`` in memory (the manifest is not written); its id.
+
+        For the schemas of declared sources, which no manifest lists. An equal schema keeps its
+        id; a new one gets an id in :data:`HELD_IDS` derived from its fingerprint, so every
+        process that registers the same schema (a producer, the job) agrees on the id without
+        sharing state. :meth:`id_for` finds held schemas like listed ones.
+        """
+        try:
+            schema_id = self.id_for(subject, schema)
+        except SchemaNotRegistered:
+            form = to_parsing_canonical_form(schema)
+            schema_id = HELD_IDS.start + int(fingerprint(form, "CRC-64-AVRO"), 16) % len(HELD_IDS)
+            if schema_id in self._files or schema_id in self._schemas:
+                raise ValueError(f"schema {schema.get('name')!r}: its derived id {schema_id} is"
+                                 " taken by another schema; rename the record") from None
+            self._schemas[schema_id] = parse_schema(schema)  # type: ignore[assignment]
+        if schema_id not in self._subjects.get(subject, []):
+            self._subjects.setdefault(subject, []).append(schema_id)
+        return schema_id
 
 
 @dataclass(frozen=True)
