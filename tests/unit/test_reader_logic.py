@@ -519,3 +519,14 @@ def test_the_document_has_the_entity_routes_with_the_declared_entities() -> None
     assert set(post["responses"]) == {"200", "400", "401", "404", "413", "503"}
     schema = doc["components"]["schemas"]["EntityBatchRequest"]
     assert schema["properties"]["ids"]["maxItems"] == 3
+
+
+def test_definitions_without_users_leave_the_user_routes_a_404() -> None:
+    items_only = ReaderContract({"item": ITEM_NAMES}, 3)
+    assert items_only.feature_names == () and items_only.entity_names == ("item",)
+    with pytest.raises(ApiError) as err:
+        check_entity("user", items_only)
+    assert (err.value.status, err.value.body.valid) == (404, ["item"])
+    doc = openapi_document(ROUTES, items_only, False)  # still a valid document
+    for schema in doc["components"]["schemas"].values():
+        jsonschema.Draft202012Validator.check_schema(schema)
