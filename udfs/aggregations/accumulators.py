@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import textwrap
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -25,9 +26,28 @@ Value = Any  # what a feature row holds: int, float, str, bool, a list of those,
 
 
 class Accumulator:
-    """The shape every accumulator has (see the module docstring)."""
+    """The shape every accumulator has (see the module docstring).
+
+    An accumulator may give its ``add``, ``expire`` and ``result`` as code text instead of
+    methods: :attr:`ADD` adds ``VALUE`` to state ``s`` in bucket ``k``, :attr:`EXPIRE` drops the
+    buckets ``dropped`` from ``s``, :attr:`RESULT` is an expression over ``s``. The methods are
+    then built from that text, and the feature engine inlines the same text into its generated
+    hot path (:mod:`udfs.features.codegen`).
+    """
 
     kind: ClassVar[str]
+    ADD: ClassVar[str | None] = None
+    EXPIRE: ClassVar[str | None] = None
+    RESULT: ClassVar[str | None] = None  # an expression over the state ``s``
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("ADD") is not None:
+            cls.add = _method("add", "s, k, v", cls.ADD.replace("VALUE", "v"))  # type: ignore
+        if cls.__dict__.get("EXPIRE") is not None:
+            cls.expire = _method("expire", "s, dropped", cls.EXPIRE)  # type: ignore
+        if cls.__dict__.get("RESULT") is not None:
+            cls.result = _method("result", "s", f"return {cls.RESULT}")  # type: ignore
 
     def initialize(self) -> Any:
         raise NotImplementedError
@@ -53,23 +73,22 @@ class Accumulator:
         return plain
 
 
+def _method(name: str, parameters: str, body: str) -> Callable[..., Any]:
+    """A method ``name(self, parameters)`` from code text (an accumulator's ADD or EXPIRE)."""
+    scope: dict[str, Any] = {}
+    exec(f"def {name}(self, {parameters}):\n{textwrap.indent(body, '    ')}", scope)
+    return scope[name]
+
+
 class Count(Accumulator):
     """Events counted: ``[bucket -> n, total]``."""
 
     kind = "count"
+    ADD = "b = s[0]\nb[k] = b.get(k, 0) + 1\ns[1] += 1"
+    EXPIRE = "b = s[0]\nfor k in dropped:\n    s[1] -= b.pop(k, 0)"
 
     def initialize(self) -> list:
         return [{}, 0]
-
-    def add(self, state: list, bucket: int, value: Any) -> None:
-        buckets = state[0]
-        buckets[bucket] = buckets.get(bucket, 0) + 1
-        state[1] += 1
-
-    def expire(self, state: list, buckets: Iterable[int]) -> None:
-        counts = state[0]
-        for k in buckets:
-            state[1] -= counts.pop(k, 0)
 
     def merge(self, into: list, other: list) -> None:
         counts = into[0]
@@ -77,8 +96,7 @@ class Count(Accumulator):
             counts[k] = counts.get(k, 0) + n
         into[1] += other[1]
 
-    def result(self, state: list) -> int:
-        return state[1]
+    RESULT = "s[1]"
 
 
 class Sum(Accumulator):
@@ -93,10 +111,7 @@ class Sum(Accumulator):
     def initialize(self) -> list:
         return [{}, 0.0 if self.floating else 0]
 
-    def add(self, state: list, bucket: int, value: Any) -> None:
-        sums = state[0]
-        sums[bucket] = sums.get(bucket, 0) + value
-        state[1] += value
+    ADD = "b = s[0]\nb[k] = b.get(k, 0) + VALUE\ns[1] += VALUE"
 
     def expire(self, state: list, buckets: Iterable[int]) -> None:
         sums = state[0]
@@ -146,8 +161,7 @@ class Extreme(Accumulator):
         for k, v in other[0].items():
             self.add(into, k, v)
 
-    def result(self, state: list) -> Value:
-        return state[1]
+    RESULT = "s[1]"
 
     def _extreme(self, values: Iterable[Any]) -> Any:
         current = None
@@ -197,23 +211,22 @@ class Distinct(Accumulator):
     def initialize(self) -> list:
         return [{}, {}]
 
-    def add(self, state: list, bucket: int, value: Any) -> None:
-        in_bucket = state[0].get(bucket)
-        if in_bucket is None:
-            in_bucket = state[0][bucket] = {}
-        in_bucket[value] = in_bucket.get(value, 0) + 1
-        items = state[1]
-        items[value] = items.get(value, 0) + 1
-
-    def expire(self, state: list, buckets: Iterable[int]) -> None:
-        items = state[1]
-        for k in buckets:
-            for value, n in state[0].pop(k, {}).items():
-                left = items[value] - n
-                if left:
-                    items[value] = left
+    ADD = textwrap.dedent("""\
+        b = s[0].get(k)
+        if b is None:
+            b = s[0][k] = {}
+        b[VALUE] = b.get(VALUE, 0) + 1
+        b = s[1]
+        b[VALUE] = b.get(VALUE, 0) + 1""")
+    EXPIRE = textwrap.dedent("""\
+        b = s[1]
+        for k in dropped:
+            for x, n in s[0].pop(k, {}).items():
+                n = b[x] - n
+                if n:
+                    b[x] = n
                 else:
-                    del items[value]
+                    del b[x]""")
 
     def merge(self, into: list, other: list) -> None:
         items = into[1]
@@ -223,8 +236,7 @@ class Distinct(Accumulator):
                 in_bucket[value] = in_bucket.get(value, 0) + n
                 items[value] = items.get(value, 0) + n
 
-    def result(self, state: list) -> int:
-        return len(state[1])
+    RESULT = "len(s[1])"
 
 
 # DataSketches ignores an empty string; a fixed suffix keeps "" a value (and stays injective).

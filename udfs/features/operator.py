@@ -111,8 +111,8 @@ class FeatureShardOperator:
         if shard_record.is_checkpoint_marker:
             states = shard.take_states()
             state.put_all(states.stored.items())
-            for key in states.removed:
-                state.remove(key)
+            for gone in states.removed:
+                state.remove(gone)
             return
         self._counters.events_in.inc(len(shard_record.events))
         for event, problem in shard.add_events(shard_record.events, timers.current_watermark()):

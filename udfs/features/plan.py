@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from featurestream.udfs.aggregations.accumulators import (
     Accumulator,
@@ -70,18 +69,13 @@ class AccumulatorSpec:
         return self.kind == "last_n"
 
 
-# A feature's value from the entity's accumulator results (by accumulator position), the
-# row's other values (for ratios), the row's as_of and the entity's last event time.
-Extract = Callable[[Sequence[Any], dict[str, Any], int, int | None], Any]
-
-
 @dataclass(frozen=True)
 class FeatureSpec:
-    """A feature of the row and how it is computed."""
+    """A feature of the row and the accumulators it reads (its value:
+    :func:`udfs.features.codegen.compile_row`)."""
 
     feature: Feature
     accumulators: tuple[int, ...]  # positions in EntityPlan.accumulators
-    extract: Extract
     length_ms: int | None  # the window's length (None: lifetime or no window), for warm-up
 
 
@@ -94,7 +88,8 @@ class EntityPlan:
     fields: tuple[tuple[str, ...], ...]  # per source: the event fields the engine reads
     windows: tuple[WindowSpec, ...]  # shortest first, lifetime last
     accumulators: tuple[AccumulatorSpec, ...]  # grouped by window, in window order
-    features: tuple[FeatureSpec, ...]  # row order (ratios after what they read)
+    features: tuple[FeatureSpec, ...]  # ratios after the features they read
+    feature_order: tuple[str, ...]  # the row's order: as declared
 
     @property
     def layout(self) -> list[str]:
@@ -106,6 +101,23 @@ class EntityPlan:
         """A short hash of :attr:`layout` (stored with each entity's state)."""
         text = "\n".join(self.layout)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def slots(self) -> list[list[int]]:
+        """Per window, the positions of its accumulators (the window state's order)."""
+        return [[p for p, spec in enumerate(self.accumulators) if spec.window == w.name]
+                for w in self.windows]
+
+    @property
+    def anchors(self) -> list[int | None]:
+        """Per window, the slot of a count of every event (no field, no filter), if any: its
+        buckets double as the window's bucket record (an event it takes is one the window
+        holds), which saves one dict update per window and event."""
+        return [next((slot for slot, p in enumerate(slots)
+                      if self.accumulators[p].kind == "count"
+                      and self.accumulators[p].field is None
+                      and not self.accumulators[p].where.conditions), None)
+                for slots in self.slots]
 
     def source_index(self, name: str) -> int:
         """The number of source ``name`` for this entity."""
@@ -171,41 +183,14 @@ def _compile(entity: Entity, groups: Sequence[FeatureGroup]) -> EntityPlan:
     for group in groups:
         for feature in group.features:
             positions = tuple(position[a] for a in needed[(feature, group.name)])
-            computed = FeatureSpec(feature, positions, _extract(feature, positions),
-                                   _length(feature))
+            computed = FeatureSpec(feature, positions, _length(feature))
             (ratios if feature.kind == "ratio" else plain).append(computed)
+    declared = tuple(f.name for g in groups for f in g.features)
     return EntityPlan(entity, sources, tuple(fields), tuple(windows), tuple(unique),
-                      tuple(plain + ratios))
+                      tuple(plain + ratios), declared)
 
 
 def _length(feature: Feature) -> int | None:
     if feature.window is None:
         return None
     return WindowSpec.parse(feature.window).length_ms
-
-
-def _extract(feature: Feature, positions: tuple[int, ...]) -> Extract:
-    kind = feature.kind
-    if kind == "last_event_ts":
-        return lambda results, row, as_of, last_ts: last_ts
-    if kind == "ratio":
-        num, den = feature.numerator or "", feature.denominator or ""
-
-        def ratio(results: Sequence[Any], row: dict[str, Any], as_of: int,
-                  last_ts: int | None) -> Any:
-            d = row[den]
-            return row[num] / d if d else None
-        return ratio
-    if kind == "mean":
-        s, c = positions
-
-        def mean(results: Sequence[Any], row: dict[str, Any], as_of: int,
-                 last_ts: int | None) -> Any:
-            n = results[c]
-            return results[s] / n if n else None
-        return mean
-    (p,) = positions
-    if kind == "time_since_last":
-        return lambda results, row, as_of, last_ts: (
-            None if results[p] is None else as_of - results[p])
-    return lambda results, row, as_of, last_ts: results[p]

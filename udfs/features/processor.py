@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from featurestream.udfs.aggregations.windows import BUCKETS_PER_WINDOW
-from featurestream.udfs.definitions.filters import compile_filter
+from featurestream.udfs.features.codegen import RowOf, compile_expire, compile_feed, compile_row
 from featurestream.udfs.features.plan import EntityPlan
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
@@ -62,51 +62,24 @@ class FeatureProcessor:
         self._accumulators = [spec.make() for spec in plan.accumulators]
         windows = plan.windows
         self._hops: list[int | None] = [w.hop_ms for w in windows]
-        # per window: the accumulator positions it holds (the plan groups them by window)
-        self._window_of = [next(i for i, w in enumerate(windows) if w.name == spec.window)
-                           for spec in plan.accumulators]
-        self._slots = [[p for p, wi in enumerate(self._window_of) if wi == i]
-                       for i in range(len(windows))]
-        self._routes = [self._route(source) for source in range(len(plan.sources))]
+        self._slots = plan.slots
+        self._anchors = plan.anchors
+        self._feeds = [compile_feed(plan, source, self._accumulators)
+                       for source in range(len(plan.sources))]
+        self._expires = [compile_expire(self._accumulators, slots) for slots in self._slots]
         sliding = [i for i, hop in enumerate(self._hops) if hop is not None]
         self._sliding: list[tuple[int, int]] = [(i, hop) for i, hop in enumerate(self._hops)
                                                  if hop is not None]
         self._largest = sliding[-1] if sliding and len(sliding) == len(windows) else None
-        self._features = [(f.feature.name, f.extract) for f in plan.features]
-
-    def _route(self, source: int) -> tuple[list[Any], list[tuple[int, int | None, list]]]:
-        """What an event of ``source`` feeds: its distinct filters, and per window the
-        accumulators grouped by filter (index into the filters, or -1 for none), each as
-        ``(value index or None, add, slot, takes (ts, value))``."""
-        plan = self.plan
-        name = plan.sources[source].name
-        filters: list[Any] = []
-        filter_index: dict[Any, int] = {}
-        routes = []
-        for wi in range(len(plan.windows)):
-            groups: dict[int, list[tuple[Any, ...]]] = {}
-            for slot, p in enumerate(self._slots[wi]):
-                spec = plan.accumulators[p]
-                if spec.source != name:
-                    continue
-                fi = -1
-                if spec.where.conditions:
-                    fi = filter_index.get(spec.where, -1)
-                    if fi < 0:
-                        fi = filter_index[spec.where] = len(filters)
-                        filters.append(compile_filter(
-                            spec.where, lambda f: plan.value_index(source, f)))
-                value_index = None if spec.field is None else plan.value_index(source, spec.field)
-                groups.setdefault(fi, []).append(
-                    (value_index, self._accumulators[p].add, slot, spec.takes_time))
-            if groups:
-                routes.append((wi, self._hops[wi], list(groups.items())))
-        return filters, routes
+        self.row: RowOf = compile_row(plan, self._accumulators)  # the entity's row, as of as_of
 
     def new_windows(self) -> list[WindowState]:
         """Empty windows for a new entity."""
-        return [[{}, None, [self._accumulators[p].initialize() for p in slots]]
-                for slots in self._slots]
+        windows = []
+        for slots, anchor in zip(self._slots, self._anchors, strict=True):
+            accs = [self._accumulators[p].initialize() for p in slots]
+            windows.append([{} if anchor is None else accs[anchor][0], None, accs])
+        return windows
 
     def empty_stored(self) -> list:
         """Empty windows in stored form (what :meth:`load_windows` takes)."""
@@ -133,41 +106,7 @@ class FeatureProcessor:
                 f"event time {ts} is older than the largest window "
                 f"({self.plan.windows[self._largest].name}) as of the row at {state.as_of}",
             )
-        as_of = state.as_of
-        windows = state.windows
-        tests, routes = self._routes[source]
-        passes = [test(values) for test in tests]
-        for wi, hop, groups in routes:
-            if hop is None:
-                k = 0
-            else:
-                k = ts // hop
-                if k <= as_of // hop - BUCKETS_PER_WINDOW:
-                    continue
-            window = windows[wi]
-            accs = window[2]
-            counted = False
-            for fi, adds in groups:
-                if fi >= 0 and not passes[fi]:
-                    continue
-                for vi, add, slot, takes_time in adds:
-                    if vi is None:
-                        add(accs[slot], k, None)
-                    else:
-                        value = values[vi]
-                        if value is None:
-                            continue
-                        add(accs[slot], k, (ts, value) if takes_time else value)
-                    counted = True
-            if counted:
-                sizes = window[0]
-                size = sizes.get(k)
-                if size is None:
-                    sizes[k] = 1
-                    if window[1] is None or k < window[1]:
-                        window[1] = k
-                else:
-                    sizes[k] = size + 1
+        self._feeds[source](state.windows, ts, values, state.as_of)
         if state.last_event_ts is None or ts > state.last_event_ts:
             state.last_event_ts = ts
         state.version += 1
@@ -188,16 +127,12 @@ class FeatureProcessor:
                 continue
             sizes = window[0]
             dropped = [k for k in sizes if k < first_live]
+            self._expires[wi](window, dropped)
             for k in dropped:
-                del sizes[k]
-            for acc, acc_state in zip(self._window_accumulators(wi), window[2], strict=True):
-                acc.expire(acc_state, dropped)
+                sizes.pop(k, None)  # already gone when the sizes are an anchor's buckets
             window[1] = min(sizes) if sizes else None
             expired = True
         return expired
-
-    def _window_accumulators(self, wi: int) -> list[Any]:
-        return [self._accumulators[p] for p in self._slots[wi]]
 
     def next_expiry(self, state: EntityState) -> int | None:
         """When the entity's windows must next advance: its next bucket expiry, else state
@@ -226,23 +161,6 @@ class FeatureProcessor:
         assert hop is not None
         return (as_of // hop - BUCKETS_PER_WINDOW + 1) * hop
 
-    def results(self, state: EntityState) -> list[Any]:
-        """Every accumulator's result, by plan position."""
-        out: list[Any] = [None] * len(self._accumulators)
-        for wi, slots in enumerate(self._slots):
-            for p, acc_state in zip(slots, state.windows[wi][2], strict=True):
-                out[p] = self._accumulators[p].result(acc_state)
-        return out
-
-    def row(self, state: EntityState) -> Row:
-        """The entity's feature row as of ``state.as_of``."""
-        results = self.results(state)
-        row: Row = {"as_of": state.as_of, "version": state.version}
-        as_of, last_ts = state.as_of, state.last_event_ts
-        for name, extract in self._features:
-            row[name] = extract(results, row, as_of, last_ts)
-        return row
-
     # -- Stored form ------------------------------------------------------------------------
 
     def to_bytes(self, state: EntityState) -> bytes:
@@ -263,8 +181,18 @@ class FeatureProcessor:
         return state, stored
 
     def load_windows(self, state: EntityState, stored: list) -> None:
-        """Install windows stored in this plan's layout."""
-        state.windows = [
-            [sizes, min(sizes) if sizes else None,
-             [self._accumulators[p].load(s) for p, s in zip(self._slots[wi], accs, strict=True)]]
-            for wi, (sizes, accs) in enumerate(stored)]
+        """Install windows stored in this plan's layout. A window with an anchor count uses its
+        buckets as the bucket record again; buckets only other accumulators hold (an anchor
+        added to existing state) enter it with a count of 0."""
+        windows = []
+        for wi, (sizes, stored_accs) in enumerate(stored):
+            accs = [self._accumulators[p].load(s)
+                    for p, s in zip(self._slots[wi], stored_accs, strict=True)]
+            anchor = self._anchors[wi]
+            if anchor is not None:
+                buckets = accs[anchor][0]
+                for k in sizes:
+                    buckets.setdefault(k, 0)
+                sizes = buckets
+            windows.append([sizes, min(sizes) if sizes else None, accs])
+        state.windows = windows

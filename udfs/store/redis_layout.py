@@ -79,6 +79,12 @@ def entity_key(prefix: str, entity: str, entity_id: str) -> str:
     return f"{prefix}{entity}:{entity_id}"
 
 
+def layout_key(prefix: str) -> str:
+    """The key where the feature job publishes the layout it runs (JSON, for
+    ``featurestream plan``); ``_`` cannot start an entity name, so no entity key collides."""
+    return f"{prefix}_meta:features_layout"
+
+
 def user_key(prefix: str, user_id: str) -> str:
     """The Redis key of a user's feature hash (``{prefix}user:{user_id}``)."""
     return entity_key(prefix, "user", user_id)
