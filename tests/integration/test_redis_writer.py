@@ -44,7 +44,7 @@ def test_rows_are_written_exactly_across_script_calls(server: RedisProcess) -> N
     writer = RedisRowWriter(RedisTarget(server.url, "t:", 60, 10_000))
     users = [f"u{i}" for i in range(2 * ROWS_PER_UPSERT + 7)]
     for i, user in enumerate(users):
-        writer.add(user, row(1_000 + i, 1, i))
+        writer.add(f"user:{user}", row(1_000 + i, 1, i))
     writer.flush()
     client = server.client()
     for i, user in enumerate(users):
@@ -61,7 +61,7 @@ def test_an_older_row_never_replaces_a_newer_one(server: RedisProcess) -> None:
     client = server.client()
 
     def write_and_read(new: dict) -> RowValue:
-        writer.add("u", new)
+        writer.add("user:u", new)
         writer.flush()
         return decode_row(client.hgetall(user_key("t:", "u")))["events_1m"]
 
@@ -79,7 +79,7 @@ def test_the_comparison_does_not_depend_on_where_the_row_puts_as_of_and_version(
     client = server.client()
 
     def write_and_read(new: dict) -> dict:
-        writer.add("u", new)
+        writer.add("user:u", new)
         writer.flush()
         return decode_row(client.hgetall(user_key("t:", "u")))
 
