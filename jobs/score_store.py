@@ -1,4 +1,5 @@
-"""The scoring job's Redis I/O: feature rows in, latest scores out, one round trip each per batch.
+"""The scoring job's Redis I/O: feature rows in (of every entity a batch's models read), latest
+scores out, one round trip each per batch.
 
 Layout in :mod:`udfs.store.redis_layout`. Latest scores go through its upsert script, which
 keeps the newer of two scores, so replayed batches after a restart never roll a user's score
@@ -10,21 +11,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from featurestream.jobs.redis_target import RedisTarget
-from featurestream.udfs.features.processor import Row
 from featurestream.udfs.scoring.score_codec import ScoreRecord
+from featurestream.udfs.scoring.scorer import RowKey
+from featurestream.udfs.scoring.vector import Row
 from featurestream.udfs.store.redis_layout import (
     UPSERT_SCORE_LUA,
     Score,
     decode_row,
+    entity_key,
     score_key,
     upsert_score_args,
-    user_key,
 )
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 
 class ScoreStore:
-    """Pipelined reads of users' feature rows and writes of their latest scores."""
+    """Pipelined reads of entities' feature rows and writes of users' latest scores."""
 
     def __init__(self, target: RedisTarget) -> None:
         self._client = target.connect()
@@ -32,21 +34,21 @@ class ScoreStore:
         self._prefix = target.key_prefix
         self._ttl = target.ttl_seconds
 
-    def rows(self, user_ids: Sequence[str]) -> dict[str, Row | Problem]:
-        """The users' rows in one round trip; users without a row are left out."""
+    def rows(self, keys: Sequence[RowKey]) -> dict[RowKey, Row | Problem]:
+        """The ``(entity, id)`` rows in one round trip; those without a row are left out."""
         pipe = self._client.pipeline(transaction=False)
-        for user_id in user_ids:
-            pipe.hgetall(user_key(self._prefix, user_id))
-        rows: dict[str, Row | Problem] = {}
-        for user_id, fields in zip(user_ids, pipe.execute(), strict=True):
+        for entity, entity_id in keys:
+            pipe.hgetall(entity_key(self._prefix, entity, entity_id))
+        rows: dict[RowKey, Row | Problem] = {}
+        for key, fields in zip(keys, pipe.execute(), strict=True):
             if not fields:
                 continue
             try:
-                rows[user_id] = decode_row(fields)
+                rows[key] = decode_row(fields)
             except ValueError as exc:
-                rows[user_id] = Problem(
+                rows[key] = Problem(
                     Stage.FEATURES, ErrorClass.CORRUPT_FEATURE_ROW,
-                    f"the feature row of user {user_id!r} is unreadable ({exc})")
+                    f"the feature row of {key[0]} {key[1]!r} is unreadable ({exc})")
         return rows
 
     def write_latest(self, scores: Sequence[ScoreRecord]) -> None:

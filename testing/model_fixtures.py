@@ -1,4 +1,5 @@
-"""Small real LightGBM models published into a temporary registry, for unit tests."""
+"""Small real LightGBM models published into a temporary registry, and the definitions they are
+checked against (the built-in user features plus a few item features), for unit tests."""
 
 from __future__ import annotations
 
@@ -8,12 +9,31 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from featurestream.udfs.definitions.defaults import ITEM, USER, events_source, user_features
+from featurestream.udfs.definitions.filters import eq
+from featurestream.udfs.definitions.model import Definitions, Feature, FeatureGroup, validate
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelRegistry
+from featurestream.udfs.scoring.vector import FeatureCatalog
 
 NAME = "purchase_risk"
 FEATURES = ("amount", "hour_of_day", "purchases_5m", "spend_1h")
 DEFAULTS = {"amount": 0.0, "purchases_5m": 0.0, "spend_1h": 0.0}
+WINDOWS = ("1m", "5m", "1h", "24h")
+ITEM_FEATURES = (
+    Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
+    Feature("purchases_1h", "count", window="1h", where=eq("event_type", "purchase")),
+)
+
+
+def definitions(windows: Sequence[str] = WINDOWS) -> Definitions:
+    """The built-in user features and :data:`ITEM_FEATURES`, both over the built-in events."""
+    events = events_source("events")
+    return validate([FeatureGroup("user_activity", USER, events, user_features(windows)),
+                     FeatureGroup("item_activity", ITEM, events, ITEM_FEATURES)])
+
+
+CATALOG = FeatureCatalog.from_definitions(definitions())
 
 
 def metadata(version: int, features: Sequence[str] = FEATURES,

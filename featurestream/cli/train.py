@@ -1,7 +1,11 @@
 """``featurestream train``: train the scoring model on a generated history; publish a version.
 
-The history comes from the synthetic generator (its planted fraud signal and labels); training
-features are computed point in time with the feature job's own code (:mod:`udfs.training`); the
+The history comes from the synthetic generator (its planted fraud signal and labels) in the
+built-in events contract; the model reads the record features and every numeric feature the
+definitions (``FEATURESTREAM_DEFINITIONS``, by default the built-in user features) compute
+from that source -- the user's unqualified, any other entity's as ``<entity>.<feature>``.
+Training features are computed point in time with the feature job's own engine
+(:mod:`udfs.offline.training`); the
 latest ``--holdout`` share of examples (by event time) is held out and its AUC is written to the
 sidecar. The model is published as the registry's next version, which running scoring jobs pick
 up by themselves when they serve the latest version.
@@ -19,18 +23,23 @@ import lightgbm as lgb
 import numpy as np
 
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events
+from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
-from featurestream.udfs.features.definitions import Feature, default_features
+from featurestream.udfs.contract.records import is_builtin
+from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelRegistry
-from featurestream.udfs.scoring.vector import RECORD_FEATURES
+from featurestream.udfs.scoring.vector import RECORD_FEATURES, USER, FeatureCatalog, is_number
 
-# Value of a feature when the user has no row (or no value): nothing happened. Means and ratios
-# are undefined then; -1 keeps "undefined" apart from a real 0.
-_DEFAULT_BY_KIND = {"count": 0.0, "sum_amount": 0.0, "distinct_items": 0.0,
-                    "mean_amount": -1.0, "ratio": -1.0}
+# Value of a feature when the entity has no row (or no value): nothing happened. Counts and sums
+# are 0 then; means, ratios, extremes and last values are undefined: -1 keeps "undefined" apart
+# from a real 0.
+_ZERO_KINDS = frozenset({"count", "sum", "distinct", "approx_distinct"})
+_UNDEFINED = -1.0
 _RECORD_DEFAULTS = {"amount": 0.0}
+# Not a model input: an absolute event time says when, not what.
+_NOT_INPUTS = frozenset({"last_event_ts"})
 
 
 @dataclass(frozen=True)
@@ -45,23 +54,41 @@ class TrainingRun:
     holdout: float = 0.2
 
 
-def model_features(features: tuple[Feature, ...]) -> tuple[tuple[str, ...], dict[str, float]]:
-    """The model's feature names (record fields, then windowed row features) and defaults."""
-    windowed = [f for f in features if f.window is not None]
-    names = (*RECORD_FEATURES, *(f.name for f in windowed))
-    defaults = {**_RECORD_DEFAULTS, **{f.name: _DEFAULT_BY_KIND[f.kind] for f in windowed}}
-    return names, defaults
+def model_features(definitions: Definitions) -> tuple[tuple[str, ...], dict[str, float]]:
+    """The model's feature names (record fields, then the numeric features of every entity
+    the built-in events feed, in declaration order) and their defaults."""
+    names: list[str] = list(RECORD_FEATURES)
+    defaults = dict(_RECORD_DEFAULTS)
+    for group in definitions.groups:
+        if not is_builtin(group.source):
+            continue
+        entity = group.entity.name
+        for feature in group.features:
+            if feature.kind in _NOT_INPUTS or not is_number(feature, group.source):
+                continue
+            name = feature.name if entity == USER else f"{entity}.{feature.name}"
+            names.append(name)
+            defaults[name] = 0.0 if feature.kind in _ZERO_KINDS else _UNDEFINED
+    if len(names) == len(RECORD_FEATURES):
+        raise UserFacingError(
+            "the definitions compute no feature from the built-in events contract "
+            "(schemas/user_event.avsc), which `featurestream train` generates; declare a feature "
+            "group on events_source(...) in FEATURESTREAM_DEFINITIONS, or leave it empty for the "
+            "built-in user features")
+    return tuple(names), defaults
 
 
 def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
     """Train on a generated history; returns the model text and its sidecar (next version)."""
-    features = default_features(settings.windows)
-    names, defaults = model_features(features)
+    definitions = settings.load_definitions()
+    names, defaults = model_features(definitions)
+    plan = FeatureCatalog.from_definitions(definitions).plan(names)
     config = StreamConfig(users=run.users, events_per_second=run.events_per_second,
                           seed=run.seed)
     history = islice(generate_labelled_events(config), run.events)
-    examples = point_in_time_rows(history, features, settings.scored_event_types)
-    train_set, holdout = build_dataset(examples, names, defaults).split(run.holdout)
+    examples = point_in_time_rows(history, definitions, settings.scored_event_types,
+                                  plan.entities)
+    train_set, holdout = build_dataset(examples, plan, defaults).split(run.holdout)
     params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15,
               "min_data_in_leaf": 40, "feature_fraction": 0.9, "seed": run.seed,
               "deterministic": True, "num_threads": 1, "verbose": -1}
@@ -86,7 +113,8 @@ def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
                                 "events_per_second": run.events_per_second,
                                 "seed": run.seed},
                   "scored_event_types": list(settings.scored_event_types),
-                  "windows": list(settings.windows), "params": params,
+                  "windows": list(settings.windows),
+                  "definitions": definitions.fingerprint(), "params": params,
                   "rounds": run.rounds, "holdout": run.holdout},
     )
     return booster.model_to_string(), metadata

@@ -9,8 +9,8 @@ The Arrow-based pandas UDF operator does the batching in Java instead: it hands 
 ``python.fn-execution.arrow.batch.size`` records at once and, at the end of every bundle (which
 a checkpoint always forces before its barrier passes), the partial batch too, then emits every
 result before the checkpoint completes. So each call here is one micro-batch: one pipelined
-Redis read, one ``predict`` per model version, one pipelined Redis write; no Flink state; and
-no record is buffered across a checkpoint.
+Redis read (the rows of every entity the models read), one ``predict`` per model version, one
+pipelined Redis write; no Flink state; and no record is buffered across a checkpoint.
 
 The function returns one sink frame per input (score or dead letter) or null for an event type
 that is not scored; the job drops the nulls in Java.
@@ -30,17 +30,21 @@ from featurestream.jobs.score_store import ScoreStore
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
+from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
 from featurestream.udfs.scoring.scorer import SCORING_STAGES, BatchScorer, ScoredBatch
 from featurestream.udfs.scoring.variants import Arm, parse_experiment, parse_version
+from featurestream.udfs.scoring.vector import FeatureCatalog
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """What a scoring task needs, as plain values: built from the settings on the client (so
-    a bad experiment fails at submission) and pickled with the function to the workers."""
+    """What a scoring task needs, as plain values: built from the settings and the feature
+    definitions on the client (so a bad experiment fails at submission) and pickled with the
+    function to the workers. ``catalog``: each entity's key fields and row features, what the
+    models' feature names are checked against."""
 
     models_dir: Path
     model_name: str
@@ -52,10 +56,11 @@ class ScoringConfig:
     scores_topic: str
     scores_dlq_topic: str
     redis: RedisTarget
+    catalog: FeatureCatalog
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ScoringConfig:
-        """The scoring job's part of the settings."""
+    def from_settings(cls, settings: Settings, definitions: Definitions) -> ScoringConfig:
+        """The scoring job's part of the settings and definitions."""
         s = settings
         return cls(
             models_dir=s.effective_models_dir, model_name=s.model_name,
@@ -63,7 +68,8 @@ class ScoringConfig:
             shadow_version=parse_version(s.shadow_model) if s.shadow_model else None,
             model_poll_interval_ms=s.model_poll_interval_ms, schema_registry=s.schema_registry,
             scored_event_types=tuple(s.scored_event_types), scores_topic=s.scores_topic,
-            scores_dlq_topic=s.scores_dlq_topic, redis=RedisTarget.from_settings(s))
+            scores_dlq_topic=s.scores_dlq_topic, redis=RedisTarget.from_settings(s),
+            catalog=FeatureCatalog.from_definitions(definitions))
 
 
 class ScoringMetrics:
@@ -106,7 +112,7 @@ class ScoreFrames(ScalarFunction):
         self._scorer = BatchScorer(
             models, EventDecoder(schemas), ScoreCodec(schemas, f"{config.scores_topic}-value"),
             config.scored_event_types, config.scores_topic, config.scores_dlq_topic,
-            rows=self._store, latest_scores=self._store)
+            config.catalog, rows=self._store, latest_scores=self._store)
         self._metrics = ScoringMetrics(function_context.get_metric_group(), models)
 
     def is_deterministic(self) -> bool:

@@ -16,21 +16,23 @@ from pyflink.table.expressions import col
 from pyflink.table.udf import udf
 
 from featurestream.errors import UserFacingError
-from featurestream.jobs import pyflink_compat
+from featurestream.jobs import JOB_NAMES, pyflink_compat
 from featurestream.jobs.environment import create_env
 from featurestream.jobs.kafka_io import events_frames, framed_sink
 from featurestream.jobs.scoring.function import ScoreFrames, ScoringConfig
 from featurestream.settings import Settings
+from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
+from featurestream.udfs.scoring.vector import FeatureCatalog, UnknownFeature
 
-JOB_NAME = "featurestream-scoring"
+JOB_NAME = JOB_NAMES["scoring"]
 
 
 def build_scoring_job(t_env: StreamTableEnvironment, frames: DataStream, sink: Sink,
-                      settings: Settings) -> None:
+                      settings: Settings, definitions: Definitions) -> None:
     """Wire the scoring job onto ``frames`` (Kafka source frames) and ``sink``."""
-    score = udf(ScoreFrames(ScoringConfig.from_settings(settings)),
+    score = udf(ScoreFrames(ScoringConfig.from_settings(settings, definitions)),
                 result_type=DataTypes.BYTES(), func_type="pandas")
     outputs = (t_env.from_data_stream(frames)
                .select(score(col("f0")).alias("frame"))
@@ -40,8 +42,9 @@ def build_scoring_job(t_env: StreamTableEnvironment, frames: DataStream, sink: S
      .sink_to(sink).name("scores + scores.dlq").uid("scores-sink"))
 
 
-def check_models(settings: Settings) -> None:
-    """Fail at submission when the registry cannot serve what the settings ask for."""
+def check_models(settings: Settings, definitions: Definitions) -> None:
+    """Fail at submission when the registry cannot serve what the settings ask for, or a
+    version names features the definitions do not provide."""
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     wanted = [arm.version for arm in parse_experiment(settings.experiment)]
     if settings.shadow_model:
@@ -52,19 +55,24 @@ def check_models(settings: Settings) -> None:
             raise UserFacingError(
                 f"no {settings.model_name} model in {registry.directory}: run `featurestream "
                 "train`, or point FEATURESTREAM_MODELS_DIR at the registry")
+    catalog = FeatureCatalog.from_definitions(definitions)
     for version in wanted:
         try:
-            registry.load(version)
+            catalog.plan(registry.load(version).metadata.features)
         except ModelError as exc:
             raise UserFacingError(f"{exc}; publish it with `featurestream train`, or change "
                                   "FEATURESTREAM_EXPERIMENT / FEATURESTREAM_SHADOW_MODEL"
                                   ) from None
+        except UnknownFeature as exc:
+            raise UserFacingError(f"{settings.model_name} v{version} names {exc}") from None
 
 
 def main() -> None:
-    """Resolve the settings, check the models and run the job on the configured cluster."""
+    """Resolve the settings and definitions, check the models and run the job on the
+    configured cluster."""
     settings = Settings.from_env()
-    check_models(settings)
+    definitions = settings.load_definitions()
+    check_models(settings, definitions)
     # Exactly-once scores become visible when the checkpoint covering them completes; the job
     # checkpoints only offsets, so it can afford to do that often.
     env = create_env(settings, checkpoint_interval_ms=settings.scoring_checkpoint_interval_ms)
@@ -75,7 +83,7 @@ def main() -> None:
     exactly_once = settings.scores_delivery == "exactly_once"
     sink = framed_sink(settings.kafka_bootstrap, settings.kafka_java_properties,
                        settings.scoring_group if exactly_once else None)
-    build_scoring_job(t_env, frames, sink, settings)
+    build_scoring_job(t_env, frames, sink, settings, definitions)
     env.execute(JOB_NAME)
 
 

@@ -1,5 +1,6 @@
-"""One micro-batch through the scorer: scores equal predict on the recorded vector; every bad
-record becomes exactly one dead letter with its stage, reason, model version and bytes."""
+"""One micro-batch through the scorer: scores equal predict on the recorded vector; the rows of
+every entity the batch's models read come in one lookup; every bad record becomes exactly one
+dead letter with its stage, reason, model version and bytes."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ import pytest
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
-from featurestream.udfs.features.processor import Row
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
-from featurestream.udfs.scoring.scorer import BatchScorer
+from featurestream.udfs.scoring.scorer import BatchScorer, RowKey
 from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
+from featurestream.udfs.scoring.vector import Row
 from featurestream.udfs.wire.dead_letters import (
     HEADER_EXCEPTION_CLASS,
     HEADER_EXCEPTION_MESSAGE,
@@ -32,7 +33,7 @@ from featurestream.udfs.wire.dead_letters import (
 )
 from featurestream.udfs.wire.frames import decode_sink_frame as decode_frame
 from featurestream.udfs.wire.frames import encode_source_frame
-from testing.model_fixtures import FEATURES, NAME, publish
+from testing.model_fixtures import CATALOG, FEATURES, NAME, publish
 
 SCHEMAS = FileSchemaRegistry()
 ENCODER = EventEncoder(SCHEMAS)
@@ -41,8 +42,8 @@ NOW = 1_800_000_000_000
 
 
 def event(event_id: str, user_id: str, event_type: str = "purchase",
-          amount: float | None = 20.0) -> Event:
-    return Event(event_id, user_id, event_type, "item-1", amount, 1_700_000_000_000, None)
+          amount: float | None = 20.0, item_id: str | None = "item-1") -> Event:
+    return Event(event_id, user_id, event_type, item_id, amount, 1_700_000_000_000, None)
 
 
 def frame(value: bytes, offset: int) -> bytes:
@@ -50,16 +51,18 @@ def frame(value: bytes, offset: int) -> bytes:
 
 
 class FakeStore:
-    """The scorer's two Redis ports over a dict, recording each call."""
+    """The scorer's two Redis ports over a dict of rows by ``(entity, id)``, recording each
+    call; rows given by user id alone are users'."""
 
-    def __init__(self, rows: Mapping[str, Row | Problem]) -> None:
-        self._rows = rows
-        self.calls: list[list[str]] = []
+    def __init__(self, rows: Mapping[str | RowKey, Row | Problem]) -> None:
+        self._rows = {key if isinstance(key, tuple) else ("user", key): row
+                      for key, row in rows.items()}
+        self.calls: list[list[RowKey]] = []
         self.written: list[list[ScoreRecord]] = []
 
-    def rows(self, user_ids: Sequence[str]) -> dict[str, Row | Problem]:
-        self.calls.append(list(user_ids))
-        return {u: self._rows[u] for u in user_ids if u in self._rows}
+    def rows(self, keys: Sequence[RowKey]) -> dict[RowKey, Row | Problem]:
+        self.calls.append(list(keys))
+        return {k: self._rows[k] for k in keys if k in self._rows}
 
     def write_latest(self, scores: Sequence[ScoreRecord]) -> None:
         self.written.append(list(scores))
@@ -77,10 +80,11 @@ def scorer(directory: Path, experiment: str = "", shadow: int | None = None,
                            1_000)
     store = store or FakeStore({})
     return BatchScorer(models, EventDecoder(SCHEMAS), CODEC, {"purchase"}, "scores",
-                       "scores.dlq", rows=store, latest_scores=store, clock_ms=lambda: NOW)
+                       "scores.dlq", CATALOG, rows=store, latest_scores=store,
+                       clock_ms=lambda: NOW)
 
 
-ROWS: dict[str, Row | Problem] = {
+ROWS: dict[str | RowKey, Row | Problem] = {
     "u-known": {"as_of": 1_699_999_999_000, "version": 4, "purchases_5m": 2, "spend_1h": 55.5}}
 
 
@@ -91,7 +95,8 @@ def test_scores_equal_predict_on_the_recorded_vector(tmp_path: Path) -> None:
     frames.append(frame(ENCODER.json(event("e4", "u-known", "view", None)), 3))
     fetch = FakeStore(ROWS)
     batch = scorer(tmp_path, store=fetch).score(frames)
-    assert fetch.calls == [["u-known", "u-new"]], "one lookup per batch, each user once"
+    assert fetch.calls == [[("user", "u-known"), ("user", "u-new")]], \
+        "one lookup per batch, each user once"
     assert fetch.written == [batch.scores], "the batch's scores go to the latest-scores port"
     assert batch.outputs[3] is None, "views are not scored"
     model = registry.load(1)
@@ -121,7 +126,7 @@ def headers_of(output: bytes | None) -> dict[str, str]:
 
 def test_bad_records_become_dead_letters_with_their_reason(tmp_path: Path) -> None:
     publish(tmp_path, 1, defaults={})  # a model that needs every feature
-    rows: dict[str, Row | Problem] = {
+    rows: dict[str | RowKey, Row | Problem] = {
         **ROWS, "u-inf": {"as_of": 1, "purchases_5m": float("inf"), "spend_1h": 1.0},
         "u-corrupt": Problem(Stage.FEATURES, ErrorClass.CORRUPT_FEATURE_ROW, "unreadable")}
     values = [
@@ -198,6 +203,71 @@ def test_unavailable_model_dead_letters_and_shadow_is_never_served(tmp_path: Pat
     with_bad_shadow = scorer(tmp_path, "v1:100", shadow=9, store=FakeStore(ROWS)).score(frames)
     assert with_bad_shadow.scores[0]["shadow"] == {"version": 9, "score": None}
     assert with_bad_shadow.shadow_failures == 1
+
+
+ITEM_MODEL = ("amount", "purchases_5m", "item.views_1h", "user.spend_1h")
+ENTITY_ROWS: dict[str | RowKey, Row | Problem] = {
+    **ROWS,
+    ("item", "item-1"): {"as_of": 1_699_999_998_000, "version": 9, "views_1h": 120},
+    ("item", "item-bad"): Problem(Stage.FEATURES, ErrorClass.CORRUPT_FEATURE_ROW, "unreadable"),
+}
+
+
+def test_a_model_reads_the_rows_of_several_entities_in_one_lookup(tmp_path: Path) -> None:
+    registry = publish(tmp_path, 1, ITEM_MODEL, defaults={"purchases_5m": 0.0,
+                                                          "user.spend_1h": 0.0})
+    events = [event("e1", "u-known"), event("e2", "u-new"), event("e3", "u-known", item_id="x"),
+              event("e4", "u-known", item_id=None), event("e5", "u-known", item_id="item-bad")]
+    store = FakeStore(ENTITY_ROWS)
+    batch = scorer(tmp_path, store=store).score(
+        [frame(ENCODER.avro(e), i) for i, e in enumerate(events)])
+    assert store.calls == [[("item", "item-1"), ("item", "item-bad"), ("item", "x"),
+                            ("user", "u-known"), ("user", "u-new")]]
+    known, new_user = batch.scores
+    assert known["features"] == {"amount": 20.0, "purchases_5m": 2.0, "item.views_1h": 120.0,
+                                 "user.spend_1h": 55.5}
+    assert known["score"] == pytest.approx(
+        registry.load(1).predict(np.array([list(known["features"].values())]))[0], abs=1e-12)
+    assert (known["as_of"], known["features_missing"]) == (1_699_999_998_000, False)
+    assert new_user["features"]["purchases_5m"] == 0.0
+    assert (new_user["as_of"], new_user["features_missing"]) == (1_699_999_998_000, True)
+    expected = [("MissingFeature", "item 'x' has no feature row"),
+                ("MissingFeature", "the event names no item (key item_id null or absent)"),
+                ("CorruptFeatureRow", "unreadable")]
+    for output, (error_class, message) in zip(batch.outputs[2:], expected, strict=True):
+        headers = headers_of(output)
+        assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("features",
+                                                                          error_class)
+        assert message in headers[HEADER_EXCEPTION_MESSAGE]
+    assert batch.dead == {"features": 3}
+
+
+def test_the_shadows_entities_are_read_in_the_same_lookup(tmp_path: Path) -> None:
+    publish(tmp_path, 1)
+    shadow = publish(tmp_path, 2, ITEM_MODEL, defaults={"item.views_1h": -1.0}, seed=1)
+    store = FakeStore(ENTITY_ROWS)
+    batch = scorer(tmp_path, "v1:100", shadow=2, store=store).score(
+        [frame(ENCODER.avro(event("e1", "u-known")), 0)])
+    assert store.calls == [[("item", "item-1"), ("user", "u-known")]]
+    score = batch.scores[0]
+    assert (score["version"], score["as_of"]) == (1, 1_699_999_999_000), "v1 reads users only"
+    vector = np.array([[20.0, 2.0, 120.0, 55.5]])
+    assert score["shadow"] == {"version": 2,
+                               "score": pytest.approx(shadow.load(2).predict(vector)[0])}
+
+
+def test_a_version_naming_features_the_definitions_lack_is_refused(tmp_path: Path) -> None:
+    publish(tmp_path, 1, ("amount", "item.clicks_1h"), defaults={})
+    store = FakeStore(ENTITY_ROWS)
+    batch = scorer(tmp_path, store=store).score([frame(ENCODER.avro(event("e1", "u-known")), 0)])
+    headers = headers_of(batch.outputs[0])
+    assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("model",
+                                                                      "ModelUnavailable")
+    assert headers[HEADER_EXCEPTION_MESSAGE].startswith(
+        f"{NAME} v1 names features the definitions do not provide: 'item.clicks_1h': entity "
+        "'item' has no feature 'clicks_1h'")
+    assert headers[HEADER_MODEL_VERSION] == "1"
+    assert store.calls == [], "nothing to read for a refused version"
 
 
 def test_scoring_dead_letter_names_are_stable() -> None:

@@ -1,5 +1,6 @@
-"""Training data: point-in-time rows equal the independent oracle; the planted signal is real
-and learnable; the AUC is the textbook one."""
+"""Training data: point-in-time rows of every entity the model reads equal the independent
+oracle; the model's features follow the definitions; the planted signal is real and learnable;
+the AUC is the textbook one."""
 
 from __future__ import annotations
 
@@ -15,11 +16,28 @@ from featurestream.cli.train import TrainingRun, model_features, train
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events, make_users
 from featurestream.settings import Settings
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.features.definitions import default_features
+from featurestream.udfs.definitions.defaults import (
+    ITEM,
+    USER,
+    default_definitions,
+    events_source,
+    user_features,
+)
+from featurestream.udfs.definitions.filters import eq
+from featurestream.udfs.definitions.model import Definitions, Feature, FeatureGroup, validate
 from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
+from featurestream.udfs.scoring.vector import FeatureCatalog
+from featurestream.udfs.wire.dead_letters import Problem
 from tests.oracle import assert_row_matches, expected_row
 
 WINDOWS = ("1m", "5m", "1h", "24h")
+EVENTS = events_source("events")
+
+
+def user_and_item_definitions() -> Definitions:
+    """Today's user features, and the same features of each item (so one oracle checks both)."""
+    return validate([FeatureGroup("user_activity", USER, EVENTS, user_features(WINDOWS)),
+                     FeatureGroup("item_activity", ITEM, EVENTS, user_features(WINDOWS))])
 
 
 def history(n: int, seed: int) -> list[tuple[Event, bool]]:
@@ -27,25 +45,42 @@ def history(n: int, seed: int) -> list[tuple[Event, bool]]:
     return list(itertools.islice(generate_labelled_events(config), n))
 
 
-def test_each_example_sees_exactly_the_users_earlier_events_as_of_its_ts() -> None:
+def test_each_example_sees_exactly_each_entitys_earlier_events_as_of_its_ts() -> None:
     events = history(6_000, seed=3)
-    examples = list(point_in_time_rows(events, default_features(WINDOWS), {"purchase"}))
+    examples = list(point_in_time_rows(events, user_and_item_definitions(), {"purchase"},
+                                       ("user", "item")))
     assert len(examples) == sum(e.event_type == "purchase" for e, _ in events) > 50
     ordered = sorted((e for e, _ in events), key=lambda e: e.ts)
     position = {e.event_id: i for i, e in enumerate(ordered)}
-    by_user: dict[str, list[Event]] = defaultdict(list)
+    by_entity: dict[tuple[str, str | None], list[Event]] = defaultdict(list)
     for e in ordered:
-        by_user[e.user_id].append(e)
-    for event, row, label in examples:
-        earlier = [e for e in by_user[event.user_id] if position[e.event_id] <
-                   position[event.event_id]]
-        if not earlier:
-            assert row is None
-            continue
-        assert row is not None
-        assert row["as_of"] == event.ts
-        assert_row_matches(row, expected_row(earlier, event.ts, WINDOWS), event.event_id)
+        by_entity[("user", e.user_id)].append(e)
+        by_entity[("item", e.item_id)].append(e)
+    with_item_rows = 0
+    for event, rows, ids, label in examples:
+        assert ids == {"user": event.user_id, "item": event.item_id}
         assert label in (True, False)
+        for entity, key in ids.items():
+            assert not isinstance(key, Problem)
+            earlier = [e for e in by_entity[(entity, key)] if key is not None
+                       and position[e.event_id] < position[event.event_id]]
+            row = rows.get(entity)
+            if not earlier:
+                assert row is None, (entity, event)
+                continue
+            assert row is not None
+            assert row["as_of"] == event.ts
+            assert_row_matches(row, expected_row(earlier, event.ts, WINDOWS),
+                               f"{entity} {event.event_id}")
+            with_item_rows += entity == "item"
+    assert with_item_rows > 50, "items are bought again: their rows are checked too"
+
+
+def test_only_the_entities_asked_for_get_rows() -> None:
+    examples = list(point_in_time_rows(history(2_000, seed=3), user_and_item_definitions(),
+                                       {"purchase"}, ("user",)))
+    assert examples and all(set(rows) <= {"user"} and set(ids) == {"user"}
+                            for _, rows, ids, _ in examples)
 
 
 def test_labels_mark_purchases_of_risky_users_only() -> None:
@@ -57,17 +92,38 @@ def test_labels_mark_purchases_of_risky_users_only() -> None:
 
 
 def test_dataset_vectors_follow_the_model_features() -> None:
-    features = default_features(WINDOWS)
-    names, defaults = model_features(features)
+    definitions = default_definitions(WINDOWS, "events")
+    names, defaults = model_features(definitions)
     assert names[:2] == ("amount", "hour_of_day") and "last_event_ts" not in names
+    assert "ctr_1h" in names and defaults["ctr_1h"] == -1.0 and defaults["views_1h"] == 0.0
     assert set(defaults) == set(names) - {"hour_of_day"}
-    examples = list(point_in_time_rows(history(3_000, seed=4), features, {"purchase"}))
-    data = build_dataset(examples, names, defaults)
+    plan = FeatureCatalog.from_definitions(definitions).plan(names)
+    examples = list(point_in_time_rows(history(3_000, seed=4), definitions, {"purchase"},
+                                       plan.entities))
+    data = build_dataset(examples, plan, defaults)
     assert data.vectors.shape == (len(examples), len(names))
     assert list(data.ts) == sorted(data.ts)
     train_part, holdout = data.split(0.25)
     assert len(holdout.labels) == len(examples) - int(len(examples) * 0.75)
     assert train_part.ts.max() <= holdout.ts.min()
+
+
+def test_other_entities_features_are_qualified_and_strings_left_out() -> None:
+    definitions = validate([
+        FeatureGroup("user_activity", USER, EVENTS, user_features(("1h",))),
+        FeatureGroup("item_activity", ITEM, EVENTS, (
+            Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
+            Feature("avg_price_1h", "mean", field="amount", window="1h"),
+            Feature("last_type", "last", field="event_type", window="1h")))])
+    names, defaults = model_features(definitions)
+    assert names[-2:] == ("item.views_1h", "item.avg_price_1h")
+    assert (defaults["item.views_1h"], defaults["item.avg_price_1h"]) == (0.0, -1.0)
+    plan = FeatureCatalog.from_definitions(definitions).plan(names)
+    examples = list(point_in_time_rows(history(3_000, seed=4), definitions, {"purchase"},
+                                       plan.entities))
+    data = build_dataset(examples, plan, defaults)
+    column = names.index("item.views_1h")
+    assert data.vectors[:, column].max() > 0, "item rows reach the vectors"
 
 
 def test_roc_auc_matches_the_pairwise_definition() -> None:

@@ -1,13 +1,16 @@
 """Scores one micro-batch of Kafka records: the scoring job's logic, free of Flink.
 
 For a batch of source frames (:mod:`udfs.wire.frames`): decode each record, keep the scored
-event types, look up the users' feature rows in one call, route each user to a model version
-(:mod:`udfs.scoring.live_models`), assemble vectors (:mod:`udfs.scoring.vector`), then one
+event types, route each user to a model version (:mod:`udfs.scoring.live_models`), look up
+every feature row the batch's models read -- of the user and of any other entity a model names
+(``item.views_1h``) -- in one call, assemble vectors (:mod:`udfs.scoring.vector`), then one
 vectorized ``predict`` per version (and one for the shadow), and hand the scores to the latest
-scores sink. Every input frame yields exactly one output: a score sink frame, a dead-letter
-sink frame (stage ``decode``, ``features`` or ``model``), or None for an event type that is not
-scored. Nothing here raises for a bad record; only a failing port (Redis down) raises, so the
-job restarts and replays instead of dead-lettering good data.
+scores sink. A version whose features the definitions do not provide is refused when first
+used (its records are dead letters of stage ``model`` naming the features). Every input frame
+yields exactly one output: a score sink frame, a dead-letter sink frame (stage ``decode``,
+``features`` or ``model``), or None for an event type that is not scored. Nothing here raises
+for a bad record; only a failing port (Redis down) raises, so the job restarts and replays
+instead of dead-lettering good data.
 
 The scorer reaches the world through three small ports (:class:`FeatureRows`,
 :class:`LatestScores`, :class:`Clock`); the job's adapter passes Redis and the wall clock,
@@ -21,29 +24,37 @@ import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.features.processor import Row
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord, ShadowScore
-from featurestream.udfs.scoring.vector import assemble
+from featurestream.udfs.scoring.vector import (
+    EntityId,
+    FeatureCatalog,
+    Row,
+    UnknownFeature,
+    VectorPlan,
+)
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import SourceRecord, decode_source_frame, encode_sink_frame
 
 # The stages whose dead letters the scoring job counts.
 SCORING_STAGES = (Stage.DECODE, Stage.FEATURES, Stage.MODEL)
 
+RowKey = tuple[str, str]  # (entity, entity id)
+
 
 class FeatureRows(Protocol):
-    """Port: the feature rows of a batch's users, in one call."""
+    """Port: the feature rows a batch reads, of any entities, in one call."""
 
-    def rows(self, user_ids: Sequence[str]) -> Mapping[str, Row | Problem]:
-        """Each user's row; a user without a row is absent, an unreadable row is a Problem."""
+    def rows(self, keys: Sequence[RowKey]) -> Mapping[RowKey, Row | Problem]:
+        """Each ``(entity, id)``'s row; one without a row is absent, an unreadable row is a
+        Problem."""
         ...
 
 
@@ -78,13 +89,20 @@ class ScoredBatch:
 
 @dataclass(slots=True)
 class _Item:
-    """A record on its way to ``predict``."""
+    """A record on its way to ``predict``: the event's entity ids and rows (entities with a
+    row only), and the served model's vector."""
 
     index: int
     record: SourceRecord
     event: Event
-    row: Row | None
+    ids: dict[str, EntityId]
+    rows: dict[str, Row]
     vector: list[float]
+
+
+# A scored event routed to a usable model, waiting for its rows: frame index, record, event,
+# variant, model, its vector plan, and the ids of the entities it and the shadow read.
+_Routed = tuple[int, SourceRecord, Event, str, LoadedModel, VectorPlan, dict[str, EntityId]]
 
 
 @dataclass(slots=True)
@@ -93,6 +111,7 @@ class _ModelGroup:
 
     variant: str
     model: LoadedModel
+    plan: VectorPlan
     items: list[_Item]
 
 
@@ -101,7 +120,7 @@ class BatchScorer:
 
     def __init__(self, models: ServingModels, decoder: EventDecoder, codec: ScoreCodec,
                  scored_types: Collection[str], scores_topic: str, dlq_topic: str,
-                 rows: FeatureRows, latest_scores: LatestScores,
+                 catalog: FeatureCatalog, rows: FeatureRows, latest_scores: LatestScores,
                  clock_ms: Clock = wall_clock_ms) -> None:
         self.models = models
         self._decoder = decoder
@@ -109,53 +128,99 @@ class BatchScorer:
         self._scored_types = frozenset(scored_types)
         self._scores_topic = scores_topic
         self._dlq_topic = dlq_topic
+        self._catalog = catalog
         self._rows = rows
         self._latest_scores = latest_scores
         self._clock_ms = clock_ms
+        self._plans: dict[tuple[str, int], VectorPlan | Problem] = {}  # versions never change
+
+    def plan(self, model: LoadedModel) -> VectorPlan | Problem:
+        """The vector plan of a version, or why the definitions cannot feed it (checked once
+        per version)."""
+        metadata = model.metadata
+        key = (metadata.name, metadata.version)
+        plan = self._plans.get(key)
+        if plan is None:
+            try:
+                plan = self._catalog.plan(metadata.features)
+            except UnknownFeature as exc:
+                plan = Problem(Stage.MODEL, ErrorClass.MODEL_UNAVAILABLE,
+                               f"{metadata.name} v{metadata.version} names {exc}")
+            plan = self._plans[key] = plan
+        return plan
 
     def score(self, frames: Sequence[bytes]) -> ScoredBatch:
         """Score ``frames``; models are refreshed first, never in the middle of a batch."""
         self.models.refresh()
         batch = ScoredBatch([None] * len(frames))
-        candidates: list[tuple[int, SourceRecord, Event]] = []
+        shadow = self._shadow_plan()
+        routed: list[_Routed] = []
+        wanted: dict[RowKey, None] = {}
         for index, frame in enumerate(frames):
             record = decode_source_frame(frame)
             event = self._decoder.decode(record.value)
             if isinstance(event, Problem):
                 self._dead(batch, index, record, None, event)
-            elif event.event_type in self._scored_types:
-                candidates.append((index, record, event))
-        if not candidates:
-            return batch
-        rows = self._rows.rows(sorted({event.user_id for _, _, event in candidates}))
-        groups: dict[int, _ModelGroup] = {}  # by model version
-        for index, record, event in candidates:
+                continue
+            if event.event_type not in self._scored_types:
+                continue
             variant, version, model = self.models.route(event.user_id)
             if isinstance(model, ModelError):
                 self._dead(batch, index, record, event,
                            Problem(Stage.MODEL, ErrorClass.MODEL_UNAVAILABLE, str(model)),
                            version)
                 continue
-            metadata = model.metadata
-            row = rows.get(event.user_id)
-            if isinstance(row, Problem):
-                self._dead(batch, index, record, event, row, metadata.version)
+            plan = self.plan(model)
+            if isinstance(plan, Problem):
+                self._dead(batch, index, record, event, plan, version)
                 continue
-            vector = assemble(metadata.features, metadata.defaults, event, row)
+            ids = plan.entity_ids(event)
+            if shadow is not None:
+                for entity, entity_id in shadow.entity_ids(event).items():
+                    ids.setdefault(entity, entity_id)
+            for entity, entity_id in ids.items():
+                if type(entity_id) is str:
+                    wanted[(entity, entity_id)] = None
+            routed.append((index, record, event, variant, model, plan, ids))
+        if not routed:
+            return batch
+        rows = self._rows.rows(sorted(wanted)) if wanted else {}
+        groups: dict[int, _ModelGroup] = {}  # by model version
+        for index, record, event, variant, model, plan, ids in routed:
+            version = model.metadata.version
+            found: dict[str, Row] = {}
+            problem: Problem | None = None
+            for entity, entity_id in ids.items():
+                row = rows.get((entity, entity_id)) if type(entity_id) is str else entity_id
+                if isinstance(row, Problem):
+                    if problem is None and entity in plan.entities:
+                        problem = row
+                elif row is not None:
+                    found[entity] = row
+            vector = problem or plan.assemble(model.metadata.defaults, event, found, ids)
             if isinstance(vector, Problem):
-                self._dead(batch, index, record, event, vector, metadata.version)
+                self._dead(batch, index, record, event, vector, version)
                 continue
-            group = groups.get(metadata.version)
+            group = groups.get(version)
             if group is None:
-                group = groups[metadata.version] = _ModelGroup(variant, model, [])
-            group.items.append(_Item(index, record, event, row, vector))
+                group = groups[version] = _ModelGroup(variant, model, plan, [])
+            group.items.append(_Item(index, record, event, ids, found, vector))
         for group in groups.values():
-            self._predict(batch, group)
+            self._predict(batch, group, shadow)
         self._latest_scores.write_latest(batch.scores)
         return batch
 
-    def _predict(self, batch: ScoredBatch, group: _ModelGroup) -> None:
-        variant, model, items = group.variant, group.model, group.items
+    def _shadow_plan(self) -> VectorPlan | None:
+        """The shadow's plan, when there is a usable shadow."""
+        shadow = self.models.shadow
+        if shadow is None or not isinstance(shadow.model, LoadedModel):
+            return None
+        plan = self.plan(shadow.model)
+        return None if isinstance(plan, Problem) else plan
+
+    def _predict(self, batch: ScoredBatch, group: _ModelGroup, shadow: VectorPlan | None
+                 ) -> None:
+        model, items = group.model, group.items
         version = model.metadata.version
         try:
             scores = model.predict(np.array([item.vector for item in items], dtype=np.float64))
@@ -165,29 +230,29 @@ class BatchScorer:
             for item in items:
                 self._dead(batch, item.index, item.record, item.event, problem, version)
             return
-        shadow = self._shadow_scores(batch, items)
+        shadow_scores = self._shadow_scores(batch, items, shadow)
         scored_at = self._clock_ms()
-        for item, score, shadow_score in zip(items, scores.tolist(), shadow, strict=True):
+        for item, score, shadow_score in zip(items, scores.tolist(), shadow_scores, strict=True):
             if not math.isfinite(score):
                 self._dead(batch, item.index, item.record, item.event,
                            Problem(Stage.MODEL, ErrorClass.NON_FINITE_SCORE,
                                    f"the model returned {score}"), version)
                 continue
-            record = self._score_record(item, model, variant, score, scored_at, shadow_score)
+            record = self._score_record(item, group, score, scored_at, shadow_score)
             batch.scores.append(record)
             batch.outputs[item.index] = encode_sink_frame(
                 self._scores_topic, item.event.user_id.encode(), self._codec.encode(record))
 
-    def _shadow_scores(self, batch: ScoredBatch, items: list[_Item]
+    def _shadow_scores(self, batch: ScoredBatch, items: list[_Item], plan: VectorPlan | None
                        ) -> list[ShadowScore | None]:
         """The shadow's score per item (score None where it failed), or Nones without one."""
         shadow = self.models.shadow
         if shadow is None:
             return [None] * len(items)
         scores: list[float | None] = [None] * len(items)
-        if isinstance(shadow.model, LoadedModel):
-            metadata = shadow.model.metadata
-            vectors = [assemble(metadata.features, metadata.defaults, item.event, item.row)
+        if isinstance(shadow.model, LoadedModel) and plan is not None:
+            defaults = shadow.model.metadata.defaults
+            vectors = [plan.assemble(defaults, item.event, item.rows, item.ids)
                        for item in items]
             usable = [i for i, v in enumerate(vectors) if not isinstance(v, Problem)]
             try:
@@ -201,17 +266,26 @@ class BatchScorer:
         return [{"version": shadow.version, "score": score} for score in scores]
 
     @staticmethod
-    def _score_record(item: _Item, model: LoadedModel, variant: str, score: float,
-                      scored_at: int, shadow: ShadowScore | None) -> ScoreRecord:
-        event, metadata, row = item.event, model.metadata, item.row
-        as_of: Any = None if row is None else row.get("as_of")  # the row's event time, an int
+    def _score_record(item: _Item, group: _ModelGroup, score: float, scored_at: int,
+                      shadow: ShadowScore | None) -> ScoreRecord:
+        """The score; ``as_of`` is that of the oldest row the vector read (the row's event
+        time, an int), ``features_missing`` says an entity it reads had no row."""
+        event, metadata, rows = item.event, group.model.metadata, item.rows
+        as_of: int | None = None
+        missing = False
+        for entity in group.plan.entities:
+            row = rows.get(entity)
+            if row is None:
+                missing = True
+            elif as_of is None or row["as_of"] < as_of:
+                as_of = row["as_of"]
         return {
             "event_id": event.event_id, "user_id": event.user_id,
             "event_type": event.event_type, "ts": event.ts,
-            "model": metadata.name, "version": metadata.version, "variant": variant,
+            "model": metadata.name, "version": metadata.version, "variant": group.variant,
             "score": score, "features": dict(zip(metadata.features, item.vector, strict=True)),
-            "features_missing": row is None, "as_of": as_of,
-            "scored_at": scored_at, "shadow": shadow,
+            "features_missing": missing, "as_of": as_of, "scored_at": scored_at,
+            "shadow": shadow,
         }
 
     def _dead(self, batch: ScoredBatch, index: int, record: SourceRecord, event: Event | None,
