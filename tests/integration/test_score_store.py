@@ -10,7 +10,7 @@ import pytest
 
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.score_store import ScoreStore
-from featurestream.udfs.store.redis_layout import encode_value, entity_key, user_key
+from featurestream.udfs.store.redis_layout import RowValue, encode_value, entity_key, user_key
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem
 from testing.reader_fixtures import RedisProcess
 
@@ -22,8 +22,8 @@ def test_rows_of_several_entities_in_one_round_trip(tmp_path: Path) -> None:
     server.start()
     try:
         client = server.client()
-        user = {"as_of": 10, "version": 1, "purchases_5m": 2, "spend_1h": 5.5}
-        item = {"as_of": 12, "version": 3, "views_1h": 40, "last_type": "view"}
+        user: dict[str, RowValue] = {"as_of": 10, "version": 1, "purchases_5m": 2, "spend_1h": 5.5}
+        item: dict[str, RowValue] = {"as_of": 12, "version": 3, "views_1h": 40, "last_type": "view"}
         for key, row in ((user_key("t:", "u-1"), user), (entity_key("t:", "item", "i-1"), item)):
             client.hset(key, mapping={k: encode_value(v) for k, v in row.items()})
         client.hset(entity_key("t:", "item", "i-bad"), mapping={"as_of": "not a number"})

@@ -7,6 +7,8 @@
 2. Serving the latest version on topics of its own: a version published while the job runs
    serves the next records; through a Redis outage (the job fails and restarts from its last
    checkpoint) no record is lost, and any replayed score is identical by event_id.
+3. Definitions with an item entity: a model trained on them reads the item's row beside the
+   user's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +38,7 @@ from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
 from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
-from featurestream.udfs.store.redis_layout import decode_scores, score_key, user_key
+from featurestream.udfs.store.redis_layout import decode_scores, entity_key, score_key, user_key
 from featurestream.udfs.wire.dead_letters import (
     HEADER_EXCEPTION_CLASS,
     HEADER_MODEL_VERSION,
@@ -315,3 +318,67 @@ def test_hot_reload_and_restart_lose_nothing(stack: LocalStack) -> None:
         assert not reader.dead
     finally:
         cancel_job(settings, job)
+
+
+ITEM_DEFINITIONS = '''
+from featurestream.definitions import Feature, FeatureGroup, eq
+from featurestream.udfs.definitions.defaults import ITEM, USER, events_source, user_features
+
+events = events_source({topic!r})
+user_activity = FeatureGroup("user_activity", USER, events, user_features({windows!r}))
+item_activity = FeatureGroup("item_activity", ITEM, events, [
+    Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
+    Feature("purchases_24h", "count", window="24h", where=eq("event_type", "purchase")),
+])
+'''
+
+
+def test_a_model_reads_item_features(stack: LocalStack, tmp_path: Path) -> None:
+    """Definitions with an item entity: `featurestream train` gives the model item.* features,
+    the feature job writes item rows, and the scorer reads them beside the user's."""
+    base = isolated(stack, "items").replace(scoring_group="items-scorer")
+    definitions = tmp_path / "item_definitions.py"
+    definitions.write_text(ITEM_DEFINITIONS.format(topic=base.events_topic,
+                                                   windows=base.windows))
+    settings = base.replace(definitions=str(definitions), models_dir=str(tmp_path / "models"))
+    model_text, metadata = train(settings, replace(SMALL_RUN, events=30_000, users=300,
+                                                   rounds=30))
+    assert metadata.features[-2:] == ("item.views_1h", "item.purchases_24h")
+    ModelRegistry(settings.effective_models_dir, settings.model_name).publish(model_text, metadata)
+    client = redis.Redis.from_url(settings.redis_url)
+    encoder = EventEncoder(registry_for(settings.schema_registry))
+    warmup = list(itertools.islice(generate_events(StreamConfig(
+        users=20, items=30, events_per_second=5.0, seed=31, out_of_order_fraction=0.0)), 600))
+    viewed = sorted({e.item_id for e in warmup if e.event_type == "view" and e.item_id})[:5]
+    newest = max(e.ts for e in warmup)
+    buys = [Event(f"item-buy-{i}", warmup[0].user_id, "purchase", item, 25.0,
+                  newest + 1000 * (i + 1), None) for i, item in enumerate([*viewed, None])]
+    features_job = submit_job(settings, "features")
+    scoring_job = None
+    try:
+        with EventProducer(settings) as producer:
+            for event in warmup:
+                producer.send(event.user_id, encoder.avro(event), event.ts)
+        keys = [entity_key(settings.redis_key_prefix, "item", i) for i in viewed]
+        keys.append(user_key(settings.redis_key_prefix, buys[0].user_id))
+        wait_for(lambda: all(client.exists(key) for key in keys), 240, "item and user rows",
+                 lambda: job_diagnostics(settings, features_job))
+        scoring_job = submit_job(settings, "scoring")
+        with EventProducer(settings) as producer:
+            for event in buys:
+                producer.send(event.user_id, encoder.avro(event), event.ts)
+        topics = Topics(settings)
+        wait_for(topics.settled(len(buys), 0), 240, "scores of the item purchases",
+                 lambda: job_diagnostics(settings, scoring_job))
+        scores = {s["event_id"]: s for s in topics.scores}
+        assert sorted(scores) == sorted(e.event_id for e in buys) and not topics.dead
+        for event in buys:
+            score = scores[event.event_id]
+            assert score["score"] == pytest.approx(predict(settings, 1, score["features"]),
+                                                   abs=1e-9)
+            assert score["features_missing"] == (event.item_id is None), score
+        assert all(scores[e.event_id]["features"]["item.views_1h"] >= 1 for e in buys[:-1])
+    finally:
+        for job in (scoring_job, features_job):
+            if job is not None:
+                cancel_job(settings, job)
