@@ -73,7 +73,7 @@ def config_values(settings: Settings, paths: StackPaths, endpoints: Endpoints) -
         "jobmanager_rpc_port": endpoints.flink_rpc.port,
         "rest_port": endpoints.flink_rest.port,
         "checkpoint_dir": checkpoints,
-        "savepoint_dir": f"{checkpoints}/savepoints",
+        "savepoint_dir": settings.effective_savepoint_dir,
         "python_executable": settings.python_executable,
     }
 

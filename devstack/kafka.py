@@ -84,9 +84,12 @@ class KafkaBroker(SpawnedServer):
         return "topics: " + (", ".join(sorted(topics)) or "none")
 
     def pipeline_topics(self) -> tuple[str, ...]:
-        """The topics the settings name: events, events DLQ, scores, scores DLQ."""
+        """The topics the settings name (events, events DLQ, scores, scores DLQ) and those of
+        the definitions' sources."""
         s = self.settings
-        return (s.events_topic, s.events_dlq_topic, s.scores_topic, s.scores_dlq_topic)
+        named = (s.events_topic, s.events_dlq_topic, s.scores_topic, s.scores_dlq_topic)
+        sources = tuple(source.topic for source in s.load_definitions().sources)
+        return tuple(dict.fromkeys(named + sources))
 
     def ensure_topics(self, echo: Echo) -> None:
         """Create the pipeline's topics with ``topic_partitions`` partitions; existing are fine."""

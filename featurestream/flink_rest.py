@@ -1,5 +1,6 @@
 """The one client of the Flink JobManager's REST API (cluster overview, jobs, metrics,
-cancellation), for the local stack's supervisor, the tests and the benchmark."""
+cancellation, stop with a savepoint), for the CLI, the local stack's supervisor, the tests and
+the benchmark."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ class FlinkRest:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
 
-    def call(self, path: str, method: str = "GET") -> Any:
-        """The decoded JSON answer to ``method path`` (None for an empty body)."""
-        request = urllib.request.Request(self.url + path, method=method)
+    def call(self, path: str, method: str = "GET", body: Any = None) -> Any:
+        """The decoded JSON answer to ``method path`` (None for an empty body); ``body`` is
+        sent as JSON."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             body = response.read()
         return json.loads(body) if body else None
@@ -64,3 +68,32 @@ class FlinkRest:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Flink job {job_id} did not stop within {timeout_s} s")
             time.sleep(0.5)
+
+    def running_job(self, name: str) -> str | None:
+        """The id of the running (or restarting) job called ``name``, if any."""
+        for job in self.call("/jobs/overview").get("jobs", []):
+            if job["name"] == name and job["state"] not in FINAL_STATES:
+                return str(job["jid"])
+        return None
+
+    def stop_with_savepoint(self, job_id: str, directory: str, timeout_s: float = 300) -> str:
+        """Stop the job with a savepoint under ``directory`` (a URL); returns its location.
+
+        The sources stop first and every operator takes the savepoint, so a job resumed from it
+        continues exactly where this one stopped (Flink's "stop", not "cancel").
+        """
+        trigger = self.call(f"/jobs/{job_id}/stop", method="POST",
+                            body={"targetDirectory": directory, "drain": False})
+        path = f"/jobs/{job_id}/savepoints/{trigger['request-id']}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.call(path)
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation", {})
+                if "failure-cause" in operation:
+                    cause = operation["failure-cause"].get("stack-trace", "").splitlines()
+                    raise RuntimeError(f"the savepoint of job {job_id} failed: "
+                                       f"{cause[0] if cause else operation}")
+                return str(operation["location"])
+            time.sleep(0.5)
+        raise TimeoutError(f"the savepoint of job {job_id} did not complete in {timeout_s} s")

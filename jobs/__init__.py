@@ -6,3 +6,6 @@
 - shared I/O: Kafka sources and sinks (``kafka_io``), Redis writers, the execution environment,
   the job jar built from ``java/``.
 """
+
+# The jobs' names on the cluster (``featurestream stop`` finds a running job by its name).
+JOB_NAMES = {"features": "featurestream-features", "scoring": "featurestream-scoring"}

@@ -46,7 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="submit a job to the configured Flink cluster")
     submit.add_argument("job", choices=["features", "scoring"], help="which job to submit")
+    submit.add_argument("--from-savepoint", metavar="PATH",
+                        help="resume from this savepoint (printed by `featurestream stop`)")
     submit.set_defaults(handler=_lazy("featurestream.cli.submit:submit"))
+
+    stop = sub.add_parser("stop", help="stop a running job (with --savepoint: resumable)")
+    stop.add_argument("job", choices=["features", "scoring"], help="which job to stop")
+    stop.add_argument("--savepoint", action="store_true",
+                      help="take a savepoint first and print its path")
+    stop.set_defaults(handler=_lazy("featurestream.cli.submit:stop"))
 
     produce = sub.add_parser("produce", help="send events from a JSON-lines file to Kafka")
     produce.add_argument("file", help="JSON-lines file, one event object per line")
@@ -64,10 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", help="write JSON lines to this file instead of Kafka")
     generate.set_defaults(handler=_lazy("featurestream.devstack.producing:generate_command"))
 
-    show = sub.add_parser("features", help="print users' materialized features from Redis")
-    show.add_argument("user_ids", nargs="*", help="users to show (default: a few)")
+    show = sub.add_parser("features", help="print an entity's materialized features from Redis")
+    show.add_argument("ids", nargs="*", help="entity ids to show (default: a few)")
+    show.add_argument("--entity", default="user", help="a declared entity (default: user)")
     show.add_argument("--limit", type=int, default=5)
     show.set_defaults(handler=_lazy("featurestream.cli.show:show_features"))
+
+    plan = sub.add_parser("plan", help="validate the definitions and show what resubmitting "
+                          "the feature job would change (added, changed, removed, refused)")
+    plan.add_argument("--definitions", metavar="FILE_OR_MODULE",
+                      help="definitions to plan (default: FEATURESTREAM_DEFINITIONS)")
+    plan.set_defaults(handler=_lazy("featurestream.cli.plan:plan_command"))
 
     serve = sub.add_parser("serve", help="run the reader: HTTP over the features and scores "
                            "(FEATURESTREAM_SERVE_* settings)")

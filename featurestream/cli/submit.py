@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 from featurestream.devstack.flink_home import pyflink_dir
 from featurestream.devstack.paths import StackPaths
 from featurestream.errors import UserFacingError
+from featurestream.flink_rest import FlinkRest
+from featurestream.jobs import JOB_NAMES
 from featurestream.settings import Settings
 
 JOB_MODULES = {"features": "featurestream.jobs.features.job",
@@ -54,12 +56,14 @@ def _source(module: str) -> Path:
     return Path(str(importlib.import_module(module).__file__))
 
 
-def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Path) -> list[str]:
-    """The ``flink run`` command line submitting ``job`` detached."""
+def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Path,
+                      savepoint: str | None = None) -> list[str]:
+    """The ``flink run`` command line submitting ``job`` detached (resuming ``savepoint``)."""
     rest = urlparse(settings.flink_rest_url)
     script = staged / Path(*JOB_MODULES[job].split("."))
+    resume = [] if savepoint is None else ["--fromSavepoint", savepoint]
     return [
-        str(flink_bin), "run", "--detached",
+        str(flink_bin), "run", "--detached", *resume,
         "--jobmanager", f"{rest.hostname}:{rest.port or 8081}",
         "--python", f"{script}.py",
         "--pyFiles", str(staged),
@@ -74,9 +78,12 @@ def flink_client(settings: Settings) -> Path:
     return local if local.exists() else pyflink_dir() / "bin" / "flink"
 
 
-def submit_job(settings: Settings, job: str) -> str:
-    """Submit ``job`` and return its Flink job id."""
-    cmd = flink_run_command(settings, job, flink_client(settings), stage_python_files(settings))
+def submit_job(settings: Settings, job: str, savepoint: str | None = None) -> str:
+    """Submit ``job`` (resuming from ``savepoint``, if given) and return its Flink job id."""
+    if job == "features":
+        settings.load_definitions()  # a mistake is one line here, not a trace from flink run
+    cmd = flink_run_command(settings, job, flink_client(settings), stage_python_files(settings),
+                            savepoint)
     # The job's main() runs in this client and reads exactly these settings.
     result = subprocess.run(cmd, capture_output=True, text=True,
                             env={**os.environ, **settings.to_env()}, check=False, timeout=300)
@@ -94,8 +101,34 @@ def submit_job(settings: Settings, job: str) -> str:
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:
     """CLI handler: submit, then print the job id and the web UI link."""
-    print(f"submitting the {args.job} job to {settings.flink_rest_url} ...", flush=True)
-    job_id = submit_job(settings, args.job)
+    resume = f" from {args.from_savepoint}" if args.from_savepoint else ""
+    print(f"submitting the {args.job} job to {settings.flink_rest_url}{resume} ...", flush=True)
+    job_id = submit_job(settings, args.job, args.from_savepoint)
     print(f"job id: {job_id}")
     print(f"web UI: {settings.flink_rest_url.rstrip('/')}/#/job/running/{job_id}/overview")
+    return 0
+
+
+def stop(settings: Settings, args: argparse.Namespace) -> int:
+    """CLI handler: stop a running job, with a savepoint when asked (then print its path, for
+    ``featurestream submit JOB --from-savepoint PATH``)."""
+    rest = FlinkRest(settings.flink_rest_url)
+    name = JOB_NAMES[args.job]
+    try:
+        job_id = rest.running_job(name)
+    except OSError as exc:
+        raise UserFacingError(f"cannot reach Flink at {settings.flink_rest_url} ({exc}); check "
+                              "FEATURESTREAM_FLINK_REST_URL or run `featurestream up`") from None
+    if job_id is None:
+        raise UserFacingError(f"no {name} job is running at {settings.flink_rest_url}")
+    if not args.savepoint:
+        print(f"cancelling {name} ({job_id}) ...", flush=True)
+        rest.cancel(job_id)
+        print("cancelled")
+        return 0
+    directory = settings.effective_savepoint_dir
+    print(f"stopping {name} ({job_id}) with a savepoint in {directory} ...", flush=True)
+    location = rest.stop_with_savepoint(job_id, directory)
+    print(f"savepoint: {location}")
+    print(f"resume with: featurestream submit {args.job} --from-savepoint {location}")
     return 0

@@ -203,6 +203,11 @@ class Settings(BaseSettings):
         """Checkpoint directory URL (file:// under ``home`` unless set)."""
         return self.checkpoint_dir or (self.home / "checkpoints").resolve().as_uri()
 
+    @property
+    def effective_savepoint_dir(self) -> str:
+        """Where ``featurestream stop --savepoint`` puts savepoints: beside the checkpoints."""
+        return f"{self.effective_checkpoint_dir.rstrip('/')}/savepoints"
+
     def load_definitions(self) -> Definitions:
         """The validated feature definitions; a mistake in them is one :class:`SettingsError`
         naming ``FEATURESTREAM_DEFINITIONS``, the definition, the field and the fix."""

@@ -133,8 +133,9 @@ class MaterializeFeatures(KeyedProcessFunction):
                         ) -> Iterator[Any]:
         self._operator.process(ctx.get_current_key(), value, self._users, ctx.timer_service())
         for event, problem in self._rejected:
+            entity_id = event.key[len(event.entity) + 1:]  # the key is <entity>:<id>
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(event.frame), problem,
-                                 key=event.key.encode())
+                                 key=entity_id.encode())
         self._rejected.clear()
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext

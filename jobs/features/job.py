@@ -14,7 +14,7 @@ from __future__ import annotations
 from pyflink.datastream import DataStream
 from pyflink.datastream.connectors import Sink
 
-from featurestream.jobs import pyflink_compat
+from featurestream.jobs import JOB_NAMES, pyflink_compat
 from featurestream.jobs.environment import create_env, java_package
 from featurestream.jobs.features.functions import DLQ, MaterializeFeatures, ShardEvents
 from featurestream.jobs.kafka_io import FRAME_TYPE, batched, events_frames, framed_sink
@@ -22,7 +22,7 @@ from featurestream.jobs.redis_target import RedisTarget
 from featurestream.settings import Settings
 from featurestream.udfs.definitions.model import Definitions
 
-JOB_NAME = "featurestream-features"
+JOB_NAME = JOB_NAMES["features"]
 
 
 def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
