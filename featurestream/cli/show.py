@@ -1,4 +1,4 @@
-"""``featurestream features``: print users' materialized feature rows read back from Redis."""
+"""``featurestream features``: print entities' materialized feature rows read back from Redis."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ import redis
 
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings, masked_url
-from featurestream.udfs.store.redis_layout import decode_row, user_key
+from featurestream.udfs.definitions.model import Entity
+from featurestream.udfs.store.redis_layout import decode_row, entity_key
 
 
-def read_rows(client: redis.Redis, prefix: str, user_ids: list[str]) -> dict[str, dict]:
-    """The stored rows of ``user_ids`` (missing users are left out), in one round trip."""
+def read_rows(client: redis.Redis, prefix: str, entity: str, ids: list[str]) -> dict[str, dict]:
+    """The stored rows of the entity's ``ids`` (missing ones are left out), in one round
+    trip."""
     pipe = client.pipeline(transaction=False)
-    for user_id in user_ids:
-        pipe.hgetall(user_key(prefix, user_id))
-    return {u: decode_row(h) for u, h in zip(user_ids, pipe.execute(), strict=True) if h}
+    for entity_id in ids:
+        pipe.hgetall(entity_key(prefix, entity, entity_id))
+    return {i: decode_row(h) for i, h in zip(ids, pipe.execute(), strict=True) if h}
 
 
-def some_user_ids(client: redis.Redis, prefix: str, limit: int) -> list[str]:
-    """Up to ``limit`` user ids that have a row."""
-    marker = user_key(prefix, "")
+def some_ids(client: redis.Redis, prefix: str, entity: str, limit: int) -> list[str]:
+    """Up to ``limit`` ids of the entity that have a row."""
+    marker = entity_key(prefix, entity, "")
     found: list[str] = []
     for key in client.scan_iter(match=marker + "*", count=1000):
         found.append(key.decode()[len(marker):])
@@ -31,15 +33,32 @@ def some_user_ids(client: redis.Redis, prefix: str, limit: int) -> list[str]:
     return sorted(found)
 
 
+def declared_entity(settings: Settings, name: str) -> Entity:
+    """The entity ``name`` of the definitions (one line naming the declared ones if none)."""
+    definitions = settings.load_definitions()
+    try:
+        return definitions.entity(name)
+    except KeyError:
+        declared = ", ".join(e.name for e in definitions.entities)
+        raise UserFacingError(f"no entity {name!r} in the definitions; they declare: {declared} "
+                              "(choose one with --entity)") from None
+
+
 def show_features(settings: Settings, args: argparse.Namespace) -> int:
-    """CLI handler: print each user's row as one JSON line."""
+    """CLI handler: print each entity instance's row as one JSON line, its id under the
+    entity's key field names (``user_id``; several keys joined with ``|``, as the id is)."""
+    entity = declared_entity(settings, args.entity)
+    id_field = "|".join(entity.keys)
+    prefix = settings.redis_key_prefix
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     try:
-        user_ids = args.user_ids or some_user_ids(client, settings.redis_key_prefix, args.limit)
-        rows = read_rows(client, settings.redis_key_prefix, user_ids)
+        ids = args.ids or some_ids(client, prefix, entity.name, args.limit)
+        rows = read_rows(client, prefix, entity.name, ids)
     except redis.RedisError as exc:
         raise UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)} ({exc}); "
                               "check FEATURESTREAM_REDIS_URL or run `featurestream up`") from None
-    for user_id in user_ids:
-        print(json.dumps({"user_id": user_id, **rows.get(user_id, {"missing": True})}))
+    finally:
+        client.close()
+    for entity_id in ids:
+        print(json.dumps({id_field: entity_id, **rows.get(entity_id, {"missing": True})}))
     return 0

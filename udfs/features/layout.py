@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from featurestream.udfs.features.plan import EntityPlan
+from featurestream.udfs.definitions.model import Feature
+from featurestream.udfs.features.plan import EntityPlan, FeatureSpec
 
 LAYOUT_ENTRY = ""  # the map entry holding the layout (entity state keys are never empty)
 FORMAT = 2
@@ -148,76 +149,167 @@ def warming(plan: EntityPlan, since: Mapping[str, int]) -> list[tuple[str, int |
 
 # -- Published layout and plans -------------------------------------------------------------
 
+PUBLISHED_FORMAT = 1  # of describe()'s output, which a job publishes in Redis
+
 
 def describe(plans: Mapping[str, EntityPlan], shards: int) -> dict[str, Any]:
-    """The layout a job runs, as it publishes it (JSON-ready) for ``featurestream plan``."""
-    return {"format": FORMAT, "shards": shards, "entities": {
-        name: {"keys": list(plan.entity.keys),
-               "features": {f.feature.name: _feature_text(f.feature) for f in plan.features},
-               "accumulators": plan.layout}
+    """The layout a job runs, as it publishes it (JSON-ready) for ``featurestream plan``.
+
+    Per entity: its keys, its accumulator signatures, and per feature its definition as text,
+    the signatures it reads (a feature whose accumulators the running job keeps loses nothing,
+    whatever it is called), its window's length (warm-up) and, for a ratio, what it divides.
+    """
+    return {"format": PUBLISHED_FORMAT, "shards": shards, "entities": {
+        name: {"keys": list(plan.entity.keys), "accumulators": plan.layout,
+               "features": {f.feature.name: _published(plan, f) for f in plan.features}}
         for name, plan in plans.items()}}
 
 
-def _feature_text(feature: Any) -> str:
-    parts = [feature.kind]
-    for attr in ("field", "window", "n", "numerator", "denominator"):
-        value = getattr(feature, attr)
-        if value is not None:
-            parts.append(f"{attr}={value}")
-    if feature.where.conditions:
-        parts.append(f"where {feature.where.describe()}")
+def _published(plan: EntityPlan, spec: FeatureSpec) -> dict[str, Any]:
+    accumulators = [plan.accumulators[p] for p in spec.accumulators]
+    feature = spec.feature
+    return {"definition": feature_text(feature, accumulators[0].source if accumulators else None),
+            "accumulators": [a.signature for a in accumulators],
+            "window_ms": spec.length_ms,
+            "reads": [p for p in (feature.numerator, feature.denominator) if p is not None]}
+
+
+def feature_text(feature: Feature, source: str | None) -> str:
+    """A feature's definition as one line, e.g. ``sum(amount) over 1h of events where
+    eq('event_type', 'purchase')``."""
+    if feature.kind == "ratio":
+        return f"ratio({feature.numerator} / {feature.denominator})"
+    args = [feature.field] if feature.field is not None else []
+    if feature.kind == "last_n":
+        args.append(f"n={feature.n}")
     if feature.kind == "approx_distinct":
-        parts.append(f"lg_k={feature.lg_k}")
-    return " ".join(parts)
+        args.append(f"lg_k={feature.lg_k}")
+    text = f"{feature.kind}({', '.join(a for a in args if a)})"
+    if feature.window is not None:
+        text += f" over {feature.window}"
+    if source is not None:
+        text += f" of {source}"
+    if feature.where.conditions:
+        text += f" where {feature.where.describe()}"
+    return text
+
+
+def parse_published(text: str | bytes) -> dict[str, Any]:
+    """A published layout read back (ValueError naming the problem if it is not one)."""
+    try:
+        layout = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"it is not JSON ({exc})") from None
+    if not isinstance(layout, dict) or layout.get("format") != PUBLISHED_FORMAT:
+        found = layout.get("format") if isinstance(layout, dict) else None
+        raise ValueError(f"it has format {found!r} and this release reads format "
+                         f"{PUBLISHED_FORMAT}: run the plan with the job's release")
+    return layout
+
+
+@dataclass(frozen=True)
+class FeatureChange:
+    """An added, changed or removed feature (``definition``: the new one; removed: the
+    running one) and, for the first two, how it warms up."""
+
+    entity: str
+    feature: str
+    definition: str
+    before: str | None = None  # changed: the running definition
+    starts_empty: bool = False  # some of what it reads is new: it misses the history
+    complete_after_ms: int | None = None  # starts_empty: its window; None: never (lifetime)
+    whole_entity: bool = False  # the entity is added (or removed) with it
+
+    @property
+    def name(self) -> str:
+        """``entity.feature``."""
+        return f"{self.entity}.{self.feature}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A change the job cannot carry over: it would refuse to start."""
+
+    subject: str  # "state shards", "entity 'user'"
+    reason: str
+    fix: str
 
 
 @dataclass
 class PlanReport:
     """What resubmitting with new definitions would do to a running job's state."""
 
-    added: list[str] = field(default_factory=list)  # "entity.feature (definition)"
-    removed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)  # why the job would refuse to start
+    added: list[FeatureChange] = field(default_factory=list)
+    removed: list[FeatureChange] = field(default_factory=list)
+    changed: list[FeatureChange] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # "entity.feature"
+    refused: list[Refusal] = field(default_factory=list)
 
     @property
     def has_changes(self) -> bool:
         return bool(self.added or self.removed or self.changed or self.refused)
 
+    @property
+    def can_apply(self) -> bool:
+        """Whether the job would start from its savepoint with the new definitions."""
+        return not self.refused
+
 
 def plan_changes(running: Mapping[str, Any], new: Mapping[str, Any]) -> PlanReport:
-    """Compare a published layout (:func:`describe`) with the layout of new definitions."""
+    """Compare a published layout (:func:`describe`) with the layout of new definitions.
+
+    As :func:`reconcile` does on restore: a feature starts empty when one of the accumulators
+    it reads is not in the running layout (a ratio when what it divides does), and warms up
+    for its window; one that only reads kept accumulators (renamed, say) keeps its state.
+    Refused: another shard count, another entity key.
+    """
     report = PlanReport()
-    if running.get("shards") != new.get("shards"):
-        report.refused.append(
-            f"state shards {running.get('shards')} -> {new.get('shards')}: the shard count is "
-            "fixed for the life of the state; set FEATURESTREAM_STATE_SHARDS back")
-    old_entities, new_entities = running.get("entities", {}), new.get("entities", {})
+    if running["shards"] != new["shards"]:
+        report.refused.append(Refusal(
+            "state shards", f"{running['shards']} -> {new['shards']}: the shard count is fixed "
+            "for the life of the state", f"set FEATURESTREAM_STATE_SHARDS back to "
+            f"{running['shards']}"))
+    old_entities, new_entities = running["entities"], new["entities"]
     for name, entity in new_entities.items():
         old = old_entities.get(name)
-        if old is None:
-            report.added += [f"{name}.{f} ({text}) [new entity]"
-                             for f, text in entity["features"].items()]
-            continue
-        if old["keys"] != entity["keys"]:
-            report.refused.append(
-                f"entity {name!r}: keys {', '.join(old['keys'])} -> {', '.join(entity['keys'])}"
-                ": stored ids would mean something else; use a new entity name")
-        for feature, text in entity["features"].items():
-            before = old["features"].get(feature)
-            label = f"{name}.{feature} ({text})"
+        if old is not None and old["keys"] != entity["keys"]:
+            report.refused.append(Refusal(
+                f"entity {name!r}", f"keys {', '.join(old['keys'])} -> "
+                f"{', '.join(entity['keys'])}: the stored ids would mean something else",
+                "keep the keys, or give the new key a new entity name (it starts empty)"))
+        kept = set(old["accumulators"]) if old is not None else set()
+        warm = _warm_ups(entity["features"], kept)
+        old_features = old["features"] if old is not None else {}
+        for feature, now in entity["features"].items():
+            before = old_features.get(feature)
+            change = FeatureChange(name, feature, now["definition"], whole_entity=old is None,
+                                   starts_empty=feature in warm,
+                                   complete_after_ms=warm.get(feature))
             if before is None:
-                report.added.append(label)
-            elif before != text:
-                report.changed.append(f"{name}.{feature}: {before} -> {text}")
+                report.added.append(change)
+            elif (before["definition"], before["accumulators"]) != (
+                    now["definition"], now["accumulators"]):
+                report.changed.append(replace(change, before=before["definition"]))
             else:
-                report.unchanged.append(label)
-        for feature, text in old["features"].items():
-            if feature not in entity["features"]:
-                report.removed.append(f"{name}.{feature} ({text})")
+                report.unchanged.append(change.name)
+        report.removed += [FeatureChange(name, f, text["definition"]) for f, text
+                           in old_features.items() if f not in entity["features"]]
     for name, old in old_entities.items():
         if name not in new_entities:
-            report.removed += [f"{name}.{f} ({text}) [entity removed]"
+            report.removed += [FeatureChange(name, f, text["definition"], whole_entity=True)
                                for f, text in old["features"].items()]
     return report
+
+
+def _warm_ups(features: Mapping[str, Any], kept: set[str]) -> dict[str, int | None]:
+    """The features that start empty, with how long they warm up (None: never complete),
+    given the accumulators the running job keeps (the rule of :func:`warming`)."""
+    ends: dict[str, int | None] = {}
+    for name, feature in features.items():
+        if set(feature["accumulators"]) - kept:
+            ends[name] = feature["window_ms"]
+    for name, feature in features.items():
+        parts = [ends[p] for p in feature["reads"] if p in ends]
+        if parts:
+            ends[name] = None if None in parts else max(p for p in parts if p is not None)
+    return ends
