@@ -106,9 +106,12 @@ def warm_up(change: FeatureChange, changed: bool = False) -> str:
         return "keeps its state: it reads only aggregations the job already keeps"
     start = "restarts empty" if changed else "starts empty"
     if change.complete_after_ms is None:
-        return f"{start}; never complete: it misses history (reported as warming up for good)"
-    return (f"{start}; warms up for {duration(change.complete_after_ms)} (reported as "
-            "warming up until then)")
+        text, until = f"{start}; never complete: it misses history", "for good"
+    else:
+        text, until = f"{start}; warms up for {duration(change.complete_after_ms)}", "until then"
+    if change.whole_entity:  # the job marks no feature of an entity new to its state warming up
+        return f"{text} (a new entity's rows do not say so)"
+    return f"{text} (reported as warming up {until})"
 
 
 def summary(report: PlanReport) -> str:
