@@ -6,7 +6,9 @@ measures, on this machine with everything on it:
 - raw ceilings: confluent-kafka consume-only and with json.loads, Avro decode, Redis pipelined
   HSET and single GET;
 - the feature job: sustained events/s at parallelism 1 and 2 (preloaded backlog; the last run
-  over ~100k equally active users, with the resident memory of the whole stack as it ends), and
+  over ~100k equally active users, with the resident memory of the whole stack as it ends; one
+  more at P=2 with an item entity and approximate distinct counts beside the user features,
+  with the memory per active key), and
   produce-to-Redis freshness p50/p95/p99 at fixed offered loads (5k/s at P=1 and P=2; 10k/s at
   P=2, about what the generator sustains beside the job on two cores; 1k/s);
 - the scoring job: sustained events/s (every event scored) at parallelism 1 and 2, and
@@ -63,6 +65,8 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
                 dataclasses.asdict(measure_throughput(stack, p, n, users, skew))
                 for p, n, users, skew in ((1, events, 10_000, 0.9), (2, events, 10_000, 0.9),
                                           (2, MEMORY_EVENTS, MEMORY_USERS, 0.0))]
+            report["feature_items"] = dataclasses.asdict(
+                measure_throughput(stack, 2, events, 10_000, 0.9, items=True))
             report["feature_freshness"] = [
                 dataclasses.asdict(measure_freshness(stack, rate, 20, 10_000, p))
                 for rate, p in ((5_000, 1), (5_000, 2), (10_000, 2), (1_000, 1))]
@@ -103,6 +107,12 @@ def table(report: dict[str, Any]) -> str:
     t = report["feature_throughput"][-1]
     add(f"stack memory (RSS, all processes), {t['users_with_rows']:,} users in state",
         f"{t['stack_rss_mib']['total']:,.0f} MiB", "target < 6,144 MiB")
+    t = report["feature_items"]
+    add("feature job, P=2, users + items (approx distinct), events/s",
+        f"{t['events_per_s']:,.0f}/s", f"{t['events_per_s'] / consume:.0%} of consume")
+    add(f"  memory per active key ({t['users_with_rows']:,} users, "
+        f"{t['items_with_rows']:,} items)", f"{t['bytes_per_key'] / 1024:,.1f} KiB",
+        "stack RSS over the idle stack / keys")
     for f in report["feature_freshness"]:
         add(f"feature freshness, P={f['parallelism']}, {f['offered_per_s']:,.0f}/s offered "
             f"({f['achieved_per_s']:,.0f}/s sent), p50/p95/p99",

@@ -31,7 +31,7 @@ from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import registry_for
-from featurestream.udfs.store.redis_layout import user_key
+from featurestream.udfs.store.redis_layout import entity_key, user_key
 
 
 @dataclass
@@ -42,6 +42,9 @@ class Throughput:
     users_with_rows: int  # distinct users materialized in Redis by the end of the run
     events_per_s: float
     stack_rss_mib: dict[str, float]  # every process of the stack, as the run ends
+    items: bool = False  # the item definitions (ITEM_DEFINITIONS) instead of the defaults
+    items_with_rows: int = 0
+    bytes_per_key: float = 0.0  # stack RSS over the idle stack / keys with rows
 
 
 @dataclass
@@ -82,9 +85,39 @@ def end_run(settings: Settings, job_id: str) -> None:
 
 
 def events_counted(settings: Settings, job_id: str) -> int:
-    """Events the keyed feature operator has received (its ``events_in`` counter)."""
-    return int(FlinkRest(settings.flink_rest_url).operator_metric(job_id, "user features",
-                                                                 "events_in"))
+    """Source records the sharding stage has read (its ``source_events`` counter)."""
+    return int(FlinkRest(settings.flink_rest_url).operator_metric(job_id, "decode and shard",
+                                                                 "source_events"))
+
+
+# The item run's definitions: today's user features plus an item entity from the same events,
+# with approximate distinct counts (HyperLogLog) beside the exact ones.
+ITEM_DEFINITIONS = """
+from featurestream.definitions import Entity, Feature, FeatureGroup, eq
+from featurestream.udfs.definitions.defaults import USER, events_source, user_features
+
+events = events_source({topic!r})
+item = Entity("item", keys=("item_id",))
+user_activity = FeatureGroup("user_activity", USER, events, [
+    *user_features(("1m", "5m", "1h", "24h")),
+    Feature("approx_items_24h", "approx_distinct", field="item_id", window="24h"),
+])
+item_popularity = FeatureGroup("item_popularity", item, events, [
+    Feature("views_15m", "count", window="15m", where=eq("event_type", "view")),
+    Feature("purchases_1h", "count", window="1h", where=eq("event_type", "purchase")),
+    Feature("buyers_1h", "approx_distinct", field="user_id", window="1h",
+            where=eq("event_type", "purchase")),
+    Feature("viewers_15m", "approx_distinct", field="user_id", window="15m"),
+    Feature("revenue_24h", "sum", field="amount", window="24h"),
+])
+"""
+
+
+def keys_with_rows(settings: Settings, entity: str) -> int:
+    """How many instances of ``entity`` have a row in Redis."""
+    client = redis.Redis.from_url(settings.redis_url)
+    return sum(1 for _ in client.scan_iter(
+        match=entity_key(settings.redis_key_prefix, entity, "*"), count=10_000))
 
 
 def preload(settings: Settings, events: int, users: int, start_ts: int,
@@ -99,22 +132,33 @@ def preload(settings: Settings, events: int, users: int, start_ts: int,
 
 
 def measure_throughput(stack: LocalStack, parallelism: int, events: int, users: int,
-                       user_skew: float = 0.9, echo: Echo = print) -> Throughput:
-    """Steady-state events/s of the feature job on a preloaded backlog."""
-    settings = isolated(stack, f"bench-p{parallelism}", parallelism=parallelism)
-    echo(f"feature job P={parallelism}: preloading {events:,} events ...")
+                       user_skew: float = 0.9, echo: Echo = print, items: bool = False
+                       ) -> Throughput:
+    """Steady-state events/s of the feature job on a preloaded backlog (with ``items``: the
+    item definitions above, and the memory per active key)."""
+    name = f"bench-p{parallelism}" + ("-items" if items else "")
+    settings = isolated(stack, name, parallelism=parallelism)
+    if items:
+        path = settings.home / f"{name}-definitions.py"
+        path.write_text(ITEM_DEFINITIONS.format(topic=settings.events_topic))
+        settings = settings.replace(definitions=str(path))
+    echo(f"feature job P={parallelism}{' with items' if items else ''}: preloading "
+         f"{events:,} events ...")
     preload(settings, events, users, start_ts=int(time.time() * 1000) - 3_600_000,
             user_skew=user_skew)
+    idle = stack_rss_mib(stack)["total"]
     job_id = submit_job(settings, "features")
     try:
         rate = steady_rate(lambda: events_counted(settings, job_id), events)
         memory = stack_rss_mib(stack)
-        client = redis.Redis.from_url(settings.redis_url)
-        with_rows = sum(1 for _ in client.scan_iter(
-            match=user_key(settings.redis_key_prefix, "*"), count=10_000))
-        echo(f"feature job P={parallelism}: {rate:,.0f} events/s; {with_rows:,} users with "
-             f"rows; stack RSS {memory['total']:,.0f} MiB")
-        return Throughput(parallelism, events, users, with_rows, rate, memory)
+        with_rows = keys_with_rows(settings, "user")
+        item_rows = keys_with_rows(settings, "item") if items else 0
+        per_key = (memory["total"] - idle) * 2**20 / max(with_rows + item_rows, 1)
+        echo(f"feature job P={parallelism}: {rate:,.0f} events/s; {with_rows:,} users and "
+             f"{item_rows:,} items with rows; stack RSS {memory['total']:,.0f} MiB "
+             f"({per_key / 1024:,.1f} KiB per key over the idle stack)")
+        return Throughput(parallelism, events, users, with_rows, rate, memory, items,
+                          item_rows, per_key)
     finally:
         end_run(settings, job_id)
 

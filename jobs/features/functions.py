@@ -50,7 +50,8 @@ class ShardEvents(ProcessFunction):
     """
 
     _router: EventRouter  # made in open()
-    _undecodable: Any  # a Flink counter, from open()
+    _undecodable: Any  # Flink counters, from open()
+    _source_events: Any
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
                  dlq_topic: str, shard_keys: Sequence[int]) -> None:
@@ -65,14 +66,18 @@ class ShardEvents(ProcessFunction):
             compile_plans(self._definitions),
             {s.name: decoder_for(s, registry) for s in self._definitions.sources},
             len(self._shard_keys))
-        self._undecodable = runtime_context.get_metrics_group().counter("undecodable_events")
+        metrics = runtime_context.get_metrics_group()
+        self._undecodable = metrics.counter("undecodable_events")
+        self._source_events = metrics.counter("source_events")  # records read, good or bad
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         if batch == CHECKPOINT_MARKER:
             for key in self._shard_keys:
                 yield routing.encode_shard_record(routing.checkpoint_marker(key))
             return
-        groups, failed = self._router.group_by_shard(split_batch(batch))
+        frames = split_batch(batch)
+        self._source_events.inc(len(frames))
+        groups, failed = self._router.group_by_shard(frames)
         for frame, problem in failed:
             self._undecodable.inc()
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), problem)
