@@ -1,42 +1,77 @@
 """A keyed-operator harness: drives :class:`FeatureShardOperator` -- the class the Flink job runs
--- through in-memory ports, the way Flink drives it.
+-- through in-memory ports, the way Flink drives it, for any :class:`Definitions`.
 
-Events go to shards by :func:`shard_of` (the harness keys shard ``i`` by ``i``), one shard
-record per shard per bundle; each shard's map state is a dict, its timers a set; timers fire in
-time order when the watermark advances; a bundle ends after every call and its rows are
-collected (sorted by user within a bundle: Redis keeps no order). :meth:`checkpoint` sends the
-checkpoint marker to every shard, as the sharding stage does, and snapshots Flink's side (map
-states, timers, watermark); :meth:`restart` goes back to that snapshot with a new operator
-(memory lost), as a restarted job does.
+Events are records of a source (a :class:`Record`, or a built-in :class:`Event` of the
+``events`` source). Each is framed as the Kafka consumer frames it and grouped by the real
+:class:`EventRouter` (its decoders read the record back from the frame), so every entity a
+source feeds gets the event in the shard of its state key; the harness keys shard ``i`` by
+``i`` and sends one shard record per shard per bundle. Each shard's map state is a dict, its
+timers a set; timers fire in time order when the watermark advances; a bundle ends after every
+call and its rows are collected (sorted by state key within a bundle: Redis keeps no order).
+:meth:`checkpoint` sends the checkpoint marker to every shard, as the sharding stage does, and
+snapshots Flink's side (map states, timers, watermark); :meth:`restart` goes back to that
+snapshot with a new operator (memory lost), as a restarted job does -- optionally with other
+definitions, as a job resubmitted with changed definitions from a savepoint.
 """
 
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from featurestream.udfs.contract.events import Event
+from featurestream.udfs.definitions.defaults import default_definitions
+from featurestream.udfs.definitions.model import Definitions
+from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout
 from featurestream.udfs.features.operator import FeatureShardOperator, OperatorCounters
-from featurestream.udfs.features.processor import FeatureProcessor, Row, UserState
+from featurestream.udfs.features.plan import compile_plans
+from featurestream.udfs.features.processor import EntityState, FeatureProcessor, Row
 from featurestream.udfs.features.routing import (
+    EventRouter,
     ShardEvent,
     checkpoint_marker,
     encode_shard_record,
-    shard_of,
     shard_record,
 )
-from featurestream.udfs.features.shard import SHARD_COUNT_ENTRY, UserShard
-from featurestream.udfs.features.windows import TYPE_INDEX
+from featurestream.udfs.features.shard import EntityShard, entity_of
 from featurestream.udfs.wire.dead_letters import Problem
+from featurestream.udfs.wire.frames import decode_source_frame, encode_source_frame
 
 MIN_WATERMARK = -(2**63)
+DAY = 86_400_000
+EVENTS = "events"  # the built-in source's name (and, in the harness, its topic)
 
 
-def shard_event(event: Event) -> ShardEvent:
-    """What the sharding stage sends for ``event`` (its frame: the event id)."""
-    return ShardEvent(event.user_id, event.ts, TYPE_INDEX[event.event_type], event.amount,
-                      event.item_id, event.event_id.encode())
+def user_definitions(windows: Iterable[str] = ("1m", "5m", "1h", "24h")) -> Definitions:
+    """The built-in user features over ``windows`` (the built-in events on topic ``events``)."""
+    return default_definitions(tuple(windows), EVENTS)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One event of a declared source: its fields as the source's decoder returns them."""
+
+    source: str
+    fields: Mapping[str, Any]
+
+
+class PickleDecoder:
+    """The in-memory decoder of every source: the record value is a pickled dict."""
+
+    def decode(self, raw: bytes) -> dict[str, Any] | Problem:
+        record = pickle.loads(raw)
+        assert isinstance(record, dict)
+        return record
+
+
+def record_of(event: ShardEvent) -> dict[str, Any]:
+    """The record a shard event came from (read back from its frame)."""
+    value = pickle.loads(decode_source_frame(event.frame).value)
+    assert isinstance(value, dict)
+    return value
 
 
 class MapState(dict[str, bytes]):
@@ -73,11 +108,11 @@ class RowList:
     rows: list[tuple[str, Row]] = field(default_factory=list)
     pending: list[tuple[str, Row]] = field(default_factory=list)
 
-    def add(self, user_id: str, row: Row) -> None:
-        self.pending.append((user_id, row))
+    def add(self, key: str, row: Row) -> None:
+        self.pending.append((key, row))
 
     def flush(self) -> None:
-        self.rows += sorted(self.pending, key=lambda user_row: user_row[0])
+        self.rows += sorted(self.pending, key=lambda key_row: key_row[0])
         self.pending.clear()
 
 
@@ -112,7 +147,8 @@ class Snapshot:
 
 @dataclass
 class ShardHarness:
-    processor: FeatureProcessor
+    definitions: Definitions
+    lateness: int = DAY
     shard_count: int = 4
     watermark: int = MIN_WATERMARK
     map_states: dict[int, MapState] = field(default_factory=dict)
@@ -122,14 +158,18 @@ class ShardHarness:
     counts: dict[str, Count] = field(default_factory=lambda: {  # the operator's metrics
         f.name: Count() for f in fields(OperatorCounters)})
     snapshot: Snapshot = field(default_factory=Snapshot)
+    failed: list[tuple[bytes, Problem]] = field(default_factory=list)  # undecodable frames
     operator: FeatureShardOperator = field(init=False)
+    processors: dict[str, FeatureProcessor] = field(init=False)
+    router: EventRouter = field(init=False)
+    _offset: int = 0
 
     def __post_init__(self) -> None:
-        self.operator = self._new_operator()
+        self._start(self.definitions)
 
     @property
     def rows(self) -> list[tuple[str, Row]]:
-        """Every row written, in order."""
+        """Every row written, in order, with its state key ``<entity>:<id>``."""
         return self.sink.rows
 
     @property
@@ -138,30 +178,42 @@ class ShardHarness:
         return self.dead_letters.rejected
 
     @property
-    def shards(self) -> Mapping[int, UserShard]:
+    def shards(self) -> Mapping[int, EntityShard]:
         """The operator's shards in memory, by shard number."""
         return self.operator.shards
 
     @property
     def stored(self) -> dict[int, dict[str, bytes]]:
-        """The users in each shard's map state (shards without users left out)."""
-        stored = {n: {u: b for u, b in m.items() if u != SHARD_COUNT_ENTRY}
+        """The entity states in each shard's map state (shards without any left out)."""
+        stored = {n: {k: b for k, b in m.items() if k != LAYOUT_ENTRY}
                   for n, m in self.map_states.items()}
-        return {n: users for n, users in stored.items() if users}
+        return {n: states for n, states in stored.items() if states}
 
-    def process(self, event: Event) -> None:
+    def layouts(self) -> dict[int, ShardLayout]:
+        """The layout entry of each shard's map state that has one."""
+        return {n: ShardLayout.from_bytes(m[LAYOUT_ENTRY]) for n, m in self.map_states.items()
+                if LAYOUT_ENTRY in m}
+
+    def process(self, event: Event | Record) -> None:
         """One event in a bundle of its own."""
         self.process_bundle([event])
 
-    def process_bundle(self, events: Iterable[Event]) -> None:
-        """Events delivered in one bundle (rows coalesce per user)."""
-        by_shard: dict[int, list[ShardEvent]] = {}
-        for event in events:
-            by_shard.setdefault(shard_of(event.user_id, self.shard_count), []).append(
-                shard_event(event))
-        for number, shard_events in by_shard.items():
+    def process_bundle(self, events: Iterable[Event | Record]) -> None:
+        """Events delivered in one bundle (rows coalesce per entity instance)."""
+        groups, failed = self.router.group_by_shard([self.frame(e) for e in events])
+        self.failed += failed
+        for number, shard_events in groups.items():
             self._deliver(number, encode_shard_record(shard_record(number, shard_events)))
         self.operator.end_bundle()
+
+    def frame(self, event: Event | Record) -> bytes:
+        """The source frame of ``event``, as the Kafka consumer would emit it."""
+        if isinstance(event, Event):
+            event = Record(EVENTS, event._asdict())
+        source = next(s for s in self.definitions.sources if s.name == event.source)
+        self._offset += 1
+        return encode_source_frame(source.topic, 0, self._offset, 0,
+                                   pickle.dumps(dict(event.fields)))
 
     def advance_watermark(self, watermark: int) -> None:
         """Fire every timer due at ``watermark`` in time order (one bundle)."""
@@ -185,31 +237,50 @@ class ShardHarness:
         self.snapshot = Snapshot(copy.deepcopy(self.map_states), copy.deepcopy(self.timers),
                                  self.watermark)
 
-    def restart(self) -> None:
-        """Back to the last checkpoint: a new operator (memory lost), Flink's side restored."""
+    def restart(self, definitions: Definitions | None = None) -> None:
+        """Back to the last checkpoint: a new operator (memory lost), Flink's side restored;
+        with ``definitions``, the job restarts running those instead."""
         self.map_states = copy.deepcopy(self.snapshot.map_states)
         self.timers = copy.deepcopy(self.snapshot.timers)
         self.watermark = self.snapshot.watermark
-        self.operator = self._new_operator()
+        self._start(definitions or self.definitions)
 
-    def users(self) -> dict[str, UserState]:
-        """Every user held in memory, over all shards."""
-        return {u: s for shard in self.operator.shards.values() for u, s in shard.users.items()}
+    def entities(self) -> dict[str, EntityState]:
+        """Every entity instance held in memory, over all shards, by state key."""
+        return {k: s for shard in self.operator.shards.values() for k, s in shard.entities.items()}
 
-    def stored_users(self) -> dict[str, UserState]:
-        """Every user in the map states, over all shards."""
-        return {u: UserState.from_bytes(b) for m in self.stored.values() for u, b in m.items()}
+    def stored_states(self) -> dict[str, EntityState]:
+        """Every entity instance in the map states (in the current definitions' layout)."""
+        states = {}
+        for m in self.stored.values():
+            for key, data in m.items():
+                processor = self.processors[entity_of(key)]
+                state, windows = processor.from_bytes(data)
+                assert state.layout == processor.layout_id, key
+                processor.load_windows(state, windows)
+                states[key] = state
+        return states
+
+    def state_bytes(self, states: Mapping[str, EntityState]) -> dict[str, bytes]:
+        """``states`` in their stored form (comparable)."""
+        return {k: self.processors[entity_of(k)].to_bytes(s) for k, s in states.items()}
 
     def latest_rows(self) -> dict[str, Row]:
-        """The newest row written for each user."""
+        """The newest row written for each entity instance."""
         latest: dict[str, Row] = {}
         for key, row in self.rows:
             latest[key] = row
         return latest
 
-    def _new_operator(self) -> FeatureShardOperator:
-        return FeatureShardOperator(self.processor, self.shard_count, self.sink,
-                                    self.dead_letters, OperatorCounters(**self.counts))
+    def _start(self, definitions: Definitions) -> None:
+        self.definitions = definitions
+        plans = compile_plans(definitions)
+        self.processors = {name: FeatureProcessor(plan, self.lateness)
+                           for name, plan in plans.items()}
+        self.router = EventRouter(plans, {s.name: PickleDecoder() for s in definitions.sources},
+                                  self.shard_count)
+        self.operator = FeatureShardOperator(self.processors, self.shard_count, self.sink,
+                                             self.dead_letters, OperatorCounters(**self.counts))
 
     def _map_state(self, number: int) -> MapState:
         return self.map_states.setdefault(number, MapState())

@@ -1,15 +1,23 @@
-"""Redis row encoding, Kafka frames (the Python twins of the Java framers), DLQ records,
-and feature definition checks."""
+"""Redis row encoding, Kafka frames (the Python twins of the Java framers), DLQ records, the
+built-in definitions' compiled plan, and the stored shard layout (its bytes, and the refusal of
+state from before definitions; ``featurestream plan`` is tested in test_plan.py)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from featurestream.udfs.features.definitions import Feature, default_features, window_specs
+from featurestream.udfs.features.layout import (
+    EntityLayout,
+    ShardLayout,
+    StoredLayoutMismatch,
+)
+from featurestream.udfs.features.plan import compile_plans
 from featurestream.udfs.store.redis_layout import (
-    FeatureValue,
+    RowValue,
     decode_row,
     decode_value,
     encode_value,
@@ -26,20 +34,25 @@ from featurestream.udfs.wire.frames import (
     encode_source_frame,
     split_batch,
 )
+from tests.harness import user_definitions
 
-values = st.one_of(st.none(), st.integers(-(2**62), 2**62),
-                   st.floats(allow_nan=False, allow_infinity=False))
+scalars = st.one_of(st.none(), st.integers(-(2**62), 2**62),
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+                    st.booleans())
+values = st.one_of(scalars, st.lists(scalars, max_size=4),
+                   st.dictionaries(st.text(max_size=8), st.one_of(st.none(), st.integers())))
 
 
 @given(values)
-def test_values_round_trip_exactly(value: FeatureValue) -> None:
+def test_values_round_trip_exactly(value: RowValue) -> None:
     assert decode_value(encode_value(value).encode()) == value
 
 
 def test_upsert_rows_args_and_decode_row() -> None:
-    rows: list[dict[str, FeatureValue]] = [
-        {"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5},
-        {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1}]
+    rows: list[dict[str, RowValue]] = [
+        {"as_of": 10, "version": 3, "events_1m": 2, "avg_spend_1h": None, "spend_1m": 2.5,
+         "warming_up": {"spend_1m": 70, "total": None}},
+        {"as_of": 11, "version": 1, "events_1m": 0, "avg_spend_1h": 0.1, "last": ["a", "b"]}]
     args = upsert_rows_args(rows, updated_at_ms=99, ttl_seconds=60)
     assert args[:2] == ["60", "99"]
     at = 2
@@ -86,28 +99,37 @@ def test_dlq_frame_keeps_original_bytes_and_names_the_error() -> None:
     }
 
 
-def test_default_feature_set_is_the_documented_one() -> None:
-    names = [f.name for f in default_features(("1m", "5m", "1h", "24h"))]
-    assert len(names) == len(set(names)) == 4 * 5 + 5 + 1
-    assert {"ctr_1h", "avg_spend_24h", "distinct_items_1h", "last_event_ts"} <= set(names)
-    specs = window_specs(default_features(("1m", "5m", "1h", "24h")))
-    assert [(s.name, s.hop_ms, s.track_items) for s in specs] == [
-        ("1m", 1_000, False), ("5m", 5_000, False), ("1h", 60_000, True),
-        ("24h", 1_440_000, True)]
-
-
-@pytest.mark.parametrize(("feature", "problem"), [
-    (Feature("x", "median", "1h"), "unknown kind"),
-    (Feature("x", "count", None), "only last_event_ts"),
-    (Feature("x", "count", "1h", "refund"), "unknown event type"),
-    (Feature("x", "sum_amount", "1h", "view"), "purchases only"),
-    (Feature("x", "ratio", "1h", "click"), "needs event_type and over"),
-])
-def test_inconsistent_features_are_rejected(feature: Feature, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        window_specs([feature])
-
-
 @given(st.lists(st.binary(max_size=200), max_size=20))
 def test_batches_split_back_into_their_frames(frames: list[bytes]) -> None:
     assert split_batch(encode_batch(frames)) == frames
+
+
+def test_the_built_in_definitions_compile_to_the_documented_row() -> None:
+    [plan] = compile_plans(user_definitions()).values()
+    names = [f.feature.name for f in plan.features]
+    assert len(names) == len(set(names)) == 4 * 5 + 2 * 2 + 1 + 1
+    assert {"ctr_1h", "avg_spend_24h", "distinct_items_1h", "last_event_ts"} <= set(names)
+    assert names[-1] == "ctr_1h"  # a ratio comes after what it reads
+    assert [(w.name, w.hop_ms) for w in plan.windows] == [
+        ("1m", 1_000), ("5m", 5_000), ("1h", 60_000), ("24h", 1_440_000)]
+    assert [s.kind for s in plan.accumulators if s.window == "1h"] == [
+        "count", "count", "count", "count", "sum", "count", "distinct"]  # spend and avg share
+    assert len(set(plan.layout)) == len(plan.layout)  # shared: one accumulator per definition
+    assert plan.fields == (("event_type", "amount", "item_id"),)
+
+
+def test_a_shard_layout_round_trips_through_its_entry() -> None:
+    layout = ShardLayout(8, {"user": EntityLayout(["user_id"], {"abc": ["s1", "s2"]},
+                                                  {"s2": 5}),
+                             "pair": EntityLayout(["a", "b"])})
+    assert ShardLayout.from_bytes(layout.to_bytes()) == layout
+    assert json.loads(layout.to_bytes())["format"] == 2
+
+
+def test_the_entry_of_a_release_before_definitions_is_refused_with_the_fix() -> None:
+    with pytest.raises(StoredLayoutMismatch) as refused:
+        ShardLayout.from_bytes(b"16")
+    message = str(refused.value)
+    assert "release before feature definitions (16 shards" in message
+    assert "Start the feature job without the savepoint" in message
+    assert "keep running the earlier release" in message

@@ -1,54 +1,87 @@
-"""Decode and shard: events grouped by a stable shard in arrival order, failures kept apart,
-and shard records (events or checkpoint markers) round-trip through their byte layout, whose
-header Java reads; a shard refuses state written with another shard count."""
+"""Decode and shard: every entity a source feeds gets the event in the stable shard of its state
+key, in arrival order, with the fields its plan reads; failures (undecodable, unknown topic,
+empty key) kept apart; shard records (events or checkpoint markers) round-trip through their
+byte layout, whose header Java reads."""
 
 from __future__ import annotations
 
 import struct
 import zlib
 
-from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
+from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.records import RecordEncoder, decoder_for
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.definitions.defaults import ITEM, USER, events_source
+from featurestream.udfs.definitions.filters import eq
+from featurestream.udfs.definitions.model import Entity, Feature, FeatureGroup, Source, validate
+from featurestream.udfs.features.plan import compile_plans
 from featurestream.udfs.features.routing import (
     MARKER_TIME,
+    EventRouter,
     ShardEvent,
     ShardRecord,
     checkpoint_marker,
     decode_shard_record,
     encode_shard_record,
-    group_by_shard,
     shard_of,
     shard_record,
 )
-from featurestream.udfs.features.shard import shard_count_problem
-from featurestream.udfs.features.windows import TYPE_INDEX
+from featurestream.udfs.wire.dead_letters import ErrorClass
 from featurestream.udfs.wire.frames import encode_source_frame
 
 SCHEMAS = FileSchemaRegistry()
 ENCODER = EventEncoder(SCHEMAS)
+EVENTS = events_source("events")
+PAYMENTS = Source("payments", topic="payments", timestamp="at",
+                  fields={"merchant_id": "string", "card": "long", "amount": "double",
+                          "at": "long"})
+PAIR = Entity("pair", keys=("merchant_id", "card"))
+DEFINITIONS = validate([
+    FeatureGroup("user_activity", USER, EVENTS, (
+        Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
+        Feature("spend_1h", "sum", field="amount", window="1h"))),
+    FeatureGroup("item_activity", ITEM, EVENTS, (Feature("events_1h", "count", window="1h"),)),
+    FeatureGroup("pair_spend", PAIR, PAYMENTS, (
+        Feature("max_1h", "max", field="amount", window="1h"),)),
+])
+PLANS = compile_plans(DEFINITIONS)
 
 
-def frame(offset: int, value: bytes) -> bytes:
-    return encode_source_frame("events", 0, offset, 0, value)
+def router(shards: int) -> EventRouter:
+    return EventRouter(PLANS, {s.name: decoder_for(s, SCHEMAS) for s in DEFINITIONS.sources},
+                       shards)
 
 
-def test_events_are_grouped_by_shard_in_arrival_order_and_failures_kept() -> None:
-    events = [Event(f"e{i}", f"user-{i % 5}", "purchase" if i % 3 else "view", f"item-{i}",
-                    1.5 if i % 3 else None, 1_000 + i, None) for i in range(40)]
+def frame(offset: int, value: bytes, topic: str = "events") -> bytes:
+    return encode_source_frame(topic, 0, offset, 0, value)
+
+
+def test_each_entity_gets_its_events_grouped_by_shard_in_arrival_order() -> None:
+    events = [Event(f"e{i}", f"user-{i % 5}", "purchase" if i % 3 else "view",
+                    f"item-{i % 4}" if i % 7 else None, 1.5 if i % 3 else None, 1_000 + i, None)
+              for i in range(40)]
     frames = [frame(i, ENCODER.avro(e) if i % 2 else ENCODER.json(e))
               for i, e in enumerate(events)]
     frames.insert(7, frame(99, b"not an event"))
-    groups, failed = group_by_shard(frames, EventDecoder(SCHEMAS), 3)
+    groups, failed = router(3).group_by_shard(frames)
     assert [(f, error.error_class) for f, error in failed] == [(frames[7], "MalformedRecord")]
     for shard, members in groups.items():
-        assert {shard_of(m[0], 3) for m in members} == {shard}
-    regrouped = sorted((m for members in groups.values() for m in members),
-                       key=lambda m: m[1])
-    assert regrouped == [(e.user_id, e.ts, TYPE_INDEX[e.event_type], e.amount, e.item_id,
-                          frames[i + (i >= 7)]) for i, e in enumerate(events)]
-    for members in groups.values():
-        assert [m[1] for m in members] == sorted(m[1] for m in members)  # arrival order
+        assert {shard_of(m.key, 3) for m in members} == {shard}
+    got = sorted((m for members in groups.values() for m in members),
+                 key=lambda m: (m.ts, m.entity))
+    user, item = PLANS["user"], PLANS["item"]
+    assert user.fields == (("event_type", "amount"),) and item.fields == ((),)
+    want = []
+    for i, e in enumerate(events):
+        source_frame = frames[i + (i >= 7)]
+        if e.item_id is not None:  # an event without an item does not count for items
+            want.append(ShardEvent("item", f"item:{e.item_id}", e.ts, 0, (), source_frame))
+        want.append(ShardEvent("user", f"user:{e.user_id}", e.ts, 0, (e.event_type, e.amount),
+                               source_frame))
+    assert got == want
+    for shard, members in groups.items():
+        assert [m.ts for m in members] == sorted(m.ts for m in members)  # arrival order
         record = shard_record(shard + 100, members)
         assert record == ShardRecord(shard + 100, max(m.ts for m in members), members)
         assert decode_shard_record(encode_shard_record(record)) == record
@@ -56,9 +89,27 @@ def test_events_are_grouped_by_shard_in_arrival_order_and_failures_kept() -> Non
             encode_shard_record(record)).events)
 
 
+def test_composite_keys_unknown_topics_and_empty_keys() -> None:
+    encoder = RecordEncoder(PAYMENTS, SCHEMAS)
+    good = frame(1, encoder.json({"merchant_id": "m|1", "card": 42, "amount": 2.5, "at": 9}),
+                 "payments")
+    empty = frame(2, encoder.avro({"merchant_id": "", "card": 1, "amount": 1.0, "at": 9}),
+                  "payments")
+    stray = frame(3, b"{}", "elsewhere")
+    groups, failed = router(5).group_by_shard([good, empty, stray])
+    [[event]] = groups.values()
+    assert event == ShardEvent("pair", "pair:m|1|42", 9, 0, (2.5,), good)
+    assert next(iter(groups)) == shard_of("pair:m|1|42", 5)
+    assert [(f, p.error_class) for f, p in failed] == [
+        (empty, ErrorClass.INVALID_VALUE), (stray, ErrorClass.MALFORMED_RECORD)]
+    assert "'merchant_id' is empty" in failed[0][1].message
+    assert "'elsewhere' is not the topic of any source" in failed[1][1].message
+    assert sorted(router(5).topics) == ["events", "payments"]
+
+
 def test_a_shard_record_header_is_its_key_and_newest_event_time() -> None:
     """What ``ShardRecords.java`` reads: i32 key, i64 newest event time, big-endian."""
-    events = [ShardEvent("u", ts, 0, None, None, b"f") for ts in (5, -3, 2**40)]
+    events = [ShardEvent("user", "user:u", ts, 0, (None,), b"f") for ts in (5, -3, 2**40)]
     encoded = encode_shard_record(shard_record(-7, events))
     assert struct.unpack_from(">iq", encoded) == (-7, 2**40)
     marker = encode_shard_record(checkpoint_marker(12))
@@ -68,13 +119,4 @@ def test_a_shard_record_header_is_its_key_and_newest_event_time() -> None:
 
 
 def test_shards_are_stable_across_processes() -> None:
-    assert shard_of("user-42", 16) == zlib.crc32(b"user-42") % 16 == shard_of("user-42", 16)
-
-
-def test_a_shard_refuses_state_written_with_another_shard_count() -> None:
-    assert shard_count_problem(None, 16) is None
-    assert shard_count_problem(b"16", 16) is None
-    problem = shard_count_problem(b"32", 16)
-    assert problem is not None
-    assert "written with 32 state shards" in problem
-    assert "FEATURESTREAM_STATE_SHARDS is 16: set it back to 32" in problem
+    assert shard_of("user:42", 16) == zlib.crc32(b"user:42") % 16 == shard_of("user:42", 16)

@@ -1,7 +1,7 @@
 """Window logic: scenario tables with ASCII timelines, a hypothesis oracle, and state hygiene.
 
 Everything runs through :class:`ShardHarness`, which drives the shards as the Flink job does
-(one timer per shard, state stored at the end of each bundle).
+(one timer per shard, entity states stored at each checkpoint marker).
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
-from featurestream.udfs.features.definitions import default_features
-from featurestream.udfs.features.processor import FeatureProcessor
-from tests.harness import ShardHarness, as_of
+from tests.harness import DAY, ShardHarness, as_of, record_of, user_definitions
 from tests.oracle import assert_row_matches, expected_row
 
 WINDOWS = ("1m", "5m", "1h", "24h")
-DAY = 86_400_000
 
 
-def make_processor(windows: tuple[str, ...] = WINDOWS, lateness: int = DAY) -> FeatureProcessor:
-    return FeatureProcessor(default_features(windows), allowed_lateness_ms=lateness)
+def make_harness(windows: tuple[str, ...] = WINDOWS, lateness: int = DAY,
+                 shard_count: int = 4) -> ShardHarness:
+    return ShardHarness(user_definitions(windows), lateness=lateness, shard_count=shard_count)
 
 
 def ev(ts: int, kind: str = "view", user: str = "u1", item: str | None = "i1",
@@ -70,7 +68,7 @@ SCENARIOS = [
 @pytest.mark.parametrize(("arrivals", "until", "expect"), SCENARIOS)
 def test_scenarios(arrivals: list[tuple[float, str]], until: int,
                    expect: list[tuple[float, int, int]]) -> None:
-    harness = ShardHarness(make_processor())
+    harness = make_harness()
     for seconds, kind in arrivals:
         harness.process(ev(int(seconds * 1000), kind))
     for second in range(until + 1):
@@ -80,7 +78,7 @@ def test_scenarios(arrivals: list[tuple[float, str]], until: int,
 
 
 def test_row_versions_grow_and_as_of_never_goes_back() -> None:
-    harness = ShardHarness(make_processor())
+    harness = make_harness()
     for ts in (5_000, 1_000, 70_000, 2_000, 200_000):
         harness.process(ev(ts))
         harness.advance_watermark(ts - 5_000)
@@ -89,34 +87,34 @@ def test_row_versions_grow_and_as_of_never_goes_back() -> None:
 
 
 def test_event_older_than_largest_window_is_rejected_not_counted() -> None:
-    harness = ShardHarness(make_processor(("1m", "1h")))
+    harness = make_harness(("1m", "1h"))
     harness.process(ev(3 * 3_600_000))
     harness.process(ev(1_000))  # two hours older than the user's row: outside every window
     [(event, rejection)] = harness.rejected
-    assert event[1] == 1_000 and rejection.error_class == "ExpiredEvent"
+    assert event.ts == 1_000 and rejection.error_class == "ExpiredEvent"
     assert "largest window (1h)" in rejection.message
-    assert harness.latest_rows()["u1"]["events_1h"] == 1
+    assert harness.latest_rows()["user:u1"]["events_1h"] == 1
 
 
 def test_event_beyond_allowed_lateness_is_rejected() -> None:
-    harness = ShardHarness(make_processor(lateness=60_000))
+    harness = make_harness(lateness=60_000)
     harness.advance_watermark(10 * 60_000)
     harness.process(ev(10 * 60_000 - 60_001, user="new-user"))
     [(_, rejection)] = harness.rejected
     assert rejection.error_class == "LateEvent"
     assert "allowed lateness is 60000 ms" in rejection.message
-    assert "new-user" not in harness.users() and not harness.rows
+    assert "user:new-user" not in harness.entities() and not harness.rows
 
 
 def test_idle_users_leave_no_state_and_no_timers() -> None:
-    harness = ShardHarness(make_processor(lateness=60_000))
+    harness = make_harness(lateness=60_000)
     for i in range(50):
         harness.process(ev(i * 997, "purchase", user=f"u{i % 7}", item=f"i{i % 5}"))
     harness.checkpoint()
-    assert harness.users() and harness.stored and harness.timers
+    assert harness.entities() and harness.stored and harness.timers
     harness.advance_watermark(2 * DAY)
     harness.checkpoint()
-    assert harness.users() == {} and harness.stored == {} and harness.timers == {}
+    assert harness.entities() == {} and harness.stored == {} and harness.timers == {}
     for user, row in harness.latest_rows().items():  # the last rows fell back to zero
         assert row["events_24h"] == 0 and row["spend_24h"] == 0.0, user
         assert row["avg_spend_24h"] is None and row["distinct_items_24h"] == 0
@@ -124,15 +122,16 @@ def test_idle_users_leave_no_state_and_no_timers() -> None:
 
 def test_a_bundle_writes_one_row_per_user_with_every_event_counted() -> None:
     # t(s)   1  2  3 (u1)   2 (u2)   -- one bundle: one row each, all events in it
-    harness = ShardHarness(make_processor())
+    harness = make_harness()
     harness.process_bundle([ev(1_000), ev(2_000, user="u2"), ev(2_000), ev(3_000, "click")])
-    assert [(user, row["as_of"], row["events_1m"], row["clicks_1m"], row["version"])
-            for user, row in harness.rows] == [("u1", 3_000, 3, 1, 3), ("u2", 2_000, 1, 0, 1)]
+    assert [(key, row["as_of"], row["events_1m"], row["clicks_1m"], row["version"])
+            for key, row in harness.rows] == [("user:u1", 3_000, 3, 1, 3),
+                                              ("user:u2", 2_000, 1, 0, 1)]
 
 
 def test_no_expiry_is_missed_and_timers_stay_few() -> None:
     """Every shard with users has a Flink timer no later than its earliest user expiry."""
-    harness = ShardHarness(make_processor(), shard_count=3)
+    harness = make_harness(shard_count=3)
     for i in range(300):
         harness.process(ev((i * 7919) % 500_000 + i * 1_000, user=f"u{i % 11}"))
         harness.advance_watermark(i * 1_000 - 30_000)
@@ -145,28 +144,28 @@ def test_no_expiry_is_missed_and_timers_stay_few() -> None:
 
 def test_stored_state_replays_to_the_state_in_memory_at_every_checkpoint() -> None:
     """States are stored when events change them; aging is replayed from the stored state."""
-    processor = make_processor()
-    harness = ShardHarness(processor)
+    harness = make_harness()
+    processor = harness.processors["user"]
     for ts in (1_000, 2_000, 3_600_000, 3_590_000, 3_700_000):
         harness.process(ev(ts, "purchase", item=f"i{ts}"))
         for watermark in range(ts - 5_000, ts + 200_000, 20_000):
             harness.advance_watermark(watermark)
             harness.checkpoint()
-            stored = harness.stored_users()
-            assert stored.keys() == harness.users().keys()
-            for user, state in harness.users().items():
+            stored = harness.stored_states()
+            assert stored.keys() == harness.entities().keys()
+            for user, state in harness.entities().items():
                 replayed = stored[user]
                 # Replay the aging, as a restored shard does.
                 while replayed.expiry is not None and replayed.expiry <= harness.watermark:
                     processor.advance(replayed, replayed.expiry)
                     replayed.expiry = processor.next_expiry(replayed)
-                assert replayed.to_bytes() == state.to_bytes()
+                assert processor.to_bytes(replayed) == processor.to_bytes(state)
 
 
 def test_a_job_restarted_from_a_checkpoint_ends_like_an_uninterrupted_one() -> None:
     events = [ev(ts, kind, user=f"u{ts % 3}", item=f"i{ts % 4}")
               for ts, kind in zip(range(0, 900_000, 7_001), EVENT_TYPES * 40, strict=False)]
-    steady, restarted = (ShardHarness(make_processor()) for _ in range(2))
+    steady, restarted = (make_harness() for _ in range(2))
     checkpointed, failed_at, i = 0, -1, 0
     while i < len(events):
         event = events[i]
@@ -188,8 +187,7 @@ def test_a_job_restarted_from_a_checkpoint_ends_like_an_uninterrupted_one() -> N
     for user, row in restarted.rows:
         assert written.get((user, row["as_of"], row["version"]), row) == row
     assert restarted.latest_rows() == steady.latest_rows()
-    assert {u: s.to_bytes() for u, s in restarted.users().items()} == {
-        u: s.to_bytes() for u, s in steady.users().items()}
+    assert restarted.state_bytes(restarted.entities()) == steady.state_bytes(steady.entities())
 
 
 events_strategy = st.lists(
@@ -212,10 +210,10 @@ events_strategy = st.lists(
 def test_every_row_equals_the_oracle(raw: list[tuple[int, str, str | None, float, str, int, int]],
                                      lateness: int, shards: int) -> None:
     """Disordered arrivals, bundles, watermarks and expiry: every emitted row is exact."""
-    harness = ShardHarness(make_processor(lateness=lateness), shard_count=shards)
+    harness = make_harness(lateness=lateness, shard_count=shards)
     # Arrival order: by (event time + delay), so some events arrive after later ones.
     arrivals = sorted(raw, key=lambda r: r[0] + r[5])
-    accepted: dict[str, list[Event]] = {"u1": [], "u2": [], "u3": []}
+    accepted: dict[str, list[Event]] = {f"user:u{n}": [] for n in (1, 2, 3)}
     events = [Event(f"e{i}", user, kind, item, amount if kind == "purchase" else None, ts, None)
               for i, (ts, kind, item, amount, user, _, _) in enumerate(arrivals)]
     max_seen, i = 0, 0
@@ -224,10 +222,10 @@ def test_every_row_equals_the_oracle(raw: list[tuple[int, str, str | None, float
         i += len(bundle)
         rows_before, rejected_before = len(harness.rows), len(harness.rejected)
         harness.process_bundle(bundle)
-        rejected_ids = {e[5] for e, _ in harness.rejected[rejected_before:]}
+        rejected_ids = {record_of(e)["event_id"] for e, _ in harness.rejected[rejected_before:]}
         for event in bundle:
-            if event.event_id.encode() not in rejected_ids:
-                accepted[event.user_id].append(event)
+            if event.event_id not in rejected_ids:
+                accepted[f"user:{event.user_id}"].append(event)
         for key, row in harness.rows[rows_before:]:
             assert_row_matches(row, expected_row(accepted[key], as_of(row)), f"bundle {i}")
         max_seen = max(max_seen, *(e.ts for e in bundle))
@@ -240,4 +238,4 @@ def test_every_row_equals_the_oracle(raw: list[tuple[int, str, str | None, float
             harness.restart()
     harness.advance_watermark(max_seen + 3 * DAY)  # expiry (24h) + lateness (<= 24h)
     harness.checkpoint()
-    assert harness.users() == {} and harness.stored == {} and harness.timers == {}
+    assert harness.entities() == {} and harness.stored == {} and harness.timers == {}

@@ -73,13 +73,16 @@ def reconcile(stored: ShardLayout | None, plans: Mapping[str, EntityPlan], shard
     """The layout to run with: ``stored`` extended with the current plans' layouts.
 
     Accumulators that are new to existing state count from ``now`` (the shard's latest event
-    time; None when the shard holds nothing yet, so nothing is missing). Raises
+    time; None when the shard holds no state, so nothing is missing and the earlier layouts
+    are forgotten). An accumulator is new unless every stored layout has it or it is already
+    counting from a recorded time: one removed and added back starts empty again. Raises
     :class:`StoredLayoutMismatch` for changes that cannot be carried over.
     """
+    fresh = ShardLayout(shards, {name: EntityLayout(list(plan.entity.keys),
+                                                    {plan.layout_id: plan.layout})
+                                 for name, plan in plans.items()})
     if stored is None:
-        return ShardLayout(shards, {name: EntityLayout(list(plan.entity.keys),
-                                                       {plan.layout_id: plan.layout})
-                                    for name, plan in plans.items()})
+        return fresh
     if stored.shards != shards:
         raise StoredLayoutMismatch(
             f"this state was written with {stored.shards} state shards, but "
@@ -97,12 +100,13 @@ def reconcile(stored: ShardLayout | None, plans: Mapping[str, EntityPlan], shard
                 f"entity {name!r}: its stored state is keyed by {', '.join(old.keys)}, the "
                 f"definitions key it by {', '.join(keys)}: the stored ids would mean something "
                 f"else. Keep the keys, or give the new key a new entity name (it starts empty)")
-        known = {sig for sigs in old.layouts.values() for sig in sigs}
+        if now is None:
+            continue
+        kept = set(plan.layout).intersection(*old.layouts.values())
         since = {sig: t for sig, t in old.since.items() if sig in plan.layout}
-        if now is not None:
-            since.update({sig: now for sig in plan.layout if sig not in known})
+        since.update({sig: now for sig in plan.layout if sig not in kept and sig not in since})
         entities[name] = EntityLayout(keys, {**old.layouts, plan.layout_id: plan.layout}, since)
-    return ShardLayout(shards, entities)
+    return fresh if now is None else ShardLayout(shards, entities)
 
 
 def convert(windows: list, from_layout: list[str], plan: EntityPlan, empty: list) -> list:
@@ -136,15 +140,22 @@ def convert(windows: list, from_layout: list[str], plan: EntityPlan, empty: list
 
 def warming(plan: EntityPlan, since: Mapping[str, int]) -> list[tuple[str, int | None]]:
     """The features still warming up, with when they are complete (None: never, a lifetime
-    aggregation added to existing state); compared with each row's ``as_of``."""
-    out = []
+    aggregation added to existing state); compared with each row's ``as_of``. A ratio warms
+    up as long as what it divides does (ratios come after the features they read)."""
+    ends: dict[str, int | None] = {}
     for feature in plan.features:
+        f = feature.feature
+        if f.kind == "ratio":
+            parts = [ends[p] for p in (f.numerator, f.denominator) if p in ends]
+            if parts:
+                ends[f.name] = None if None in parts else max(p for p in parts if p is not None)
+            continue
         starts = [since[sig] for p in feature.accumulators
                   if (sig := plan.accumulators[p].signature) in since]
         if starts:
             length = feature.length_ms
-            out.append((feature.feature.name, None if length is None else max(starts) + length))
-    return out
+            ends[f.name] = None if length is None else max(starts) + length
+    return list(ends.items())
 
 
 # -- Published layout and plans -------------------------------------------------------------

@@ -104,7 +104,9 @@ class FeatureShardOperator:
 
         Its events are counted (the rejected ones go to the dead letters), or, for a checkpoint
         marker, the entities that events changed since the last one are stored and the entities
-        cleared since are removed.
+        cleared since are removed. Either way the shard's timer is registered if it needs one
+        (a marker may be the first to touch a shard whose states changed definitions
+        rescheduled).
         """
         shard = self._shard(key, state)
         shard_record = decode_shard_record(record)
@@ -113,6 +115,7 @@ class FeatureShardOperator:
             state.put_all(states.stored.items())
             for gone in states.removed:
                 state.remove(gone)
+            self._register_timer(shard, timers)
             return
         self._counters.events_in.inc(len(shard_record.events))
         for event, problem in shard.add_events(shard_record.events, timers.current_watermark()):
