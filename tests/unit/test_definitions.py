@@ -128,6 +128,8 @@ MISTAKES: list[tuple[str, Callable[[], list[FeatureGroup]], tuple[str, ...]]] = 
       "string or long fields")),
     ("entity name in capitals", with_entity(Entity("Merchant", keys=("merchant_id",))),
      ("entity 'Merchant'", "lower case letters")),
+    ("entity name taken by the score hashes", with_entity(Entity("score", keys=("merchant_id",))),
+     ("entity 'score'", "taken by the Redis layout", "rename the entity")),
     ("two entities of one name",
      lambda: [group(), group(name="h", entity=Entity("merchant", keys=("payment_id",)))],
      ("entity 'merchant'", "two different entities share this name", "rename one")),

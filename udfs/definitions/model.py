@@ -31,6 +31,7 @@ from typing import Any
 
 from featurestream.udfs.definitions.filters import NULL_OPS, ORDERED_OPS, VALUE_OPS, Filter
 from featurestream.udfs.durations import parse_duration_ms
+from featurestream.udfs.store.redis_layout import RESERVED_ENTITY_NAMES
 
 LIFETIME = "lifetime"  # the window that never expires (its state lives as long as the entity)
 FIELD_TYPES = ("string", "long", "double", "boolean")
@@ -241,6 +242,9 @@ def validate(groups: Iterable[FeatureGroup]) -> Definitions:
                                   "declare one source per topic")
     for entity in entities.values():
         _check_name("entity", entity.name, f"entity {entity.name!r}")
+        if entity.name in RESERVED_ENTITY_NAMES:
+            raise DefinitionError(f"entity {entity.name!r}: the name is taken by the Redis "
+                                  "layout (score hashes); rename the entity")
         if not entity.keys:
             raise DefinitionError(f"entity {entity.name!r}, field 'keys': name at least one "
                                   "event field")
