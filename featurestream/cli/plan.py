@@ -109,8 +109,6 @@ def warm_up(change: FeatureChange, changed: bool = False) -> str:
         text, until = f"{start}; never complete: it misses history", "for good"
     else:
         text, until = f"{start}; warms up for {duration(change.complete_after_ms)}", "until then"
-    if change.whole_entity:  # the job marks no feature of an entity new to its state warming up
-        return f"{text} (a new entity's rows do not say so)"
     return f"{text} (reported as warming up {until})"
 
 

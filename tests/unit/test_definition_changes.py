@@ -202,6 +202,24 @@ def test_changed_entity_keys_are_refused_with_the_fix() -> None:
             touch()
 
 
+def test_an_entity_added_to_running_state_warms_up() -> None:
+    """The job read earlier events without counting them for a new entity: its rows say so, from
+    the shard's latest event time, or (a shard that held no state) its first event after."""
+    items = FeatureGroup("item_activity", Entity("item", ("item_id",)), EVENTS, (
+        Feature("events_5m", "count", window="5m"),))
+    harness, first, events = upgraded(user_definitions(("1m", "1h")), users_with(items),
+                                      cut=100, total=120, shards=2)
+    item_rows = [row for key, row in harness.rows[first:] if key.startswith("item:")]
+    assert "warming_up" in item_rows[0]
+    for row in item_rows:
+        if "warming_up" in row:
+            until = row["warming_up"]["events_5m"]
+            assert until > row["as_of"]
+            assert events[99].ts - 60_000 <= until - 5 * 60_000 <= row["as_of"]
+        else:  # a full window after the change
+            assert row["as_of"] >= events[99].ts + 4 * 60_000
+
+
 def test_a_removed_entity_leaves_the_state_and_later_expiries_pass() -> None:
     items = FeatureGroup("item_activity", Entity("item", ("item_id",)), EVENTS, (
         Feature("events_5m", "count", window="5m"),

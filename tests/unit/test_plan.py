@@ -181,7 +181,7 @@ def test_the_printed_plan() -> None:
         "      starts empty; never complete: it misses history (reported as warming up for "
         "good)",
         "  + item.views_90m = count() over 90m of events  (new entity item)",
-        "      starts empty; warms up for 1h30m (a new entity's rows do not say so)",
+        "      starts empty; warms up for 1h30m (reported as warming up until then)",
         "  ~ user.views_1m = count() over 1m of events where eq('event_type', 'view')",
         "      -> count() over 1m of events where eq('event_type', 'click')",
         "      restarts empty; warms up for 1m (reported as warming up until then)",

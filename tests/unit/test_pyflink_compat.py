@@ -142,7 +142,7 @@ def test_a_shard_record_is_keyed_into_the_key_group_shard_keys_picked(
     def row_of(key: int) -> Any:
         return jvm.org.apache.flink.types.Row.of(to_jarray(jvm.java.lang.Object, [key]))
 
-    event = ShardEvent("u", 1_700_000_000_000, 0, None, None, b"frame")
+    event = ShardEvent("user", "user:u", 1_700_000_000_000, 0, ("view", None, None), b"frame")
     for shards, max_parallelism in ((16, 128), (7, 4096), (1, 128)):
         for shard, key in enumerate(shard_keys(shards, max_parallelism)):
             for record in (shard_record(key, [event]), checkpoint_marker(key)):
@@ -161,18 +161,20 @@ def test_the_feature_job_builds_with_two_python_operators(
     """``java_builder``, ``java_operator``, ``key_by_in_java`` and ``side_output`` in the
     feature job's graph: no Python timestamp, key-by or identity map operators."""
     frames = kafka_frames(env)
-    build_feature_job(frames, framed_sink("127.0.0.1:9", {}), Settings())
+    settings = Settings()
+    build_feature_job(frames, framed_sink("127.0.0.1:9", {}), settings,
+                      settings.load_definitions())
     nodes = {node["id"]: node for node in json.loads(env.get_execution_plan())["nodes"]}
     names = [node["contents"] for node in nodes.values()]
     assert names == ["Source: events", "batch frames", "decode and shard events", "event time",
-                     "key by shard", "user features -> redis", "events dlq: Writer",
+                     "key by shard", "entity features -> redis", "events dlq: Writer",
                      "events dlq: Committer"]
     by_name = {node["contents"]: node for node in nodes.values()}
     edges = {(nodes[p["id"]]["contents"], name, p["ship_strategy"])
              for name, node in by_name.items() for p in node.get("predecessors", [])}
-    assert {("key by shard", "user features -> redis", "HASH"),
+    assert {("key by shard", "entity features -> redis", "HASH"),
             ("decode and shard events", "events dlq: Writer", "FORWARD"),
-            ("user features -> redis", "events dlq: Writer", "FORWARD")} <= edges
+            ("entity features -> redis", "events dlq: Writer", "FORWARD")} <= edges
 
 
 def test_java_operators_and_table_conversion_keep_their_types(

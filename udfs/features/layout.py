@@ -39,7 +39,17 @@ class EntityLayout:
 
     keys: list[str]
     layouts: dict[str, list[str]] = field(default_factory=dict)
-    since: dict[str, int] = field(default_factory=dict)
+    # accumulator signature -> event time it counts from; None: from the shard's first event
+    # after the change (the shard held no state when it was made)
+    since: dict[str, int | None] = field(default_factory=dict)
+
+    def start_pending(self, ts: int) -> bool:
+        """Record ``ts`` as the start of accumulators still waiting for their first event;
+        True if there were any."""
+        pending = [sig for sig, start in self.since.items() if start is None]
+        for sig in pending:
+            self.since[sig] = ts
+        return bool(pending)
 
 
 @dataclass
@@ -73,16 +83,18 @@ def reconcile(stored: ShardLayout | None, plans: Mapping[str, EntityPlan], shard
     """The layout to run with: ``stored`` extended with the current plans' layouts.
 
     Accumulators that are new to existing state count from ``now`` (the shard's latest event
-    time; None when the shard holds no state, so nothing is missing and the earlier layouts
-    are forgotten). An accumulator is new unless every stored layout has it or it is already
-    counting from a recorded time: one removed and added back starts empty again. Raises
-    :class:`StoredLayoutMismatch` for changes that cannot be carried over.
+    time), or, when the shard holds no state, from its first event after the change (they are
+    pending: :meth:`EntityLayout.start_pending`): the job read earlier events without counting
+    them, and a longer window or a lifetime one would have held some. An accumulator is new
+    unless every stored layout has it or it is already counting from a recorded time (one
+    removed and added back starts empty again); so is every accumulator of an entity the stored
+    layout does not have. Raises :class:`StoredLayoutMismatch` for changes that cannot be
+    carried over.
     """
-    fresh = ShardLayout(shards, {name: EntityLayout(list(plan.entity.keys),
-                                                    {plan.layout_id: plan.layout})
-                                 for name, plan in plans.items()})
     if stored is None:
-        return fresh
+        return ShardLayout(shards, {name: EntityLayout(list(plan.entity.keys),
+                                                       {plan.layout_id: plan.layout})
+                                    for name, plan in plans.items()})
     if stored.shards != shards:
         raise StoredLayoutMismatch(
             f"this state was written with {stored.shards} state shards, but "
@@ -92,21 +104,18 @@ def reconcile(stored: ShardLayout | None, plans: Mapping[str, EntityPlan], shard
     for name, plan in plans.items():
         old = stored.entities.get(name)
         keys = list(plan.entity.keys)
-        if old is None:
-            entities[name] = EntityLayout(keys, {plan.layout_id: plan.layout})
-            continue
-        if old.keys != keys:
+        if old is not None and old.keys != keys:
             raise StoredLayoutMismatch(
                 f"entity {name!r}: its stored state is keyed by {', '.join(old.keys)}, the "
                 f"definitions key it by {', '.join(keys)}: the stored ids would mean something "
                 f"else. Keep the keys, or give the new key a new entity name (it starts empty)")
-        if now is None:
-            continue
-        kept = set(plan.layout).intersection(*old.layouts.values())
-        since = {sig: t for sig, t in old.since.items() if sig in plan.layout}
+        layouts = {} if old is None or now is None else dict(old.layouts)  # still referenced
+        kept = set() if old is None else set(plan.layout).intersection(*old.layouts.values())
+        since = {} if old is None else {sig: t for sig, t in old.since.items()
+                                        if sig in plan.layout}
         since.update({sig: now for sig in plan.layout if sig not in kept and sig not in since})
-        entities[name] = EntityLayout(keys, {**old.layouts, plan.layout_id: plan.layout}, since)
-    return fresh if now is None else ShardLayout(shards, entities)
+        entities[name] = EntityLayout(keys, {**layouts, plan.layout_id: plan.layout}, since)
+    return ShardLayout(shards, entities)
 
 
 def convert(windows: list, from_layout: list[str], plan: EntityPlan, empty: list) -> list:
@@ -138,10 +147,11 @@ def convert(windows: list, from_layout: list[str], plan: EntityPlan, empty: list
     return out
 
 
-def warming(plan: EntityPlan, since: Mapping[str, int]) -> list[tuple[str, int | None]]:
+def warming(plan: EntityPlan, since: Mapping[str, int | None]) -> list[tuple[str, int | None]]:
     """The features still warming up, with when they are complete (None: never, a lifetime
     aggregation added to existing state); compared with each row's ``as_of``. A ratio warms
-    up as long as what it divides does (ratios come after the features they read)."""
+    up as long as what it divides does (ratios come after the features they read). Pending
+    starts (None) must be recorded first: a row exists only after an event."""
     ends: dict[str, int | None] = {}
     for feature in plan.features:
         f = feature.feature
@@ -152,9 +162,10 @@ def warming(plan: EntityPlan, since: Mapping[str, int]) -> list[tuple[str, int |
             continue
         starts = [since[sig] for p in feature.accumulators
                   if (sig := plan.accumulators[p].signature) in since]
-        if starts:
+        known = [t for t in starts if t is not None]
+        if known:
             length = feature.length_ms
-            ends[f.name] = None if length is None else max(starts) + length
+            ends[f.name] = None if length is None else max(known) + length
     return list(ends.items())
 
 

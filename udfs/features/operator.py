@@ -111,6 +111,9 @@ class FeatureShardOperator:
         shard = self._shard(key, state)
         shard_record = decode_shard_record(record)
         if shard_record.is_checkpoint_marker:
+            if shard.layout_changed:
+                state.put(LAYOUT_ENTRY, shard.layout.to_bytes())
+                shard.layout_changed = False
             states = shard.take_states()
             state.put_all(states.stored.items())
             for gone in states.removed:

@@ -48,9 +48,12 @@ class EntityShard:
 
     def __init__(self, processors: Mapping[str, FeatureProcessor], layout: ShardLayout) -> None:
         self._processors = processors
-        self._layout = layout
+        self.layout = layout
+        self.layout_changed = False  # a pending start was recorded: store the layout again
         self._warming = {name: warming(p.plan, layout.entities[name].since)
                          for name, p in processors.items()}
+        self._pending = {name for name, entity in layout.entities.items()
+                         if None in entity.since.values()}
         self.entities: dict[str, EntityState] = {}
         self._expiries: list[tuple[int, str]] = []  # (expiry, key); stale entries skipped
         self._changed: set[str] = set()  # rows to build at the end of the bundle
@@ -65,7 +68,7 @@ class EntityShard:
         for key, (state, windows) in stored:
             processor = self._processors[entity_of(key)]
             if state.layout != processor.layout_id:
-                from_layout = self._layout.entities[entity_of(key)].layouts[state.layout]
+                from_layout = self.layout.entities[entity_of(key)].layouts[state.layout]
                 windows = convert(windows, from_layout, processor.plan,
                                   processor.empty_stored())
                 state.layout = processor.layout_id
@@ -84,8 +87,11 @@ class EntityShard:
         """Count each event for its entity; returns the events rejected (late or expired)."""
         processors = self._processors
         entities = self.entities
+        pending = self._pending
         rejected = []
         for event in events:
+            if pending and event.entity in pending:
+                self._start(event.entity, event.ts)
             key = event.key
             processor = processors[event.entity]
             state = processor.accept(entities.get(key), event.ts, event.source, event.values,
@@ -168,6 +174,14 @@ class EntityShard:
                 stored[key] = self._processors[entity_of(key)].to_bytes(state)
         self._dirty.clear()
         return ShardStates(stored, removed)
+
+    def _start(self, entity: str, ts: int) -> None:
+        """The shard's first event after a change: pending accumulators count from ``ts``."""
+        self.layout.entities[entity].start_pending(ts)
+        self._warming[entity] = warming(self._processors[entity].plan,
+                                        self.layout.entities[entity].since)
+        self._pending.discard(entity)
+        self.layout_changed = True
 
     def _row(self, key: str, state: EntityState) -> Row:
         entity = entity_of(key)
