@@ -1,11 +1,12 @@
 """A team's own events and features on the real stack.
 
-A payments source that is not the built-in contract, two entities (merchant, card), filters,
-and most aggregation kinds; records produced as Avro and as JSON. Every row in Redis equals an
-oracle written here, independently of the engine. Then the definitions change under the running
-job (stop with a savepoint, add a window and a feature, remove another, resume): unchanged
-features continue exactly, the new one reports warming up, the removed one is gone, nothing
-crashes.
+A payments source that is not the built-in contract and a refunds source with another schema on
+a second topic, two entities (merchant, card: the merchant's row draws on both sources),
+filters, and most aggregation kinds; records produced as Avro and as JSON. Every row in Redis
+equals an oracle written here, independently of the engine. Then the definitions change under
+the running job (stop with a savepoint, add a window and a feature, remove another, resume):
+unchanged features continue exactly, the new one reports warming up, the removed one is gone,
+nothing crashes.
 """
 
 from __future__ import annotations
@@ -43,8 +44,15 @@ from featurestream.definitions import Entity, Feature, FeatureGroup, Source, all
 payments = Source("payments", topic="{topic}", timestamp="paid_at", fields={{
     "payment_id": "string", "merchant_id": "string", "card_id": "string?",
     "amount": "double", "status": "string", "country": "string", "paid_at": "long"}})
+refunds = Source("refunds", topic="{topic}.refunds", timestamp="refunded_at", fields={{
+    "refund_id": "string", "merchant_id": "string", "amount": "double", "refunded_at": "long"}})
 merchant = Entity("merchant", keys=("merchant_id",))
 card = Entity("card", keys=("card_id",))
+
+merchant_refunds = FeatureGroup("merchant_refunds", merchant, refunds, [
+    Feature("refunds_1h", "count", window="1h"),
+    Feature("refunded_1h", "sum", field="amount", window="1h"),
+])
 
 merchant_activity = FeatureGroup("merchant_activity", merchant, payments, [
     Feature("payments_5m", "count", window="5m"),
@@ -81,7 +89,7 @@ def payments(seed: int, count: int, start: int, span_ms: int) -> list[dict[str, 
     """Payments in event-time order (unique times), a few out of order by < 2 s."""
     rnd = random.Random(seed)
     times = sorted(rnd.sample(range(start, start + span_ms), count))
-    records = []
+    records: list[dict[str, Any]] = []
     for i, ts in enumerate(times):
         if i and rnd.random() < 0.05:
             ts = max(times[i - 1] - rnd.randint(1, 2000), start)
@@ -97,6 +105,14 @@ def payments(seed: int, count: int, start: int, span_ms: int) -> list[dict[str, 
     return records
 
 
+def refunds(seed: int, count: int, start: int, span_ms: int) -> list[dict[str, Any]]:
+    """Refunds at unique times, in order."""
+    rnd = random.Random(seed)
+    return [{"refund_id": f"r{seed}-{i}", "merchant_id": f"m{rnd.randint(0, 7)}",
+             "amount": round(rnd.uniform(1, 50), 2), "refunded_at": ts}
+            for i, ts in enumerate(sorted(rnd.sample(range(start, start + span_ms), count)))]
+
+
 # -- The oracle: the window rule of docs/features.md, by brute force ----------------------
 
 
@@ -108,10 +124,12 @@ def in_window(ts: int, as_of: int, window: str) -> bool:
     return (as_of // hop + 1) * hop - length <= ts <= as_of
 
 
-def merchant_row(events: list[dict[str, Any]], as_of: int, changed: bool,
-                 since: int | None = None) -> dict[str, Any]:
+def merchant_row(events: list[dict[str, Any]], returned: list[dict[str, Any]], as_of: int,
+                 changed: bool, since: int | None = None) -> dict[str, Any]:
     def during(window: str) -> list[dict[str, Any]]:
         return [e for e in events if in_window(e["paid_at"], as_of, window)]
+
+    hour_of_refunds = [r for r in returned if in_window(r["refunded_at"], as_of, "1h")]
 
     row: dict[str, Any] = {
         "payments_5m": len(during("5m")),
@@ -122,6 +140,8 @@ def merchant_row(events: list[dict[str, Any]], as_of: int, changed: bool,
         "amount_sum_1h": sum(e["amount"] for e in during("1h")),
         "cards_1h": len({e["card_id"] for e in during("1h") if e["card_id"] is not None}),
         "payments_total": len(during("lifetime")),
+        "refunds_1h": len(hour_of_refunds),
+        "refunded_1h": sum(r["amount"] for r in hour_of_refunds),
     }
     if changed:  # counts only what arrived after the change
         row["payments_15m"] = sum(e["paid_at"] >= (since or 0) for e in during("15m"))
@@ -160,7 +180,7 @@ def produce(settings: Settings, source: Source, records: list[dict[str, Any]]) -
     with EventProducer(settings, topic=source.topic) as producer:
         for i, record in enumerate(records):
             value = encoder.json(record) if i % 3 == 0 else encoder.avro(record)
-            producer.send(record["merchant_id"], value, record["paid_at"])
+            producer.send(record["merchant_id"], value, record[source.timestamp])
     assert producer.failed == 0
 
 
@@ -193,12 +213,15 @@ def by_entity(records: list[dict[str, Any]], field: str) -> dict[str, list[dict[
     return grouped
 
 
-def check_rows(rows: dict[str, dict], records: list[dict[str, Any]], changed: bool,
-               since: int | None = None) -> None:
+def check_rows(rows: dict[str, dict], records: list[dict[str, Any]],
+               returned: list[dict[str, Any]], changed: bool, since: int | None = None) -> None:
+    refunds_of = by_entity(returned, "merchant_id")
     for merchant, events in by_entity(records, "merchant_id").items():
         row = rows[f"merchant:{merchant}"]
         assert row["as_of"] >= max(e["paid_at"] for e in events)
-        assert_equal(row, merchant_row(events, row["as_of"], changed, since), merchant)
+        expected = merchant_row(events, refunds_of.get(merchant, []), row["as_of"], changed,
+                                since)
+        assert_equal(row, expected, merchant)
         assert ("amount_min_1h" in row) is not changed, merchant
     for card, events in by_entity(records, "card_id").items():
         row = rows[f"card:{card}"]
@@ -210,7 +233,8 @@ def test_own_events_two_entities_and_a_live_definition_change(stack: LocalStack,
     name = "userdefs"
     path = write_definitions(tmp_path / "payments.py", f"{name}.payments", changed=False)
     settings = isolated(stack, name, definitions=str(path))
-    source = settings.load_definitions().sources[0]
+    sources = {s.name: s for s in settings.load_definitions().sources}
+    source, refund_source = sources["payments"], sources["refunds"]
     rest = FlinkRest(settings.flink_rest_url)
     first = payments(seed=1, count=600, start=T0, span_ms=20 * MINUTE)
     merchants = sorted({f"merchant:{r['merchant_id']}" for r in first})
@@ -219,6 +243,8 @@ def test_own_events_two_entities_and_a_live_definition_change(stack: LocalStack,
     job_id = submit_job(settings, "features")
     try:
         produce(settings, source, first)
+        returned = refunds(seed=3, count=80, start=T0, span_ms=20 * MINUTE)
+        produce(settings, refund_source, returned)
         with EventProducer(settings, topic=source.topic) as producer:  # bad records
             producer.send("m0", b'{"payment_id": "x", "amount": 1.0}', T0)
             producer.send("m0", b'{"payment_id": "y", "merchant_id": "", "card_id": null,'
@@ -227,7 +253,7 @@ def test_own_events_two_entities_and_a_live_definition_change(stack: LocalStack,
         newest = max(r["paid_at"] for r in first)
         rows = wait_for_rows(settings, merchants + cards, lambda rows: True,
                              lambda: job_diagnostics(settings, job_id))
-        check_rows(rows, first, changed=False)
+        check_rows(rows, first, returned, changed=False)
         dlq = read_topic(settings, settings.events_dlq_topic, settings.topic_partitions)
         classes = sorted(dict(m.headers())[HEADER_EXCEPTION_CLASS].decode() for m in dlq)
         assert classes == ["InvalidValue", "SchemaViolation"], classes
@@ -256,7 +282,7 @@ def test_own_events_two_entities_and_a_live_definition_change(stack: LocalStack,
             warming = rows[key].get("warming_up")
             assert warming is not None and "payments_15m" in warming, (key, rows[key])
             assert warming["payments_15m"] > rows[key]["as_of"], (key, warming)
-        check_rows(rows, everything, changed=True, since=newest + 1)
+        check_rows(rows, everything, returned, changed=True, since=newest + 1)
         assert job_exceptions(settings, job_id) == [], job_diagnostics(settings, job_id)
     finally:
         cancel_job(settings, job_id)
