@@ -115,12 +115,7 @@ def compile_feed(plan: EntityPlan, source: int, accumulators: Sequence[Accumulat
             if not always:
                 code += "\ntook = True"
             body.append(f"if {' and '.join(tests)}:\n{_indent(code, 1)}" if tests else code)
-        record = "" if always else "    " + (
-            "sizes = window[0]\n    sizes[k] = sizes.get(k, 0) + 1\n" if anchor is None
-            else "sizes = window[0]\n    if k not in sizes:\n        sizes[k] = 0\n")
-        body.append(("" if always else "if took:\n") + record + (
-            "    " if not always else "") + "if window[1] is None or k < window[1]:\n"
-            + ("    " if not always else "") + "    window[1] = k")
+        body.append(_record_bucket(always, anchor is not None))
         hop = window.hop_ms
         if hop is None:
             lines.append(f"    k = 0\n{_indent(chr(10).join(body), 1)}")
@@ -129,6 +124,19 @@ def compile_feed(plan: EntityPlan, source: int, accumulators: Sequence[Accumulat
                          f"    if k > as_of // {hop} - {BUCKETS_PER_WINDOW}:\n"
                          f"{_indent(chr(10).join(body), 2)}")
     return _compile("\n".join(lines), "feed", ns)
+
+
+def _record_bucket(always: bool, anchored: bool) -> str:
+    """Record bucket ``k`` in the window (its oldest bucket, and its bucket record unless an
+    anchor that took the event already holds it); without ``always``, only if ``took``."""
+    lines = []
+    if not always:
+        lines.append("sizes = window[0]")
+        lines.append("if k not in sizes:\n    sizes[k] = 0" if anchored
+                     else "sizes[k] = sizes.get(k, 0) + 1")
+    lines.append("if window[1] is None or k < window[1]:\n    window[1] = k")
+    code = "\n".join(lines)
+    return code if always else f"if took:\n{_indent(code, 1)}"
 
 
 def compile_expire(accumulators: Sequence[Accumulator], window_slots: Sequence[int]) -> Expire:

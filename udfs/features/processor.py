@@ -61,16 +61,16 @@ class FeatureProcessor:
         self.layout_id = plan.layout_id
         self._accumulators = [spec.make() for spec in plan.accumulators]
         windows = plan.windows
-        self._hops: list[int | None] = [w.hop_ms for w in windows]
         self._slots = plan.slots
         self._anchors = plan.anchors
         self._feeds = [compile_feed(plan, source, self._accumulators)
                        for source in range(len(plan.sources))]
         self._expires = [compile_expire(self._accumulators, slots) for slots in self._slots]
-        sliding = [i for i, hop in enumerate(self._hops) if hop is not None]
-        self._sliding: list[tuple[int, int]] = [(i, hop) for i, hop in enumerate(self._hops)
-                                                 if hop is not None]
-        self._largest = sliding[-1] if sliding and len(sliding) == len(windows) else None
+        # (window, hop) of the sliding windows, shortest first; the largest decides which events
+        # are too old to count, unless a lifetime window takes everything
+        self._sliding = [(i, w.hop_ms) for i, w in enumerate(windows) if w.hop_ms is not None]
+        self._largest = (self._sliding[-1] if self._sliding
+                         and len(self._sliding) == len(windows) else None)
         self.row: RowOf = compile_row(plan, self._accumulators)  # the entity's row, as of as_of
 
     def new_windows(self) -> list[WindowState]:
@@ -104,7 +104,7 @@ class FeatureProcessor:
             return Problem(
                 Stage.WINDOW, ErrorClass.EXPIRED_EVENT,
                 f"event time {ts} is older than the largest window "
-                f"({self.plan.windows[self._largest].name}) as of the row at {state.as_of}",
+                f"({self.plan.windows[self._largest[0]].name}) as of the row at {state.as_of}",
             )
         self._feeds[source](state.windows, ts, values, state.as_of)
         if state.last_event_ts is None or ts > state.last_event_ts:
@@ -157,8 +157,7 @@ class FeatureProcessor:
                 and all(window[1] is None for window in state.windows))
 
     def _first_live_ts(self, as_of: int) -> int:
-        hop = self._hops[self._largest]  # type: ignore[index]
-        assert hop is not None
+        hop = self._largest[1]  # type: ignore[index]
         return (as_of // hop - BUCKETS_PER_WINDOW + 1) * hop
 
     # -- Stored form ------------------------------------------------------------------------
