@@ -14,6 +14,7 @@ import pytest
 
 from featurestream.cli.train import TrainingRun, model_features, train
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events, make_users
+from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.definitions.defaults import (
@@ -24,7 +25,14 @@ from featurestream.udfs.definitions.defaults import (
     user_features,
 )
 from featurestream.udfs.definitions.filters import eq
-from featurestream.udfs.definitions.model import Definitions, Feature, FeatureGroup, validate
+from featurestream.udfs.definitions.model import (
+    Definitions,
+    Entity,
+    Feature,
+    FeatureGroup,
+    Source,
+    validate,
+)
 from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
 from featurestream.udfs.scoring.vector import FeatureCatalog
 from featurestream.udfs.wire.dead_letters import Problem
@@ -124,6 +132,16 @@ def test_other_entities_features_are_qualified_and_strings_left_out() -> None:
     data = build_dataset(examples, plan, defaults)
     column = names.index("item.views_1h")
     assert data.vectors[:, column].max() > 0, "item rows reach the vectors"
+
+
+def test_definitions_without_the_builtin_events_cannot_train() -> None:
+    payments = Source("payments", topic="payments", fields={"merchant_id": "string",
+                                                             "amount": "double", "ts": "long"})
+    definitions = validate([FeatureGroup("merchant_activity", Entity("merchant", ("merchant_id",)),
+                                         payments, (Feature("payments_1h", "count",
+                                                            window="1h"),))])
+    with pytest.raises(UserFacingError, match="no feature from the built-in events"):
+        model_features(definitions)
 
 
 def test_roc_auc_matches_the_pairwise_definition() -> None:
