@@ -32,7 +32,7 @@ from pydantic_settings.sources.utils import parse_env_vars
 
 from featurestream.settings import kafka
 from featurestream.udfs.contract.events import EVENT_TYPES
-from featurestream.udfs.contract.schema_registry import RegistryConfig
+from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.definitions.load import load_definitions
 from featurestream.udfs.definitions.model import DefinitionError, Definitions
 from featurestream.udfs.durations import parse_duration_ms
@@ -210,9 +210,11 @@ class Settings(BaseSettings):
 
     def load_definitions(self) -> Definitions:
         """The validated feature definitions; a mistake in them is one :class:`SettingsError`
-        naming ``FEATURESTREAM_DEFINITIONS``, the definition, the field and the fix."""
+        naming ``FEATURESTREAM_DEFINITIONS``, the definition, the field and the fix. Sources
+        declared with ``registry_subject`` get their schema from :attr:`schema_registry`."""
         try:
-            return load_definitions(self.definitions, self.windows, self.events_topic)
+            return load_definitions(self.definitions, self.windows, self.events_topic,
+                                    lambda: registry_for(self.schema_registry))
         except DefinitionError as exc:
             # load_definitions starts its messages with the location, which _bad shows already
             detail = str(exc).removeprefix(f"{self.definitions}: ")

@@ -1,6 +1,7 @@
 """Definitions: every mistake is one message naming the definition, the field and the fix;
-loading from a file or a module (Avro field types included); the built-in defaults; the
-fingerprint; the example of docs/examples; compiled filters against a brute-force oracle.
+loading from a file or a module (Avro field types included, from a file or a registry
+subject); the built-in defaults; the fingerprint; the example of docs/examples; compiled
+filters against a brute-force oracle.
 
 The mistake table starts from one valid set of declarations (:func:`valid`) and breaks one
 thing per row; each row's fragments must all appear in the message.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from featurestream.settings import Settings, SettingsError
+from featurestream.udfs.contract.schema_registry import (
+    FileSchemaRegistry,
+    SchemaRegistryError,
+    canonical_json,
+)
 from featurestream.udfs.definitions.defaults import default_definitions
 from featurestream.udfs.definitions.filters import (
     Condition,
@@ -106,6 +113,16 @@ MISTAKES: list[tuple[str, Callable[[], list[FeatureGroup]], tuple[str, ...]]] = 
      ("source 'payments', field 'timestamp'", "of type 'long?'", "non-null long")),
     ("source without a topic", with_source(topic=""),
      ("source 'payments', field 'topic'", "name the Kafka topic")),
+    ("registry subject not fetched", with_source(registry_subject="payments-value"),
+     ("source 'payments', field 'registry_subject'", "subject 'payments-value' was not fetched",
+      "load the definitions with load_definitions")),
+    ("registry subject empty", with_source(registry_subject=""),
+     ("source 'payments', field 'registry_subject'", "'' is not a subject name",
+      "registry_subject='payments-value'")),
+    ("registry subject and avro file",
+     with_source(registry_subject="payments-value", avro="p.avsc", schema_json="{}"),
+     ("source 'payments', field 'registry_subject'", "also names the Avro file 'p.avsc'",
+      "remove the other")),
     ("two sources on one topic",
      lambda: [group(), group(name="h", source=replace(PAYMENTS, name="refunds"))],
      ("source 'refunds', field 'topic'", "also source 'payments'", "one source per topic")),
@@ -413,6 +430,87 @@ def test_the_built_in_schema_is_found_by_name(tmp_path: Path) -> None:
                                   "amount": "double?", "ts": "long", "context": "other"}
 
 
+def registry_of(tmp_path: Path, versions: dict[int, Any],
+                subject: str = "clicks-value") -> FileSchemaRegistry:
+    """A file-backed registry listing ``versions`` (id -> schema, oldest first) under
+    ``subject``, with its manifest in ``tmp_path``."""
+    entries = []
+    for schema_id, schema in versions.items():
+        (tmp_path / f"s{schema_id}.avsc").write_text(json.dumps(schema))
+        entries.append({"id": schema_id, "file": f"s{schema_id}.avsc"})
+    (tmp_path / "registry.json").write_text(json.dumps({subject: entries}))
+    return FileSchemaRegistry(tmp_path / "registry.json")
+
+
+REGISTRY_CLICKS = HEADER + textwrap.dedent("""
+    clicks = Source("clicks", topic="clicks", registry_subject="clicks-value",
+                    fields={"page": "string"})
+    user = Entity("user", keys="user_id")
+    pages = FeatureGroup("pages", user, clicks, [
+        Feature("pages_1h", "distinct", field="page", window="1h"),
+        Feature("premium_1h", "count", window="1h", where=eq("premium", True)),
+    ])
+""")
+
+
+def test_registry_sources_get_their_field_types_from_the_latest_schema(tmp_path: Path) -> None:
+    older = {**AVRO, "fields": AVRO_FIELDS[:2]}
+    registry = registry_of(tmp_path, {7: older, 8: AVRO})
+    built = []
+
+    def build() -> FileSchemaRegistry:
+        built.append(1)
+        return registry
+
+    definitions = load_definitions(write(tmp_path, REGISTRY_CLICKS), ("1h",), "events", build)
+    source = definitions.sources[0]
+    assert source.field_types == {**AVRO_TYPES, "page": "string"}  # declared fields win
+    assert source.registry_subject == "clicks-value" and source.avro is None
+    assert source.schema_json == canonical_json(registry.schema_by_id(8))
+    assert json.loads(source.schema_json)["name"] == "Click"
+    assert pickle.loads(pickle.dumps(definitions)) == definitions
+    assert built == [1]  # the registry is built once, and only when a source names a subject
+    load_definitions(write(tmp_path, GOOD), ("1h",), "events",
+                     lambda: pytest.fail("no source names a subject"))
+
+
+def unreachable() -> FileSchemaRegistry:
+    raise SchemaRegistryError("cannot use the schema registry at http://registry:8081: refused")
+
+
+@pytest.mark.parametrize(("text", "registry", "fragments"), [
+    (REGISTRY_CLICKS.replace("clicks-value", "nope-value"), None,
+     ("no schema under subject 'nope-value'", "(subjects: clicks-value, enum-value)",
+      "register the source's Avro schema under 'nope-value'", "here 'clicks-value'")),
+    (REGISTRY_CLICKS, unreachable,
+     ("cannot fetch the latest schema of subject 'clicks-value'", "http://registry:8081: refused",
+      "start the registry or fix the FEATURESTREAM_SCHEMA_REGISTRY_* settings", "fields=",
+      "avro=")),
+    (REGISTRY_CLICKS.replace("clicks-value", "enum-value"), None,
+     ("latest schema of subject 'enum-value' is not an Avro record schema",
+      "register a record schema")),
+    (REGISTRY_CLICKS.replace('registry_subject=', 'avro="s8.avsc", registry_subject='), None,
+     ("also names the Avro file", "s8.avsc", "remove the other")),
+], ids=["subject missing", "registry unreachable", "not a record", "also an avro file"])
+def test_registry_loading_mistakes_name_the_source_and_subject(
+        tmp_path: Path, text: str, registry: Callable[[], FileSchemaRegistry] | None,
+        fragments: tuple[str, ...]) -> None:
+    registry_of(tmp_path, {8: AVRO})
+    manifest = json.loads((tmp_path / "registry.json").read_text())
+    (tmp_path / "enum.avsc").write_text('{"type": "enum", "name": "E", "symbols": ["a"]}')
+    manifest["enum-value"] = [{"id": 9, "file": "enum.avsc"}]
+    (tmp_path / "registry.json").write_text(json.dumps(manifest))
+    location = write(tmp_path, text)
+    with pytest.raises(DefinitionError) as raised:
+        load_definitions(location, ("1h",), "events",
+                         registry or (lambda: FileSchemaRegistry(tmp_path / "registry.json")))
+    message = str(raised.value)
+    assert message.startswith(f"{location}: source 'clicks', field 'registry_subject': ")
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
 # -- Settings --------------------------------------------------------------------------------
 
 
@@ -430,6 +528,28 @@ def test_settings_load_a_definitions_file(tmp_path: Path) -> None:
     assert settings.definitions == location
     assert [g.name for g in settings.load_definitions().groups] == ["activity"]
     assert settings.to_env()["FEATURESTREAM_DEFINITIONS"] == location
+
+
+def test_settings_read_subjects_from_the_configured_registry(tmp_path: Path) -> None:
+    """No registry URL: the file-backed registry of schemas/ (which lists events-value)."""
+    text = HEADER + textwrap.dedent("""
+        events = Source("events", topic="events", registry_subject="events-value")
+        user = Entity("user", keys="user_id")
+        g = FeatureGroup("g", user, events, [Feature("n", "count", window="1h")])
+    """)
+    location = write(tmp_path, text)
+    source = Settings.from_env({"FEATURESTREAM_DEFINITIONS": location}).load_definitions(
+        ).sources[0]
+    assert source.field_types == {"event_id": "string", "user_id": "string",
+                                  "event_type": "string", "item_id": "string?",
+                                  "amount": "double?", "ts": "long", "context": "other"}
+    assert json.loads(source.schema_json or "")["name"] == "io.featurestream.UserEvent"
+    location = write(tmp_path, text.replace('"events-value"', '"payments-value"'))
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env({"FEATURESTREAM_DEFINITIONS": location}).load_definitions()
+    assert str(raised.value).startswith(
+        f"FEATURESTREAM_DEFINITIONS={location!r}: source 'events', field 'registry_subject': "
+        "no schema under subject 'payments-value': not in ")
 
 
 def test_from_env_does_not_load_the_definitions(tmp_path: Path) -> None:
@@ -538,6 +658,29 @@ def test_the_fingerprint_ignores_where_the_files_are(tmp_path: Path) -> None:
         location = write(tmp_path / place, text)
         prints.append(load_definitions(location, ("1h",), "events").fingerprint())
     assert prints[0] == prints[1]
+
+
+def test_a_registry_source_fingerprints_by_subject_and_field_types(tmp_path: Path) -> None:
+    """The same schema under other ids (another registry) gives the same fingerprint; so does
+    other schema text with the same field types, as for Avro files; another subject does not."""
+    def loaded(place: str, schema_id: int) -> Definitions:
+        (tmp_path / place).mkdir()
+        registry = registry_of(tmp_path / place, {schema_id: AVRO})
+        return load_definitions(write(tmp_path / place, REGISTRY_CLICKS), ("1h",), "events",
+                                lambda: registry)
+
+    definitions = loaded("one", 8)
+    assert loaded("two", 12).fingerprint() == definitions.fingerprint()
+
+    def fingerprint_with(source: Source) -> str:
+        return validate([replace(g, source=source) for g in definitions.groups]).fingerprint()
+
+    source = definitions.sources[0]
+    assert source.schema_json is not None
+    documented = source.schema_json.replace('"name":"Click"', '"doc":"clicks","name":"Click"')
+    assert fingerprint_with(replace(source, schema_json=documented)) == definitions.fingerprint()
+    assert fingerprint_with(replace(source, registry_subject="clicks2-value")) != (
+        definitions.fingerprint())
 
 
 # -- The example -----------------------------------------------------------------------------

@@ -1,9 +1,12 @@
-"""Records of declared sources: round trips, rejections, entity ids, the built-in adapter."""
+"""Records of declared sources: round trips, rejections, entity ids, the built-in adapter;
+sources whose schema is a registry subject's (loaded, then decoded and encoded)."""
 
 from __future__ import annotations
 
 import io
 import json
+import pickle
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,14 @@ from featurestream.udfs.contract.records import (
     entity_id,
     is_builtin,
 )
-from featurestream.udfs.contract.schema_registry import HELD_IDS, FileSchemaRegistry
+from featurestream.udfs.contract.schema_registry import (
+    HELD_IDS,
+    FileSchemaRegistry,
+    Schema,
+    canonical_json,
+)
 from featurestream.udfs.definitions.defaults import events_source
+from featurestream.udfs.definitions.load import load_definitions
 from featurestream.udfs.definitions.model import Source
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
@@ -196,6 +205,90 @@ def test_declared_types_win_over_the_avro_schema(tmp_path: Path) -> None:
     rejected(RecordDecoder(strict, registry).decode(
         RecordEncoder(source, registry).avro({**ORDER, "total": None})),
         ErrorClass.SCHEMA_VIOLATION, "field 'total' must be a number, got null")
+
+
+# --- registry sources: the subject's latest schema, carried in the Source, is the reader schema
+
+
+class SpyRegistry:
+    """A registry that records what it is asked (and is no FileSchemaRegistry, so decoders and
+    encoders do not hold schemas in it)."""
+
+    def __init__(self, registry: FileSchemaRegistry) -> None:
+        self._registry = registry
+        self.calls: list[str] = []
+
+    def schema_by_id(self, schema_id: int) -> Schema:
+        self.calls.append(f"schema_by_id {schema_id}")
+        return self._registry.schema_by_id(schema_id)
+
+    def id_for(self, subject: str, schema: Schema) -> int:
+        self.calls.append(f"id_for {subject}")
+        return self._registry.id_for(subject, schema)
+
+    def latest(self, subject: str) -> Schema:
+        self.calls.append(f"latest {subject}")
+        return self._registry.latest(subject)
+
+
+ORDERS_DEFINITIONS = textwrap.dedent("""
+    from featurestream.definitions import *  # noqa: F403
+    orders = Source("orders", topic="orders", registry_subject="orders-value")
+    order = Entity("order", keys="order_id")
+    g = FeatureGroup("g", order, orders, [Feature("n", "count", window="1h")])
+""")
+
+
+def test_a_registry_source_loads_then_decodes_avro_and_json(tmp_path: Path) -> None:
+    """Load (latest version: field types, schema carried), pickle to the job, decode any writer
+    id against the carried reader schema without asking the registry for it, encode under the
+    subject's id."""
+    older = {**ORDER_SCHEMA, "fields": [f for f in ORDER_SCHEMA["fields"] if f["name"] != "total"]}
+    wider = json.loads(json.dumps(ORDER_SCHEMA))
+    wider["fields"][1]["type"]["symbols"].append("refunded")
+    versions = {5: older, 7: wider, 6: ORDER_SCHEMA}  # the latest last
+    for schema_id, schema in versions.items():
+        (tmp_path / f"w{schema_id}.avsc").write_text(json.dumps(schema), encoding="utf-8")
+    (tmp_path / "registry.json").write_text(json.dumps({"orders-value": [
+        {"id": schema_id, "file": f"w{schema_id}.avsc"} for schema_id in versions]}))
+    (tmp_path / "defs.py").write_text(ORDERS_DEFINITIONS)
+    manifest = tmp_path / "registry.json"
+    source = load_definitions(str(tmp_path / "defs.py"), ("1h",), "events",
+                              lambda: FileSchemaRegistry(manifest)).sources[0]
+    assert source.field_types == ORDER_FIELDS
+    job_side = pickle.loads(pickle.dumps(source))
+    spy = SpyRegistry(FileSchemaRegistry(manifest))
+    decoder = decoder_for(job_side, spy)
+    assert isinstance(decoder, RecordDecoder)
+    assert decoder.decode(frame(6, ORDER_SCHEMA, ORDER)) == ORDER
+    assert decoder.decode(frame(5, older, ORDER)) == {**ORDER, "total": None}
+    assert decoder.decode(json.dumps(ORDER).encode()) == ORDER
+    rejected(decoder.decode(frame(7, wider, {**ORDER, "status": "refunded"})),
+             ErrorClass.INCOMPATIBLE_SCHEMA, "schema id 7 cannot be read as shop.Order")
+    assert spy.calls == ["schema_by_id 6", "schema_by_id 5", "schema_by_id 7"]
+    raw = RecordEncoder(source, FileSchemaRegistry(manifest)).avro(ORDER)
+    assert raw[:5] == b"\x00\x00\x00\x00\x06"  # the subject's latest id
+    assert decoder.decode(raw) == ORDER
+
+
+HELD = FileSchemaRegistry()
+HELD.register("orders-value", ORDER_SCHEMA)  # a subject registered in memory
+REGISTRY_ORDERS = Source("orders", topic="orders", fields=ORDER_FIELDS,
+                         registry_subject="orders-value",
+                         schema_json=canonical_json(HELD.latest("orders-value")))
+orders = st.fixed_dictionaries({
+    "order_id": texts, "status": st.sampled_from(["open", "paid"]),
+    "total": st.none() | doubles, "ts": longs})
+
+
+@given(orders)
+def test_registry_sources_round_trip(record: dict[str, Any]) -> None:
+    encoder = RecordEncoder(REGISTRY_ORDERS, HELD)
+    decoder = RecordDecoder(REGISTRY_ORDERS, HELD)
+    assert decoder.decode(encoder.avro(record)) == record
+    assert decoder.decode(encoder.json(record)) == record
+    assert HELD.id_for("orders-value", ORDER_SCHEMA) == int.from_bytes(
+        encoder.avro(record)[1:5], "big")
 
 
 # --- rejections -------------------------------------------------------------------------------

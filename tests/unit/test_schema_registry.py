@@ -9,26 +9,33 @@ import re
 import socket
 import ssl
 import subprocess
+import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import fastavro
 import pytest
 from pydantic import SecretStr
 
 from featurestream.schemas import load_schema
+from featurestream.settings import Settings, SettingsError
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.confluent_registry import ConfluentSchemaRegistry
 from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.records import RecordDecoder, RecordEncoder
 from featurestream.udfs.contract.schema_registry import (
     FileSchemaRegistry,
     RegistryConfig,
     SchemaNotRegistered,
     SchemaRegistryError,
     UnknownSchemaId,
+    UnknownSubject,
+    canonical_json,
     registry_for,
     schema_json,
 )
@@ -41,11 +48,13 @@ FAST_RETRIES = {"retries": 2, "retry_wait_ms": 1}
 class StubRegistry(BaseHTTPRequestHandler):
     """Just enough of the Confluent Schema Registry API; ids start at 100.
 
-    ``requests`` records ``METHOD /path`` (query strings left out); ``headers`` each request's
-    headers; the first ``failures`` requests are answered 503.
+    ``subjects`` lists each subject's ids, oldest first. ``requests`` records ``METHOD /path``
+    (query strings left out); ``headers`` each request's headers; the first ``failures``
+    requests are answered 503.
     """
 
     schemas: dict[int, str]
+    subjects: dict[str, list[int]]
     requests: list[str]
     headers_seen: list[dict[str, str]]
     failures: list[int]  # one counter, shared by the handler instances
@@ -53,9 +62,17 @@ class StubRegistry(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self._failed("GET"):
             return
-        match = re.fullmatch(r"/schemas/ids/(\d+)", urlsplit(self.path).path)
+        path = urlsplit(self.path).path
+        match = re.fullmatch(r"/schemas/ids/(\d+)", path)
+        latest = re.fullmatch(r"/subjects/([^/]+)/versions/latest", path)
         if match and int(match[1]) in self.schemas:
             self._answer(200, {"schema": self.schemas[int(match[1])]})
+        elif latest and latest[1] in self.subjects:
+            versions = self.subjects[latest[1]]
+            self._answer(200, {"subject": latest[1], "version": len(versions),
+                               "id": versions[-1], "schema": self.schemas[versions[-1]]})
+        elif latest:
+            self._answer(404, {"error_code": 40401, "message": f"Subject '{latest[1]}' not found."})
         else:
             self._answer(404, {"error_code": 40403, "message": "Schema not found"})
 
@@ -64,9 +81,15 @@ class StubRegistry(BaseHTTPRequestHandler):
         if self._failed("POST"):
             return
         text = body["schema"]
-        ids = {v: k for k, v in self.schemas.items()}
-        schema_id = ids.get(text, 100 + len(self.schemas))
-        self.schemas[schema_id] = text
+        # Equal schemas (as JSON, whatever the key order) share an id, as in Confluent's.
+        ids = [k for k, v in self.schemas.items() if json.loads(v) == json.loads(text)]
+        schema_id = ids[0] if ids else 100 + len(self.schemas)
+        self.schemas.setdefault(schema_id, text)
+        subject = re.fullmatch(r"/subjects/([^/]+)/versions", urlsplit(self.path).path)
+        assert subject is not None
+        versions = self.subjects.setdefault(subject[1], [])
+        if schema_id not in versions:
+            versions.append(schema_id)
         self._answer(200, {"id": schema_id})
 
     def _failed(self, method: str) -> bool:
@@ -96,7 +119,7 @@ Stub = tuple[str, type[StubRegistry]]  # base URL, handler class (its schemas an
 @contextmanager
 def serve(tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
     """A stub registry on a free port (HTTPS with ``tls``) until the block ends."""
-    handler = type("Handler", (StubRegistry,), {"schemas": {}, "requests": [],
+    handler = type("Handler", (StubRegistry,), {"schemas": {}, "subjects": {}, "requests": [],
                                                 "headers_seen": [], "failures": [0]})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     if tls is not None:
@@ -247,3 +270,119 @@ def test_registry_for_picks_by_url() -> None:
     assert isinstance(registry_for(RegistryConfig("")), FileSchemaRegistry)
     assert isinstance(registry_for(RegistryConfig("http://registry:8081")),
                       ConfluentSchemaRegistry)
+
+
+# -- The latest version of a subject (sources declared with registry_subject) -----------------
+
+PAYMENT_FIELDS: list[dict[str, Any]] = [
+    {"name": "merchant_id", "type": "string"},
+    {"name": "amount", "type": ["null", "double"], "default": None},
+    {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}}]
+PAYMENT = {"type": "record", "name": "Payment", "namespace": "shop", "fields": PAYMENT_FIELDS}
+PAYMENT_V2 = {**PAYMENT, "fields": [*PAYMENT_FIELDS,
+                                    {"name": "channel", "type": "string", "default": "web"}]}
+DEFINITIONS = textwrap.dedent("""
+    from featurestream.definitions import *  # noqa: F403
+    payments = Source("payments", topic="payments", registry_subject="payments-value")
+    merchant = Entity("merchant", keys="merchant_id")
+    activity = FeatureGroup("activity", merchant, payments, [Feature("n", "count", window="1h")])
+""")
+
+
+def test_file_registry_latest_is_the_subjects_last_version(tmp_path: Path) -> None:
+    for name, schema in (("v1", PAYMENT), ("v2", PAYMENT_V2)):
+        (tmp_path / f"{name}.avsc").write_text(json.dumps(schema), encoding="utf-8")
+    manifest = tmp_path / "registry.json"
+    manifest.write_text(json.dumps({"payments-value": [{"id": 3, "file": "v1.avsc"},
+                                                       {"id": 4, "file": "v2.avsc"}]}))
+    registry = FileSchemaRegistry(manifest)
+    assert canonical_json(registry.latest("payments-value")) == canonical_json(
+        parse_schema_dict(PAYMENT_V2))
+    held = {**PAYMENT, "name": "Held"}
+    registry.register("payments-value", held)
+    assert registry.latest("payments-value")["name"] == "shop.Held"
+    registry.register("clicks-value", held)  # a held schema makes a subject of its own
+    assert registry.latest("clicks-value")["name"] == "shop.Held"
+    with pytest.raises(UnknownSubject, match=r"no schema under subject 'nope-value': not in .*"
+                                             r"registry\.json.*clicks-value, payments-value"):
+        registry.latest("nope-value")
+
+
+def test_canonical_json_is_the_same_for_equal_schemas() -> None:
+    shuffled = json.loads(json.dumps(PAYMENT_V2))
+    shuffled["fields"][1] = dict(reversed(list(shuffled["fields"][1].items())))
+    text = canonical_json(parse_schema_dict(PAYMENT_V2))
+    assert canonical_json(parse_schema_dict(shuffled)) == text
+    assert " " not in text and "__fastavro" not in text
+    assert '"default":"web"' in text  # defaults kept: a reader schema needs them
+
+
+def test_confluent_latest_is_the_subjects_last_version_cached_by_id(stub: Stub) -> None:
+    url, handler = stub
+    registry = confluent(url)
+    assert registry.id_for("payments-value", parse_schema_dict(PAYMENT)) == 100
+    assert registry.id_for("payments-value", parse_schema_dict(PAYMENT_V2)) == 101
+    latest = confluent(url)
+    assert [f["name"] for f in latest.latest("payments-value")["fields"]] == [
+        "merchant_id", "amount", "ts", "channel"]
+    assert latest.schema_by_id(101)["name"] == "shop.Payment"  # no request: cached
+    assert handler.requests[2:] == ["GET /subjects/payments-value/versions/latest"]
+    with pytest.raises(UnknownSubject, match=f"subject 'nope-value': not in the registry at "
+                                             f"{url.rstrip('/')}"):
+        latest.latest("nope-value")
+
+
+def test_a_registry_subject_source_end_to_end(stub: Stub, tmp_path: Path) -> None:
+    """Settings load the definitions with the configured registry (the subject's latest
+    schema); they pickle into the job, whose decoder asks the registry for writer ids only."""
+    url, handler = stub
+    confluent(url).id_for("payments-value", parse_schema_dict(PAYMENT))
+    location = tmp_path / "defs.py"
+    location.write_text(DEFINITIONS)
+    settings = Settings.from_env({"FEATURESTREAM_DEFINITIONS": str(location),
+                                  "FEATURESTREAM_SCHEMA_REGISTRY_URL": url})
+    source, = settings.load_definitions().sources
+    assert source.field_types == {"merchant_id": "string", "amount": "double?", "ts": "long"}
+    job_side = pickle.loads(pickle.dumps(source))
+    record = {"merchant_id": "m-1", "amount": 2.5, "ts": 1_700_000_000_000}
+    raw = RecordEncoder(source, confluent(url)).avro(record)
+    assert raw[:5] == b"\x00\x00\x00\x00\x64"  # the subject's own id: no new version
+    handler.requests.clear()
+    decoder = RecordDecoder(job_side, confluent(url))
+    assert decoder.decode(raw) == record
+    assert decoder.decode(RecordEncoder(source, confluent(url)).json(record)) == record
+    assert handler.requests == ["GET /schemas/ids/100"]
+    assert handler.subjects == {"payments-value": [100]}
+
+
+def test_loading_names_a_missing_subject_and_an_unreachable_registry(stub: Stub,
+                                                                     tmp_path: Path) -> None:
+    url, _ = stub
+    location = tmp_path / "defs.py"
+    location.write_text(DEFINITIONS)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    where = "source 'payments', field 'registry_subject'"
+    for registry_url, fragments in (
+            (url, [f"{where}: no schema under subject 'payments-value': not in the registry",
+                   "register the source's Avro schema under 'payments-value'"]),
+            (closed, [f"{where}: cannot fetch the latest schema of subject 'payments-value'",
+                      closed, "FEATURESTREAM_SCHEMA_REGISTRY_* settings", "fields=", "avro="])):
+        settings = Settings.from_env({"FEATURESTREAM_DEFINITIONS": str(location),
+                                      "FEATURESTREAM_SCHEMA_REGISTRY_URL": registry_url,
+                                      "FEATURESTREAM_SCHEMA_REGISTRY_RETRIES": "0"})
+        with pytest.raises(SettingsError) as raised:
+            settings.load_definitions()
+        message = str(raised.value)
+        assert message.startswith(f"FEATURESTREAM_DEFINITIONS={str(location)!r}: ")
+        assert "\n" not in message
+        for fragment in fragments:
+            assert fragment in message, message
+
+
+def parse_schema_dict(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema as the registries return it (fastavro-parsed)."""
+    parsed = fastavro.parse_schema(schema)
+    assert isinstance(parsed, dict)
+    return parsed

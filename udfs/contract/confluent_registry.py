@@ -23,6 +23,7 @@ from featurestream.udfs.contract.schema_registry import (
     Schema,
     SchemaRegistryError,
     UnknownSchemaId,
+    UnknownSubject,
     schema_json,
 )
 
@@ -64,6 +65,26 @@ class ConfluentSchemaRegistry:
         avro = RegistrySchema(schema_json(schema), "AVRO")
         return int(self._call(f"POST /subjects/{subject}/versions",
                               lambda: self._client.register_schema(subject, avro)))
+
+    def latest(self, subject: str) -> Schema:
+        """``GET /subjects/{subject}/versions/latest``; :class:`UnknownSubject` on 404 or a
+        non-Avro type. The schema is cached under its id too, as :meth:`schema_by_id` would."""
+        try:
+            answer = self._call(f"GET /subjects/{subject}/versions/latest",
+                                lambda: self._client.get_latest_version(subject))
+        except SchemaRegistryError as exc:
+            if exc.status == 404:
+                raise UnknownSubject(subject, f"not in the registry at {self._url}") from None
+            raise
+        if answer.schema.schema_type != "AVRO":
+            raise UnknownSubject(subject, f"its latest version is a {answer.schema.schema_type}"
+                                          " schema, not Avro")
+        parsed = fastavro.parse_schema(json.loads(answer.schema.schema_str))
+        if not isinstance(parsed, dict):
+            raise UnknownSubject(subject, "its latest version is not an Avro record schema")
+        if answer.schema_id is not None:
+            self._schemas.setdefault(answer.schema_id, parsed)
+        return parsed
 
     def _call(self, request: str, send: Callable[[], Any]) -> Any:
         """``send()``; what still fails after the client's retries as SchemaRegistryError."""

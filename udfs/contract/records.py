@@ -21,7 +21,8 @@ registry raises). API:
   the Avro schema of a source declared with field types only.
 
 Records are Avro in the Confluent wire format (magic byte 0, 4-byte schema id, the writer
-schema from the registry, resolved to the source's own Avro schema when it has one) or UTF-8
+schema from the registry, resolved to the source's own Avro schema when it has one: its
+``avro`` file, or the ``schema_json`` the loader fetched for its ``registry_subject``) or UTF-8
 JSON objects. Both are then checked against ``source.field_types``: ``string``, ``long``,
 ``double``, ``boolean`` (``?``: nullable) and ``other`` (any value, unchecked). A missing
 non-nullable field or a wrong type is a SCHEMA_VIOLATION (a boolean is not a long; an integer
@@ -33,7 +34,8 @@ as the definitions' field types describe them.
 
 With the file-backed registry, decoder and encoder hold the source's own schema in memory
 (:meth:`FileSchemaRegistry.register`) under ``<topic>-value``: its id derives from the schema,
-so a producer and the job agree on it without a manifest entry.
+so a producer and the job agree on it without a manifest entry (a schema the registry already
+has keeps its id). The encoder writes under the source's ``registry_subject`` if it names one.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ class RecordDecoder:
         self._source = source
         self._registry = registry
         own = source_schema(source)
-        self._reader_schema = own if source.avro is not None else None
+        self._reader_schema = own if has_own_schema(source) else None
         self._reader_name = str(own["name"]) if self._reader_schema and own else ""
         self._reader_form = (to_parsing_canonical_form(self._reader_schema)
                              if self._reader_schema else None)
@@ -314,9 +316,18 @@ def entity_id(record: Mapping[str, Any], keys: Sequence[str]) -> str | Problem |
 # -- Encoding ---------------------------------------------------------------------------------
 
 
+def has_own_schema(source: Source) -> bool:
+    """Whether ``source`` comes with an Avro schema (a file or a registry subject's), which is
+    then the reader schema, rather than field types only."""
+    return source.avro is not None or source.schema_json is not None
+
+
 def source_schema(source: Source) -> Schema | None:
-    """The Avro schema of ``source``: its own (a path or a name in ``schemas/``), else one
-    derived from its field types; None when a field's type (``other``) has no derivation."""
+    """The Avro schema of ``source``: its own (the registry subject's schema the loader
+    fetched, or a path or a name in ``schemas/``), else one derived from its field types; None
+    when a field's type (``other``) has no derivation."""
+    if source.schema_json is not None:
+        return parse_schema(json.loads(source.schema_json))  # type: ignore[return-value]
     if source.avro is not None:
         path = Path(source.avro)
         return parse_schema_file(path) if path.is_file() else load_schema(source.avro)
@@ -344,8 +355,8 @@ def avro_schema_for(source: Source) -> Schema:
 
 
 class RecordEncoder:
-    """Encode records of ``source`` as framed Avro (schema id of ``subject``, by default
-    ``<topic>-value``) or compact UTF-8 JSON.
+    """Encode records of ``source`` as framed Avro (schema id of ``subject``, by default the
+    source's ``registry_subject`` or ``<topic>-value``) or compact UTF-8 JSON.
 
     Encoding trusts its input; validate untrusted input with a decoder. The schema is the
     source's own or :func:`avro_schema_for`'s; its id is looked up (or registered) on first use.
@@ -357,7 +368,7 @@ class RecordEncoder:
         if schema is None:
             schema = avro_schema_for(source)  # raises, naming the field without an Avro type
         self._registry = registry
-        self._subject = subject or f"{source.topic}-value"
+        self._subject = subject or source.registry_subject or f"{source.topic}-value"
         self._schema = schema
         self._parsed = _plain(schema)
         self._header: bytes | None = None

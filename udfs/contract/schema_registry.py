@@ -1,8 +1,10 @@
 """Where Avro writer schemas come from: the file-backed manifest or a Confluent Schema Registry
 (``confluent_registry.py``), as :func:`registry_for` a :class:`RegistryConfig` chooses.
 
-Both registries answer the same two questions: which schema has this id (consumers, for the
-Confluent wire format's schema id) and which id has this schema under this subject (producers).
+Both registries answer the same three questions: which schema has this id (consumers, for the
+Confluent wire format's schema id), which id has this schema under this subject (producers), and
+which schema is a subject's latest version (the definitions loader, for a source declared with
+``registry_subject``).
 Schemas are fastavro-parsed dicts; treat them as read-only, they are cached.
 """
 
@@ -32,6 +34,14 @@ class UnknownSchemaId(LookupError):
         self.schema_id = schema_id
 
 
+class UnknownSubject(LookupError):
+    """The registry has no (Avro record) schema under this subject."""
+
+    def __init__(self, subject: str, detail: str) -> None:
+        super().__init__(f"no schema under subject {subject!r}: {detail}")
+        self.subject = subject
+
+
 class SchemaNotRegistered(LookupError):
     """A producer's schema is not in the file-backed manifest."""
 
@@ -53,6 +63,10 @@ class SchemaRegistry(Protocol):
 
     def id_for(self, subject: str, schema: Schema) -> int:
         """The id of ``schema`` under ``subject`` (registering it where the registry can)."""
+        ...
+
+    def latest(self, subject: str) -> Schema:
+        """The parsed latest version of ``subject``; :class:`UnknownSubject` if it has none."""
         ...
 
 
@@ -98,6 +112,16 @@ class FileSchemaRegistry:
             f"schema {schema.get('name')!r} for subject {subject!r} is not in {self._manifest};"
             " add its .avsc file there with a new id"
         )
+
+    def latest(self, subject: str) -> Schema:
+        """The subject's last version: the manifest's last entry, or the last schema
+        :meth:`register` held under it."""
+        versions = self._subjects.get(subject)
+        if not versions:
+            known = ", ".join(sorted(self._subjects)) or "none"
+            raise UnknownSubject(subject, f"not in {self._manifest} nor held in memory "
+                                          f"(subjects: {known})")
+        return self.schema_by_id(versions[-1])
 
     def register(self, subject: str, schema: Schema) -> int:
         """Hold ``schema`` under ``subject`` in memory (the manifest is not written); its id.
@@ -158,6 +182,14 @@ class RegistryConfig:
 def schema_json(schema: Schema) -> str:
     """The Avro JSON text of a parsed schema (without fastavro's bookkeeping keys)."""
     return json.dumps({k: v for k, v in schema.items() if not k.startswith("__")})
+
+
+def canonical_json(schema: Schema) -> str:
+    """The Avro JSON text of a parsed schema with sorted keys and no spaces: equal schemas give
+    equal text (docs, defaults and aliases are kept, unlike Avro's Parsing Canonical Form,
+    since a reader schema needs its defaults)."""
+    plain = {k: v for k, v in schema.items() if not k.startswith("__")}
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"))
 
 
 def registry_for(config: RegistryConfig) -> SchemaRegistry:

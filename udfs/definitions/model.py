@@ -79,10 +79,15 @@ class DefinitionError(ValueError):
 class Source:
     """A topic of events: their fields and types, and which field is the event time.
 
-    Give the fields either as an Avro schema (``avro``: a name in ``schemas/`` or a path to an
-    ``.avsc`` file; records may then be Avro or JSON) or as JSON field types (``fields``:
-    name -> ``string``, ``long``, ``double`` or ``boolean``, with a ``?`` suffix for nullable).
-    ``timestamp`` names a ``long`` field holding the event time in epoch milliseconds.
+    Give the fields as an Avro schema, either a file (``avro``: a name in ``schemas/`` or a
+    path to an ``.avsc`` file) or the latest version of a schema registry subject
+    (``registry_subject``, e.g. ``"payments-value"``), and records may then be Avro or JSON; or
+    as JSON field types only (``fields``: name -> ``string``, ``long``, ``double`` or
+    ``boolean``, with a ``?`` suffix for nullable). Fields declared beside a schema override
+    its types. ``timestamp`` names a ``long`` field holding the event time in epoch ms.
+
+    The loader fills ``schema_json`` with the subject's schema (canonical JSON text), so the
+    definitions carry it into the jobs and decoding never asks the registry for it.
     """
 
     name: str
@@ -90,6 +95,8 @@ class Source:
     timestamp: str = "ts"
     fields: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
     avro: str | None = None
+    registry_subject: str | None = None
+    schema_json: str | None = None  # set by the loader from registry_subject
 
     def __post_init__(self) -> None:
         if isinstance(self.fields, Mapping):
@@ -192,11 +199,17 @@ class Definitions:
         """A stable hash of everything declared (recorded with models trained on it).
 
         An Avro source counts by its schema's file name and field types: the loader resolves
-        the schema to an absolute path, which differs between a checkout and a job's copy."""
+        the schema to an absolute path, which differs between a checkout and a job's copy. A
+        registry source counts likewise by its subject and field types (not the schema's text),
+        and a source without one hashes as it did before sources could name a subject."""
         declared = [asdict(g) for g in self.groups]
         for group in declared:
-            if group["source"]["avro"] is not None:
-                group["source"]["avro"] = PurePath(group["source"]["avro"]).name
+            source = group["source"]
+            if source["avro"] is not None:
+                source["avro"] = PurePath(source["avro"]).name
+            del source["schema_json"]
+            if source["registry_subject"] is None:
+                del source["registry_subject"]
         text = json.dumps(declared, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -279,13 +292,16 @@ def _check_source(source: Source) -> None:
     _check_name("source", source.name, where)
     if not source.topic:
         raise DefinitionError(f"{where}, field 'topic': name the Kafka topic")
+    if source.registry_subject is not None:
+        _check_subject(source, where)
     try:
         types = source.field_types
     except (TypeError, ValueError):
         types = {}  # fields given as a list of names, say: the same fix as none at all
     if not types:
         raise DefinitionError(f"{where}, field 'fields': declare the event fields (fields="
-                              "{'name': 'string', ...}) or an Avro schema (avro='name.avsc')")
+                              "{'name': 'string', ...}), an Avro schema (avro='name.avsc') or a "
+                              "schema registry subject (registry_subject='<topic>-value')")
     for name, kind in types.items():
         if kind.rstrip("?") not in FIELD_TYPES and kind != "other":
             raise DefinitionError(f"{where}, field {name!r}: type {kind!r} is not one of "
@@ -296,6 +312,20 @@ def _check_source(source: Source) -> None:
         raise DefinitionError(f"{where}, field 'timestamp': the event-time field "
                               f"{source.timestamp!r} is {found}; it must be a non-null long "
                               "(epoch ms)")
+
+
+def _check_subject(source: Source, where: str) -> None:
+    subject = source.registry_subject
+    what = f"{where}, field 'registry_subject'"
+    if not isinstance(subject, str) or not subject:
+        raise DefinitionError(f"{what}: {subject!r} is not a subject name; name one, e.g. "
+                              f"registry_subject='{source.topic}-value'")
+    if source.avro is not None:
+        raise DefinitionError(f"{what}: the source also names the Avro file {source.avro!r}; "
+                              "take the schema from one of them, remove the other")
+    if source.schema_json is None:
+        raise DefinitionError(f"{what}: the schema of subject {subject!r} was not fetched; load "
+                              "the definitions with load_definitions (it asks the registry)")
 
 
 def _check_group(group: FeatureGroup) -> None:
