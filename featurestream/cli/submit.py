@@ -80,8 +80,7 @@ def flink_client(settings: Settings) -> Path:
 
 def submit_job(settings: Settings, job: str, savepoint: str | None = None) -> str:
     """Submit ``job`` (resuming from ``savepoint``, if given) and return its Flink job id."""
-    if job == "features":
-        settings.load_definitions()  # a mistake is one line here, not a trace from flink run
+    settings.load_definitions()  # a mistake is one line here, not a trace from flink run
     cmd = flink_run_command(settings, job, flink_client(settings), stage_python_files(settings),
                             savepoint)
     # The job's main() runs in this client and reads exactly these settings.
