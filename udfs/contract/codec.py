@@ -54,6 +54,45 @@ class _ReadPlan(NamedTuple):
     reader: ParsedSchema | None  # None: written with our own schema, no resolution needed
 
 
+def read_framed_avro(raw: bytes, cached: Callable[[int], _ReadPlan | None],
+                     plan: Callable[[int], _ReadPlan], reader_name: str
+                     ) -> tuple[dict[str, Any], bool]:
+    """The record in a Confluent-framed Avro value, and whether it was resolved against a
+    reader schema; ``cached(id)`` / ``plan(id)`` give the read plan of a writer schema id.
+    Raises :class:`_Rejected` with the precise problem (one reader for every decoder)."""
+    if len(raw) < HEADER_SIZE:
+        raise _Rejected(
+            ErrorClass.MALFORMED_RECORD,
+            f"Avro frame of {len(raw)} bytes is shorter than its {HEADER_SIZE}-byte header"
+            " (magic byte 0 + 4-byte schema id)",
+        )
+    schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
+    writer, reader = cached(schema_id) or plan(schema_id)
+    buffer = BytesIO(raw)
+    buffer.seek(HEADER_SIZE)
+    try:
+        record = _read_record(buffer, writer, reader)
+    except SchemaResolutionError as exc:
+        raise _Rejected(
+            ErrorClass.INCOMPATIBLE_SCHEMA,
+            f"a record of schema id {schema_id} cannot be read as {reader_name}: {exc}",
+        ) from None
+    except Exception as exc:  # fastavro reports corrupt input with many exception types
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise _Rejected(
+            ErrorClass.MALFORMED_RECORD,
+            f"Avro body of {len(raw) - HEADER_SIZE} bytes (schema id {schema_id}) is"
+            f" truncated or corrupt ({detail})",
+        ) from None
+    trailing = len(raw) - buffer.tell()
+    if trailing:
+        raise _Rejected(
+            ErrorClass.MALFORMED_RECORD,
+            f"{trailing} trailing bytes after the Avro record (schema id {schema_id})",
+        )
+    return record, reader is not None
+
+
 class EventDecoder:
     """Decode raw Kafka values into :class:`Event` objects or decode :class:`Problem` values."""
 
@@ -94,37 +133,8 @@ class EventDecoder:
 
     def _read_avro(self, raw: bytes) -> dict[str, Any]:
         """The Avro record in ``raw``, its keys in :class:`Event`'s field order."""
-        if len(raw) < HEADER_SIZE:
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"Avro frame of {len(raw)} bytes is shorter than its {HEADER_SIZE}-byte header"
-                " (magic byte 0 + 4-byte schema id)",
-            )
-        schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
-        writer, reader = self._plans.get(schema_id) or self._plan(schema_id)
-        buffer = BytesIO(raw)
-        buffer.seek(HEADER_SIZE)
-        try:
-            record = _read_record(buffer, writer, reader)
-        except SchemaResolutionError as exc:
-            raise _Rejected(
-                ErrorClass.INCOMPATIBLE_SCHEMA,
-                f"a record of schema id {schema_id} cannot be read as UserEvent: {exc}",
-            ) from None
-        except Exception as exc:  # fastavro reports corrupt input with many exception types
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"Avro body of {len(raw) - HEADER_SIZE} bytes (schema id {schema_id}) is"
-                f" truncated or corrupt ({detail})",
-            ) from None
-        trailing = len(raw) - buffer.tell()
-        if trailing:
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"{trailing} trailing bytes after the Avro record (schema id {schema_id})",
-            )
-        if reader is None:  # written with our own schema: keys are in Event's field order
+        record, resolved = read_framed_avro(raw, self._plans.get, self._plan, "UserEvent")
+        if not resolved:  # written with our own schema: keys are in Event's field order
             return record
         return {name: record[name] for name in Event._fields}  # resolution appends defaults
 

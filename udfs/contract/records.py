@@ -48,19 +48,18 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from fastavro import parse_schema, schemaless_writer
-from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 from fastavro.types import Schema as ParsedSchema
 
 from featurestream.schemas import load_schema, parse_schema_file, schema_path
 from featurestream.udfs.contract.codec import (
-    HEADER_SIZE,
     MAGIC_BYTE,
     EventDecoder,
     _describe,
-    _read_record,
+    _ReadPlan,
     _reject_non_json,
     _Rejected,
+    read_framed_avro,
 )
 from featurestream.udfs.contract.schema_registry import (
     FileSchemaRegistry,
@@ -118,13 +117,6 @@ class _Field(NamedTuple):
     expected: str  # for messages: "a string", "a number or null"...
 
 
-class _ReadPlan(NamedTuple):
-    """How to read the records of one writer schema id (schemas parsed once)."""
-
-    writer: ParsedSchema
-    reader: ParsedSchema | None  # None: no resolution needed
-
-
 class RecordDecoder:
     """Decode raw Kafka values of a declared source into checked dicts or decode Problems."""
 
@@ -153,37 +145,7 @@ class RecordDecoder:
             return rejected.problem
 
     def _read_avro(self, raw: bytes) -> dict[str, Any]:
-        if len(raw) < HEADER_SIZE:
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"Avro frame of {len(raw)} bytes is shorter than its {HEADER_SIZE}-byte header"
-                " (magic byte 0 + 4-byte schema id)",
-            )
-        schema_id = int.from_bytes(raw[1:HEADER_SIZE], "big")
-        writer, reader = self._plans.get(schema_id) or self._plan(schema_id)
-        buffer = BytesIO(raw)
-        buffer.seek(HEADER_SIZE)
-        try:
-            record = _read_record(buffer, writer, reader)
-        except SchemaResolutionError as exc:
-            raise _Rejected(
-                ErrorClass.INCOMPATIBLE_SCHEMA,
-                f"a record of schema id {schema_id} cannot be read as {self._reader_name}: {exc}",
-            ) from None
-        except Exception as exc:  # fastavro reports corrupt input with many exception types
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"Avro body of {len(raw) - HEADER_SIZE} bytes (schema id {schema_id}) is"
-                f" truncated or corrupt ({detail})",
-            ) from None
-        trailing = len(raw) - buffer.tell()
-        if trailing:
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"{trailing} trailing bytes after the Avro record (schema id {schema_id})",
-            )
-        return record
+        return read_framed_avro(raw, self._plans.get, self._plan, self._reader_name)[0]
 
     def _plan(self, schema_id: int) -> _ReadPlan:
         try:
