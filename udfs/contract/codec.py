@@ -185,7 +185,9 @@ def _as_record(event: Event | Mapping[str, Any]) -> Mapping[str, Any]:
     return event._asdict() if isinstance(event, Event) else event
 
 
-def _decode_json(raw: bytes) -> Event:
+def read_json_object(raw: bytes, expected: str) -> dict[str, Any]:
+    """The JSON object in ``raw``; raises :class:`_Rejected` saying why it is not one (for
+    every decoder; ``expected`` ends the message for a value that is not an object)."""
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -196,11 +198,14 @@ def _decode_json(raw: bytes) -> Event:
         _reject_non_json(raw, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
     except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
         _reject_non_json(raw, f"invalid JSON: {exc}")
-    if not isinstance(value, dict):
-        raise _Rejected(
-            ErrorClass.MALFORMED_RECORD,
-            f"JSON value is {_describe(value)}, expected an object with the UserEvent fields",
-        )
+    if type(value) is not dict:
+        raise _Rejected(ErrorClass.MALFORMED_RECORD,
+                        f"JSON value is {_describe(value)}, expected {expected}")
+    return value
+
+
+def _decode_json(raw: bytes) -> Event:
+    value = read_json_object(raw, "an object with the UserEvent fields")
     return Event(
         event_id=_string(value, "event_id"),
         user_id=_string(value, "user_id"),

@@ -57,9 +57,9 @@ from featurestream.udfs.contract.codec import (
     EventDecoder,
     _describe,
     _ReadPlan,
-    _reject_non_json,
     _Rejected,
     read_framed_avro,
+    read_json_object,
 )
 from featurestream.udfs.contract.schema_registry import (
     FileSchemaRegistry,
@@ -165,24 +165,7 @@ class RecordDecoder:
         return plan
 
     def _read_json(self, raw: bytes) -> dict[str, Any]:
-        try:
-            value = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            _reject_non_json(raw, f"invalid UTF-8 at byte {exc.start} ({exc.reason})")
-        except RecursionError:
-            _reject_non_json(raw, "JSON nested too deeply")
-        except json.JSONDecodeError as exc:
-            _reject_non_json(raw, f"invalid JSON at line {exc.lineno} column {exc.colno}:"
-                                  f" {exc.msg}")
-        except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
-            _reject_non_json(raw, f"invalid JSON: {exc}")
-        if type(value) is not dict:
-            raise _Rejected(
-                ErrorClass.MALFORMED_RECORD,
-                f"JSON value is {_describe(value)}, expected an object with the fields of"
-                f" source {self._source.name!r}",
-            )
-        return value
+        return read_json_object(raw, f"an object with the fields of source {self._source.name!r}")
 
     def _checked(self, record: dict[str, Any]) -> dict[str, Any]:
         """The declared fields of ``record``, checked against their types."""
