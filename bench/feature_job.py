@@ -86,7 +86,7 @@ def end_run(settings: Settings, job_id: str) -> None:
 
 def events_counted(settings: Settings, job_id: str) -> int:
     """Source records the sharding stage has read (its ``source_events`` counter)."""
-    return int(FlinkRest(settings.flink_rest_url).operator_metric(job_id, "decode and shard",
+    return int(FlinkRest(settings.flink_rest_url).operator_metric(job_id, "Source: events",
                                                                  "source_events"))
 
 
