@@ -23,10 +23,11 @@ from featurestream.udfs.aggregations.accumulators import (
     ApproxDistinct,
     Count,
     Distinct,
+    FloatSum,
+    IntSum,
     LastN,
     Max,
     Min,
-    Sum,
 )
 from featurestream.udfs.aggregations.windows import WindowSpec
 from tests import aggregation_oracle as oracle
@@ -38,7 +39,7 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 def accumulators() -> dict[str, Accumulator]:
     """One of each, named by the oracle function it must agree with."""
     return {
-        "count": Count(), "sum_int": Sum(floating=False), "sum_float": Sum(floating=True),
+        "count": Count(), "sum_int": IntSum(), "sum_float": FloatSum(),
         "min": Min(), "max": Max(), "distinct": Distinct(), "approx": ApproxDistinct(10),
         "last": LastN(1, single=True), "last_3": LastN(3), "ts_max": Max(),
     }
@@ -294,7 +295,7 @@ FLOATS = st.one_of(st.floats(-1e12, 1e12, allow_nan=False),
     st.tuples(st.integers(-70, 2), OFFSETS, FLOATS), max_size=60))
 def test_float_sum_exact_where_it_can_be_and_bounded_elsewhere(
         window: WindowSpec, start: int, events: list[tuple[int, int, float]]) -> None:
-    driver = Driver(window, {"sum": Sum(floating=True)})
+    driver = Driver(window, {"sum": FloatSum()})
     hop = window.hop_ms or 1000
     for hops, offset, value in events:
         as_of = start if driver.as_of is None else driver.as_of
@@ -320,7 +321,7 @@ def inside_values(driver: Driver) -> list[Any]:
 def test_float_sum_what_is_exact_and_what_is_not() -> None:
     """Partial sums inside a bucket are plain ``+=``: 1e16 + 1 - 1e16 is 0 there. Across
     buckets an expiry rebuilds the total with fsum, which is exact over the partials."""
-    same, spread = Sum(), Sum()
+    same, spread = FloatSum(), FloatSum()
     s1, s2 = same.initialize(), spread.initialize()
     for i, value in enumerate([1e16, 1.0, -1e16]):
         same.add(s1, 5, value)
@@ -339,7 +340,7 @@ def test_float_sum_what_is_exact_and_what_is_not() -> None:
 def test_float_sum_past_the_float_range_is_what_plus_gives(values: list[float],
                                                            total: float) -> None:
     """``math.fsum`` raises on these; an expiry must not, and gives what ``+=`` gives."""
-    acc = Sum()
+    acc = FloatSum()
     state = acc.initialize()
     for k, value in enumerate(values):
         acc.add(state, k + 1, value)

@@ -28,24 +28,32 @@ Value = Any  # what a feature row holds: int, float, str, bool, a list of those,
 class Accumulator:
     """The shape every accumulator has (see the module docstring).
 
-    An accumulator may give its ``add``, ``expire`` and ``result`` as code text instead of
-    methods: :attr:`ADD` adds ``VALUE`` to state ``s`` in bucket ``k``, :attr:`EXPIRE` drops the
-    buckets ``dropped`` from ``s``, :attr:`RESULT` is an expression over ``s``. The methods are
-    then built from that text, and the feature engine inlines the same text into its generated
-    hot path (:mod:`udfs.features.codegen`).
+    An accumulator may give its ``initialize``, ``add``, ``expire`` and ``result`` as code text
+    instead of methods: :attr:`INIT` is a new state; :attr:`ADD` adds ``VALUE`` to state ``s``
+    in bucket ``k``; :attr:`EXPIRE_EACH` drops bucket ``k`` from state ``STATE`` (and
+    :attr:`EXPIRE_AFTER` finishes once all are dropped); :attr:`RESULT` is an expression over
+    ``s``. The methods are then built from that
+    text, and the feature engine inlines the same text into its generated hot path
+    (:mod:`udfs.features.codegen`: one loop over the dropped buckets for a whole window).
     """
 
     kind: ClassVar[str]
+    INIT: ClassVar[str | None] = None  # an expression: a new state
     ADD: ClassVar[str | None] = None
-    EXPIRE: ClassVar[str | None] = None
+    EXPIRE_EACH: ClassVar[str | None] = None
+    EXPIRE_AFTER: ClassVar[str] = ""
     RESULT: ClassVar[str | None] = None  # an expression over the state ``s``
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("INIT") is not None:
+            cls.initialize = _method("initialize", "", f"return {cls.INIT}")  # type: ignore
         if cls.__dict__.get("ADD") is not None:
             cls.add = _method("add", "s, k, v", cls.ADD.replace("VALUE", "v"))  # type: ignore
-        if cls.__dict__.get("EXPIRE") is not None:
-            cls.expire = _method("expire", "s, dropped", cls.EXPIRE)  # type: ignore
+        each = cls.__dict__.get("EXPIRE_EACH")
+        if each is not None:
+            body = f"for k in dropped:\n{textwrap.indent(each, '    ')}\n{cls.EXPIRE_AFTER}"
+            cls.expire = _method("expire", "s, dropped", body.replace("STATE", "s"))  # type: ignore
         if cls.__dict__.get("RESULT") is not None:
             cls.result = _method("result", "s", f"return {cls.RESULT}")  # type: ignore
 
@@ -75,8 +83,9 @@ class Accumulator:
 
 def _method(name: str, parameters: str, body: str) -> Callable[..., Any]:
     """A method ``name(self, parameters)`` from code text (an accumulator's ADD or EXPIRE)."""
-    scope: dict[str, Any] = {}
-    exec(f"def {name}(self, {parameters}):\n{textwrap.indent(body, '    ')}", scope)
+    scope: dict[str, Any] = {"math": math}  # what the code texts may use
+    signature = f"self, {parameters}" if parameters else "self"
+    exec(f"def {name}({signature}):\n{textwrap.indent(body, '    ')}", scope)
     return scope[name]
 
 
@@ -85,10 +94,8 @@ class Count(Accumulator):
 
     kind = "count"
     ADD = "b = s[0]\nb[k] = b.get(k, 0) + 1\ns[1] += 1"
-    EXPIRE = "b = s[0]\nfor k in dropped:\n    s[1] -= b.pop(k, 0)"
-
-    def initialize(self) -> list:
-        return [{}, 0]
+    EXPIRE_EACH = "STATE[1] -= STATE[0].pop(k, 0)"
+    INIT = "[{}, 0]"
 
     def merge(self, into: list, other: list) -> None:
         counts = into[0]
@@ -99,45 +106,41 @@ class Count(Accumulator):
     RESULT = "s[1]"
 
 
-class Sum(Accumulator):
-    """A sum: ``[bucket -> partial sum, total]``. The total of floats is rebuilt with
-    ``math.fsum`` on expiry, so no rounding drift accumulates from subtracting."""
+class IntSum(Accumulator):
+    """A sum of integers: ``[bucket -> partial sum, total]`` (exact, so expiry subtracts)."""
 
     kind = "sum"
-
-    def __init__(self, floating: bool = True) -> None:
-        self.floating = floating
-
-    def initialize(self) -> list:
-        return [{}, 0.0 if self.floating else 0]
-
     ADD = "b = s[0]\nb[k] = b.get(k, 0) + VALUE\ns[1] += VALUE"
-
-    def expire(self, state: list, buckets: Iterable[int]) -> None:
-        sums = state[0]
-        for k in buckets:
-            sums.pop(k, None)
-        # rebuilt on every expiry of the window, even when no dropped bucket held a sum
-        state[1] = self._total(sums.values())
+    EXPIRE_EACH = "STATE[1] -= STATE[0].pop(k, 0)"
+    RESULT = "s[1]"
+    INIT = "[{}, 0]"
 
     def merge(self, into: list, other: list) -> None:
         sums = into[0]
         for k, s in other[0].items():
             sums[k] = sums.get(k, 0) + s
-        into[1] = self._total(sums.values())
+        into[1] = sum(sums.values())
 
-    def result(self, state: list) -> int | float:
-        total = state[1]
-        return float(total) if self.floating else total
 
-    def _total(self, partials: Iterable[int | float]) -> int | float:
-        if not self.floating:
-            return sum(partials)
-        partials = list(partials)
+class FloatSum(IntSum):
+    """A sum of floats: ``[bucket -> partial sum, total]``. The total is rebuilt with
+    ``math.fsum`` on every expiry of the window (even when no dropped bucket held a sum), so
+    no rounding drift accumulates from subtracting; past the float range (or inf + -inf) it is
+    what ``+=`` gives, as fsum raises there."""
+
+    EXPIRE_EACH = "STATE[0].pop(k, None)"
+    EXPIRE_AFTER = textwrap.dedent("""\
         try:
-            return math.fsum(partials)
-        except (OverflowError, ValueError):  # past the float range, or inf + -inf: as += gives
-            return sum(partials, 0.0)
+            STATE[1] = math.fsum(STATE[0].values())
+        except (OverflowError, ValueError):
+            STATE[1] = sum(STATE[0].values(), 0.0)""")
+    INIT = "[{}, 0.0]"
+
+    def merge(self, into: list, other: list) -> None:
+        sums = into[0]
+        for k, s in other[0].items():
+            sums[k] = sums.get(k, 0) + s
+        self.expire(into, ())
 
 
 class Extreme(Accumulator):
@@ -148,8 +151,7 @@ class Extreme(Accumulator):
     def __init__(self, pick: Callable[[Any, Any], Any]) -> None:
         self.pick = pick
 
-    def initialize(self) -> list:
-        return [{}, None]
+    INIT = "[{}, None]"
 
     def expire(self, state: list, buckets: Iterable[int]) -> None:
         values = state[0]
@@ -207,9 +209,7 @@ class Distinct(Accumulator):
     leaves the window only when its last occurrence does)."""
 
     kind = "distinct"
-
-    def initialize(self) -> list:
-        return [{}, {}]
+    INIT = "[{}, {}]"
 
     ADD = textwrap.dedent("""\
         b = s[0].get(k)
@@ -218,15 +218,13 @@ class Distinct(Accumulator):
         b[VALUE] = b.get(VALUE, 0) + 1
         b = s[1]
         b[VALUE] = b.get(VALUE, 0) + 1""")
-    EXPIRE = textwrap.dedent("""\
-        b = s[1]
-        for k in dropped:
-            for x, n in s[0].pop(k, {}).items():
-                n = b[x] - n
-                if n:
-                    b[x] = n
-                else:
-                    del b[x]""")
+    EXPIRE_EACH = textwrap.dedent("""\
+        for x, n in STATE[0].pop(k, {}).items():
+            n = STATE[1][x] - n
+            if n:
+                STATE[1][x] = n
+            else:
+                del STATE[1][x]""")
 
     def merge(self, into: list, other: list) -> None:
         items = into[1]
@@ -256,8 +254,7 @@ class ApproxDistinct(Accumulator):
     def __init__(self, lg_k: int) -> None:
         self.lg_k = lg_k
 
-    def initialize(self) -> dict:
-        return {}
+    INIT = "{}"
 
     def add(self, state: dict, bucket: int, value: Any) -> None:
         sketch = state.get(bucket)
@@ -309,8 +306,7 @@ class LastN(Accumulator):
         self.n = n
         self.single = single  # result is the value itself (``last``), not a list
 
-    def initialize(self) -> list:
-        return [{}, 0]
+    INIT = "[{}, 0]"
 
     def add(self, state: list, bucket: int, value: Any) -> None:
         """``value`` is ``(ts, value)``."""

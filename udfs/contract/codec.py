@@ -120,7 +120,7 @@ class EventDecoder:
         """:meth:`decode` with the event as field -> value (in :class:`Event`'s order), for
         :mod:`udfs.contract.records`: Avro, the usual format, is checked as read, no Event built.
         """
-        if raw[:1] != bytes([MAGIC_BYTE]):  # empty or JSON
+        if not raw or raw[0] != MAGIC_BYTE:  # empty or JSON
             event = self.decode(raw)
             return event if isinstance(event, Problem) else event._asdict()
         try:

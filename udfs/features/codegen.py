@@ -4,13 +4,15 @@ A generic engine walking lists of (filter, field, accumulator) per event pays Py
 every loop step and call; the hand-written engine it replaced did not. So, as ``dataclasses`` and
 ``namedtuple`` do, each plan's event and expiry paths are generated once as source text and
 compiled: filters are evaluated once per event as plain expressions, and accumulators that give
-their code (:attr:`Accumulator.ADD`, :attr:`Accumulator.EXPIRE`: the same text their own
-``add``/``expire`` are built from, so there is one implementation) are inlined; the others are
-called. The generated source is kept on the function (``__source__``) for reading and tests.
+their code (``INIT``, ``ADD``, ``EXPIRE_EACH``, ``RESULT`` of
+:class:`udfs.aggregations.accumulators.Accumulator`: the same text their own methods are built
+from, so there is one implementation) are inlined; the others are called. The generated source
+is kept on the function (``__source__``) for reading and tests.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,12 +68,6 @@ def _add_code(acc: Accumulator, value: str, ns: _Namespace) -> str:
     if acc.ADD is not None:
         return acc.ADD.replace("VALUE", value)
     return f"{ns.name(acc.add, 'add')}(s, k, {value})"
-
-
-def _expire_code(acc: Accumulator, ns: _Namespace) -> str:
-    if acc.EXPIRE is not None:
-        return acc.EXPIRE
-    return f"{ns.name(acc.expire, 'expire')}(s, dropped)"
 
 
 def compile_feed(plan: EntityPlan, source: int, accumulators: Sequence[Accumulator]) -> Feed:
@@ -140,12 +136,78 @@ def _record_bucket(always: bool, anchored: bool) -> str:
 
 
 def compile_expire(accumulators: Sequence[Accumulator], window_slots: Sequence[int]) -> Expire:
-    """The function dropping ``dropped`` buckets from every accumulator of one window."""
+    """The function dropping ``dropped`` buckets from every accumulator of one window: one loop
+    over the buckets for the accumulators that give their code, a call for the others."""
     ns = _Namespace()
     lines = ["def expire(window, dropped):", "    accs = window[2]"]
+    each, after, calls = [], [], []
     for slot, p in enumerate(window_slots):
-        lines.append(_indent(f"s = accs[{slot}]\n{_expire_code(accumulators[p], ns)}", 1))
+        acc = accumulators[p]
+        state = f"s{slot}"
+        if acc.EXPIRE_EACH is None:
+            calls.append(f"{ns.name(acc.expire, 'expire')}(accs[{slot}], dropped)")
+            continue
+        lines.append(f"    {state} = accs[{slot}]")
+        bind = f"{ns.name(acc, 'acc')}."
+        each.append(acc.EXPIRE_EACH.replace("STATE", state).replace("self.", bind))
+        if acc.EXPIRE_AFTER:
+            after.append(acc.EXPIRE_AFTER.replace("STATE", state).replace("self.", bind))
+    if each:
+        lines.append("    for k in dropped:")
+        lines += [_indent(code, 2) for code in each]
+    lines += [_indent(code, 1) for code in after + calls]
     return _compile("\n".join(lines), "expire", ns)
+
+
+def compile_windows(plan: EntityPlan, accumulators: Sequence[Accumulator]
+                    ) -> tuple[Callable[[], list], Callable[[list, int], bool],
+                               Callable[[list], int | None]]:
+    """Three functions over an entity's windows: ``new()`` (empty windows),
+    ``advance(windows, as_of)`` (expire what left each sliding window; True if anything did)
+    and ``next_expiry(windows)`` (the earliest bucket expiry, None if none is pending)."""
+    ns = _Namespace()
+    new = ["def new():"]
+    advance = ["def advance(windows, as_of):", "    expired = False"]
+    expiry = ["def next_expiry(windows):", "    due = None"]
+    windows = []
+    for wi, (window, slots) in enumerate(zip(plan.windows, plan.slots, strict=True)):
+        anchor = plan.anchors[wi]
+        states = []
+        for slot, p in enumerate(slots):
+            acc = accumulators[p]
+            init = acc.INIT or f"{ns.name(acc.initialize, 'init')}()"
+            new.append(f"    a{wi}_{slot} = {init}")
+            states.append(f"a{wi}_{slot}")
+        record = "{}" if anchor is None else f"a{wi}_{anchor}[0]"
+        windows.append(f"[{record}, None, [{', '.join(states)}]]")
+        hop = window.hop_ms
+        if hop is None:
+            continue
+        expire = ns.name(compile_expire(accumulators, slots), "expire")
+        advance.append(_indent(textwrap.dedent(f"""\
+            w = windows[{wi}]
+            oldest = w[1]
+            if oldest is not None:
+                first = as_of // {hop} - {BUCKETS_PER_WINDOW - 1}
+                if oldest < first:
+                    sizes = w[0]
+                    dropped = [k for k in sizes if k < first]
+                    {expire}(w, dropped)"""), 1))
+        if anchor is None:  # an anchor's own expiry already dropped them
+            advance.append("            for k in dropped:\n                del sizes[k]")
+        advance.append("            w[1] = min(sizes) if sizes else None\n"
+                       "            expired = True")
+        expiry.append(_indent(textwrap.dedent(f"""\
+            oldest = windows[{wi}][1]
+            if oldest is not None:
+                t = (oldest + {BUCKETS_PER_WINDOW}) * {hop}
+                if due is None or t < due:
+                    due = t"""), 1))
+    new.append(f"    return [{', '.join(windows)}]")
+    advance.append("    return expired")
+    expiry.append("    return due")
+    return (_compile("\n".join(new), "new", ns), _compile("\n".join(advance), "advance", ns),
+            _compile("\n".join(expiry), "next_expiry", ns))
 
 
 def compile_row(plan: EntityPlan, accumulators: Sequence[Accumulator]) -> RowOf:
@@ -193,7 +255,7 @@ def _value(spec: FeatureSpec, variables: dict[str, str]) -> str:
 
 
 def _compile(source: str, name: str, ns: _Namespace) -> Any:
-    scope: dict[str, Any] = dict(ns)
+    scope: dict[str, Any] = {"math": math, **ns}  # what the accumulators' code texts may use
     exec(compile(source, f"<featurestream {name}>", "exec"), scope)
     function = scope[name]
     function.__source__ = source

@@ -19,10 +19,11 @@ from featurestream.udfs.aggregations.accumulators import (
     ApproxDistinct,
     Count,
     Distinct,
+    FloatSum,
+    IntSum,
     LastN,
     Max,
     Min,
-    Sum,
 )
 from featurestream.udfs.aggregations.windows import WindowSpec
 from featurestream.udfs.definitions.filters import Filter
@@ -52,7 +53,7 @@ class AccumulatorSpec:
         if self.kind == "count":
             return Count()
         if self.kind == "sum":
-            return Sum(bool(self.param))
+            return FloatSum() if self.param else IntSum()
         if self.kind == "min":
             return Min()
         if self.kind == "max":

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from featurestream.udfs.aggregations.windows import BUCKETS_PER_WINDOW
-from featurestream.udfs.features.codegen import RowOf, compile_expire, compile_feed, compile_row
+from featurestream.udfs.features.codegen import RowOf, compile_feed, compile_row, compile_windows
 from featurestream.udfs.features.plan import EntityPlan
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
@@ -65,21 +65,14 @@ class FeatureProcessor:
         self._anchors = plan.anchors
         self._feeds = [compile_feed(plan, source, self._accumulators)
                        for source in range(len(plan.sources))]
-        self._expires = [compile_expire(self._accumulators, slots) for slots in self._slots]
+        self.new_windows, self._advance, self._next_bucket_expiry = compile_windows(
+            plan, self._accumulators)
         # (window, hop) of the sliding windows, shortest first; the largest decides which events
         # are too old to count, unless a lifetime window takes everything
-        self._sliding = [(i, w.hop_ms) for i, w in enumerate(windows) if w.hop_ms is not None]
-        self._largest = (self._sliding[-1] if self._sliding
-                         and len(self._sliding) == len(windows) else None)
+        sliding = [(i, w.hop_ms) for i, w in enumerate(windows) if w.hop_ms is not None]
+        self._keeps_state = len(sliding) < len(windows)  # a lifetime window
+        self._largest = None if self._keeps_state or not sliding else sliding[-1]
         self.row: RowOf = compile_row(plan, self._accumulators)  # the entity's row, as of as_of
-
-    def new_windows(self) -> list[WindowState]:
-        """Empty windows for a new entity."""
-        windows = []
-        for slots, anchor in zip(self._slots, self._anchors, strict=True):
-            accs = [self._accumulators[p].initialize() for p in slots]
-            windows.append([{} if anchor is None else accs[anchor][0], None, accs])
-        return windows
 
     def empty_stored(self) -> list:
         """Empty windows in stored form (what :meth:`load_windows` takes)."""
@@ -117,32 +110,15 @@ class FeatureProcessor:
         if as_of <= state.as_of:
             return False
         state.as_of = as_of
-        expired = False
-        windows = state.windows
-        for wi, hop in self._sliding:
-            window = windows[wi]
-            first_live = as_of // hop - BUCKETS_PER_WINDOW + 1
-            oldest = window[1]
-            if oldest is None or oldest >= first_live:
-                continue
-            sizes = window[0]
-            dropped = [k for k in sizes if k < first_live]
-            self._expires[wi](window, dropped)
-            for k in dropped:
-                sizes.pop(k, None)  # already gone when the sizes are an anchor's buckets
-            window[1] = min(sizes) if sizes else None
-            expired = True
-        return expired
+        return self._advance(state.windows, as_of)
 
     def next_expiry(self, state: EntityState) -> int | None:
         """When the entity's windows must next advance: its next bucket expiry, else state
         cleanup; None when a lifetime window keeps the state for good."""
-        windows = state.windows
-        expiries = [(windows[wi][1] + BUCKETS_PER_WINDOW) * hop
-                    for wi, hop in self._sliding if windows[wi][1] is not None]
-        if expiries:
-            return min(expiries)
-        if len(self._sliding) < len(windows):
+        due = self._next_bucket_expiry(state.windows)
+        if due is not None:
+            return due
+        if self._keeps_state:
             return None
         return self.cleanup_time(state)
 
@@ -153,7 +129,7 @@ class FeatureProcessor:
 
     def is_empty(self, state: EntityState) -> bool:
         """True when every window is empty and nothing is kept for good."""
-        return (len(self._sliding) == len(state.windows)
+        return (not self._keeps_state
                 and all(window[1] is None for window in state.windows))
 
     def _first_live_ts(self, as_of: int) -> int:

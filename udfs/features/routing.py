@@ -25,9 +25,9 @@ from __future__ import annotations
 import pickle
 import struct
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from featurestream.udfs.contract.records import RecordDecoding, entity_id
@@ -70,19 +70,31 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
-@dataclass(frozen=True)
-class _EntityRoute:
+class _EntityRoute(NamedTuple):
+    """What the router does for one entity of a source (plain values, read per event)."""
+
     entity: str
+    prefix: str  # "<entity>:", the state key's start
+    key: str | None  # the key field, for an entity with one (the fast path)
     keys: tuple[str, ...]
     source: int
-    fields: tuple[str, ...]
+    pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the fields the plan reads
 
 
-@dataclass(frozen=True)
-class _SourceRoute:
-    decoder: RecordDecoding
+class _SourceRoute(NamedTuple):
+    decode: Callable[[bytes], Mapping[str, Any] | Problem]
     timestamp: str
     entities: tuple[_EntityRoute, ...]
+
+
+def _picker(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``record -> tuple of fields`` (decoded records hold every declared field)."""
+    if len(fields) > 1:
+        return itemgetter(*fields)
+    if fields:
+        (name,) = fields
+        return lambda record: (record[name],)
+    return lambda record: ()
 
 
 class EventRouter:
@@ -98,10 +110,13 @@ class EventRouter:
                 for i, s in enumerate(plan.sources):
                     if s.name == name:
                         source = s
-                        entities.append(_EntityRoute(plan.entity.name, plan.entity.keys, i,
-                                                     plan.fields[i]))
+                        keys = plan.entity.keys
+                        entities.append(_EntityRoute(
+                            plan.entity.name, f"{plan.entity.name}:",
+                            keys[0] if len(keys) == 1 else None, keys, i,
+                            _picker(plan.fields[i])))
             if source is not None:
-                routes[source.topic.encode()] = _SourceRoute(decoder, source.timestamp,
+                routes[source.topic.encode()] = _SourceRoute(decoder.decode, source.timestamp,
                                                              tuple(entities))
         self._routes = routes
         self._shards = shards
@@ -113,10 +128,14 @@ class EventRouter:
 
     def group_by_shard(self, frames: Iterable[bytes]
                        ) -> tuple[dict[int, list[ShardEvent]], list[tuple[bytes, Problem]]]:
-        """Decode source frames; events grouped by shard (in arrival order), and the failures."""
+        """Decode source frames; events grouped by shard (in arrival order), and the failures.
+
+        The hot path of the sharding stage: an entity with one key field is handled inline
+        (:func:`entity_id` is the rule, called for several keys and to describe an empty key).
+        """
         groups: dict[int, list[ShardEvent]] = {}
         failed: list[tuple[bytes, Problem]] = []
-        routes, shards = self._routes, self._shards
+        routes, shards, crc32 = self._routes, self._shards, zlib.crc32
         for frame in frames:
             topic, raw = source_topic_and_value(frame)
             route = routes.get(topic)
@@ -125,26 +144,44 @@ class EventRouter:
                     Stage.DECODE, ErrorClass.MALFORMED_RECORD,
                     f"topic {topic.decode(errors='replace')!r} is not the topic of any source")))
                 continue
-            record = route.decoder.decode(raw)
+            record = route.decode(raw)
             if isinstance(record, Problem):
                 failed.append((frame, record))
                 continue
             ts = record[route.timestamp]
-            ids = [entity_id(record, target.keys) for target in route.entities]
-            problem = next((i for i in ids if isinstance(i, Problem)), None)
+            routed = []
+            problem: Problem | None = None
+            for target in route.entities:
+                if target.key is not None:
+                    ident = record.get(target.key)
+                    if ident is None:
+                        continue  # the event does not count for this entity
+                    if type(ident) is not str:
+                        ident = str(ident)
+                    elif not ident:
+                        empty = entity_id(record, target.keys)  # the rule's own message
+                        assert isinstance(empty, Problem)
+                        problem = empty
+                        break
+                else:
+                    ident = entity_id(record, target.keys)
+                    if ident is None:
+                        continue
+                    if isinstance(ident, Problem):
+                        problem = ident
+                        break
+                key = target.prefix + ident
+                routed.append(_as_shard_event((target.entity, key, ts, target.source,
+                                               target.pick(record), frame)))
             if problem is not None:
                 failed.append((frame, problem))
                 continue
-            for target, ident in zip(route.entities, ids, strict=True):
-                if ident is None:
-                    continue
-                key = f"{target.entity}:{ident}"
-                shard = shard_of(key, shards)
+            for event in routed:
+                shard = crc32(event.key.encode()) % shards
                 group = groups.get(shard)
                 if group is None:
                     group = groups[shard] = []
-                group.append(ShardEvent(target.entity, key, ts, target.source,
-                                        tuple([record.get(f) for f in target.fields]), frame))
+                group.append(event)
         return groups, failed
 
 
