@@ -156,6 +156,7 @@ class BatchScorer:
         shadow = self._shadow_plan()
         routed: list[_Routed] = []
         wanted: dict[RowKey, None] = {}
+        plans: dict[int, VectorPlan | Problem] = {}  # by model object, for this batch
         for index, frame in enumerate(frames):
             record = decode_source_frame(frame)
             event = self._decoder.decode(record.value)
@@ -170,7 +171,9 @@ class BatchScorer:
                            Problem(Stage.MODEL, ErrorClass.MODEL_UNAVAILABLE, str(model)),
                            version)
                 continue
-            plan = self.plan(model)
+            plan = plans.get(id(model))
+            if plan is None:
+                plan = plans[id(model)] = self.plan(model)
             if isinstance(plan, Problem):
                 self._dead(batch, index, record, event, plan, version)
                 continue
@@ -191,7 +194,7 @@ class BatchScorer:
             found: dict[str, Row] = {}
             problem: Problem | None = None
             for entity, entity_id in ids.items():
-                row = rows.get((entity, entity_id)) if isinstance(entity_id, str) else entity_id
+                row = rows.get((entity, entity_id)) if type(entity_id) is str else entity_id
                 if isinstance(row, Problem):
                     if problem is None and entity in plan.entities:
                         problem = row
