@@ -194,7 +194,7 @@ class BatchScorer:
             found: dict[str, Row] = {}
             problem: Problem | None = None
             for entity, entity_id in ids.items():
-                row = rows.get((entity, entity_id)) if type(entity_id) is str else entity_id
+                row = rows.get((entity, entity_id)) if isinstance(entity_id, str) else entity_id
                 if isinstance(row, Problem):
                     if problem is None and entity in plan.entities:
                         problem = row
