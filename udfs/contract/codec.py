@@ -108,7 +108,11 @@ class EventDecoder:
             if not raw:
                 raise _Rejected(ErrorClass.MALFORMED_RECORD, "empty record (0 bytes)")
             if raw[0] == MAGIC_BYTE:
-                event = Event._make(self._read_avro(raw).values())
+                record, resolved = read_framed_avro(raw, self._plans.get, self._plan,
+                                                    "UserEvent")
+                # written with our own schema, keys are in Event's field order; resolution
+                # appends defaulted fields at the end
+                event = Event(**record) if resolved else Event._make(record.values())
             else:
                 event = _decode_json(raw)
             _check_rules(event.event_id, event.user_id, event.event_type, event.amount)

@@ -195,10 +195,12 @@ class BatchScorer:
             problem: Problem | None = None
             for entity, entity_id in ids.items():
                 row = rows.get((entity, entity_id)) if isinstance(entity_id, str) else entity_id
+                if row is None:
+                    continue
                 if isinstance(row, Problem):
                     if problem is None and entity in plan.entities:
                         problem = row
-                elif row is not None:
+                else:
                     found[entity] = row
             vector = problem or plan.assemble(model.metadata.defaults, event, found, ids)
             if isinstance(vector, Problem):
