@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     source_idleness_ms: DurationMs = 10_000
     # Events older than watermark - allowed lateness go to the DLQ. 0 = the largest window.
     allowed_lateness_ms: DurationMs = 0
+    # Events stamped further ahead of the wall clock go to the DLQ (FutureEvent) and never
+    # move the watermark.
+    max_future_skew_ms: DurationMs = 3_600_000
     checkpoint_dir: str = ""  # empty = file://<home>/checkpoints
     checkpoint_interval_ms: DurationMs = 10_000
     parallelism: WholeNumber = 1
@@ -316,6 +319,8 @@ class Settings(BaseSettings):
         for name in ("max_out_of_orderness_ms", "source_idleness_ms"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be zero or positive")
+        if self.max_future_skew_ms <= 0:
+            raise bad("max_future_skew_ms", "must be positive, e.g. 1h")
         if self.max_parallelism < self.parallelism:
             raise bad("max_parallelism", f"use at least FEATURESTREAM_PARALLELISM "
                       f"({self.parallelism}); it is fixed for the life of the job's state")

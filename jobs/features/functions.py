@@ -34,7 +34,7 @@ from featurestream.udfs.features.operator import FeatureShardOperator, OperatorC
 from featurestream.udfs.features.plan import compile_plans
 from featurestream.udfs.features.processor import FeatureProcessor
 from featurestream.udfs.features.routing import EventRouter, ShardEvent
-from featurestream.udfs.wire.dead_letters import Problem, dlq_frame
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, dlq_frame
 from featurestream.udfs.wire.frames import CHECKPOINT_MARKER, decode_source_frame, split_batch
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
@@ -43,7 +43,8 @@ _FULL_COLLECTION_EVERY = 1_000  # younger (generation 1) collections
 
 
 class ShardEvents(ProcessFunction):
-    """A batch of source frames -> one shard record per state shard; undecodable -> the DLQ.
+    """A batch of source frames -> one shard record per state shard; undecodable events, and
+    events more than ``max_future_skew_ms`` ahead of the wall clock -> the DLQ.
 
     ``shard_keys[i]`` is the Flink key of shard ``i`` (see ``ShardKeys.java``). A checkpoint
     marker goes on to every shard.
@@ -51,23 +52,26 @@ class ShardEvents(ProcessFunction):
 
     _router: EventRouter  # made in open()
     _undecodable: Any  # Flink counters, from open()
+    _future: Any
     _source_events: Any
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
-                 dlq_topic: str, shard_keys: Sequence[int]) -> None:
+                 dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int) -> None:
         self._definitions = definitions
         self._schema_registry = schema_registry
         self._dlq_topic = dlq_topic
         self._shard_keys = tuple(shard_keys)
+        self._max_future_skew_ms = max_future_skew_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         registry = registry_for(self._schema_registry)
         self._router = EventRouter(
             compile_plans(self._definitions),
             {s.name: decoder_for(s, registry) for s in self._definitions.sources},
-            len(self._shard_keys))
+            len(self._shard_keys), max_future_skew_ms=self._max_future_skew_ms)
         metrics = runtime_context.get_metrics_group()
         self._undecodable = metrics.counter("undecodable_events")
+        self._future = metrics.counter("future_events")
         self._source_events = metrics.counter("source_events")  # records read, good or bad
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
@@ -79,7 +83,10 @@ class ShardEvents(ProcessFunction):
         self._source_events.inc(len(frames))
         groups, failed = self._router.group_by_shard(frames)
         for frame, problem in failed:
-            self._undecodable.inc()
+            if problem.error_class is ErrorClass.FUTURE_EVENT:
+                self._future.inc()
+            else:
+                self._undecodable.inc()
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), problem)
         for shard, events in groups.items():
             yield routing.encode_shard_record(routing.shard_record(self._shard_keys[shard],

@@ -5,8 +5,8 @@ Two Python operators, each one stage: decode and shard (after the Java batcher, 
 source), and the keyed ``MaterializeFeatures``; the record's event time, its shard key and the
 DLQ side outputs stay in Java (``ShardRecords.java``, :mod:`jobs.pyflink_compat`).
 
-Submit with ``featurestream submit features``. Undecodable, late and expired events go to the
-events DLQ topic with the reason.
+Submit with ``featurestream submit features``. Undecodable, late and expired events, and events
+too far ahead of the wall clock, go to the events DLQ topic with the reason.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
     """
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
         ShardEvents(definitions, settings.schema_registry, settings.events_dlq_topic,
-                    shard_keys(settings.state_shards, settings.max_parallelism)),
+                    shard_keys(settings.state_shards, settings.max_parallelism),
+                    settings.max_future_skew_ms),
         output_type=FRAME_TYPE,
     ).name("decode and shard events").uid("shard-events")
     by_shard = pyflink_compat.key_by_in_java(sharded, lambda j_records: (

@@ -17,6 +17,7 @@ def test_defaults_point_at_the_local_stack() -> None:
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.window_ms == (60_000, 300_000, 3_600_000, 86_400_000)
     assert settings.effective_allowed_lateness_ms == 86_400_000
+    assert settings.max_future_skew_ms == 3_600_000
     assert settings.effective_checkpoint_dir.startswith("file://")
 
 
@@ -40,6 +41,7 @@ def test_env_vars_override_with_types() -> None:
     ("FEATURESTREAM_PARALLELISM", "zero", "whole number"),
     ("FEATURESTREAM_PARALLELISM", "0", "positive"),
     ("FEATURESTREAM_ALLOWED_LATENESS_MS", "48h", "largest window"),
+    ("FEATURESTREAM_MAX_FUTURE_SKEW_MS", "0", "positive, e.g. 1h"),
     ("FEATURESTREAM_REDIS_URL", "localhost:6379", "redis://"),
     ("FEATURESTREAM_KAFKA_BOOTSTRAP", "localhost", "host:port"),
     ("FEATURESTREAM_CHECKPOINT_DIR", "/tmp/ckpt", "file://"),

@@ -1,7 +1,7 @@
 """Decode and shard: every entity a source feeds gets the event in the stable shard of its state
 key, in arrival order, with the fields its plan reads; failures (undecodable, unknown topic,
-empty key) kept apart; shard records (events or checkpoint markers) round-trip through their
-byte layout, whose header Java reads."""
+empty key, too far in the future) kept apart; shard records (events or checkpoint markers)
+round-trip through their byte layout, whose header Java reads."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from featurestream.udfs.features.routing import (
     shard_of,
     shard_record,
 )
-from featurestream.udfs.wire.dead_letters import ErrorClass
+from featurestream.udfs.wire.dead_letters import ErrorClass, Stage
 from featurestream.udfs.wire.frames import encode_source_frame
 
 SCHEMAS = FileSchemaRegistry()
@@ -48,9 +48,9 @@ DEFINITIONS = validate([
 PLANS = compile_plans(DEFINITIONS)
 
 
-def router(shards: int) -> EventRouter:
+def router(shards: int, now: int = 2_000_000_000_000) -> EventRouter:
     return EventRouter(PLANS, {s.name: decoder_for(s, SCHEMAS) for s in DEFINITIONS.sources},
-                       shards)
+                       shards, clock=lambda: now)
 
 
 def frame(offset: int, value: bytes, topic: str = "events") -> bytes:
@@ -105,6 +105,45 @@ def test_composite_keys_unknown_topics_and_empty_keys() -> None:
     assert "'merchant_id' is empty" in failed[0][1].message
     assert "'elsewhere' is not the topic of any source" in failed[1][1].message
     assert sorted(router(5).topics) == ["events", "payments"]
+
+
+def test_events_too_far_ahead_of_the_clock_fail_and_the_rest_of_the_batch_is_routed() -> None:
+    """The bound is ``now + max_future_skew_ms``, read once per batch: at it, accepted."""
+    now, skew, year_3000 = 1_764_000_000_000, 60_000, 32_503_680_000_000
+    ticks = iter([now, now + 10**9])  # a second batch would see the next reading
+    at_bound = Event("e1", "u1", "view", None, None, now + skew, None)
+    poison = Event("e2", "u2", "view", "i1", None, year_3000, None)
+    past_bound = Event("e3", "u1", "view", None, None, now + skew + 1, None)
+    after = [Event(f"e{4 + i}", f"u{i % 3}", "click", "i2", None, now - i, None)
+             for i in range(5)]
+    frames = [frame(i, ENCODER.avro(e) if i % 2 else ENCODER.json(e))
+              for i, e in enumerate([at_bound, poison, past_bound, *after])]
+    shards = EventRouter(PLANS, {s.name: decoder_for(s, SCHEMAS) for s in DEFINITIONS.sources},
+                         4, max_future_skew_ms=skew, clock=lambda: next(ticks))
+    groups, failed = shards.group_by_shard(frames)
+    assert [f for f, _ in failed] == [frames[1], frames[2]]
+    for _, problem in failed:
+        assert (problem.stage, problem.error_class) == (Stage.WINDOW, ErrorClass.FUTURE_EVENT)
+        assert "FEATURESTREAM_MAX_FUTURE_SKEW_MS (60000 ms)" in problem.message
+        assert f"wall clock {now} (2025-11-24T16:00:00.000+00:00)" in problem.message
+    assert (f"event time {year_3000} (3000-01-01T00:00:00.000+00:00) is "
+            f"{year_3000 - now} ms ahead") in failed[0][1].message
+    assert f"event time {now + skew + 1} " in failed[1][1].message
+    assert "is 60001 ms ahead" in failed[1][1].message
+    routed = sorted((e.frame, e.key) for events in groups.values() for e in events)
+    want = [(frames[0], "user:u1")] + [
+        (frames[3 + i], key) for i, e in enumerate(after)
+        for key in (f"user:{e.user_id}", "item:i2")]
+    assert routed == sorted(want)
+    assert max(e.ts for events in groups.values() for e in events) == now + skew
+    assert next(ticks) == now + 10**9, "the clock is read once per batch"
+
+
+def test_a_future_event_past_the_calendar_still_gets_a_message() -> None:
+    micros = Event("e1", "u1", "view", None, None, 1_764_000_000_000_000_000, None)
+    _, [(_, problem)] = router(1).group_by_shard([frame(0, ENCODER.json(micros))])
+    assert problem.error_class is ErrorClass.FUTURE_EVENT
+    assert "(out of the calendar's range) is " in problem.message
 
 
 def test_a_shard_record_header_is_its_key_and_newest_event_time() -> None:

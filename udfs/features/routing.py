@@ -7,6 +7,11 @@ source, sends the event to the entity's state shard, grouped per shard as one
 entity skips events without an item). The frame rides along with each event, so a late or
 expired event still goes to the DLQ with its original bytes and Kafka coordinates.
 
+An event stamped more than ``max_future_skew_ms`` ahead of the wall clock (a producer's bad
+clock, microseconds taken for milliseconds) goes to the failures as a ``FutureEvent`` and never
+reaches a shard record: a record's event time drives the watermark, and one event in the year
+3000 would otherwise put every later valid event behind it, as late.
+
 A shard record is bytes in this layout (big-endian), written by :func:`encode_shard_record` and
 read back by :func:`decode_shard_record`::
 
@@ -24,8 +29,10 @@ from __future__ import annotations
 
 import pickle
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from operator import itemgetter
 from typing import Any, NamedTuple
@@ -65,6 +72,32 @@ _HEADER = struct.Struct(">iq")
 _as_shard_event = partial(tuple.__new__, ShardEvent)  # from a plain tuple, without a Python call
 
 
+DEFAULT_MAX_FUTURE_SKEW_MS = 3_600_000  # FEATURESTREAM_MAX_FUTURE_SKEW_MS's default
+
+
+def wall_clock_ms() -> int:
+    """The wall clock, epoch ms: the router's default clock."""
+    return time.time_ns() // 1_000_000
+
+
+def _utc(ms: int) -> str:
+    """``ms`` as an ISO 8601 UTC time, for messages (past year 9999, says so)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return "out of the calendar's range"
+
+
+def future_event(ts: int, now: int, max_future_skew_ms: int) -> Problem:
+    """Why an event stamped more than ``max_future_skew_ms`` after ``now`` is refused."""
+    return Problem(
+        Stage.WINDOW, ErrorClass.FUTURE_EVENT,
+        f"event time {ts} ({_utc(ts)}) is {ts - now} ms ahead of the wall clock {now} "
+        f"({_utc(now)}), more than FEATURESTREAM_MAX_FUTURE_SKEW_MS ({max_future_skew_ms} "
+        "ms); counted, it would move the watermark past every later event. Check the "
+        "producer's clock and that the timestamp is in epoch milliseconds")
+
+
 def shard_of(key: str, shards: int) -> int:
     """The state shard of a state key: stable across processes, runs and Python versions."""
     return zlib.crc32(key.encode()) % shards
@@ -101,8 +134,10 @@ class EventRouter:
     """Decodes frames and groups their events by state shard, for every entity they feed."""
 
     def __init__(self, plans: Mapping[str, EntityPlan], decoders: Mapping[str, RecordDecoding],
-                 shards: int) -> None:
-        """``decoders`` by source name (one per source of the plans)."""
+                 shards: int, *, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        """``decoders`` by source name (one per source of the plans); events more than
+        ``max_future_skew_ms`` ahead of ``clock()`` (epoch ms, read once per batch) fail."""
         routes: dict[bytes, _SourceRoute] = {}
         for name, decoder in decoders.items():
             entities, source = [], None
@@ -120,6 +155,8 @@ class EventRouter:
                                                              tuple(entities))
         self._routes = routes
         self._shards = shards
+        self._max_future_skew_ms = max_future_skew_ms
+        self._clock = clock
 
     @property
     def topics(self) -> list[str]:
@@ -132,10 +169,13 @@ class EventRouter:
 
         The hot path of the sharding stage: an entity with one key field is handled inline
         (:func:`entity_id` is the rule, called for several keys and to describe an empty key).
+        An event after ``now + max_future_skew_ms`` (the clock read once per batch) fails.
         """
         groups: dict[int, list[ShardEvent]] = {}
         failed: list[tuple[bytes, Problem]] = []
         routes, shards, crc32 = self._routes, self._shards, zlib.crc32
+        now = self._clock()
+        latest = now + self._max_future_skew_ms
         for frame in frames:
             topic, raw = source_topic_and_value(frame)
             route = routes.get(topic)
@@ -149,6 +189,9 @@ class EventRouter:
                 failed.append((frame, record))
                 continue
             ts = record[route.timestamp]
+            if ts > latest:
+                failed.append((frame, future_event(ts, now, self._max_future_skew_ms)))
+                continue
             routed = []
             problem: Problem | None = None
             for target in route.entities:

@@ -18,7 +18,7 @@ class Stage(StrEnum):
     """Where in the pipeline a record failed (the ``__connect.errors.stage`` header)."""
 
     DECODE = "decode"  # bytes -> event (both jobs)
-    WINDOW = "window"  # the feature job's windows: late or expired
+    WINDOW = "window"  # the feature job's event-time bounds: late, expired or in the future
     FEATURES = "features"  # the scoring job's feature vector
     MODEL = "model"  # the scoring job's model
 
@@ -35,6 +35,12 @@ class ErrorClass(StrEnum):
     # window
     LATE_EVENT = "LateEvent"  # further behind the watermark than the allowed lateness
     EXPIRED_EVENT = "ExpiredEvent"  # older than the largest window as of the entity's row
+    # Further ahead of the wall clock than FEATURESTREAM_MAX_FUTURE_SKEW_MS. Refused by the
+    # sharding stage, before its event time can reach the watermark, but stage "window", not
+    # "decode": the record decoded fine (nothing is wrong with its bytes or schema); like
+    # LateEvent and ExpiredEvent it lies outside the event times the windows accept, and
+    # alerts on the window stage are the ones about producers' clocks and event time.
+    FUTURE_EVENT = "FutureEvent"
     # features
     UNKNOWN_USER = "UnknownUser"  # no feature row, and the model declares no default
     MISSING_FEATURE = "MissingFeature"  # a feature without value or default
