@@ -200,3 +200,45 @@ def test_recovery_from_checkpoint_yields_oracle_rows(stack: LocalStack) -> None:
         assert assert_rows_equal_oracle(rows, by_user) > 0
     finally:
         cancel_job(settings, job_id)
+
+
+def test_a_future_event_from_the_year_3000_does_not_stop_the_counting(stack: LocalStack) -> None:
+    """The poison record goes to the DLQ as FutureEvent; the valid events after it still count
+    (it never moved the watermark, so they are not late)."""
+    settings = isolated(stack, "future")
+    job_id = submit_job(settings, "features")
+    try:
+        config = StreamConfig(users=10, items=50, events_per_second=5.0, seed=31,
+                              start_ts=int(time.time() * 1000) - 120_000)
+        events = list(itertools.islice(generate_events(config), 600))
+        by_user: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            by_user[event.user_id].append(event)
+        encoder = EventEncoder(registry_for(settings.schema_registry))
+        victim = sorted(by_user)[0]
+        poison = encoder.avro(Event("poison", victim, "purchase", "item-1", 9.0,
+                                    32_503_680_000_000, None))
+        produce(settings, [*encoded(encoder, events[:300]), (victim, poison, events[299].ts)])
+        wait_until_stable(settings, sorted({e.user_id for e in events[:300]}), lambda: True,
+                          lambda: job_diagnostics(settings, job_id), timeout_s=60)
+        # Only now the events stamped after it: had it moved the watermark, they would be late.
+        produce(settings, encoded(encoder, events[300:]))
+        dlq: list = []
+
+        def dlq_has(count: int) -> bool:
+            dlq[:] = read_topic(settings, settings.events_dlq_topic, settings.topic_partitions)
+            return len(dlq) >= count
+
+        rows = wait_until_stable(settings, sorted(by_user), lambda: dlq_has(1),
+                                 lambda: job_diagnostics(settings, job_id), timeout_s=60)
+        assert_rows_equal_oracle(rows, by_user)  # every valid event counted, the later ones too
+        assert rows[victim]["as_of"] < 32_503_680_000_000
+        assert job_exceptions(settings, job_id) == [], "the job failed and restarted"
+        assert [m.value() for m in dlq] == [poison], "a valid event was dead-lettered"
+        headers = {k: v.decode() for k, v in dlq[0].headers()}
+        assert headers[HEADER_EXCEPTION_CLASS] == "FutureEvent"
+        assert headers[HEADER_STAGE] == "window"
+        assert "FEATURESTREAM_MAX_FUTURE_SKEW_MS" in headers[HEADER_EXCEPTION_MESSAGE]
+        assert "event time 32503680000000 (3000-01-01" in headers[HEADER_EXCEPTION_MESSAGE]
+    finally:
+        cancel_job(settings, job_id)
