@@ -36,6 +36,7 @@ from featurestream.udfs.contract.schema_registry import RegistryConfig, registry
 from featurestream.udfs.definitions.load import load_definitions
 from featurestream.udfs.definitions.model import DefinitionError, Definitions
 from featurestream.udfs.durations import parse_duration_ms
+from featurestream.udfs.features.routing import DEFAULT_MAX_FUTURE_SKEW_MS
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
@@ -131,7 +132,7 @@ class Settings(BaseSettings):
     allowed_lateness_ms: DurationMs = 0
     # Events stamped further ahead of the wall clock go to the DLQ (FutureEvent) and never
     # move the watermark.
-    max_future_skew_ms: DurationMs = 3_600_000
+    max_future_skew_ms: DurationMs = DEFAULT_MAX_FUTURE_SKEW_MS
     checkpoint_dir: str = ""  # empty = file://<home>/checkpoints
     checkpoint_interval_ms: DurationMs = 10_000
     parallelism: WholeNumber = 1

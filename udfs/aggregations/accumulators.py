@@ -106,20 +106,12 @@ class Count(Accumulator):
     RESULT = "s[1]"
 
 
-class IntSum(Accumulator):
-    """A sum of integers: ``[bucket -> partial sum, total]`` (exact, so expiry subtracts)."""
+class IntSum(Count):
+    """A sum of integers: ``[bucket -> partial sum, total]``; a count that adds the value, so
+    it expires, merges and reads like one (exact, so expiry subtracts)."""
 
     kind = "sum"
     ADD = "b = s[0]\nb[k] = b.get(k, 0) + VALUE\ns[1] += VALUE"
-    EXPIRE_EACH = "STATE[1] -= STATE[0].pop(k, 0)"
-    RESULT = "s[1]"
-    INIT = "[{}, 0]"
-
-    def merge(self, into: list, other: list) -> None:
-        sums = into[0]
-        for k, s in other[0].items():
-            sums[k] = sums.get(k, 0) + s
-        into[1] = sum(sums.values())
 
 
 class FloatSum(IntSum):
