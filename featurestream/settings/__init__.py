@@ -191,11 +191,10 @@ class Settings(BaseSettings):
         """Window lengths in milliseconds, in the configured order."""
         return tuple(parse_duration_ms(w) for w in self.windows)
 
-    @property
-    def effective_allowed_lateness_ms(self) -> int:
-        """Allowed lateness; defaults to (and never exceeds) the largest window."""
-        largest = max(self.window_ms)
-        return largest if self.allowed_lateness_ms == 0 else self.allowed_lateness_ms
+    def effective_allowed_lateness_ms(self, definitions: Definitions) -> int:
+        """Allowed lateness; 0 (the default) means the largest sliding window of the
+        definitions."""
+        return self.allowed_lateness_ms or definitions.largest_window_ms
 
     @property
     def effective_models_dir(self) -> Path:

@@ -44,7 +44,7 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
         by_shard.process(
             MaterializeFeatures(
                 definitions=definitions,
-                allowed_lateness_ms=settings.allowed_lateness_ms or definitions.largest_window_ms,
+                allowed_lateness_ms=settings.effective_allowed_lateness_ms(definitions),
                 shards=settings.state_shards,
                 target=RedisTarget.from_settings(settings),
                 dlq_topic=settings.events_dlq_topic,

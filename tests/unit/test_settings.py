@@ -16,7 +16,7 @@ def test_defaults_point_at_the_local_stack() -> None:
     settings = Settings.from_env({})
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.window_ms == (60_000, 300_000, 3_600_000, 86_400_000)
-    assert settings.effective_allowed_lateness_ms == 86_400_000
+    assert settings.effective_allowed_lateness_ms(settings.load_definitions()) == 86_400_000
     assert settings.max_future_skew_ms == 3_600_000
     assert settings.effective_checkpoint_dir.startswith("file://")
 
@@ -31,7 +31,7 @@ def test_env_vars_override_with_types() -> None:
     })
     assert settings.home == Path("/tmp/fs-home")
     assert settings.windows == ("5m", "1h")
-    assert settings.effective_allowed_lateness_ms == 600_000
+    assert settings.effective_allowed_lateness_ms(settings.load_definitions()) == 600_000
     assert settings.parallelism == 2
 
 
