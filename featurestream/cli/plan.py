@@ -14,8 +14,7 @@ import argparse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import redis
-
+from featurestream.cli.redis_access import redis_client
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings, masked_url
 from featurestream.udfs.features.layout import (
@@ -58,15 +57,8 @@ def read_published(settings: Settings) -> dict[str, Any] | None:
     """The layout the feature job published (None if none has), one clear line if Redis
     cannot be read or the layout is not one this release reads."""
     key = layout_key(settings.redis_key_prefix)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                  socket_connect_timeout=5)
-    try:
+    with redis_client(settings) as client:
         text = client.get(key)
-    except redis.RedisError as exc:
-        raise UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)} ({exc}); "
-                              "check FEATURESTREAM_REDIS_URL or run `featurestream up`") from None
-    finally:
-        client.close()
     if text is None:
         return None
     try:

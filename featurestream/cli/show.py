@@ -7,8 +7,9 @@ import json
 
 import redis
 
+from featurestream.cli.redis_access import redis_client
 from featurestream.errors import UserFacingError
-from featurestream.settings import Settings, masked_url
+from featurestream.settings import Settings
 from featurestream.udfs.definitions.model import Entity
 from featurestream.udfs.store.redis_layout import decode_row, entity_key
 
@@ -50,15 +51,9 @@ def show_features(settings: Settings, args: argparse.Namespace) -> int:
     entity = declared_entity(settings, args.entity)
     id_field = "|".join(entity.keys)
     prefix = settings.redis_key_prefix
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
-    try:
+    with redis_client(settings) as client:
         ids = args.ids or some_ids(client, prefix, entity.name, args.limit)
         rows = read_rows(client, prefix, entity.name, ids)
-    except redis.RedisError as exc:
-        raise UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)} ({exc}); "
-                              "check FEATURESTREAM_REDIS_URL or run `featurestream up`") from None
-    finally:
-        client.close()
     for entity_id in ids:
         print(json.dumps({id_field: entity_id, **rows.get(entity_id, {"missing": True})}))
     return 0
