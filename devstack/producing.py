@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
-from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.devstack.generator import StreamConfig, generate_labelled_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
@@ -26,6 +26,7 @@ from featurestream.udfs.contract.schema_registry import (
     SchemaRegistryError,
     registry_for,
 )
+from featurestream.udfs.offline.training_set import LabelsWriter
 from featurestream.udfs.wire.dead_letters import Problem
 
 # Simulated event rate of `generate --rate 0`; the burst's event times end at about "now".
@@ -70,7 +71,8 @@ def produce_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def generate_command(settings: Settings, args: argparse.Namespace) -> int:
-    """Produce ``--events`` synthetic events (or write them as JSON lines to ``--out``)."""
+    """Produce ``--events`` synthetic events (or write them as JSON lines to ``--out``); with
+    ``--labels FILE`` also write each event's fraud label there (event_id,label CSV)."""
     if args.events < 0 or args.users < 1 or args.rate < 0:
         raise UserFacingError("use --events >= 0, --users >= 1 and --rate >= 0")
     simulated_rate = args.rate or BACKFILL_EVENTS_PER_SECOND
@@ -78,7 +80,16 @@ def generate_command(settings: Settings, args: argparse.Namespace) -> int:
     start_ts = now_ms if args.rate else now_ms - int(args.events / simulated_rate * 1000)
     config = StreamConfig(users=args.users, events_per_second=simulated_rate, start_ts=start_ts,
                           seed=args.seed)
-    events: Iterator[Event] = islice(generate_events(config), args.events)
+    with _labels_file(args.labels) as labels:
+        events = _labelled(islice(generate_labelled_events(config), args.events), labels)
+        status = _generate(settings, args, events, start_ts)
+    if labels is not None:
+        print(f"wrote {labels.rows:,} labels (event_id,label) to {args.labels}")
+    return status
+
+
+def _generate(settings: Settings, args: argparse.Namespace, events: Iterator[Event],
+              start_ts: int) -> int:
     progress = _Progress(total=args.events)
     encoder = EventEncoder(registry_for(settings.schema_registry),
                            subject=f"{settings.events_topic}-value")
@@ -93,6 +104,29 @@ def generate_command(settings: Settings, args: argparse.Namespace) -> int:
         sent = _send_all(producer, ((event, encode(event)) for event in events), progress)
         undelivered = producer.flush()
     return _summarize(producer, args.format, sent, undelivered, skipped=0)
+
+
+@contextmanager
+def _labels_file(path: str | None) -> Iterator[LabelsWriter | None]:
+    """The ``--labels`` CSV writer (None without the option)."""
+    if path is None:
+        yield None
+        return
+    try:
+        writer = LabelsWriter(path)
+    except OSError as exc:
+        raise UserFacingError(f"cannot write {path}: {exc.strerror}") from None
+    with writer:
+        yield writer
+
+
+def _labelled(history: Iterable[tuple[Event, bool]],
+              labels: LabelsWriter | None) -> Iterator[Event]:
+    """The events of ``history``, each one's label written as it passes (with ``--labels``)."""
+    for event, label in history:
+        if labels is not None:
+            labels.add(event.event_id, label)
+        yield event
 
 
 def _send_all(producer: EventProducer, records: Iterable[tuple[Event, bytes]],

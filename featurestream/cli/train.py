@@ -1,14 +1,16 @@
-"""``featurestream train``: train the scoring model on a generated history; publish a version.
+"""``featurestream train``: train the scoring model; publish a version.
 
-The history comes from the synthetic generator (its planted fraud signal and labels) in the
-built-in events contract; the model reads the record features and every numeric feature the
-definitions (``FEATURESTREAM_DEFINITIONS``, by default the built-in user features) compute
-from that source -- the user's unqualified, any other entity's as ``<entity>.<feature>``.
-Training features are computed point in time with the feature job's own engine
-(:mod:`udfs.offline.training`); the
-latest ``--holdout`` share of examples (by event time) is held out and its AUC is written to the
-sidecar. The model is published as the registry's next version, which running scoring jobs pick
-up by themselves when they serve the latest version.
+The rows come from ``--from PATH`` (a training set or exported scores, Parquet or CSV:
+:mod:`udfs.offline.training_set`; labels completed by ``--labels`` event_id,label where the file
+has none; nulls filled with the model's defaults, as the scoring job fills absent values) or
+else from the synthetic generator (its planted fraud signal and labels), replayed point in time
+with the feature job's own engine (:mod:`udfs.offline.training`). The model reads the record
+features and every numeric feature the definitions (``FEATURESTREAM_DEFINITIONS``, by default
+the built-in user features) compute from the built-in events -- the user's unqualified, any
+other entity's as ``<entity>.<feature>``. Both paths share one fit: the latest ``--holdout``
+share of rows (by event time) is held out and its AUC is written to the sidecar with the data's
+source and time range. The model is published as the registry's next version, which running
+scoring jobs pick up by themselves when they serve the latest version.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.udfs.contract.records import is_builtin
 from featurestream.udfs.definitions.model import Definitions
-from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
+from featurestream.udfs.offline.training import (
+    Dataset,
+    build_dataset,
+    point_in_time_rows,
+    roc_auc,
+)
+from featurestream.udfs.offline.training_set import TrainingSetError, read_labels, read_training_set
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.vector import RECORD_FEATURES, USER, FeatureCatalog, is_number
@@ -88,13 +96,89 @@ def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
     history = islice(generate_labelled_events(config), run.events)
     examples = point_in_time_rows(history, definitions, settings.scored_event_types,
                                   plan.entities)
-    train_set, holdout = build_dataset(examples, plan, defaults).split(run.holdout)
+    dataset = build_dataset(examples, plan, defaults)
+    generator = {"events": run.events, "users": run.users,
+                 "events_per_second": run.events_per_second, "seed": run.seed}
+    return _fit(settings, definitions, names, defaults, dataset, run,
+                _data_range("generator", dataset), {"generator": generator})
+
+
+@dataclass(frozen=True)
+class FromFile:
+    """What ``train --from`` read: the model text, its sidecar, and the rows left out."""
+
+    model_text: str
+    metadata: ModelMetadata
+    unlabelled: int
+
+
+def train_from(settings: Settings, source: str, labels: str | None,
+               run: TrainingRun) -> FromFile:
+    """Train on a training set (or exported scores) file, joined with ``labels`` by event_id
+    where its own label is absent; rows still without a label are left out (counted)."""
+    definitions = settings.load_definitions()
+    names, defaults = model_features(definitions)
+    try:
+        table = read_training_set(source, names)
+        has_labels = any(label is not None for label in table.labels)
+        if labels is not None:
+            table = table.with_labels(read_labels(labels))
+        elif not has_labels:
+            raise UserFacingError(f"{source} has no labels (e.g. exported scores); give "
+                                  "--labels FILE, a CSV of event_id,label")
+    except TrainingSetError as exc:
+        raise UserFacingError(str(exc)) from None
+    labelled = table.labelled()
+    order = np.argsort(labelled.ts, kind="stable")  # time-ordered, for the holdout split
+    dataset = Dataset(_with_defaults(labelled.matrix[order], names, defaults, source),
+                      np.array(labelled.labels, dtype=np.float64)[order], labelled.ts[order])
+    model_text, metadata = _fit(settings, definitions, names, defaults, dataset, run,
+                                _data_range(source, dataset), {})
+    return FromFile(model_text, metadata, unlabelled=len(table) - len(labelled))
+
+
+def _with_defaults(matrix: np.ndarray, names: tuple[str, ...], defaults: dict[str, float],
+                   source: str) -> np.ndarray:
+    """Nulls (NaN) replaced by the model's defaults, as the scoring job fills absent values."""
+    filled = matrix.copy()
+    for j, name in enumerate(names):
+        absent = np.isnan(filled[:, j])
+        if not absent.any():
+            continue
+        if name not in defaults:
+            raise UserFacingError(f"{source}: {int(absent.sum()):,} rows have no {name!r}, "
+                                  "which has no default; fill the column or drop those rows")
+        filled[absent, j] = defaults[name]
+    return filled
+
+
+def _data_range(source: str, dataset: Dataset) -> dict[str, object]:
+    """The sidecar's ``training.data``: where the rows came from and their event-time range."""
+    if not len(dataset.ts):
+        raise UserFacingError(f"{source}: no labelled rows to train on")
+    return {"source": source, "rows": len(dataset.ts), "ts_min": int(dataset.ts.min()),
+            "ts_max": int(dataset.ts.max())}
+
+
+def _fit(settings: Settings, definitions: Definitions, names: tuple[str, ...],
+         defaults: dict[str, float], dataset: Dataset, run: TrainingRun,
+         data: dict[str, object], provenance: dict[str, object]) -> tuple[str, ModelMetadata]:
+    """The one training step of both paths: time-ordered holdout, LightGBM, the sidecar."""
+    train_set, holdout = dataset.split(run.holdout)
     params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15,
               "min_data_in_leaf": 40, "feature_fraction": 0.9, "seed": run.seed,
               "deterministic": True, "num_threads": 1, "verbose": -1}
     booster = lgb.train(params, lgb.Dataset(train_set.vectors, train_set.labels,
                                             feature_name=list(names)),
                         num_boost_round=run.rounds)
+    try:
+        auc_holdout = roc_auc(holdout.labels, np.asarray(booster.predict(holdout.vectors)))
+        auc_train = roc_auc(train_set.labels, np.asarray(booster.predict(train_set.vectors)))
+    except ValueError:
+        raise UserFacingError(
+            f"{data['source']}: the training rows and the latest {run.holdout:.0%} held out "
+            "each need positive and negative labels; train on more (or more varied) data"
+        ) from None
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     metadata = ModelMetadata(
         name=settings.model_name,
@@ -103,15 +187,13 @@ def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
         defaults=defaults,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         metrics={
-            "auc_holdout": roc_auc(holdout.labels, np.asarray(booster.predict(holdout.vectors))),
-            "auc_train": roc_auc(train_set.labels, np.asarray(booster.predict(train_set.vectors))),
+            "auc_holdout": auc_holdout,
+            "auc_train": auc_train,
             "examples": len(train_set.labels),
             "holdout_examples": len(holdout.labels),
             "positive_rate": float(train_set.labels.mean()),
         },
-        training={"generator": {"events": run.events, "users": run.users,
-                                "events_per_second": run.events_per_second,
-                                "seed": run.seed},
+        training={**provenance, "data": data,
                   "scored_event_types": list(settings.scored_event_types),
                   "windows": list(settings.windows),
                   "definitions": definitions.fingerprint(), "params": params,
@@ -121,13 +203,28 @@ def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
 
 
 def train_command(settings: Settings, args: argparse.Namespace) -> int:
-    """CLI handler: train, publish the next version, print its metrics."""
+    """CLI handler: train (on --from FILE, else a generated history), publish the next
+    version, print its metrics."""
     given = {name: getattr(args, name) for name in ("events", "users", "seed", "rounds")}
     run = replace(TrainingRun(), **{k: v for k, v in given.items() if v is not None})
     started = time.monotonic()
-    print(f"training {settings.model_name} on {run.events:,} generated events "
-          f"({run.users:,} users, seed {run.seed}) ...", flush=True)
-    model_text, metadata = train(settings, run)
+    if args.source is None:
+        if args.labels is not None:
+            raise UserFacingError("--labels goes with --from PATH (a training set or exported "
+                                  "scores); without --from, train uses the generator's labels")
+        print(f"training {settings.model_name} on {run.events:,} generated events "
+              f"({run.users:,} users, seed {run.seed}) ...", flush=True)
+        model_text, metadata = train(settings, run)
+    else:
+        if args.events is not None or args.users is not None:
+            raise UserFacingError("--events and --users shape the generated history; leave "
+                                  "them out with --from PATH")
+        print(f"training {settings.model_name} on {args.source} ...", flush=True)
+        result = train_from(settings, args.source, args.labels, run)
+        model_text, metadata = result.model_text, result.metadata
+        data = metadata.training["data"]
+        print(f"{data['rows']:,} labelled rows ({result.unlabelled:,} without a label left "
+              f"out), event times {_iso(data['ts_min'])} .. {_iso(data['ts_max'])}")
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     sidecar = registry.publish(model_text, metadata)
     m = metadata.metrics
@@ -136,3 +233,7 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
           f"{m['positive_rate']:.1%} positive; {time.monotonic() - started:.0f} s")
     print(f"published {sidecar}")
     return 0
+
+
+def _iso(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="seconds")

@@ -18,6 +18,7 @@ from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.offline.training_set import read_labels
 
 SETTINGS = Settings()
 DECODER = EventDecoder(FileSchemaRegistry())
@@ -63,7 +64,8 @@ def produce_args(file: Path, fmt: str = "avro", topic: str | None = None) -> arg
 
 
 def generate_args(**overrides: object) -> argparse.Namespace:
-    args = {"events": 300, "users": 20, "rate": 0.0, "format": "avro", "seed": 5, "out": None}
+    args = {"events": 300, "users": 20, "rate": 0.0, "format": "avro", "seed": 5, "out": None,
+            "labels": None}
     return argparse.Namespace(**{**args, **overrides})
 
 
@@ -123,6 +125,18 @@ def test_generate_out_writes_valid_json_lines(tmp_path: Path,
     assert len(lines) == 300
     assert all(isinstance(DECODER.decode(line), Event) for line in lines)
     assert sent == []
+
+
+def test_generate_labels_writes_each_events_fraud_label(
+    tmp_path: Path, sent: list[RecordingProducer]
+) -> None:
+    labels_file = tmp_path / "labels.csv"
+    assert producing.generate_command(SETTINGS, generate_args(labels=str(labels_file))) == 0
+    events = [DECODER.decode(value) for _, value, _ in sent[0].records]
+    labels = read_labels(labels_file)
+    assert list(labels) == [e.event_id for e in events if isinstance(e, Event)]
+    fraud = {e.event_type for e in events if isinstance(e, Event) and labels[e.event_id]}
+    assert fraud <= {"purchase"}  # the generator labels fraud sessions' purchases
 
 
 def test_generate_rejects_impossible_arguments() -> None:
