@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--format", choices=["avro", "json"], default="avro")
     generate.add_argument("--seed", type=int, default=None)
     generate.add_argument("--out", help="write JSON lines to this file instead of Kafka")
+    generate.add_argument("--labels", metavar="FILE",
+                          help="also write event_id,label (the fraud label) of every event as "
+                          "CSV, for `featurestream train --from ... --labels FILE`")
     generate.set_defaults(handler=_lazy("featurestream.devstack.producing:generate_command"))
 
     show = sub.add_parser("features", help="print an entity's materialized features from Redis")
@@ -88,13 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
                            "(FEATURESTREAM_SERVE_* settings)")
     serve.set_defaults(handler=_lazy("featurestream.serving.server:serve"))
 
-    train = sub.add_parser("train", help="train the scoring model on a generated history and "
-                           "publish its next version")
+    train = sub.add_parser("train", help="train the scoring model (on --from PATH, else a "
+                           "generated history) and publish its next version")
+    train.add_argument("--from", dest="source", metavar="PATH",
+                       help="a training set or exported scores (Parquet or CSV)")
+    train.add_argument("--labels", metavar="FILE",
+                       help="event_id,label CSV for rows of --from without a label")
     train.add_argument("--events", type=int, help="history length (default 300,000)")
     train.add_argument("--users", type=int, help="(default 2,000)")
     train.add_argument("--seed", type=int, help="generator and training seed (default 1)")
     train.add_argument("--rounds", type=int, help="boosting rounds (default 200)")
     train.set_defaults(handler=_lazy("featurestream.cli.train:train_command"))
+
+    export = sub.add_parser("export", help="write a topic to a file (scores: Parquet with the "
+                            "vectors, model version and variant of each score)")
+    export.add_argument("what", choices=["scores"])
+    export.add_argument("--out", required=True, metavar="FILE.parquet")
+    export.add_argument("--topic", help="topic (default: the scores topic setting)")
+    export.set_defaults(handler=_lazy("featurestream.cli.export:export_command"))
 
     consume = sub.add_parser("consume", help="tail a topic for humans (scores: decoded; "
                              "DLQ topics: error headers)")

@@ -83,21 +83,40 @@ def describe_dead_letter(message: Record) -> dict[str, Any]:
             "value": excerpt + ("..." if len(value) > _EXCERPT else "")}
 
 
+def committed_consumer(settings: Settings, purpose: str,
+                       config: Mapping[str, Any] | None = None) -> Consumer:
+    """A consumer of committed records only (what downstream of the exactly-once scoring job
+    sees), for ``assign``: it never joins its group nor commits; librdkafka's lines stay quiet."""
+    return Consumer(settings.kafka_config({
+        "group.id": f"featurestream-{purpose}-{os.getpid()}",  # required; never joined
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "logger": _log,
+        **(config or {}),
+    }))
+
+
+def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
+    """The partition numbers of ``topic`` (KafkaException if Kafka cannot be reached)."""
+    return sorted(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
+
+
+def unreachable(settings: Settings, topic: str, exc: KafkaException) -> UserFacingError:
+    """The one-line error when ``topic`` cannot be read."""
+    return UserFacingError(f"cannot read {topic} from {settings.kafka_bootstrap}: {exc}; "
+                           "is Kafka up (featurestream status)?")
+
+
 def consume_command(settings: Settings, args: argparse.Namespace) -> int:
     """CLI handler: print records as JSON lines until --limit, --timeout or Ctrl-C."""
     topic = _topic(settings, args.topic)
     codec = ScoreCodec(registry_for(settings.schema_registry), f"{topic}-value")
-    consumer = Consumer(settings.kafka_config({
-        "group.id": f"featurestream-consume-{os.getpid()}",  # required; never joined
-        "enable.auto.commit": False,
-        "isolation.level": "read_committed",
-        "logger": _log,
-    }))
+    consumer = committed_consumer(settings, "consume")
     printed, idle_since = 0, time.monotonic()
     try:
-        partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
         start = OFFSET_BEGINNING if args.from_beginning else OFFSET_END
-        consumer.assign([TopicPartition(topic, p, start) for p in sorted(partitions)])
+        consumer.assign([TopicPartition(topic, p, start)
+                         for p in topic_partitions(consumer, topic)])
         while not args.limit or printed < args.limit:
             message = consumer.poll(0.5)
             if message is None:
@@ -114,8 +133,7 @@ def consume_command(settings: Settings, args: argparse.Namespace) -> int:
             print(json.dumps(record), flush=True)
             printed += 1
     except KafkaException as exc:
-        raise UserFacingError(f"cannot read {topic} from {settings.kafka_bootstrap}: {exc}; "
-                              "is Kafka up (featurestream status)?") from None
+        raise unreachable(settings, topic, exc) from None
     finally:
         consumer.close()
     return 0
