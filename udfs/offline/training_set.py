@@ -177,10 +177,12 @@ def read_training_set(path: str | Path, feature_names: Sequence[str]) -> Trainin
     present = set(_columns_of(file))
     missing = [c for c in (*_REQUIRED, *feature_names) if c not in present]
     if missing:
+        fix = ("a training set has event_id, ts, label and one column per model feature"
+               if set(missing) & set(_REQUIRED) else
+               "build the training set with the current definitions (featurestream backfill) "
+               "or train with definitions whose model features it has")
         raise TrainingSetError(
-            f"{file} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
-            "build the training set with the current definitions (featurestream backfill) "
-            "or train with definitions whose model features it has")
+            f"{file} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; {fix}")
     wanted = [*_REQUIRED, *(["label"] if "label" in present else []), *feature_names]
     table = _read(file, wanted)
     if table.column("event_id").null_count or table.column("ts").null_count:
