@@ -7,31 +7,34 @@ from dataclasses import dataclass
 
 import redis
 
-from featurestream.settings import Settings, masked_url
+from featurestream.settings import DEFAULT_POINT_IN_TIME_TTL_MS, Settings, masked_url
 
 
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
     """The Redis a job writes to and the layout's parameters.
 
-    ``key_prefix`` and ``ttl_seconds`` are the layout's (:mod:`udfs.store.redis_layout`);
-    ``batch_size`` is how many users' rows the feature job buffers before it writes them.
+    ``key_prefix``, ``ttl_seconds`` and ``point_in_time_ttl_ms`` are the layout's
+    (:mod:`udfs.store.redis_layout`); ``batch_size`` is how many users' rows the feature job
+    buffers before it writes them.
     """
 
     url: str
     key_prefix: str
     ttl_seconds: int
     batch_size: int
+    point_in_time_ttl_ms: int = DEFAULT_POINT_IN_TIME_TTL_MS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisTarget:
         """The target the settings name (``FEATURESTREAM_REDIS_*``)."""
         return cls(settings.redis_url, settings.redis_key_prefix, settings.redis_ttl_seconds,
-                   settings.redis_batch_size)
+                   settings.redis_batch_size, settings.point_in_time_ttl_ms)
 
     def __repr__(self) -> str:  # the URL may carry a password: never show it
         return (f"RedisTarget(url={masked_url(self.url)!r}, key_prefix={self.key_prefix!r}, "
-                f"ttl_seconds={self.ttl_seconds}, batch_size={self.batch_size})")
+                f"ttl_seconds={self.ttl_seconds}, batch_size={self.batch_size}, "
+                f"point_in_time_ttl_ms={self.point_in_time_ttl_ms})")
 
     def connect(self) -> redis.Redis:
         """A client with its own connection pool (made in a function's ``open()``)."""

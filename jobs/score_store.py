@@ -1,5 +1,5 @@
-"""The scoring job's Redis I/O: feature rows in (of every entity a batch's models read), latest
-scores out, one round trip each per batch.
+"""The scoring job's Redis I/O: the rows the feature job captured for the batch's events in (of
+every entity the models read), latest scores out, one round trip each per batch.
 
 Layout in :mod:`udfs.store.redis_layout`. Latest scores go through its upsert script, which
 keeps the newer of two scores, so replayed batches after a restart never roll a user's score
@@ -12,13 +12,13 @@ from collections.abc import Sequence
 
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.scoring.score_codec import ScoreRecord
-from featurestream.udfs.scoring.scorer import RowKey
+from featurestream.udfs.scoring.scorer import CapturedKey
 from featurestream.udfs.scoring.vector import Row
 from featurestream.udfs.store.redis_layout import (
     UPSERT_SCORE_LUA,
     Score,
-    decode_row,
-    entity_key,
+    decode_point_in_time,
+    point_in_time_key,
     score_key,
     upsert_score_args,
 )
@@ -26,7 +26,7 @@ from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
 
 class ScoreStore:
-    """Pipelined reads of entities' feature rows and writes of users' latest scores."""
+    """Pipelined reads of captured feature rows and writes of users' latest scores."""
 
     def __init__(self, target: RedisTarget) -> None:
         self._client = target.connect()
@@ -34,22 +34,32 @@ class ScoreStore:
         self._prefix = target.key_prefix
         self._ttl = target.ttl_seconds
 
-    def rows(self, keys: Sequence[RowKey]) -> dict[RowKey, Row | Problem]:
-        """The ``(entity, id)`` rows in one round trip; those without a row are left out."""
-        pipe = self._client.pipeline(transaction=False)
-        for entity, entity_id in keys:
-            pipe.hgetall(entity_key(self._prefix, entity, entity_id))
-        rows: dict[RowKey, Row | Problem] = {}
-        for key, fields in zip(keys, pipe.execute(), strict=True):
-            if not fields:
+    def captured(self, keys: Sequence[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
+        """The rows captured for ``(entity, id, event id)`` in one round trip; keys not
+        captured (yet) are left out."""
+        values = self._client.mget([point_in_time_key(self._prefix, entity, event_id)
+                                    for entity, _, event_id in keys])
+        found: dict[CapturedKey, Row | Problem | None] = {}
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
                 continue
+            entity, entity_id, event_id = key
             try:
-                rows[key] = decode_row(fields)
+                stored_id, row = decode_point_in_time(value)
             except ValueError as exc:
-                rows[key] = Problem(
+                found[key] = Problem(
                     Stage.FEATURES, ErrorClass.CORRUPT_FEATURE_ROW,
-                    f"the feature row of {key[0]} {key[1]!r} is unreadable ({exc})")
-        return rows
+                    f"the features of {entity} {entity_id!r} captured for event {event_id!r} "
+                    f"are unreadable ({exc})")
+                continue
+            if stored_id != entity_id:
+                found[key] = Problem(
+                    Stage.FEATURES, ErrorClass.CORRUPT_FEATURE_ROW,
+                    f"event id {event_id!r} was captured for {entity} {stored_id!r}, not "
+                    f"{entity_id!r}: two events share the id; give every event a unique event_id")
+                continue
+            found[key] = row
+        return found
 
     def write_latest(self, scores: Sequence[ScoreRecord]) -> None:
         """Upsert each user's newest score per model, in one round trip."""

@@ -28,6 +28,7 @@ from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout
 from featurestream.udfs.features.operator import FeatureShardOperator, OperatorCounters
 from featurestream.udfs.features.plan import compile_plans
+from featurestream.udfs.features.point_in_time import ScoredEvents
 from featurestream.udfs.features.processor import EntityState, FeatureProcessor, Row
 from featurestream.udfs.features.routing import (
     EventRouter,
@@ -36,7 +37,7 @@ from featurestream.udfs.features.routing import (
     encode_shard_record,
     shard_record,
 )
-from featurestream.udfs.features.shard import EntityShard, entity_of
+from featurestream.udfs.features.shard import CapturedRow, EntityShard, entity_of
 from featurestream.udfs.wire.dead_letters import Problem
 from featurestream.udfs.wire.frames import decode_source_frame, encode_source_frame
 
@@ -103,13 +104,18 @@ class HarnessTimers:
 
 @dataclass
 class RowList:
-    """Rows as written at the end of each bundle (the :class:`RowSink` port)."""
+    """Rows as written at the end of each bundle, and the rows captured for scored events
+    (the :class:`RowSink` port)."""
 
     rows: list[tuple[str, Row]] = field(default_factory=list)
     pending: list[tuple[str, Row]] = field(default_factory=list)
+    captured: list[CapturedRow] = field(default_factory=list)
 
     def add(self, key: str, row: Row) -> None:
         self.pending.append((key, row))
+
+    def add_captured(self, captured: CapturedRow) -> None:
+        self.captured.append(captured)
 
     def flush(self) -> None:
         self.rows += sorted(self.pending, key=lambda key_row: key_row[0])
@@ -150,6 +156,7 @@ class ShardHarness:
     definitions: Definitions
     lateness: int = DAY
     shard_count: int = 4
+    scored: ScoredEvents | None = None  # whose rows the shards capture
     watermark: int = MIN_WATERMARK
     map_states: dict[int, MapState] = field(default_factory=dict)
     timers: dict[int, set[int]] = field(default_factory=dict)  # Flink's, per shard
@@ -278,7 +285,7 @@ class ShardHarness:
         self.processors = {name: FeatureProcessor(plan, self.lateness)
                            for name, plan in plans.items()}
         self.router = EventRouter(plans, {s.name: PickleDecoder() for s in definitions.sources},
-                                  self.shard_count)
+                                  self.shard_count, scored=self.scored)
         self.operator = FeatureShardOperator(self.processors, self.shard_count, self.sink,
                                              self.dead_letters, OperatorCounters(**self.counts))
 

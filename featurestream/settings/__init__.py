@@ -40,6 +40,7 @@ from featurestream.udfs.features.routing import DEFAULT_MAX_FUTURE_SKEW_MS
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
+DEFAULT_POINT_IN_TIME_TTL_MS = 6 * 3_600_000  # FEATURESTREAM_POINT_IN_TIME_TTL_MS
 
 
 class SettingsError(ValueError):
@@ -163,6 +164,13 @@ class Settings(BaseSettings):
     models_dir: str = ""  # the model registry directory; empty = <home>/models
     model_name: str = "purchase_risk"
     scored_event_types: Names = ("purchase",)
+    # Point in time (docs/point-in-time.md): the feature job keeps the rows captured for each
+    # scored event this long in Redis; the scoring job scores from them, so it can replay (or
+    # lag) that far behind.
+    point_in_time_ttl_ms: DurationMs = DEFAULT_POINT_IN_TIME_TTL_MS
+    # How long the scoring job waits for the feature job to capture an event's rows before the
+    # event goes to scores.dlq (FeaturesNotReady).
+    point_in_time_wait_ms: DurationMs = 60_000
     # Version:weight pairs split users by a stable hash, e.g. v3:90,v4:10; empty = latest.
     experiment: str = ""
     shadow_model: str = ""  # a version scored on every record but not served; empty = none
@@ -392,7 +400,8 @@ class Settings(BaseSettings):
     def _validate_scoring(self, bad: Callable[[str, str], SettingsError]) -> None:
         """The scoring job's settings (see README, "The scoring job")."""
         for name in ("score_batch_size", "model_poll_interval_ms",
-                     "scoring_checkpoint_interval_ms"):
+                     "scoring_checkpoint_interval_ms", "point_in_time_ttl_ms",
+                     "point_in_time_wait_ms"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be a positive integer")
         if self.score_batch_size > self.bundle_size:

@@ -32,6 +32,7 @@ from featurestream.udfs.features import routing
 from featurestream.udfs.features.layout import describe
 from featurestream.udfs.features.operator import FeatureShardOperator, OperatorCounters
 from featurestream.udfs.features.plan import compile_plans
+from featurestream.udfs.features.point_in_time import ScoredEvents
 from featurestream.udfs.features.processor import FeatureProcessor
 from featurestream.udfs.features.routing import EventRouter, ShardEvent
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, dlq_frame
@@ -44,7 +45,8 @@ _FULL_COLLECTION_EVERY = 1_000  # younger (generation 1) collections
 
 class ShardEvents(ProcessFunction):
     """A batch of source frames -> one shard record per state shard; undecodable events, and
-    events more than ``max_future_skew_ms`` ahead of the wall clock -> the DLQ.
+    events more than ``max_future_skew_ms`` ahead of the wall clock -> the DLQ. ``scored``: the
+    events whose rows the shards capture for the scoring job.
 
     ``shard_keys[i]`` is the Flink key of shard ``i`` (see ``ShardKeys.java``). A checkpoint
     marker goes on to every shard.
@@ -56,8 +58,10 @@ class ShardEvents(ProcessFunction):
     _source_events: Any
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
-                 dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int) -> None:
+                 dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int,
+                 scored: ScoredEvents | None) -> None:
         self._definitions = definitions
+        self._scored = scored
         self._schema_registry = schema_registry
         self._dlq_topic = dlq_topic
         self._shard_keys = tuple(shard_keys)
@@ -68,7 +72,8 @@ class ShardEvents(ProcessFunction):
         self._router = EventRouter(
             compile_plans(self._definitions),
             {s.name: decoder_for(s, registry) for s in self._definitions.sources},
-            len(self._shard_keys), max_future_skew_ms=self._max_future_skew_ms)
+            len(self._shard_keys), scored=self._scored,
+            max_future_skew_ms=self._max_future_skew_ms)
         metrics = runtime_context.get_metrics_group()
         self._undecodable = metrics.counter("undecodable_events")
         self._future = metrics.counter("future_events")

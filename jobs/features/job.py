@@ -21,6 +21,7 @@ from featurestream.jobs.kafka_io import FRAME_TYPE, batched, events_frames, fram
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.settings import Settings
 from featurestream.udfs.definitions.model import Definitions
+from featurestream.udfs.features.point_in_time import scored_events
 
 JOB_NAME = JOB_NAMES["features"]
 
@@ -34,7 +35,8 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
         ShardEvents(definitions, settings.schema_registry, settings.events_dlq_topic,
                     shard_keys(settings.state_shards, settings.max_parallelism),
-                    settings.max_future_skew_ms),
+                    settings.max_future_skew_ms,
+                    scored_events(definitions, settings.scored_event_types)),
         output_type=FRAME_TYPE,
     ).name("decode and shard events").uid("shard-events")
     by_shard = pyflink_compat.key_by_in_java(sharded, lambda j_records: (

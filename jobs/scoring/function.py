@@ -8,8 +8,9 @@ buffered when a checkpoint is taken would be lost unless kept in state (a JVM ro
 The Arrow-based pandas UDF operator does the batching in Java instead: it hands Python up to
 ``python.fn-execution.arrow.batch.size`` records at once and, at the end of every bundle (which
 a checkpoint always forces before its barrier passes), the partial batch too, then emits every
-result before the checkpoint completes. So each call here is one micro-batch: one pipelined
-Redis read (the rows of every entity the models read), one ``predict`` per model version, one
+result before the checkpoint completes. So each call here is one micro-batch: one Redis read
+(the rows the feature job captured for the batch's events, of every entity the models read,
+waiting for any not captured yet), one ``predict`` per model version, one
 pipelined Redis write; no Flink state; and no record is buffered across a checkpoint.
 
 The function returns one sink frame per input (score or dead letter) or null for an event type
@@ -34,7 +35,7 @@ from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
-from featurestream.udfs.scoring.scorer import SCORING_STAGES, BatchScorer, ScoredBatch
+from featurestream.udfs.scoring.scorer import SCORING_STAGES, BatchScorer, ScoredBatch, Waiting
 from featurestream.udfs.scoring.variants import Arm, parse_experiment, parse_version
 from featurestream.udfs.scoring.vector import FeatureCatalog
 
@@ -57,6 +58,8 @@ class ScoringConfig:
     scores_dlq_topic: str
     redis: RedisTarget
     catalog: FeatureCatalog
+    point_in_time_wait_ms: int
+    max_future_skew_ms: int
 
     @classmethod
     def from_settings(cls, settings: Settings, definitions: Definitions) -> ScoringConfig:
@@ -69,7 +72,9 @@ class ScoringConfig:
             model_poll_interval_ms=s.model_poll_interval_ms, schema_registry=s.schema_registry,
             scored_event_types=tuple(s.scored_event_types), scores_topic=s.scores_topic,
             scores_dlq_topic=s.scores_dlq_topic, redis=RedisTarget.from_settings(s),
-            catalog=FeatureCatalog.from_definitions(definitions))
+            catalog=FeatureCatalog.from_definitions(definitions),
+            point_in_time_wait_ms=s.point_in_time_wait_ms,
+            max_future_skew_ms=s.max_future_skew_ms)
 
 
 class ScoringMetrics:
@@ -112,7 +117,9 @@ class ScoreFrames(ScalarFunction):
         self._scorer = BatchScorer(
             models, EventDecoder(schemas), ScoreCodec(schemas, f"{config.scores_topic}-value"),
             config.scored_event_types, config.scores_topic, config.scores_dlq_topic,
-            config.catalog, rows=self._store, latest_scores=self._store)
+            config.catalog, rows=self._store, latest_scores=self._store,
+            waiting=Waiting(config.point_in_time_wait_ms),
+            max_future_skew_ms=config.max_future_skew_ms)
         self._metrics = ScoringMetrics(function_context.get_metric_group(), models)
 
     def is_deterministic(self) -> bool:

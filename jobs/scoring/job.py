@@ -22,6 +22,7 @@ from featurestream.jobs.kafka_io import events_frames, framed_sink
 from featurestream.jobs.scoring.function import ScoreFrames, ScoringConfig
 from featurestream.settings import Settings
 from featurestream.udfs.definitions.model import Definitions
+from featurestream.udfs.features.point_in_time import scored_events
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 from featurestream.udfs.scoring.vector import FeatureCatalog, UnknownFeature
@@ -43,8 +44,17 @@ def build_scoring_job(t_env: StreamTableEnvironment, frames: DataStream, sink: S
 
 
 def check_models(settings: Settings, definitions: Definitions) -> None:
-    """Fail at submission when the registry cannot serve what the settings ask for, or a
-    version names features the definitions do not provide."""
+    """Fail at submission when the registry cannot serve what the settings ask for, a version
+    names features the definitions do not provide, or the feature job would capture no rows
+    for the scored events (they come from the definitions' built-in events source)."""
+    scored = scored_events(definitions, settings.scored_event_types)
+    source = next((s for s in definitions.sources if scored and s.name == scored.source), None)
+    if source is None or source.topic != settings.events_topic:
+        raise UserFacingError(
+            "the scoring job scores the built-in events on FEATURESTREAM_EVENTS_TOPIC "
+            f"({settings.events_topic}) with the features the feature job captures from them, "
+            "but no source of FEATURESTREAM_DEFINITIONS reads that topic with the built-in "
+            "contract: declare events_source(...) on it (featurestream.definitions)")
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     wanted = [arm.version for arm in parse_experiment(settings.experiment)]
     if settings.shadow_model:

@@ -1,6 +1,7 @@
-"""One micro-batch through the scorer: scores equal predict on the recorded vector; the rows of
-every entity the batch's models read come in one lookup; every bad record becomes exactly one
-dead letter with its stage, reason, model version and bytes."""
+"""One micro-batch through the scorer: scores equal predict on the recorded vector; the rows the
+feature job captured for each event, of every entity the batch's models read, come in one
+lookup (waiting for rows not captured yet); every bad record becomes exactly one dead letter with
+its stage, reason, model version and bytes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
-from featurestream.udfs.scoring.scorer import BatchScorer, RowKey
+from featurestream.udfs.scoring.scorer import BatchScorer, CapturedKey, Waiting
 from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
 from featurestream.udfs.scoring.vector import Row
 from featurestream.udfs.wire.dead_letters import (
@@ -50,19 +51,27 @@ def frame(value: bytes, offset: int) -> bytes:
     return encode_source_frame("events", 1, offset, 0, value)
 
 
-class FakeStore:
-    """The scorer's two Redis ports over a dict of rows by ``(entity, id)``, recording each
-    call; rows given by user id alone are users'."""
+RowKey = tuple[str, str]  # (entity, id)
 
-    def __init__(self, rows: Mapping[str | RowKey, Row | Problem]) -> None:
+
+class FakeStore:
+    """The scorer's two Redis ports. The feature job's captures: every event of an entity was
+    captured with its row in ``rows`` (by ``(entity, id)``; a user id alone is a user's), an
+    entity not in it had no row; the events in ``late`` are captured only from the
+    ``late_call``-th lookup on. Records each call."""
+
+    def __init__(self, rows: Mapping[str | RowKey, Row | Problem],
+                 late: Sequence[str] = (), late_call: int = 1_000_000) -> None:
         self._rows = {key if isinstance(key, tuple) else ("user", key): row
                       for key, row in rows.items()}
-        self.calls: list[list[RowKey]] = []
+        self._late, self._late_call = frozenset(late), late_call
+        self.calls: list[list[CapturedKey]] = []
         self.written: list[list[ScoreRecord]] = []
 
-    def rows(self, keys: Sequence[RowKey]) -> dict[RowKey, Row | Problem]:
+    def captured(self, keys: Sequence[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
         self.calls.append(list(keys))
-        return {k: self._rows[k] for k in keys if k in self._rows}
+        ready = len(self.calls) >= self._late_call
+        return {k: self._rows.get(k[:2]) for k in keys if ready or k[2] not in self._late}
 
     def write_latest(self, scores: Sequence[ScoreRecord]) -> None:
         self.written.append(list(scores))
@@ -74,14 +83,28 @@ def decode_sink_frame(output: bytes | None) -> tuple[str, bytes | None, list, by
     return decode_frame(output)
 
 
+class FakeTime:
+    """A monotonic clock that only sleeps move."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def scorer(directory: Path, experiment: str = "", shadow: int | None = None,
-           store: FakeStore | None = None) -> BatchScorer:
+           store: FakeStore | None = None, clock: FakeTime | None = None) -> BatchScorer:
     models = ServingModels(ModelRegistry(directory, NAME), parse_experiment(experiment), shadow,
                            1_000)
     store = store or FakeStore({})
+    clock = clock or FakeTime()
     return BatchScorer(models, EventDecoder(SCHEMAS), CODEC, {"purchase"}, "scores",
                        "scores.dlq", CATALOG, rows=store, latest_scores=store,
-                       clock_ms=lambda: NOW)
+                       waiting=Waiting(2_000, clock.sleep, lambda: clock.now),
+                       max_future_skew_ms=3_600_000, clock_ms=lambda: NOW)
 
 
 ROWS: dict[str | RowKey, Row | Problem] = {
@@ -95,8 +118,8 @@ def test_scores_equal_predict_on_the_recorded_vector(tmp_path: Path) -> None:
     frames.append(frame(ENCODER.json(event("e4", "u-known", "view", None)), 3))
     fetch = FakeStore(ROWS)
     batch = scorer(tmp_path, store=fetch).score(frames)
-    assert fetch.calls == [[("user", "u-known"), ("user", "u-new")]], \
-        "one lookup per batch, each user once"
+    assert fetch.calls == [[("user", "u-known", "e1"), ("user", "u-new", "e2"),
+                            ("user", "u-known", "e3")]], "one lookup per batch: each event's rows"
     assert fetch.written == [batch.scores], "the batch's scores go to the latest-scores port"
     assert batch.outputs[3] is None, "views are not scored"
     model = registry.load(1)
@@ -221,8 +244,11 @@ def test_a_model_reads_the_rows_of_several_entities_in_one_lookup(tmp_path: Path
     store = FakeStore(ENTITY_ROWS)
     batch = scorer(tmp_path, store=store).score(
         [frame(ENCODER.avro(e), i) for i, e in enumerate(events)])
-    assert store.calls == [[("item", "item-1"), ("item", "item-bad"), ("item", "x"),
-                            ("user", "u-known"), ("user", "u-new")]]
+    assert store.calls == [[("user", "u-known", "e1"), ("item", "item-1", "e1"),
+                            ("user", "u-new", "e2"), ("item", "item-1", "e2"),
+                            ("user", "u-known", "e3"), ("item", "x", "e3"),
+                            ("user", "u-known", "e4"),
+                            ("user", "u-known", "e5"), ("item", "item-bad", "e5")]]
     known, new_user = batch.scores
     assert known["features"] == {"amount": 20.0, "purchases_5m": 2.0, "item.views_1h": 120.0,
                                  "user.spend_1h": 55.5}
@@ -248,7 +274,7 @@ def test_the_shadows_entities_are_read_in_the_same_lookup(tmp_path: Path) -> Non
     store = FakeStore(ENTITY_ROWS)
     batch = scorer(tmp_path, "v1:100", shadow=2, store=store).score(
         [frame(ENCODER.avro(event("e1", "u-known")), 0)])
-    assert store.calls == [[("item", "item-1"), ("user", "u-known")]]
+    assert store.calls == [[("user", "u-known", "e1"), ("item", "item-1", "e1")]]
     score = batch.scores[0]
     assert (score["version"], score["as_of"]) == (1, 1_699_999_999_000), "v1 reads users only"
     vector = np.array([[20.0, 2.0, 120.0, 55.5]])
@@ -270,11 +296,43 @@ def test_a_version_naming_features_the_definitions_lack_is_refused(tmp_path: Pat
     assert store.calls == [], "nothing to read for a refused version"
 
 
+def test_rows_not_captured_yet_are_waited_for_then_dead_lettered(tmp_path: Path) -> None:
+    publish(tmp_path, 1)
+    frames = [frame(ENCODER.avro(event(f"e{i}", "u-known")), i) for i in range(3)]
+    clock = FakeTime()
+    store = FakeStore(ROWS, late=["e1"], late_call=4)
+    batch = scorer(tmp_path, store=store, clock=clock).score(frames)
+    assert [s["event_id"] for s in batch.scores] == ["e0", "e1", "e2"], "e1 was waited for"
+    assert batch.scores[1]["features"] == batch.scores[0]["features"]
+    assert store.calls[1:] == [[("user", "u-known", "e1")]] * 3, "only the missing are asked again"
+    assert clock.sleeps == [0.002, 0.004, 0.008]
+    never = FakeStore(ROWS, late=["e1"])
+    clock = FakeTime()
+    batch = scorer(tmp_path, store=never, clock=clock).score(frames)
+    assert [s["event_id"] for s in batch.scores] == ["e0", "e2"]
+    headers = headers_of(batch.outputs[1])
+    assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("features",
+                                                                      "FeaturesNotReady")
+    assert "FEATURESTREAM_POINT_IN_TIME_WAIT_MS (2000 ms)" in headers[HEADER_EXCEPTION_MESSAGE]
+    assert 2.0 <= clock.now < 2.0 + 0.25, "waited the configured time, then gave up"
+
+
+def test_an_event_stamped_in_the_future_is_refused_as_the_feature_job_refuses_it(
+        tmp_path: Path) -> None:
+    publish(tmp_path, 1)
+    future = event("e1", "u-known")._replace(ts=NOW + 3_600_001)
+    store = FakeStore(ROWS)
+    batch = scorer(tmp_path, store=store).score([frame(ENCODER.avro(future), 0)])
+    headers = headers_of(batch.outputs[0])
+    assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("window", "FutureEvent")
+    assert store.calls == [] and batch.dead == {"window": 1}
+
+
 def test_scoring_dead_letter_names_are_stable() -> None:
     """Users alert on these exact strings (the DLQ's stage and exception class headers)."""
     assert [Stage.DECODE, Stage.FEATURES, Stage.MODEL] == ["decode", "features", "model"]
     assert [ErrorClass.UNKNOWN_USER, ErrorClass.MISSING_FEATURE, ErrorClass.NON_FINITE_FEATURE,
-            ErrorClass.CORRUPT_FEATURE_ROW, ErrorClass.MODEL_UNAVAILABLE,
-            ErrorClass.NON_FINITE_SCORE] == ["UnknownUser", "MissingFeature", "NonFiniteFeature",
-                                             "CorruptFeatureRow", "ModelUnavailable",
-                                             "NonFiniteScore"]
+            ErrorClass.CORRUPT_FEATURE_ROW, ErrorClass.FEATURES_NOT_READY,
+            ErrorClass.MODEL_UNAVAILABLE, ErrorClass.NON_FINITE_SCORE] == [
+        "UnknownUser", "MissingFeature", "NonFiniteFeature", "CorruptFeatureRow",
+        "FeaturesNotReady", "ModelUnavailable", "NonFiniteScore"]

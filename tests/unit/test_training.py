@@ -1,6 +1,6 @@
-"""Training data: point-in-time rows of every entity the model reads equal the independent
-oracle; the model's features follow the definitions; the planted signal is real and learnable;
-the AUC is the textbook one."""
+"""Training data: point-in-time rows of every entity equal the independent oracle (the rule:
+the entity's earlier events in the log); the model's features follow the definitions; the
+planted signal is real and learnable; the AUC is the textbook one."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from featurestream.devstack.generator import StreamConfig, generate_labelled_eve
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.udfs.contract.events import Event
+from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.definitions.defaults import (
     ITEM,
     USER,
@@ -33,13 +34,21 @@ from featurestream.udfs.definitions.model import (
     Source,
     validate,
 )
-from featurestream.udfs.offline.training import build_dataset, point_in_time_rows, roc_auc
+from featurestream.udfs.offline.training import (
+    Example,
+    Timing,
+    build_dataset,
+    point_in_time_rows,
+    roc_auc,
+)
 from featurestream.udfs.scoring.vector import FeatureCatalog
-from featurestream.udfs.wire.dead_letters import Problem
 from tests.oracle import assert_row_matches, expected_row
 
 WINDOWS = ("1m", "5m", "1h", "24h")
 EVENTS = events_source("events")
+DAY = 86_400_000
+TIMING = Timing(out_of_orderness_ms=5_000, allowed_lateness_ms=DAY)
+SCHEMAS = FileSchemaRegistry()
 
 
 def user_and_item_definitions() -> Definitions:
@@ -48,47 +57,54 @@ def user_and_item_definitions() -> Definitions:
                      FeatureGroup("item_activity", ITEM, EVENTS, user_features(WINDOWS))])
 
 
-def history(n: int, seed: int) -> list[tuple[Event, bool]]:
-    config = StreamConfig(users=60, events_per_second=1.0, seed=seed)
+def history(n: int, seed: int, out_of_order: float = 0.02) -> list[tuple[Event, bool]]:
+    config = StreamConfig(users=60, events_per_second=1.0, seed=seed,
+                          out_of_order_fraction=out_of_order)
     return list(itertools.islice(generate_labelled_events(config), n))
 
 
-def test_each_example_sees_exactly_each_entitys_earlier_events_as_of_its_ts() -> None:
-    events = history(6_000, seed=3)
-    examples = list(point_in_time_rows(events, user_and_item_definitions(), {"purchase"},
-                                       ("user", "item")))
+def examples_of(events: list[tuple[Event, bool]], definitions: Definitions) -> list[Example]:
+    return list(point_in_time_rows(events, definitions, {"purchase"}, TIMING, SCHEMAS))
+
+
+def test_each_example_sees_exactly_each_entitys_earlier_events_in_the_log() -> None:
+    """The rule (udfs/features/point_in_time.py): the entity's events before it in the log,
+    as of its time (or of a later event that came first), never itself."""
+    events = history(6_000, seed=3, out_of_order=0.2)
+    assert max(e.ts for e, _ in events) - min(e.ts for e, _ in events) < DAY, \
+        "no entity idles past its largest window here"
+    examples = examples_of(events, user_and_item_definitions())
     assert len(examples) == sum(e.event_type == "purchase" for e, _ in events) > 50
-    ordered = sorted((e for e, _ in events), key=lambda e: e.ts)
-    position = {e.event_id: i for i, e in enumerate(ordered)}
+    position = {e.event_id: i for i, (e, _) in enumerate(events)}
     by_entity: dict[tuple[str, str | None], list[Event]] = defaultdict(list)
-    for e in ordered:
+    for e, _ in events:
         by_entity[("user", e.user_id)].append(e)
         by_entity[("item", e.item_id)].append(e)
-    with_item_rows = 0
-    for event, rows, ids, label in examples:
-        assert ids == {"user": event.user_id, "item": event.item_id}
+    with_item_rows = out_of_order = 0
+    for event, rows, label in examples:
         assert label in (True, False)
-        for entity, key in ids.items():
-            assert not isinstance(key, Problem)
-            earlier = [e for e in by_entity[(entity, key)] if key is not None
-                       and position[e.event_id] < position[event.event_id]]
+        for entity, key in (("user", event.user_id), ("item", event.item_id)):
+            earlier = [e for e in by_entity[(entity, key)]
+                       if position[e.event_id] < position[event.event_id]]
             row = rows.get(entity)
             if not earlier:
                 assert row is None, (entity, event)
                 continue
             assert row is not None
-            assert row["as_of"] == event.ts
-            assert_row_matches(row, expected_row(earlier, event.ts, WINDOWS),
+            as_of = max(event.ts, *(e.ts for e in earlier))
+            out_of_order += as_of > event.ts
+            assert row["as_of"] == as_of
+            assert_row_matches(row, expected_row(earlier, as_of, WINDOWS),
                                f"{entity} {event.event_id}")
             with_item_rows += entity == "item"
     assert with_item_rows > 50, "items are bought again: their rows are checked too"
+    assert out_of_order > 0, "some purchases came after later events: rows say so"
 
 
-def test_only_the_entities_asked_for_get_rows() -> None:
-    examples = list(point_in_time_rows(history(2_000, seed=3), user_and_item_definitions(),
-                                       {"purchase"}, ("user",)))
-    assert examples and all(set(rows) <= {"user"} and set(ids) == {"user"}
-                            for _, rows, ids, _ in examples)
+def test_a_replay_of_the_same_log_gives_the_same_examples() -> None:
+    events = history(3_000, seed=7)
+    assert examples_of(events, user_and_item_definitions()) == \
+        examples_of(events, user_and_item_definitions())
 
 
 def test_labels_mark_purchases_of_risky_users_only() -> None:
@@ -106,8 +122,7 @@ def test_dataset_vectors_follow_the_model_features() -> None:
     assert "ctr_1h" in names and defaults["ctr_1h"] == -1.0 and defaults["views_1h"] == 0.0
     assert set(defaults) == set(names) - {"hour_of_day"}
     plan = FeatureCatalog.from_definitions(definitions).plan(names)
-    examples = list(point_in_time_rows(history(3_000, seed=4), definitions, {"purchase"},
-                                       plan.entities))
+    examples = examples_of(history(3_000, seed=4), definitions)
     data = build_dataset(examples, plan, defaults)
     assert data.vectors.shape == (len(examples), len(names))
     assert list(data.ts) == sorted(data.ts)
@@ -127,8 +142,7 @@ def test_other_entities_features_are_qualified_and_strings_left_out() -> None:
     assert names[-2:] == ("item.views_1h", "item.avg_price_1h")
     assert (defaults["item.views_1h"], defaults["item.avg_price_1h"]) == (0.0, -1.0)
     plan = FeatureCatalog.from_definitions(definitions).plan(names)
-    examples = list(point_in_time_rows(history(3_000, seed=4), definitions, {"purchase"},
-                                       plan.entities))
+    examples = examples_of(history(3_000, seed=4), definitions)
     data = build_dataset(examples, plan, defaults)
     column = names.index("item.views_1h")
     assert data.vectors[:, column].max() > 0, "item rows reach the vectors"

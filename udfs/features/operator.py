@@ -6,7 +6,8 @@ the shard is touched (reconciling the stored layout with the definitions, or ref
 cannot be carried over: :mod:`udfs.features.layout`), counts a shard record's events into the
 shard's entities, sends the rejected ones to the dead letters, keeps one event-time timer per
 shard, stores the changed entities when a checkpoint marker arrives, and at the end of each
-bundle writes the changed entities' rows.
+bundle writes the changed entities' rows and the rows captured for scored events
+(:mod:`udfs.features.point_in_time`).
 
 It talks to the outside through small ports: the current shard's map state and timer service
 (passed with each call, as Flink scopes them to the current key), a row sink, dead letters and
@@ -23,7 +24,7 @@ from typing import Protocol
 from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout, reconcile
 from featurestream.udfs.features.processor import FeatureProcessor, Row
 from featurestream.udfs.features.routing import ShardEvent, decode_shard_record
-from featurestream.udfs.features.shard import EntityShard, entity_of
+from featurestream.udfs.features.shard import CapturedRow, EntityShard, entity_of
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem
 
 
@@ -49,9 +50,12 @@ class ShardTimers(Protocol):
 
 class RowSink(Protocol):
     """Where feature rows go (Redis): buffered by ``add`` under the entity's state key
-    (``<entity>:<id>``), written by ``flush``."""
+    (``<entity>:<id>``), with the rows captured for scored events by ``add_captured``; written
+    by ``flush``."""
 
     def add(self, key: str, row: Row, /) -> None: ...
+
+    def add_captured(self, captured: CapturedRow, /) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -138,10 +142,13 @@ class FeatureShardOperator:
         """The rows of the entities changed in this bundle to the row sink, flushed."""
         rows = 0
         for shard_key in self._touched:
-            changed = self._shards[shard_key].take_rows()
+            shard = self._shards[shard_key]
+            changed = shard.take_rows()
             rows += len(changed)
             for key, row in changed.items():
                 self._rows.add(key, row)
+            for captured in shard.take_captured():
+                self._rows.add_captured(captured)
         self._touched.clear()
         self._rows.flush()
         self._counters.rows_written.inc(rows)

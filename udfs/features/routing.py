@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 from featurestream.udfs.contract.records import RecordDecoding, entity_id
 from featurestream.udfs.features.plan import EntityPlan
+from featurestream.udfs.features.point_in_time import EVENT_ID_FIELD, EVENT_TYPE_FIELD, ScoredEvents
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 from featurestream.udfs.wire.frames import source_topic_and_value
 
@@ -52,6 +53,9 @@ class ShardEvent(NamedTuple):
     source: int  # the source's number in the entity's plan
     values: tuple[Any, ...]  # the fields the entity's plan reads (EntityPlan.fields[source])
     frame: bytes  # the source frame (for the DLQ)
+    # A scored event's id: the shard captures the entity's row before counting it
+    # (:mod:`udfs.features.point_in_time`); None for every other event.
+    scored: str | None = None
 
 
 class ShardRecord(NamedTuple):
@@ -103,6 +107,9 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
+PROBE = -1  # the source number of a probe: a scored event's visit to an entity it does not feed
+
+
 class _EntityRoute(NamedTuple):
     """What the router does for one entity of a source (plain values, read per event)."""
 
@@ -110,7 +117,7 @@ class _EntityRoute(NamedTuple):
     prefix: str  # "<entity>:", the state key's start
     key: str | None  # the key field, for an entity with one (the fast path)
     keys: tuple[str, ...]
-    source: int
+    source: int  # PROBE: the entity only takes the source's scored events, as probes
     pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # the fields the plan reads
 
 
@@ -118,6 +125,19 @@ class _SourceRoute(NamedTuple):
     decode: Callable[[bytes], Mapping[str, Any] | Problem]
     timestamp: str
     entities: tuple[_EntityRoute, ...]
+    scored: frozenset[str]  # the scored event types of this source (none for most)
+
+
+def _route(plan: EntityPlan, source: int,
+           pick: Callable[[Mapping[str, Any]], tuple[Any, ...]]) -> _EntityRoute:
+    keys = plan.entity.keys
+    return _EntityRoute(plan.entity.name, f"{plan.entity.name}:",
+                        keys[0] if len(keys) == 1 else None, keys, source, pick)
+
+
+def _no_values(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A probe's values: it counts nothing."""
+    return ()
 
 
 def _picker(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
@@ -131,13 +151,17 @@ def _picker(fields: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any,
 
 
 class EventRouter:
-    """Decodes frames and groups their events by state shard, for every entity they feed."""
+    """Decodes frames and groups their events by state shard, for every entity they feed, and
+    sends each scored event to every entity it could be scored with."""
 
     def __init__(self, plans: Mapping[str, EntityPlan], decoders: Mapping[str, RecordDecoding],
-                 shards: int, *, max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
+                 shards: int, *, scored: ScoredEvents | None = None,
+                 max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS,
                  clock: Callable[[], int] = wall_clock_ms) -> None:
         """``decoders`` by source name (one per source of the plans); events more than
-        ``max_future_skew_ms`` ahead of ``clock()`` (epoch ms, read once per batch) fail."""
+        ``max_future_skew_ms`` ahead of ``clock()`` (epoch ms, read once per batch) fail.
+        ``scored``: the events whose pre-event rows the shards capture; they also visit, as
+        probes, the entities their source does not feed whose keys are all fields of it."""
         routes: dict[bytes, _SourceRoute] = {}
         for name, decoder in decoders.items():
             entities, source = [], None
@@ -145,14 +169,18 @@ class EventRouter:
                 for i, s in enumerate(plan.sources):
                     if s.name == name:
                         source = s
-                        keys = plan.entity.keys
-                        entities.append(_EntityRoute(
-                            plan.entity.name, f"{plan.entity.name}:",
-                            keys[0] if len(keys) == 1 else None, keys, i,
-                            _picker(plan.fields[i])))
-            if source is not None:
-                routes[source.topic.encode()] = _SourceRoute(decoder.decode, source.timestamp,
-                                                             tuple(entities))
+                        entities.append(_route(plan, i, _picker(plan.fields[i])))
+            if source is None:
+                continue
+            types: frozenset[str] = frozenset()
+            if scored is not None and scored.source == name:
+                types = scored.types
+                fed = {route.entity for route in entities}
+                entities.extend(_route(plan, PROBE, _no_values) for plan in plans.values()
+                                if plan.entity.name not in fed
+                                and set(plan.entity.keys) <= set(source.field_types))
+            routes[source.topic.encode()] = _SourceRoute(decoder.decode, source.timestamp,
+                                                         tuple(entities), types)
         self._routes = routes
         self._shards = shards
         self._max_future_skew_ms = max_future_skew_ms
@@ -192,9 +220,13 @@ class EventRouter:
             if ts > latest:
                 failed.append((frame, future_event(ts, now, self._max_future_skew_ms)))
                 continue
+            scored = (record[EVENT_ID_FIELD] if route.scored
+                      and record[EVENT_TYPE_FIELD] in route.scored else None)
             routed = []
             problem: Problem | None = None
             for target in route.entities:
+                if target.source == PROBE and scored is None:
+                    continue
                 if target.key is not None:
                     ident = record.get(target.key)
                     if ident is None:
@@ -202,6 +234,8 @@ class EventRouter:
                     if type(ident) is not str:
                         ident = str(ident)
                     elif not ident:
+                        if target.source == PROBE:
+                            continue  # nothing to probe; the entities it feeds decide
                         empty = entity_id(record, target.keys)  # the rule's own message
                         assert isinstance(empty, Problem)
                         problem = empty
@@ -211,11 +245,13 @@ class EventRouter:
                     if ident is None:
                         continue
                     if isinstance(ident, Problem):
+                        if target.source == PROBE:
+                            continue
                         problem = ident
                         break
                 key = target.prefix + ident
                 routed.append(_as_shard_event((target.entity, key, ts, target.source,
-                                               target.pick(record), frame)))
+                                               target.pick(record), frame, scored)))
             if problem is not None:
                 failed.append((frame, problem))
                 continue

@@ -25,14 +25,26 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from featurestream.udfs.features.layout import ShardLayout, convert, warming
+from featurestream.udfs.features.point_in_time import row_before
 from featurestream.udfs.features.processor import EntityState, FeatureProcessor, Row
-from featurestream.udfs.features.routing import ShardEvent
+from featurestream.udfs.features.routing import PROBE, ShardEvent
 from featurestream.udfs.wire.dead_letters import Problem
 
 
 def entity_of(key: str) -> str:
     """The entity name of a state key ``<entity>:<id>``."""
     return key[:key.index(":")]
+
+
+@dataclass(frozen=True, slots=True)
+class CapturedRow:
+    """The row of an entity for a scored event, captured before the event counted
+    (:mod:`udfs.features.point_in_time`); None: no row."""
+
+    key: str  # the entity's state key ``<entity>:<id>``
+    event_id: str
+    ts: int
+    row: Row | None
 
 
 @dataclass
@@ -59,6 +71,7 @@ class EntityShard:
         self._changed: set[str] = set()  # rows to build at the end of the bundle
         self._dirty: set[str] = set()  # states to store (changed by an event) or remove
         self._final_rows: dict[str, Row] = {}  # last rows of entities cleared in this bundle
+        self._captured: list[CapturedRow] = []  # for scored events, since the last bundle
         self.timers: set[int] = set()  # registered with Flink and not yet fired
 
     def restore(self, stored: Iterable[tuple[str, tuple[EntityState, list]]]) -> None:
@@ -84,16 +97,22 @@ class EntityShard:
 
     def add_events(self, events: Sequence[ShardEvent], watermark: int
                    ) -> list[tuple[ShardEvent, Problem]]:
-        """Count each event for its entity; returns the events rejected (late or expired)."""
+        """Count each event for its entity; returns the events rejected (late or expired).
+        A scored event's row is captured first, whether or not it then counts."""
         processors = self._processors
         entities = self.entities
         pending = self._pending
         rejected = []
         for event in events:
-            if pending and event.entity in pending:
-                self._start(event.entity, event.ts)
             key = event.key
             processor = processors[event.entity]
+            if event.scored is not None:
+                before = row_before(processor, entities.get(key), event.ts)
+                self._captured.append(CapturedRow(key, event.scored, event.ts, before))
+                if event.source == PROBE:
+                    continue
+            if pending and event.entity in pending:
+                self._start(event.entity, event.ts)
             state = processor.accept(entities.get(key), event.ts, event.source, event.values,
                                      watermark)
             if isinstance(state, Problem):
@@ -160,6 +179,17 @@ class EntityShard:
             rows[key] = self._row(key, self.entities[key])
         self._changed.clear()
         return rows
+
+    def drop_rows(self) -> None:
+        """Forget the changes since the last bundle without building rows (a replay that
+        needs no online store)."""
+        self._changed.clear()
+        self._final_rows.clear()
+
+    def take_captured(self) -> list[CapturedRow]:
+        """The rows captured for scored events since the last call, in event order."""
+        captured, self._captured = self._captured, []
+        return captured
 
     def take_states(self) -> ShardStates:
         """The states events changed since the last call (the last checkpoint), and the

@@ -1,15 +1,11 @@
 """Training examples from a labelled event history, point in time, with the feature job's engine.
 
-Events (the built-in events contract) are replayed in event-time order through the same
-:class:`FeatureProcessor` and :func:`compile_plans` the feature job runs (same accumulators,
-buckets, hops and window edges), for every entity the model reads whose features come from the
-built-in events source: the event's user, its item, ... (ids from the event's fields through the
-entity's keys, as the feature job keys them). Before an event of a scored type is counted, each
-of its entities is advanced to its ``ts`` (expiring what has aged out), and those rows -- the
-window values as of ``ts`` over the entity's earlier events only -- become the example's rows;
-the vector is then assembled exactly as the scoring job does (:mod:`udfs.scoring.vector`).
-Online, the scorer reads the rows the feature job last wrote, which can lag ``ts`` slightly (the
-feature job's watermark and bundle) or already include the event; the score records ``as_of``.
+The history (events of the built-in contract, in log order) is replayed by
+:class:`udfs.offline.replay.Replay` -- the feature job's router and shard -- and each scored
+event gets the rows the job captures for it online: every entity's features as of the event
+over the entity's events before it in the log (the rule: :mod:`udfs.features.point_in_time`).
+The vector is then assembled exactly as the scoring job does (:mod:`udfs.scoring.vector`), so
+a model is trained on the values it is served with.
 """
 
 from __future__ import annotations
@@ -19,76 +15,80 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 from scipy.stats import rankdata
 
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.contract.records import entity_id, is_builtin
+from featurestream.udfs.contract.records import decoder_for
+from featurestream.udfs.contract.schema_registry import SchemaRegistry
 from featurestream.udfs.definitions.model import Definitions
-from featurestream.udfs.features.plan import compile_plans
-from featurestream.udfs.features.processor import EntityState, FeatureProcessor, Row
-from featurestream.udfs.scoring.vector import EntityId, VectorPlan
+from featurestream.udfs.features.point_in_time import scored_events
+from featurestream.udfs.features.processor import Row
+from featurestream.udfs.features.shard import entity_of
+from featurestream.udfs.offline.replay import Replay
+from featurestream.udfs.scoring.vector import VectorPlan
 from featurestream.udfs.wire.dead_letters import Problem
+from featurestream.udfs.wire.frames import encode_source_frame
 
-_NO_WATERMARK = -(2**63)
+_BATCH = 1_000  # events per replayed batch (a source batch of the job)
 
 
 class Example(NamedTuple):
-    """One training example: a scored event, its entities' rows as of its ``ts`` (an entity
-    without an earlier event has none), the entity ids, and its label."""
+    """One training example: a scored event, its entities' captured rows (an entity without
+    a row is absent) and its label."""
 
     event: Event
     rows: dict[str, Row]
-    ids: dict[str, EntityId]
     label: bool
 
 
-@dataclass
-class _Tracked:
-    """One entity replayed from the built-in events: its engine and its instances' states."""
+@dataclass(frozen=True)
+class Timing:
+    """The feature job's event-time settings the replay follows."""
 
-    name: str
-    keys: tuple[str, ...]
-    processor: FeatureProcessor
-    source: int  # the built-in events' source number in the entity's plan
-    fields: tuple[str, ...]  # what the engine reads of an event
-    states: dict[str, EntityState]
+    out_of_orderness_ms: int
+    allowed_lateness_ms: int
 
 
 def point_in_time_rows(history: Iterable[tuple[Event, bool]], definitions: Definitions,
-                       scored_types: Collection[str], entities: Collection[str]
-                       ) -> Iterator[Example]:
-    """An example for each scored event of the ``(event, label)`` history, with the rows of
-    ``entities`` (those not fed by the built-in events have no rows here)."""
-    plans = compile_plans(definitions)
-    tracked: list[_Tracked] = []
-    for name in entities:
-        plan = plans[name]
-        source = next((i for i, s in enumerate(plan.sources) if is_builtin(s)), None)
-        if source is not None:
-            processor = FeatureProcessor(plan, allowed_lateness_ms=0)
-            tracked.append(_Tracked(name, plan.entity.keys, processor, source,
-                                    plan.fields[source], {}))
-    for event, label in sorted(history, key=lambda pair: pair[0].ts):
-        record = event._asdict()
-        ids: dict[str, EntityId] = {t.name: entity_id(record, t.keys) for t in tracked}
-        if event.event_type in scored_types:
-            rows: dict[str, Row] = {}
-            for t in tracked:
-                key = ids[t.name]
-                state = t.states.get(key) if isinstance(key, str) else None
-                if state is not None:
-                    t.processor.advance(state, event.ts)
-                    rows[t.name] = t.processor.row(state)
-            yield Example(event, rows, ids, label)
-        for t in tracked:
-            key = ids[t.name]
-            if not isinstance(key, str):
-                continue  # no key: the event does not count for the entity (as in the job)
-            values = tuple(record.get(f) for f in t.fields)
-            accepted = t.processor.accept(t.states.get(key), event.ts, t.source, values,
-                                          _NO_WATERMARK)
-            if isinstance(accepted, EntityState):  # always: in time order, without a watermark
-                t.states[key] = accepted
+                       scored_types: Collection[str], timing: Timing,
+                       registry: SchemaRegistry) -> Iterator[Example]:
+    """An example for each scored event of the ``(event, label)`` history (in log order), with
+    the rows of every entity the job captures for it."""
+    scored = scored_events(definitions, scored_types)
+    if scored is None:
+        raise ValueError("the definitions read no source of the built-in events contract")
+    source = next(s for s in definitions.sources if s.name == scored.source)
+    replay = Replay(definitions, {s.name: decoder_for(s, registry) for s in definitions.sources},
+                    scored, out_of_orderness_ms=timing.out_of_orderness_ms,
+                    allowed_lateness_ms=timing.allowed_lateness_ms)
+    pending: dict[str, tuple[Event, bool]] = {}
+    frames: list[bytes] = []
+    for offset, (event, label) in enumerate(history):
+        if event.event_type in scored.types:
+            pending[event.event_id] = (event, label)
+        frames.append(encode_source_frame(source.topic, 0, offset, event.ts,
+                                          orjson.dumps(event._asdict())))
+        if len(frames) == _BATCH:
+            yield from _examples(replay, frames, pending)
+            frames = []
+    if frames:
+        yield from _examples(replay, frames, pending)
+
+
+def _examples(replay: Replay, frames: list[bytes], pending: dict[str, tuple[Event, bool]]
+              ) -> Iterator[Example]:
+    """Feed a batch; the examples of its scored events. An event the router refused (which the
+    scoring job refuses too) has no captured row, not even an empty one, and no example."""
+    rows: dict[str, dict[str, Row]] = {}
+    for captured in replay.feed(frames).captured:
+        found = rows.setdefault(captured.event_id, {})
+        if captured.row is not None:
+            found[entity_of(captured.key)] = captured.row
+    for event_id, (event, label) in pending.items():
+        if event_id in rows:
+            yield Example(event, rows[event_id], label)
+    pending.clear()
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def build_dataset(examples: Iterable[Example], plan: VectorPlan,
     """Assemble every example's vector like the scoring job (problems are errors here)."""
     vectors, labels, times = [], [], []
     for example in examples:
-        vector = plan.assemble(defaults, example.event, example.rows, example.ids)
+        vector = plan.assemble(defaults, example.event, example.rows,
+                               plan.entity_ids(example.event))
         if isinstance(vector, Problem):
             raise ValueError(str(vector))
         vectors.append(vector)

@@ -1,20 +1,26 @@
 """Scores one micro-batch of Kafka records: the scoring job's logic, free of Flink.
 
 For a batch of source frames (:mod:`udfs.wire.frames`): decode each record, keep the scored
-event types, route each user to a model version (:mod:`udfs.scoring.live_models`), look up
-every feature row the batch's models read -- of the user and of any other entity a model names
-(``item.views_1h``) -- in one call, assemble vectors (:mod:`udfs.scoring.vector`), then one
-vectorized ``predict`` per version (and one for the shadow), and hand the scores to the latest
-scores sink. A version whose features the definitions do not provide is refused when first
-used (its records are dead letters of stage ``model`` naming the features). Every input frame
-yields exactly one output: a score sink frame, a dead-letter sink frame (stage ``decode``,
-``features`` or ``model``), or None for an event type that is not scored. Nothing here raises
-for a bad record; only a failing port (Redis down) raises, so the job restarts and replays
-instead of dead-lettering good data.
+event types, route each user to a model version (:mod:`udfs.scoring.live_models`), read the
+rows the feature job captured for each event -- of the user and of any other entity a model
+names (``item.views_1h``), as of the event (the rule: :mod:`udfs.features.point_in_time`) -- in
+one call, assemble vectors (:mod:`udfs.scoring.vector`), then one vectorized ``predict`` per
+version (and one for the shadow), and hand the scores to the latest scores sink. A score is a
+function of the event log and the model alone: replaying the same events gives the same scores.
 
-The scorer reaches the world through three small ports (:class:`FeatureRows`,
-:class:`LatestScores`, :class:`Clock`); the job's adapter passes Redis and the wall clock,
-tests pass plain objects.
+Rows the feature job has not captured yet are waited for (it may be behind), up to
+``wait_ms``; past that the event is a dead letter of stage ``features`` (``FeaturesNotReady``).
+A version whose features the definitions do not provide is refused when first used (its
+records are dead letters of stage ``model`` naming the features). Every input frame yields
+exactly one output: a score sink frame, a dead-letter sink frame (stage ``decode``,
+``window`` for an event stamped in the future, as the feature job refuses it, ``features`` or
+``model``), or None for an event type that is not scored. Nothing here raises for a bad
+record; only a failing port (Redis down) raises, so the job restarts and replays instead of
+dead-lettering good data.
+
+The scorer reaches the world through small ports (:class:`CapturedRows`,
+:class:`LatestScores`, :class:`Clock`, and a sleep for the wait); the job's adapter passes
+Redis and the clocks, tests pass plain objects.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +36,7 @@ import numpy as np
 
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
+from featurestream.udfs.features.routing import future_event
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord, ShadowScore
@@ -44,17 +51,18 @@ from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq
 from featurestream.udfs.wire.frames import SourceRecord, decode_source_frame, encode_sink_frame
 
 # The stages whose dead letters the scoring job counts.
-SCORING_STAGES = (Stage.DECODE, Stage.FEATURES, Stage.MODEL)
+SCORING_STAGES = (Stage.DECODE, Stage.WINDOW, Stage.FEATURES, Stage.MODEL)
 
-RowKey = tuple[str, str]  # (entity, entity id)
+CapturedKey = tuple[str, str, str]  # (entity, entity id, event id)
 
 
-class FeatureRows(Protocol):
-    """Port: the feature rows a batch reads, of any entities, in one call."""
+class CapturedRows(Protocol):
+    """Port: the rows the feature job captured for scored events, of any entities, in one
+    call."""
 
-    def rows(self, keys: Sequence[RowKey]) -> Mapping[RowKey, Row | Problem]:
-        """Each ``(entity, id)``'s row; one without a row is absent, an unreadable row is a
-        Problem."""
+    def captured(self, keys: Sequence[CapturedKey]) -> Mapping[CapturedKey, Row | Problem | None]:
+        """Each key's captured row (None: the entity had no row); a key not captured (yet) is
+        absent, an unreadable one is a Problem."""
         ...
 
 
@@ -75,6 +83,18 @@ class Clock(Protocol):
 def wall_clock_ms() -> int:
     """The system's wall clock, epoch ms."""
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """How the scorer waits for rows not captured yet: up to ``wait_ms`` in all, polling
+    with a delay that doubles from ``first_delay_s`` to ``max_delay_s``."""
+
+    wait_ms: int
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+    first_delay_s: float = 0.002
+    max_delay_s: float = 0.25
 
 
 @dataclass
@@ -120,7 +140,8 @@ class BatchScorer:
 
     def __init__(self, models: ServingModels, decoder: EventDecoder, codec: ScoreCodec,
                  scored_types: Collection[str], scores_topic: str, dlq_topic: str,
-                 catalog: FeatureCatalog, rows: FeatureRows, latest_scores: LatestScores,
+                 catalog: FeatureCatalog, rows: CapturedRows, latest_scores: LatestScores,
+                 waiting: Waiting, max_future_skew_ms: int,
                  clock_ms: Clock = wall_clock_ms) -> None:
         self.models = models
         self._decoder = decoder
@@ -131,6 +152,8 @@ class BatchScorer:
         self._catalog = catalog
         self._rows = rows
         self._latest_scores = latest_scores
+        self._waiting = waiting
+        self._max_future_skew_ms = max_future_skew_ms
         self._clock_ms = clock_ms
         self._plans: dict[tuple[str, int], VectorPlan | Problem] = {}  # versions never change
 
@@ -155,8 +178,10 @@ class BatchScorer:
         batch = ScoredBatch([None] * len(frames))
         shadow = self._shadow_plan()
         routed: list[_Routed] = []
-        wanted: dict[RowKey, None] = {}
+        wanted: dict[CapturedKey, None] = {}
         plans: dict[int, VectorPlan | Problem] = {}  # by model object, for this batch
+        now = self._clock_ms()
+        latest = now + self._max_future_skew_ms
         for index, frame in enumerate(frames):
             record = decode_source_frame(frame)
             event = self._decoder.decode(record.value)
@@ -164,6 +189,10 @@ class BatchScorer:
                 self._dead(batch, index, record, None, event)
                 continue
             if event.event_type not in self._scored_types:
+                continue
+            if event.ts > latest:  # the feature job refuses it: it has no rows
+                self._dead(batch, index, record, event,
+                           future_event(event.ts, now, self._max_future_skew_ms))
                 continue
             variant, version, model = self.models.route(event.user_id)
             if isinstance(model, ModelError):
@@ -183,18 +212,22 @@ class BatchScorer:
                     ids.setdefault(entity, entity_id)
             for entity, entity_id in ids.items():
                 if type(entity_id) is str:
-                    wanted[(entity, entity_id)] = None
+                    wanted[(entity, entity_id, event.event_id)] = None
             routed.append((index, record, event, variant, model, plan, ids))
         if not routed:
             return batch
-        rows = self._rows.rows(sorted(wanted)) if wanted else {}
+        rows = self._captured(list(wanted))
         groups: dict[int, _ModelGroup] = {}  # by model version
         for index, record, event, variant, model, plan, ids in routed:
             version = model.metadata.version
             found: dict[str, Row] = {}
             problem: Problem | None = None
             for entity, entity_id in ids.items():
-                row = rows.get((entity, entity_id)) if isinstance(entity_id, str) else entity_id
+                if isinstance(entity_id, str):
+                    key = (entity, entity_id, event.event_id)
+                    row = rows[key] if key in rows else self._not_ready(key)
+                else:
+                    row = entity_id
                 if row is None:
                     continue
                 if isinstance(row, Problem):
@@ -214,6 +247,35 @@ class BatchScorer:
             self._predict(batch, group, shadow)
         self._latest_scores.write_latest(batch.scores)
         return batch
+
+    def _captured(self, keys: list[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
+        """The captured rows of ``keys``, waiting for those not captured yet (absent if they
+        still are not when the wait is over)."""
+        if not keys:
+            return {}
+        found = dict(self._rows.captured(keys))
+        missing = [key for key in keys if key not in found]
+        if not missing:
+            return found
+        waiting = self._waiting
+        deadline = waiting.monotonic() + waiting.wait_ms / 1000
+        delay = waiting.first_delay_s
+        while missing and waiting.monotonic() < deadline:
+            waiting.sleep(delay)
+            delay = min(delay * 2, waiting.max_delay_s)
+            found.update(self._rows.captured(missing))
+            missing = [key for key in missing if key not in found]
+        return found
+
+    def _not_ready(self, key: CapturedKey) -> Problem:
+        entity, entity_id, event_id = key
+        return Problem(
+            Stage.FEATURES, ErrorClass.FEATURES_NOT_READY,
+            f"the feature job did not capture the features of {entity} {entity_id!r} for "
+            f"event {event_id!r} within FEATURESTREAM_POINT_IN_TIME_WAIT_MS "
+            f"({self._waiting.wait_ms} ms): check that the feature job runs on these events "
+            "with the same definitions and FEATURESTREAM_SCORED_EVENT_TYPES and keeps up; "
+            "captured features expire after FEATURESTREAM_POINT_IN_TIME_TTL_MS")
 
     def _shadow_plan(self) -> VectorPlan | None:
         """The shadow's plan, when there is a usable shadow."""

@@ -33,6 +33,14 @@ Writes
     a newer one. A row is the whole truth: a newer row replaces the hash (no field of an older
     row survives, e.g. ``warming_up`` once nothing warms up). Every write refreshes the TTL.
 
+Point-in-time rows
+    ``{prefix}_pit:{entity}:{event_id}`` (:func:`point_in_time_key`): the row of one entity a
+    scored event is scored with, captured by the feature job before the event counted
+    (:mod:`udfs.features.point_in_time`), as a JSON object ``{"id": <entity id>, "row": {field:
+    text} | null}`` whose texts are the hash fields' encoding above (null: the entity had no
+    row). Written once (``SET NX``: a replay never changes what a score may already have
+    read), expiring after ``FEATURESTREAM_POINT_IN_TIME_TTL_MS``; read by the scoring job.
+
 Scores
     ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
     model's latest :class:`Score` as a JSON object (:func:`encode_score`) with the keys
@@ -169,6 +177,28 @@ def decode_row(fields: Mapping[bytes | str, bytes | str]) -> dict[str, RowValue]
     names = [k.decode() if isinstance(k, bytes) else k for k in fields]
     texts = [v.decode() if isinstance(v, bytes) else v for v in fields.values()]
     return dict(zip(names, decode_values(texts), strict=True))
+
+
+def point_in_time_key(prefix: str, entity: str, event_id: str) -> str:
+    """The Redis key of the row of ``entity`` captured for scored event ``event_id``."""
+    return f"{prefix}_pit:{entity}:{event_id}"
+
+
+def encode_point_in_time(entity_id: str, row: Mapping[str, RowValue] | None) -> bytes:
+    """The value of a point-in-time key (layout above)."""
+    texts = None if row is None else {name: encode_value(v) for name, v in row.items()}
+    return orjson.dumps({"id": entity_id, "row": texts})
+
+
+def decode_point_in_time(data: bytes | str) -> tuple[str, dict[str, RowValue] | None]:
+    """Inverse of :func:`encode_point_in_time`: the entity id and its row (None: no row);
+    ValueError for a value it never writes."""
+    try:
+        value = orjson.loads(data)
+        entity_id, texts = value["id"], value["row"]
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        raise ValueError(f"not a point-in-time row ({exc})") from None
+    return entity_id, None if texts is None else decode_row(texts)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class ErrorClass(StrEnum):
     MISSING_FEATURE = "MissingFeature"  # a feature without value or default
     NON_FINITE_FEATURE = "NonFiniteFeature"  # NaN or infinity in the vector
     CORRUPT_FEATURE_ROW = "CorruptFeatureRow"  # the stored row cannot be read
+    # The feature job did not capture the event's rows within FEATURESTREAM_POINT_IN_TIME_WAIT_MS.
+    FEATURES_NOT_READY = "FeaturesNotReady"
     # model
     MODEL_UNAVAILABLE = "ModelUnavailable"  # the routed version cannot be loaded
     PREDICT_FAILED = "PredictFailed"  # the model raised
