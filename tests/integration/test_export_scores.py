@@ -70,10 +70,10 @@ def test_export_writes_every_committed_score_with_its_vector(stack: LocalStack,
     assert len(rows) == table.num_rows == len(committed)
     for score in committed:
         row = rows[score["event_id"]]
-        shadow = score["shadow"] or {}
+        shadow = score["shadow"]
         expected = {**{k: v for k, v in score.items() if k not in ("features", "shadow")},
-                    "shadow_version": shadow.get("version"),
-                    "shadow_score": shadow.get("score")}
+                    "shadow_version": shadow and shadow["version"],
+                    "shadow_score": shadow and shadow["score"]}
         assert {k: row[k] for k in expected} == expected
         for name in ("amount", "views_1h", "item.views_1h"):
             assert row[name] == score["features"].get(name)
