@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 65_536
 METADATA_COLUMNS = ("event_id", "ts", "event_type", "user_id", "label")
+_SHOWN = 8  # missing columns named in an error (the rest counted)
 _REQUIRED = ("event_id", "ts")  # without these a row cannot be joined or split in time
 _METADATA_TYPES: dict[str, pa.DataType] = {
     "event_id": pa.string(), "ts": pa.int64(), "event_type": pa.string(),
@@ -181,8 +182,10 @@ def read_training_set(path: str | Path, feature_names: Sequence[str]) -> Trainin
                if set(missing) & set(_REQUIRED) else
                "build the training set with the current definitions (featurestream backfill) "
                "or train with definitions whose model features it has")
+        shown = ", ".join(missing[:_SHOWN])
+        more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
         raise TrainingSetError(
-            f"{file} lacks column{'s' if len(missing) > 1 else ''} {', '.join(missing)}; {fix}")
+            f"{file} lacks column{'s' if len(missing) > 1 else ''} {shown}{more}; {fix}")
     wanted = [*_REQUIRED, *(["label"] if "label" in present else []), *feature_names]
     table = _read(file, wanted)
     if table.column("event_id").null_count or table.column("ts").null_count:
