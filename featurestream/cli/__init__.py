@@ -103,6 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--rounds", type=int, help="boosting rounds (default 200)")
     train.set_defaults(handler=_lazy("featurestream.cli.train:train_command"))
 
+    backfill = sub.add_parser("backfill", help="replay history (kafka:TOPIC or JSON-lines, "
+                              "Avro, Parquet files) through the feature job's code: a training "
+                              "set, the online store, dead letters")
+    backfill.add_argument("inputs", nargs="+", metavar="INPUT",
+                          help="kafka:TOPIC, or a file: .jsonl, .avro, .parquet (or --format)")
+    backfill.add_argument("--source", help="the source the records are (default: the one "
+                          "reading the topic; for files, the built-in events source)")
+    backfill.add_argument("--format", choices=["jsonl", "avro", "parquet"],
+                          help="the files' format (default: by extension)")
+    backfill.add_argument("--start", help="Kafka records from this time: ISO 8601 or epoch ms")
+    backfill.add_argument("--end", help="Kafka records before this time: ISO 8601 or epoch ms")
+    backfill.add_argument("--order", choices=["log", "time"], default="log",
+                          help="log: as read, the job's order (default); time: sorted by event "
+                          "time first (bounded memory)")
+    backfill.add_argument("--training-set", metavar="OUT.parquet",
+                          help="write the point-in-time training set here")
+    backfill.add_argument("--examples", metavar="FILE",
+                          help="Parquet or CSV of examples (entity key columns, ts, optional "
+                          "label): a training row each instead of one per scored event")
+    backfill.add_argument("--labels", metavar="FILE", help="CSV (or Parquet) event_id,label")
+    backfill.add_argument("--online-store", action="store_true",
+                          help="write the rows as of the end to Redis (FEATURESTREAM_REDIS_URL)")
+    backfill.add_argument("--dead-letters", metavar="FILE",
+                          default="backfill-dead-letters.jsonl",
+                          help="JSON lines of the records that failed "
+                          "(default backfill-dead-letters.jsonl)")
+    backfill.set_defaults(handler=_lazy("featurestream.cli.backfill:backfill_command"))
+
     export = sub.add_parser("export", help="write a topic to a file (scores: Parquet with the "
                             "vectors, model version and variant of each score)")
     export.add_argument("what", choices=["scores"])
