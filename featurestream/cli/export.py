@@ -3,7 +3,8 @@
 Reads the scores topic from its oldest record up to the end offsets taken at start (so it ends
 while the scoring job keeps writing), committed records only, and writes one Parquet row per
 score: its metadata (event, model, version, variant, score, as_of, scored_at, shadow) and one
-float64 column per feature name of any score, named as the training set names them
+float64 column per feature name of any score (sorted by name: the same file whatever order
+the partitions are read in), named as the training set names them
 (:mod:`udfs.offline.training_set`): the vector each score used, null where a score's model has
 no such feature. ``featurestream train --from FILE --labels LABELS`` trains on it.
 
@@ -102,7 +103,8 @@ class ScoresParquet:
         try:
             self._flush()
             schema = pa.schema([*SCORE_SCHEMA,
-                                *(pa.field(name, pa.float64()) for name in self._features)])
+                                *(pa.field(name, pa.float64())
+                                  for name in sorted(self._features))])
             with pq.ParquetWriter(str(self._path), schema) as out:
                 for part in self._files:
                     table = pq.read_table(part)

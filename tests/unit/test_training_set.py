@@ -147,7 +147,7 @@ def test_exported_scores_read_as_a_training_set_without_labels(tmp_path: Path) -
         out.add(score("s3", "b", {"amount": 5.0, "item.views_1h": 7.0}))
     assert out.written == 3
     exported = pq.read_table(path)
-    assert exported.column_names == [*SCORE_SCHEMA.names, "amount", "views_1h", "item.views_1h"]
+    assert exported.column_names == [*SCORE_SCHEMA.names, "amount", "item.views_1h", "views_1h"]
     assert exported.column("shadow_version").to_pylist() == [None, None, 3]
     assert exported.column("variant").to_pylist() == ["v2"] * 3
     table = read_training_set(path, ("item.views_1h", "amount"))
