@@ -28,9 +28,11 @@ from featurestream.devstack.generator import StreamConfig, generate_labelled_eve
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.udfs.contract.records import is_builtin
+from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.offline.training import (
     Dataset,
+    Timing,
     build_dataset,
     point_in_time_rows,
     roc_auc,
@@ -94,8 +96,11 @@ def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
     config = StreamConfig(users=run.users, events_per_second=run.events_per_second,
                           seed=run.seed)
     history = islice(generate_labelled_events(config), run.events)
-    examples = point_in_time_rows(history, definitions, settings.scored_event_types,
-                                  plan.entities)
+    examples = point_in_time_rows(
+        history, definitions, settings.scored_event_types,
+        Timing(settings.max_out_of_orderness_ms,
+               settings.effective_allowed_lateness_ms(definitions)),
+        registry_for(settings.schema_registry))
     dataset = build_dataset(examples, plan, defaults)
     generator = {"events": run.events, "users": run.users,
                  "events_per_second": run.events_per_second, "seed": run.seed}
@@ -109,13 +114,15 @@ class FromFile:
 
     model_text: str
     metadata: ModelMetadata
-    unlabelled: int
+    unlabelled: int  # rows without a label
+    repeated: int  # rows of an event_id seen before (replayed scores)
 
 
 def train_from(settings: Settings, source: str, labels: str | None,
                run: TrainingRun) -> FromFile:
     """Train on a training set (or exported scores) file, joined with ``labels`` by event_id
-    where its own label is absent; rows still without a label are left out (counted)."""
+    where its own label is absent; rows still without a label, and repeats of an event_id, are
+    left out (counted)."""
     definitions = settings.load_definitions()
     names, defaults = model_features(definitions)
     try:
@@ -128,13 +135,15 @@ def train_from(settings: Settings, source: str, labels: str | None,
                                   "--labels FILE, a CSV of event_id,label")
     except TrainingSetError as exc:
         raise UserFacingError(str(exc)) from None
-    labelled = table.labelled()
+    distinct = table.first_per_event()
+    labelled = distinct.labelled()
     order = np.argsort(labelled.ts, kind="stable")  # time-ordered, for the holdout split
     dataset = Dataset(_with_defaults(labelled.matrix[order], names, defaults, source),
                       np.array(labelled.labels, dtype=np.float64)[order], labelled.ts[order])
     model_text, metadata = _fit(settings, definitions, names, defaults, dataset, run,
                                 _data_range(source, dataset), {})
-    return FromFile(model_text, metadata, unlabelled=len(table) - len(labelled))
+    return FromFile(model_text, metadata, unlabelled=len(distinct) - len(labelled),
+                    repeated=len(table) - len(distinct))
 
 
 def _with_defaults(matrix: np.ndarray, names: tuple[str, ...], defaults: dict[str, float],
@@ -223,8 +232,9 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         result = train_from(settings, args.source, args.labels, run)
         model_text, metadata = result.model_text, result.metadata
         data = metadata.training["data"]
-        print(f"{data['rows']:,} labelled rows ({result.unlabelled:,} without a label left "
-              f"out), event times {_iso(data['ts_min'])} .. {_iso(data['ts_max'])}")
+        print(f"{data['rows']:,} labelled rows ({result.unlabelled:,} without a label and "
+              f"{result.repeated:,} repeated event_ids left out), event times "
+              f"{_iso(data['ts_min'])} .. {_iso(data['ts_max'])}")
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     sidecar = registry.publish(model_text, metadata)
     m = metadata.metrics

@@ -59,7 +59,7 @@ def test_train_from_publishes_a_model_with_the_datas_range(
     assert sidecar["metrics"]["auc_holdout"] > 0.8
     assert sidecar["metrics"]["holdout_examples"] == ROWS // 5
     out = capsys.readouterr().out
-    assert f"{ROWS:,} labelled rows (0 without a label left out)" in out
+    assert f"{ROWS:,} labelled rows (0 without a label and 0 repeated event_ids left out)" in out
     assert "published" in out
 
 

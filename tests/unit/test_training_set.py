@@ -106,6 +106,15 @@ def test_labels_join_by_event_id_and_the_files_own_win(tmp_path: Path) -> None:
     assert kept.matrix[:, 0].tolist() == [0.0, 1.0, 3.0]
 
 
+def test_the_first_row_of_each_event_is_kept(tmp_path: Path) -> None:
+    with TrainingSetWriter(tmp_path / "set.parquet", ("amount",)) as writer:
+        for i, event_id in enumerate(["a", "b", "a", "c", "b"]):
+            writer.add(event_id, i, "purchase", "u", None, {"amount": float(i)})
+    table = read_training_set(tmp_path / "set.parquet", ("amount",)).first_per_event()
+    assert table.event_ids == ("a", "b", "c")
+    assert table.matrix[:, 0].tolist() == table.ts.tolist() == [0, 1, 3]
+
+
 def test_missing_columns_are_named_with_the_fix(tmp_path: Path) -> None:
     write_set(tmp_path / "set.parquet", [True])
     with pytest.raises(TrainingSetError) as error:

@@ -132,7 +132,17 @@ class TrainingTable:
 
     def labelled(self) -> TrainingTable:
         """Only the rows with a label, in their order."""
-        keep = [i for i, label in enumerate(self.labels) if label is not None]
+        return self._take([i for i, label in enumerate(self.labels) if label is not None])
+
+    def first_per_event(self) -> TrainingTable:
+        """The first row of each event_id, in their order: a score replayed after a failure
+        (at least once, or a broker that shows aborted transactions) repeats its event."""
+        first: dict[str, int] = {}
+        for i, event_id in enumerate(self.event_ids):
+            first.setdefault(event_id, i)
+        return self if len(first) == len(self) else self._take(list(first.values()))
+
+    def _take(self, keep: list[int]) -> TrainingTable:
         index = np.asarray(keep, dtype=np.int64)
         return TrainingTable(self.source, self.feature_names,
                              tuple(self.event_ids[i] for i in keep), self.ts[index],
