@@ -9,7 +9,12 @@ advanced to ``T`` (what aged out by ``T`` is gone, with the windows' documented 
 An entity whose windows are all empty as of ``T`` (or with no earlier event) has no row: the
 model's defaults apply. The captured row carries its ``as_of``: ``T``, unless an event of the
 entity with a later time came first in the log (the producer sent it out of order), when the
-row is as of that later time and says so.
+row is as of that later time and says so. The same holds for a scored event that arrives behind
+the watermark (late by more than ``FEATURESTREAM_MAX_OUT_OF_ORDERNESS_MS``), with one difference:
+the watermark's expiries may already have aged the entity's windows past ``T``, and how far
+depends on when the watermark moved, so only such a *late* capture can differ between two runs
+of the feature job over the same log (it is flagged ``late``; ``featurestream verify`` counts
+these apart). Every other capture is a function of the log alone.
 
 Why the log and not event time: the feature job counts events as they arrive, accepting late
 ones into past buckets; a window's buckets cannot give back "everything before ``T``" once a

@@ -39,12 +39,14 @@ def entity_of(key: str) -> str:
 @dataclass(frozen=True, slots=True)
 class CapturedRow:
     """The row of an entity for a scored event, captured before the event counted
-    (:mod:`udfs.features.point_in_time`); None: no row."""
+    (:mod:`udfs.features.point_in_time`); None: no row. ``late``: the event arrived behind the
+    watermark, whose expiries may already have moved the row past its time."""
 
     key: str  # the entity's state key ``<entity>:<id>``
     event_id: str
     ts: int
     row: Row | None
+    late: bool = False
 
 
 @dataclass
@@ -108,7 +110,8 @@ class EntityShard:
             processor = processors[event.entity]
             if event.scored is not None:
                 before = row_before(processor, entities.get(key), event.ts)
-                self._captured.append(CapturedRow(key, event.scored, event.ts, before))
+                self._captured.append(CapturedRow(key, event.scored, event.ts, before,
+                                                  event.ts < watermark))
                 if event.source == PROBE:
                     continue
             if pending and event.entity in pending:
