@@ -13,7 +13,10 @@ measures, on this machine with everything on it:
   P=2, about what the generator sustains beside the job on two cores; 1k/s);
 - the scoring job: sustained events/s (every event scored) at parallelism 1 and 2, and
   produce-to-score latency at 2k/s offered, for exactly-once (the default) and at-least-once;
-- the reader: single GET and 100-user batch with wrk (saturation) and hey -q (fixed load).
+- the reader: single GET and 100-user batch with wrk (saturation) and hey -q (fixed load);
+- backfill: one process replaying 200k generated events from a JSON-lines and an Avro file into
+  a training set, beside the Avro decode ceiling (no stack; ``python -m bench backfill`` runs
+  only this section, in about a minute).
 
 Prints one table with each figure next to its ceiling or target, writes JSON to
 ``bench/results/``, and stops everything it started.
@@ -28,9 +31,11 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.backfill import backfill_rows, measure_backfill
 from bench.feature_job import measure_freshness, measure_throughput
 from bench.raw_limits import measure_raw_limits
 from bench.reader import run_reader_bench
@@ -47,11 +52,7 @@ READER_SETTLE_S = 15  # the stack's processes take a while to go; the reader's t
 
 def run(events: int, reader_seconds: int) -> dict[str, Any]:
     """Every measurement; returns the report."""
-    report: dict[str, Any] = {
-        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                   f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
-    }
+    report = _header()
     with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as home:
         stack = LocalStack(private_settings(Path(home)), echo=lambda line: None)
         print("bench: starting a private stack ...", flush=True)
@@ -81,18 +82,38 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
     time.sleep(READER_SETTLE_S)
     report["reader"] = run_reader_bench(reader_seconds, workers=2, cache_ttl_ms=1_000,
                                         caches=("off",))["results"]
+    report["backfill"] = dataclasses.asdict(measure_backfill())
     return report
 
 
+def _header() -> dict[str, Any]:
+    return {
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                   f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB",
+    }
+
+
 def table(report: dict[str, Any]) -> str:
-    """The figures next to their ceilings and the issue's targets."""
-    raw = report["raw"]
-    consume = raw["kafka_consume_per_s"]
+    """The figures next to their ceilings and the issue's targets (the sections run)."""
     lines = [f"featurestream benchmark, {report['started_at']}, {report['machine']}", "",
              f"{'what':<62}{'figure':>18}  {'ceiling / target'}"]
 
     def add(what: str, figure: str, versus: str) -> None:
         lines.append(f"{what:<62}{figure:>18}  {versus}")
+
+    if "raw" in report:
+        _stack_rows(report, add)
+    if "backfill" in report:
+        for row in backfill_rows(report["backfill"]):
+            add(*row)
+    return "\n".join(lines)
+
+
+def _stack_rows(report: dict[str, Any], add: Callable[[str, str, str], None]) -> None:
+    """The rows of the sections that ran on the stack."""
+    raw = report["raw"]
+    consume = raw["kafka_consume_per_s"]
 
     add("kafka consume-only (1 consumer)", f"{consume:,.0f}/s", "")
     add("kafka consume + json.loads", f"{raw['kafka_consume_json_per_s']:,.0f}/s", "")
@@ -128,7 +149,6 @@ def table(report: dict[str, Any]) -> str:
         target = {"single": "p99 < 2 ms", "batch": "p99 < 10 ms"}[r["endpoint"]]
         add(f"reader {r['endpoint']} {r['tool']} {r['load']} req/s, p50/p99 ms",
             f"{r['rps']:,.0f} {r['p50_ms']:.1f}/{r['p99_ms']:.1f}", target)
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,8 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=600_000,
                         help="backlog size for the throughput runs")
     parser.add_argument("--reader-seconds", type=int, default=3)
+    parser.add_argument("section", nargs="?", choices=("all", "backfill"), default="all",
+                        help="all (default), or only the backfill section (no stack)")
     args = parser.parse_args(argv)
-    report = run(args.events, args.reader_seconds)
+    if args.section == "backfill":
+        report = {**_header(), "backfill": dataclasses.asdict(measure_backfill())}
+    else:
+        report = run(args.events, args.reader_seconds)
     text = table(report)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)

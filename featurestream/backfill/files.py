@@ -14,7 +14,7 @@ A record's position is its 0-based number in the file (the line for JSON lines).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +30,8 @@ FORMATS = ("jsonl", "avro", "parquet")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".avro": "avro",
                ".parquet": "parquet", ".pq": "parquet"}
 _PARQUET_BATCH = 8_192
+# fastavro types what it reads as any Avro value; the file's records are records (dicts).
+_read_record = cast(Callable[[Any, Any, None], dict[str, Any]], schemaless_reader)
 
 
 def format_of(path: Path, given: str | None) -> str:
@@ -79,9 +81,8 @@ def _avro(path: Path, source: str) -> Iterator[HistoryRecord]:
             for block in blocks:
                 data = cast(Any, block).bytes_  # documented; missing from the stubs
                 for _ in range(block.num_records):
-                    record = cast(dict[str, Any], schemaless_reader(data, schema, None))
-                    yield HistoryRecord(source, json_value(record), Position(name, None, number),
-                                        NO_TIMESTAMP)
+                    yield HistoryRecord(source, json_value(_read_record(data, schema, None)),
+                                        Position(name, None, number), NO_TIMESTAMP)
                     number += 1
         except (ValueError, EOFError, OSError, StopIteration, TypeError) as exc:
             raise UserFacingError(

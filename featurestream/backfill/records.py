@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 from decimal import Decimal
+from math import isfinite
 from typing import Any, NamedTuple
+
+import orjson
 
 NO_TIMESTAMP = 0  # a file record's Kafka timestamp: it has none (the event time is in the value)
 
@@ -38,11 +41,15 @@ class HistoryRecord(NamedTuple):
 def json_value(record: dict[str, Any]) -> bytes:
     """A record read from a file (Avro, Parquet) as the JSON object value the job decodes.
 
-    NaN and infinities are written as such (``NaN``): the job's decoder refuses them with its
-    own reason, as it would on the topic. Bytes become base64 text, decimals numbers, and any
-    other value JSON lacks (a date) its text."""
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
-                      default=_plain).encode()
+    A NaN or infinite field is written as such (``NaN``), so the job's decoder refuses it with
+    its own reason, as it would on the topic (orjson, the fast path, would write null); inside
+    a nested value (an ``other`` field, which the job does not check) it becomes null. Bytes
+    become base64 text, decimals numbers, and any other value JSON lacks its text."""
+    for value in record.values():
+        if type(value) is float and not isfinite(value):
+            return json.dumps(record, separators=(",", ":"), ensure_ascii=False,
+                              default=_plain).encode()
+    return orjson.dumps(record, default=_plain)
 
 
 def _plain(value: Any) -> Any:
