@@ -20,7 +20,7 @@ A small timeline (user u1; P = purchase, the scored type; ``*`` arrives after la
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,7 +65,8 @@ def test_the_timeline_of_the_docstring() -> None:
         row = rows[event_id]
         assert row is not None and row["as_of"] == as_of, event_id
         assert_row_matches(row, expected_row(before, as_of, WINDOWS), event_id)
-    assert rows["P1"]["purchases_1m"] == 0, "never the event itself"
+    first = rows["P1"]
+    assert first is not None and first["purchases_1m"] == 0, "never the event itself"
 
 
 def test_a_new_entity_and_one_whose_windows_emptied_have_no_row() -> None:
@@ -99,7 +100,7 @@ def logs(draw: st.DrawFn) -> list[Event]:
     return log
 
 
-def cuts(draw: st.DrawFn, n: int) -> list[int]:
+def cuts(draw: Callable[[st.SearchStrategy[list[int]]], list[int]], n: int) -> list[int]:
     return [*sorted(set(draw(st.lists(st.integers(0, n), max_size=6)))), n]
 
 

@@ -90,6 +90,26 @@ class Replay:
         self._take_rows()
         return self._rows
 
+    def row_at(self, key: str, as_of: int, version: int) -> Row | str:
+        """The replay's row of state key ``key`` as of ``as_of`` after the same ``version``
+        (events counted) as an online row, to compare it with; or why there is none. Call after
+        :meth:`finish` (it may move the entity's event time forward)."""
+        row = self._rows.get(key)
+        if row is not None and row["as_of"] == as_of and row["version"] == version:
+            return row
+        state = self._shard.entities.get(key)
+        if state is None:
+            return ("the replay has no row at this time (an entity of events it did not read, "
+                    "or cleared)" if row is None else "the replay's row is at another time")
+        if state.version != version:
+            return ("the job has not counted every event of the log yet"
+                    if version < state.version else "the job counted events the replay did not")
+        if state.as_of > as_of:
+            return "the replay's event time is past the row's"
+        processor = self._processors[key[:key.index(":")]]
+        processor.advance(state, as_of)
+        return processor.row(state)
+
     def _advance(self, watermark: int) -> None:
         if watermark > self.watermark:
             self.watermark = watermark
