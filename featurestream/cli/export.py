@@ -160,7 +160,12 @@ def export_scores(settings: Settings, topic: str, out: Path) -> tuple[int, int]:
     consumer = committed_consumer(settings, "export", {"enable.partition.eof": True})
     undecodable = 0
     try:
-        ends = _Ends(consumer, topic, topic_partitions(consumer, topic))
+        partitions = topic_partitions(consumer, topic)
+        if not partitions:
+            raise UserFacingError(f"topic {topic!r} does not exist on "
+                                  f"{settings.kafka_bootstrap}; `featurestream up` creates the "
+                                  "featurestream topics (or pick another with --topic)")
+        ends = _Ends(consumer, topic, partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends.position])
         with ScoresParquet(out) as writer, tqdm(total=ends.total, unit="offsets",
                                                 desc=f"export {topic}", disable=None) as bar:

@@ -17,6 +17,7 @@ from featurestream.cli.export import SCORE_SCHEMA, export_command
 from featurestream.devstack import LocalStack
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.errors import UserFacingError
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.offline.training_set import read_training_set
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
@@ -110,3 +111,10 @@ def test_export_ends_after_an_aborted_transaction_at_the_end(stack: LocalStack,
     # Apache Kafka hides the aborted records from read_committed consumers; tansu, the local
     # broker, shows them (docs/operations.md).
     assert {f"e{i}" for i in range(20)} <= exported <= {f"e{i}" for i in range(40)}
+
+
+def test_export_of_a_missing_topic_is_one_clear_error(stack: LocalStack, tmp_path: Path) -> None:
+    args = argparse.Namespace(what="scores", out=str(tmp_path / "x.parquet"), topic="no-such")
+    with pytest.raises(UserFacingError, match="topic 'no-such' does not exist"):
+        export_command(stack.settings, args)
+    assert not (tmp_path / "x.parquet").exists()
