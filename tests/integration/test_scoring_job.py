@@ -1,12 +1,21 @@
 """The scoring job on the real stack, with trained models.
 
+Every score must be computed from the rows the feature job captured for its event
+(``{prefix}_pit:<entity>:<event_id>``, :mod:`udfs.features.point_in_time`), assembled with the
+model's defaults: each scenario reads those keys back and checks every recorded vector against
+them (:func:`assert_scored_from_captures`, written without the scorer's code).
+
 1. Beside the feature job, with an experiment (v1:60,v2:40) and a shadow (v3): every purchase
    gets exactly one score equal to ``Booster.predict`` on its recorded vector, variants follow
    the hash split, and every bad record lands in ``scores.dlq`` exactly once with its stage and
-   reason -- nothing else does.
-2. Serving the latest version on topics of its own: a version published while the job runs
+   reason -- nothing else does. A purchase that is its user's first event has no row (v1 serves
+   it with defaults, v2 refuses it), as have users far behind the watermark (late for the feature
+   job, still captured); a captured row poisoned before its event is produced is what is read.
+2. Serving the latest version on topics of its own, with the feature job far ahead (each event's
+   captured row written before the event is produced): a version published while the job runs
    serves the next records; through a Redis outage (the job fails and restarts from its last
-   checkpoint) no record is lost, and any replayed score is identical by event_id.
+   checkpoint; Redis keeps its data) no record is lost, and any replayed score is identical --
+   score and vector -- by event_id.
 3. Definitions with an item entity: a model trained on them reads the item's row beside the
    user's.
 """
@@ -14,9 +23,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,14 +41,27 @@ from featurestream.devstack import LocalStack
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.jobs.redis_target import RedisTarget
+from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.features.shard import CapturedRow
+from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
 from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
-from featurestream.udfs.store.redis_layout import decode_scores, entity_key, score_key, user_key
+from featurestream.udfs.store.redis_layout import (
+    RowValue,
+    decode_point_in_time,
+    decode_scores,
+    encode_point_in_time,
+    entity_key,
+    point_in_time_key,
+    score_key,
+    user_key,
+)
 from featurestream.udfs.wire.dead_letters import (
     HEADER_EXCEPTION_CLASS,
     HEADER_MODEL_VERSION,
@@ -145,9 +168,95 @@ def predict(settings: Settings, version: int, features: dict[str, float]) -> flo
     return float(model.predict(vector)[0])
 
 
+Captured = tuple[str, dict[str, RowValue] | None]  # the entity id and its row (None: no row)
+
+
+def captured_rows(client: redis.Redis, prefix: str, entity: str, event_ids: Sequence[str]
+                  ) -> dict[str, Captured]:
+    """The rows of ``entity`` captured for ``event_ids``, by event id (absent: not captured)."""
+    values = client.mget([point_in_time_key(prefix, entity, e) for e in event_ids])
+    return {event_id: decode_point_in_time(value)
+            for event_id, value in zip(event_ids, values, strict=True) if value is not None}
+
+
+def expected_vector(metadata: ModelMetadata, event: Event,
+                    rows: Mapping[str, Mapping[str, RowValue] | None]) -> dict[str, float]:
+    """The vector a score of ``event`` must record, written out here rather than with the
+    scorer's code: the event's amount and hour, each other feature from the row captured for
+    the event of its entity (``item.views_1h``: the item's; unqualified: the user's), the
+    model's default where that row is absent or has no value."""
+    vector = {}
+    for name in metadata.features:
+        value: RowValue
+        if name == "amount":
+            value = event.amount
+        elif name == "hour_of_day":
+            value = event.ts // HOUR % 24
+        else:
+            entity, _, feature = name.rpartition(".")
+            row = rows.get(entity or "user")
+            value = None if row is None else row.get(feature)
+        if value is None:
+            value = metadata.defaults[name]
+        assert isinstance(value, int | float), (name, value)
+        vector[name] = float(value)
+    return vector
+
+
+def assert_scored_from_captures(settings: Settings, client: redis.Redis, scores: list[dict],
+                                events: Mapping[str, Event], entities: Sequence[str] = ("user",)
+                                ) -> None:
+    """Every score's recorded vector (and ``as_of``, ``features_missing``) is the one of the
+    rows the feature job captured for its event, of each of ``entities`` (those the models
+    read), with the model's defaults; an event without an entity's id has no capture of it."""
+    registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
+    event_ids = sorted({s["event_id"] for s in scores})
+    captures = {entity: captured_rows(client, settings.redis_key_prefix, entity, event_ids)
+                for entity in entities}
+    models: dict[int, ModelMetadata] = {}
+    for score in scores:
+        event = events[score["event_id"]]
+        rows: dict[str, dict[str, RowValue] | None] = {}
+        for entity in entities:
+            entity_id = getattr(event, f"{entity}_id")
+            found = captures[entity].get(event.event_id)
+            if entity_id is None:
+                assert found is None, (entity, event)
+                rows[entity] = None
+                continue
+            assert found is not None, f"no {entity} row captured for {event.event_id}"
+            assert found[0] == entity_id, (found, event)
+            rows[entity] = found[1]
+        version = score["version"]
+        if version not in models:
+            models[version] = registry.load(version).metadata
+        assert score["features"] == expected_vector(models[version], event, rows), score
+        as_of: int | None = None  # of the oldest row read
+        for row in rows.values():
+            if row is not None:
+                row_as_of = row["as_of"]
+                assert isinstance(row_as_of, int), row
+                as_of = row_as_of if as_of is None else min(as_of, row_as_of)
+        assert score["as_of"] == as_of, score
+        assert score["features_missing"] == (None in rows.values()), score
+
+
+def first_events(events: Sequence[Event]) -> set[str]:
+    """The ids of the events that are their user's first in ``events`` (in log order: a
+    user's events share a partition): scored, they have no row -- nothing came before."""
+    seen: set[str] = set()
+    first = set()
+    for event in events:
+        if event.user_id not in seen:
+            seen.add(event.user_id)
+            first.add(event.event_id)
+    return first
+
+
 @pytest.mark.usefixtures("trained")
 def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalStack) -> None:
     base = isolated(stack, "scoring").replace(scoring_group="scoring-scorer")
+    prefix = base.redis_key_prefix
     client = redis.Redis.from_url(base.redis_url)
     encoder = EventEncoder(registry_for(base.schema_registry))
     stream = generate_events(StreamConfig(users=30, items=200, events_per_second=5.0, seed=21,
@@ -170,12 +279,17 @@ def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalSt
         with EventProducer(base) as producer:
             for event in warmup:
                 producer.send(event.user_id, encoder.avro(event), event.ts)
-        wait_for(lambda: all(client.exists(user_key(base.redis_key_prefix, u)) for u in known),
-                 240, "feature rows of the warm-up users",
+        warmup_buys = [e.event_id for e in warmup if e.event_type == "purchase"]
+        wait_for(lambda: client.exists(*(point_in_time_key(prefix, "user", e)
+                                         for e in warmup_buys)) == len(warmup_buys),
+                 240, "the rows captured for the warm-up purchases",
                  lambda: job_diagnostics(base, features_job))
-        row_fields = client.hgetall(user_key(base.redis_key_prefix, known[0]))
-        poison_row = {k: "0" for k in row_fields} | {"as_of": str(2**52), "spend_1h": "inf"}
-        client.hset(user_key(base.redis_key_prefix, "poisoned"), mapping=poison_row)
+        # The feature job writes a captured row once (SET NX): this one stays what it is read.
+        real = next(row for _, row in captured_rows(client, prefix, "user", warmup_buys).values()
+                    if row is not None)
+        client.set(point_in_time_key(prefix, "user", poisoned.event_id),
+                   encode_point_in_time(poisoned.user_id, {**real, "spend_1h": math.inf}),
+                   px=base.point_in_time_ttl_ms)
 
         settings = base.replace(experiment=EXPERIMENT, shadow_model="v3",
                                 model_poll_interval_ms=1_000)
@@ -190,17 +304,25 @@ def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalSt
                 producer.send("bad", raw, newest)
         assert producer.failed == 0
 
+        first = first_events([*warmup, *later, *extra, *ghosts, poisoned])
         purchases = [e for e in [*warmup, *later, *extra] if e.event_type == "purchase"]
-        unknown_served = [g for g in ghosts if assigner.assign(g.user_id).version == 1]
-        unknown_refused = [g for g in ghosts if assigner.assign(g.user_id).version == 2]
-        assert unknown_served and unknown_refused, "both arms need unknown users"
-        expected_scores = {e.event_id: e for e in [*purchases, *unknown_served]}
-        expected_dead = len(undecodable) + len(unknown_refused) + 1
+        candidates = [*purchases, *ghosts]  # the poisoned one aside
+        served = [e for e in candidates
+                  if e.event_id not in first or assigner.assign(e.user_id).version == 1]
+        refused = [e for e in candidates
+                   if e.event_id in first and assigner.assign(e.user_id).version == 2]
+        assert {g.event_id for g in ghosts} <= first
+        ghost_ids = {g.event_id for g in ghosts}
+        assert ghost_ids & {e.event_id for e in served} and ghost_ids & {
+            e.event_id for e in refused}, "both arms need unknown users"
+        expected_scores = {e.event_id: e for e in served}
+        expected_dead = len(undecodable) + len(refused) + 1
         topics = Topics(settings)
         wait_for(topics.settled(len(expected_scores), expected_dead), 300,
                  "scores and dead letters", lambda: job_diagnostics(settings, scoring_job))
 
-        # Every purchase exactly once; each score is predict() on its recorded vector.
+        # Every purchase exactly once; each score is predict() on its recorded vector, and that
+        # vector is the one of the rows captured for its event.
         counts = Counter(s["event_id"] for s in topics.scores)
         assert sorted(counts) == sorted(expected_scores)
         assert set(counts.values()) == {1}
@@ -214,15 +336,20 @@ def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalSt
             shadow = predict(settings, 3, score["features"])
             assert score["shadow"]["version"] == 3
             assert score["shadow"]["score"] == pytest.approx(shadow, abs=1e-9)
-            assert score["features_missing"] == event.user_id.startswith("ghost-")
+            assert score["features_missing"] == (event.event_id in first)
             assert score["features"]["amount"] == event.amount
         versions = Counter(s["version"] for s in topics.scores)
         assert versions[1] and versions[2], versions
+        assert_scored_from_captures(settings, client, topics.scores, expected_scores)
+        refused_rows = captured_rows(client, prefix, "user", [e.event_id for e in refused])
+        assert refused_rows == {e.event_id: (e.user_id, None) for e in refused}, (
+            "refused for no row, not for a row not captured")
 
         # Each bad record exactly once, with its stage and reason; nothing else.
         dead_values = Counter(m.value() for m in topics.dead)
-        value_of = {event.event_id: value for event, value in records}
-        refused_values = {value_of[g.event_id] for g in unknown_refused}
+        value_of = {event.event_id: encoder.avro(event) for event in warmup}
+        value_of |= {event.event_id: value for event, value in records}
+        refused_values = {value_of[e.event_id] for e in refused}
         assert set(dead_values.values()) == {1}
         for message in topics.dead:
             h = headers(message)
@@ -249,7 +376,7 @@ def test_every_purchase_scored_once_and_bad_records_dead_lettered(stack: LocalSt
         for score in topics.scores:
             by_user[score["user_id"]][score["event_id"]] = score["score"]
         for user_id, scores in by_user.items():
-            stored = decode_scores(client.hgetall(score_key(base.redis_key_prefix, user_id)))
+            stored = decode_scores(client.hgetall(score_key(prefix, user_id)))
             latest = stored[settings.model_name]
             assert scores[latest.event_id] == latest.score
     finally:
@@ -263,6 +390,25 @@ def purchases(prefix: str, count: int, ts: int) -> list[Event]:
             for i in range(count)]
 
 
+def capture_ahead(settings: Settings, events: Sequence[Event]) -> None:
+    """Write each event's captured user row before the event is produced, as a feature job far
+    ahead would (its writer: once, with the TTL): values that differ per event, some null (the
+    model's default applies), and every fifth event's user without a row."""
+    names = [f.name for group in settings.load_definitions().groups for f in group.features]
+    writer = RedisRowWriter(RedisTarget.from_settings(settings))
+    try:
+        for i, event in enumerate(events):
+            row: dict[str, RowValue] | None = None
+            if i % 5 != 4:
+                row = {"as_of": event.ts - 1, "version": i + 1}
+                for j, name in enumerate(names):
+                    row[name] = None if name.startswith("avg_") and i % 2 else (i * 7 + j) % 13 / 2
+            writer.add_captured(CapturedRow(f"user:{event.user_id}", event.event_id, event.ts,
+                                            row))
+    finally:
+        writer.close()
+
+
 @pytest.mark.usefixtures("trained")
 def test_hot_reload_and_restart_lose_nothing(stack: LocalStack) -> None:
     settings = isolated(stack, "reload").replace(scoring_group="reload-scorer",
@@ -270,6 +416,7 @@ def test_hot_reload_and_restart_lose_nothing(stack: LocalStack) -> None:
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     first = registry.versions()[-1]
     encoder = EventEncoder(registry_for(settings.schema_registry))
+    client = redis.Redis.from_url(settings.redis_url)
     reader = Topics(settings)
     sent: list[Event] = []
 
@@ -286,11 +433,13 @@ def test_hot_reload_and_restart_lose_nothing(stack: LocalStack) -> None:
             return job_diagnostics(settings, job)
 
         before = purchases("a", 40, 1_700_000_000_000)
+        capture_ahead(settings, before)
         produce(before)
         wait_for(reader.settled(len(sent), 0), 240, "scores of batch a", diagnostics)
         publish_trained(settings, seed=4)
         time.sleep(2.5)  # > the poll interval
         after = purchases("b", 40, 1_700_000_100_000)
+        capture_ahead(settings, after)
         produce(after)
         wait_for(reader.settled(len(sent), 0), 120, "scores of batch b", diagnostics)
         version = {s["event_id"]: s["version"] for s in reader.scores}
@@ -300,22 +449,38 @@ def test_hot_reload_and_restart_lose_nothing(stack: LocalStack) -> None:
             e.event_id for e in sent), "hot reload lost or repeated a record"
 
         # Redis down: the batch fails, the job restarts from its last checkpoint and replays.
+        # Redis comes back with its data (the captured rows a replay reads), as a deployment's
+        # persistent Redis does; the stack's runs without persistence, so it is saved here.
+        after_outage = purchases("c", 40, 1_700_000_200_000)
+        capture_ahead(settings, after_outage)
+        dump = Path(client.config_get("dir")["dir"]) / client.config_get("dbfilename")[
+            "dbfilename"]
+        client.save()
         stack.redis.stop(print)
-        produce(purchases("c", 40, 1_700_000_200_000))
-        time.sleep(8)
-        stack.redis.start(print)
+        try:
+            produce(after_outage)
+            time.sleep(8)
+        finally:
+            stack.redis.start(print)
+            dump.unlink(missing_ok=True)
         wait_for(reader.settled(len(sent), 0), 240, "scores after the restart", diagnostics)
         failures = job_exceptions(settings, job)
         assert any("redis" in trace.lower() for trace in failures), "the job never failed"
         scores_by_event: dict[str, set] = defaultdict(set)
         for s in reader.scores:
-            scores_by_event[s["event_id"]].add((s["version"], s["variant"], s["score"]))
+            scores_by_event[s["event_id"]].add(
+                (s["version"], s["variant"], s["score"], tuple(sorted(s["features"].items())),
+                 s["features_missing"], s["as_of"]))
         assert sorted(scores_by_event) == sorted(e.event_id for e in sent), "a record was lost"
         assert all(len(v) == 1 for v in scores_by_event.values()), "replays differ"
         replayed = len(reader.scores) - len(sent)
         print(f"restart: {replayed} replayed duplicate(s) visible (tansu shows aborted "
               "transactions; Apache Kafka hides them)")
         assert not reader.dead
+        assert_scored_from_captures(settings, client, reader.scores,
+                                    {e.event_id: e for e in sent})
+        assert any(s["features_missing"] for s in reader.scores)
+        assert not all(s["features_missing"] for s in reader.scores)
     finally:
         cancel_job(settings, job)
 
@@ -378,6 +543,8 @@ def test_a_model_reads_item_features(stack: LocalStack, tmp_path: Path) -> None:
                                                    abs=1e-9)
             assert score["features_missing"] == (event.item_id is None), score
         assert all(scores[e.event_id]["features"]["item.views_1h"] >= 1 for e in buys[:-1])
+        assert_scored_from_captures(settings, client, topics.scores,
+                                    {e.event_id: e for e in scored}, ("user", "item"))
     finally:
         for job in (scoring_job, features_job):
             if job is not None:
