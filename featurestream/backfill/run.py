@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from featurestream.backfill.dead_letters import DeadLetterFile
 from featurestream.backfill.examples import Example
 from featurestream.backfill.records import HistoryRecord, Position
-from featurestream.backfill.scored import ScoredRecorder
+from featurestream.backfill.scored import ScoredEvent, ScoredRecorder
 from featurestream.backfill.vectors import raw_values
-from featurestream.udfs.contract.records import RecordDecoding, entity_id
+from featurestream.settings import Settings
+from featurestream.udfs.contract.records import RecordDecoding, decoder_for, entity_id
+from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.definitions.model import Definitions
-from featurestream.udfs.features.point_in_time import ScoredEvents
+from featurestream.udfs.features.point_in_time import ScoredEvents, scored_events
 from featurestream.udfs.features.processor import Row
 from featurestream.udfs.offline.replay import Replay
 from featurestream.udfs.offline.training_set import TrainingSetWriter
@@ -44,17 +46,30 @@ class ReplayConfig:
     allowed_lateness_ms: int
     batch_size: int
 
+    @classmethod
+    def from_settings(cls, settings: Settings, definitions: Definitions) -> ReplayConfig:
+        """The job's own: its decoders, scored events, event-time settings and batch size."""
+        registry = registry_for(settings.schema_registry)
+        return cls(definitions, {s.name: decoder_for(s, registry) for s in definitions.sources},
+                   scored_events(definitions, settings.scored_event_types),
+                   settings.max_out_of_orderness_ms,
+                   settings.effective_allowed_lateness_ms(definitions),
+                   settings.source_batch_size)
+
 
 @dataclass(frozen=True)
 class Outputs:
     """What a backfill writes: a training set (``plan``: its features; ``labels`` by event
-    id, beside the examples' own), the dead letters, and whether to keep the online store."""
+    id, beside the examples' own), the dead letters, and whether to keep the online store.
+    ``scored``: also told of every scored event with its captured rows (``featurestream
+    verify`` compares them with the scores)."""
 
     dead_letters: DeadLetterFile
     training: TrainingSetWriter | None = None
     plan: VectorPlan | None = None
     labels: Mapping[str, bool] = field(default_factory=dict)
     online_store: bool = False
+    scored: Callable[[ScoredEvent], object] | None = None
 
 
 @dataclass
@@ -82,7 +97,8 @@ class Backfill:
         """``examples`` need ``event_time`` (a record's event time, None if undecodable);
         ``progress(n)`` is told of every ``n`` records fed."""
         decoders = dict(config.decoders)
-        scored = config.scored if examples is None and outputs.training is not None else None
+        wanted = outputs.training is not None or outputs.scored is not None
+        scored = config.scored if examples is None and wanted else None
         self._recorder: ScoredRecorder | None = None
         if scored is not None:
             self._recorder = ScoredRecorder(decoders[scored.source], scored.types)
@@ -99,6 +115,11 @@ class Backfill:
         self._progress = progress
         self._keys = {} if outputs.plan is None else dict(outputs.plan.entities)
         self.counts = Counts()
+
+    @property
+    def replay(self) -> Replay:
+        """The replay (after :meth:`run`: its entities as of the end)."""
+        return self._replay
 
     def run(self, history: Iterable[HistoryRecord]) -> Mapping[str, Row]:
         """Replay ``history``; returns the online store as of the end (empty unless asked)."""
@@ -143,13 +164,16 @@ class Backfill:
         if self._recorder is not None:
             outputs = self._outputs
             training, plan, labels = outputs.training, outputs.plan, outputs.labels
-            assert training is not None and plan is not None
             for scored in self._recorder.events(batch.captured):
                 event = scored.event
-                training.add(event.event_id, event.ts, event.event_type, event.user_id,
-                             labels.get(event.event_id), raw_values(plan, event, scored.rows))
+                if training is not None:
+                    assert plan is not None
+                    training.add(event.event_id, event.ts, event.event_type, event.user_id,
+                                 labels.get(event.event_id), raw_values(plan, event, scored.rows))
+                    self.counts.rows_written += 1
+                if outputs.scored is not None:
+                    outputs.scored(scored)
                 self.counts.scored += 1
-                self.counts.rows_written += 1
         self.counts.events += len(frames)
         self._progress(len(frames))
 

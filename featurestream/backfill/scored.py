@@ -23,10 +23,11 @@ from featurestream.udfs.wire.dead_letters import Problem
 
 class ScoredEvent(NamedTuple):
     """A scored event and its entities' rows as of just before it (an entity without a row,
-    or that the event names no id of, is absent)."""
+    or that the event names no id of, is absent); ``late``: it arrived behind the watermark."""
 
     event: Event
     rows: dict[str, Row]
+    late: bool = False
 
 
 class ScoredRecorder:
@@ -49,31 +50,35 @@ class ScoredRecorder:
         """Each scored event of the batch whose rows were captured, in log order; forgets
         the rest (scored events that failed before reaching an entity)."""
         try:
-            for event_id, ts, rows in _grouped(captured):
+            for event_id, ts, rows, late in _grouped(captured):
                 pending = self._decoded.get(event_id)
                 if not pending:
                     raise RuntimeError(f"captured rows for event {event_id!r} at {ts}, which "
                                        "the replay did not decode as a scored event")
                 record = pending.popleft()
-                yield ScoredEvent(Event._make(record.get(name) for name in Event._fields), rows)
+                yield ScoredEvent(Event._make(record.get(name) for name in Event._fields), rows,
+                                  late)
         finally:
             self._decoded.clear()
 
 
-def _grouped(captured: Iterable[CapturedRow]) -> Iterator[tuple[str, int, dict[str, Row]]]:
+def _grouped(captured: Iterable[CapturedRow]
+             ) -> Iterator[tuple[str, int, dict[str, Row], bool]]:
     """Consecutive captured rows of one event (same id and time, each entity once) as
-    ``(event id, ts, rows by entity)``; rows that are None are left out."""
+    ``(event id, ts, rows by entity, late)``; rows that are None are left out."""
     current: tuple[str, int] | None = None
     entities: set[str] = set()
     rows: dict[str, Row] = {}
+    late = False
     for row in captured:
         entity = entity_of(row.key)
         if (row.event_id, row.ts) != current or entity in entities:
             if current is not None:
-                yield current[0], current[1], rows
-            current, entities, rows = (row.event_id, row.ts), set(), {}
+                yield current[0], current[1], rows, late
+            current, entities, rows, late = (row.event_id, row.ts), set(), {}, False
         entities.add(entity)
+        late = late or row.late
         if row.row is not None:
             rows[entity] = row.row
     if current is not None:
-        yield current[0], current[1], rows
+        yield current[0], current[1], rows, late

@@ -131,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default backfill-dead-letters.jsonl)")
     backfill.set_defaults(handler=_lazy("featurestream.cli.backfill:backfill_command"))
 
+    verify = sub.add_parser("verify", help="replay the event log offline and compare the "
+                            "scores' vectors and the Redis rows with it (0 mismatches expected)")
+    verify.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="kafka:TOPIC or files as for backfill (default: every source topic "
+                        "of the definitions)")
+    verify.add_argument("--no-scores", action="store_true", help="skip the scores check")
+    verify.add_argument("--no-rows", action="store_true", help="skip the Redis rows check")
+    verify.add_argument("--examples", type=int, default=5, help="mismatches shown per check")
+    verify.add_argument("--dead-letters", metavar="FILE", default="verify-dead-letters.jsonl",
+                        help="JSON lines of the records that failed in the replay")
+    verify.set_defaults(handler=_lazy("featurestream.cli.verify:verify_command"))
+
     export = sub.add_parser("export", help="write a topic to a file (scores: Parquet with the "
                             "vectors, model version and variant of each score)")
     export.add_argument("what", choices=["scores"])

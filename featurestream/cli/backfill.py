@@ -40,7 +40,6 @@ from featurestream.settings import Settings
 from featurestream.udfs.contract.records import decoder_for
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.definitions.model import Definitions
-from featurestream.udfs.features.point_in_time import scored_events
 from featurestream.udfs.offline.training_set import TrainingSetWriter, read_labels
 from featurestream.udfs.scoring.vector import FeatureCatalog
 
@@ -63,12 +62,8 @@ def backfill_command(settings: Settings, args: argparse.Namespace) -> int:
     records = history.records
     if args.order == "time":
         records = in_time_order(records, event_time, SORT_RUN_RECORDS)
-    scored = scored_events(definitions, settings.scored_event_types)
-    config = ReplayConfig(definitions, {s.name: decoder_for(s, registry)
-                                        for s in definitions.sources},
-                          scored, settings.max_out_of_orderness_ms,
-                          settings.effective_allowed_lateness_ms(definitions),
-                          settings.source_batch_size)
+    config = ReplayConfig.from_settings(settings, definitions)
+    scored = config.scored
     training, plan = None, None
     if args.training_set:
         if scored is None and not args.examples:

@@ -29,6 +29,7 @@ from featurestream.udfs.contract.records import decoder_for
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.features import routing
+from featurestream.udfs.features.event_time import PartitionTime
 from featurestream.udfs.features.layout import describe
 from featurestream.udfs.features.operator import FeatureShardOperator, OperatorCounters
 from featurestream.udfs.features.plan import compile_plans
@@ -46,22 +47,25 @@ _FULL_COLLECTION_EVERY = 1_000  # younger (generation 1) collections
 class ShardEvents(ProcessFunction):
     """A batch of source frames -> one shard record per state shard; undecodable events, and
     events more than ``max_future_skew_ms`` ahead of the wall clock -> the DLQ. ``scored``: the
-    events whose rows the shards capture for the scoring job.
+    events whose rows the shards capture for the scoring job. A shard record's time (from which
+    the watermark follows) is the slowest partition's (:mod:`udfs.features.event_time`).
 
     ``shard_keys[i]`` is the Flink key of shard ``i`` (see ``ShardKeys.java``). A checkpoint
     marker goes on to every shard.
     """
 
     _router: EventRouter  # made in open()
+    _partition_time: PartitionTime  # made in open()
     _undecodable: Any  # Flink counters, from open()
     _future: Any
     _source_events: Any
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
                  dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int,
-                 scored: ScoredEvents | None) -> None:
+                 scored: ScoredEvents | None, idleness_ms: int) -> None:
         self._definitions = definitions
         self._scored = scored
+        self._idleness_ms = idleness_ms
         self._schema_registry = schema_registry
         self._dlq_topic = dlq_topic
         self._shard_keys = tuple(shard_keys)
@@ -74,6 +78,7 @@ class ShardEvents(ProcessFunction):
             {s.name: decoder_for(s, registry) for s in self._definitions.sources},
             len(self._shard_keys), scored=self._scored,
             max_future_skew_ms=self._max_future_skew_ms)
+        self._partition_time = PartitionTime(self._idleness_ms, hold_ms=self._idleness_ms)
         metrics = runtime_context.get_metrics_group()
         self._undecodable = metrics.counter("undecodable_events")
         self._future = metrics.counter("future_events")
@@ -87,6 +92,7 @@ class ShardEvents(ProcessFunction):
         frames = split_batch(batch)
         self._source_events.inc(len(frames))
         groups, failed = self._router.group_by_shard(frames)
+        time = self._partition_time.update(self._router.partition_newest)
         for frame, problem in failed:
             if problem.error_class is ErrorClass.FUTURE_EVENT:
                 self._future.inc()
@@ -95,7 +101,7 @@ class ShardEvents(ProcessFunction):
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), problem)
         for shard, events in groups.items():
             yield routing.encode_shard_record(routing.shard_record(self._shard_keys[shard],
-                                                                   events))
+                                                                   events, time))
 
 
 class MaterializeFeatures(KeyedProcessFunction):

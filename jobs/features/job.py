@@ -36,7 +36,8 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
         ShardEvents(definitions, settings.schema_registry, settings.events_dlq_topic,
                     shard_keys(settings.state_shards, settings.max_parallelism),
                     settings.max_future_skew_ms,
-                    scored_events(definitions, settings.scored_event_types)),
+                    scored_events(definitions, settings.scored_event_types),
+                    settings.source_idleness_ms),
         output_type=FRAME_TYPE,
     ).name("decode and shard events").uid("shard-events")
     by_shard = pyflink_compat.key_by_in_java(sharded, lambda j_records: (

@@ -185,6 +185,7 @@ class EventRouter:
         self._shards = shards
         self._max_future_skew_ms = max_future_skew_ms
         self._clock = clock
+        self.partition_newest: dict[bytes, int] = {}  # of the last batch (group_by_shard)
 
     @property
     def topics(self) -> list[str]:
@@ -198,9 +199,12 @@ class EventRouter:
         The hot path of the sharding stage: an entity with one key field is handled inline
         (:func:`entity_id` is the rule, called for several keys and to describe an empty key).
         An event after ``now + max_future_skew_ms`` (the clock read once per batch) fails.
+        :attr:`partition_newest` then holds the newest event time of the batch per partition.
         """
         groups: dict[int, list[ShardEvent]] = {}
         failed: list[tuple[bytes, Problem]] = []
+        newest: dict[bytes, int] = {}
+        self.partition_newest = newest
         routes, shards, crc32 = self._routes, self._shards, zlib.crc32
         now = self._clock()
         latest = now + self._max_future_skew_ms
@@ -220,6 +224,9 @@ class EventRouter:
             if ts > latest:
                 failed.append((frame, future_event(ts, now, self._max_future_skew_ms)))
                 continue
+            partition = frame[:len(topic) + 6]  # topic length, topic, partition
+            if ts > newest.get(partition, MARKER_TIME):
+                newest[partition] = ts
             scored = (record[EVENT_ID_FIELD] if route.scored
                       and record[EVENT_TYPE_FIELD] in route.scored else None)
             routed = []
@@ -264,9 +271,13 @@ class EventRouter:
         return groups, failed
 
 
-def shard_record(key: int, events: Sequence[ShardEvent]) -> ShardRecord:
-    """The record of ``events`` (not empty) for the shard with Flink key ``key``."""
-    return ShardRecord(key, max(event.ts for event in events), list(events))
+def shard_record(key: int, events: Sequence[ShardEvent], time: int | None = None
+                 ) -> ShardRecord:
+    """The record of ``events`` (not empty) for the shard with Flink key ``key``; its event
+    time is ``time`` (:class:`udfs.features.event_time.PartitionTime`), by default its newest
+    event's."""
+    return ShardRecord(key, max(event.ts for event in events) if time is None else time,
+                       list(events))
 
 
 def checkpoint_marker(key: int) -> ShardRecord:
