@@ -95,8 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "generated history) and publish its next version")
     train.add_argument("--from", dest="source", metavar="PATH",
                        help="a training set or exported scores (Parquet or CSV)")
+    train.add_argument("--history", nargs="+", metavar="INPUT",
+                       help="an event log to replay into the training set: kafka:TOPIC or "
+                       "JSON-lines/Avro/Parquet files (with --labels)")
     train.add_argument("--labels", metavar="FILE",
-                       help="event_id,label CSV for rows of --from without a label")
+                       help="event_id,label CSV for rows of --from (or --history) without a label")
     train.add_argument("--events", type=int, help="history length (default 300,000)")
     train.add_argument("--users", type=int, help="(default 2,000)")
     train.add_argument("--seed", type=int, help="generator and training seed (default 1)")

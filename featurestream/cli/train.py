@@ -2,12 +2,15 @@
 
 The rows come from ``--from PATH`` (a training set or exported scores, Parquet or CSV:
 :mod:`udfs.offline.training_set`; labels completed by ``--labels`` event_id,label where the file
-has none; nulls filled with the model's defaults, as the scoring job fills absent values) or
-else from the synthetic generator (its planted fraud signal and labels), replayed point in time
-with the feature job's own engine (:mod:`udfs.offline.training`). The model reads the record
-features and every numeric feature the definitions (``FEATURESTREAM_DEFINITIONS``, by default
-the built-in user features) compute from the built-in events -- the user's unqualified, any
-other entity's as ``<entity>.<feature>``. Both paths share one fit: the latest ``--holdout``
+has none; nulls filled with the model's defaults, as the scoring job fills absent values), from
+``--history INPUT...`` (an event log, ``kafka:TOPIC`` or files, plus ``--labels``), or else from
+the synthetic generator (its planted fraud signal and labels). An event log -- generated or
+not -- is first replayed into a training set by ``featurestream backfill``'s code, point in time
+with the feature job's own engine (docs/point-in-time.md), so every path trains on such a file.
+The model reads the record features and every numeric feature the definitions
+(``FEATURESTREAM_DEFINITIONS``, by default the built-in user features) compute from the
+built-in events -- the user's unqualified, any other entity's as ``<entity>.<feature>``. All
+paths share one fit: the latest ``--holdout``
 share of rows (by event time) is held out and its AUC is written to the sidecar with the data's
 source and time range. The model is published as the registry's next version, which running
 scoring jobs pick up by themselves when they serve the latest version.
@@ -16,28 +19,35 @@ scoring jobs pick up by themselves when they serve the latest version.
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import islice
+from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+from tqdm import tqdm
 
+from featurestream.backfill.dead_letters import DeadLetterFile
+from featurestream.backfill.inputs import InputOptions, open_inputs
+from featurestream.backfill.records import NO_TIMESTAMP, HistoryRecord, Position, json_value
+from featurestream.backfill.run import Backfill, Outputs, ReplayConfig
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.udfs.contract.records import is_builtin
-from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.definitions.model import Definitions
-from featurestream.udfs.offline.training import (
-    Dataset,
-    Timing,
-    build_dataset,
-    point_in_time_rows,
-    roc_auc,
+from featurestream.udfs.offline.training import Dataset, roc_auc
+from featurestream.udfs.offline.training_set import (
+    TrainingSetError,
+    TrainingSetWriter,
+    read_labels,
+    read_training_set,
 )
-from featurestream.udfs.offline.training_set import TrainingSetError, read_labels, read_training_set
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.vector import RECORD_FEATURES, USER, FeatureCatalog, is_number
@@ -91,21 +101,49 @@ def model_features(definitions: Definitions) -> tuple[tuple[str, ...], dict[str,
 def train(settings: Settings, run: TrainingRun) -> tuple[str, ModelMetadata]:
     """Train on a generated history; returns the model text and its sidecar (next version)."""
     definitions = settings.load_definitions()
-    names, defaults = model_features(definitions)
-    plan = FeatureCatalog.from_definitions(definitions).plan(names)
+    model_features(definitions)  # says what is wrong before anything is generated
+    source = next(s for s in definitions.sources if is_builtin(s)).name
     config = StreamConfig(users=run.users, events_per_second=run.events_per_second,
                           seed=run.seed)
-    history = islice(generate_labelled_events(config), run.events)
-    examples = point_in_time_rows(
-        history, definitions, settings.scored_event_types,
-        Timing(settings.max_out_of_orderness_ms,
-               settings.effective_allowed_lateness_ms(definitions)),
-        registry_for(settings.schema_registry))
-    dataset = build_dataset(examples, plan, defaults)
+    labels: dict[str, bool] = {}
+
+    def history() -> Iterator[HistoryRecord]:
+        for number, (event, label) in enumerate(islice(generate_labelled_events(config),
+                                                       run.events)):
+            labels[event.event_id] = label
+            yield HistoryRecord(source, json_value(event._asdict()),
+                                Position("generator", None, number), NO_TIMESTAMP)
+
     generator = {"events": run.events, "users": run.users,
                  "events_per_second": run.events_per_second, "seed": run.seed}
-    return _fit(settings, definitions, names, defaults, dataset, run,
-                _data_range("generator", dataset), {"generator": generator})
+    with tempfile.TemporaryDirectory(prefix="featurestream-train-") as tmp:
+        path = replay_history(settings, definitions, history(), labels, Path(tmp))
+        result = train_from(settings, str(path), None, run, provenance={"generator": generator})
+    return result.model_text, result.metadata
+
+
+def replay_history(settings: Settings, definitions: Definitions,
+                   history: Iterable[HistoryRecord], labels: Mapping[str, bool],
+                   directory: Path, total: int | None = None) -> Path:
+    """The training set of ``history`` (every scored event, labels by event id) in
+    ``directory``, as ``featurestream backfill`` writes it; its dead letters beside it."""
+    names, _ = model_features(definitions)
+    plan = FeatureCatalog.from_definitions(definitions).plan(names)
+    path = directory / "training-set.parquet"
+    with DeadLetterFile(directory / "dead-letters.jsonl") as dead, \
+            tqdm(total=total, unit=" events", unit_scale=True, disable=None, file=sys.stderr,
+                 desc="replay") as bar:
+        writer = TrainingSetWriter(path, plan.names)
+        try:
+            Backfill(ReplayConfig.from_settings(settings, definitions),
+                     Outputs(dead, writer, plan, labels), progress=bar.update).run(history)
+        finally:
+            writer.close()
+        if dead.count:
+            print(f"{dead.count:,} records of the history were dead letters "
+                  f"({', '.join(f'{r} {n:,}' for r, n in dead.by_reason.most_common())})",
+                  file=sys.stderr)
+    return path
 
 
 @dataclass(frozen=True)
@@ -118,11 +156,11 @@ class FromFile:
     repeated: int  # rows of an event_id seen before (replayed scores)
 
 
-def train_from(settings: Settings, source: str, labels: str | None,
-               run: TrainingRun) -> FromFile:
+def train_from(settings: Settings, source: str, labels: str | None, run: TrainingRun,
+               provenance: dict[str, object] | None = None) -> FromFile:
     """Train on a training set (or exported scores) file, joined with ``labels`` by event_id
     where its own label is absent; rows still without a label, and repeats of an event_id, are
-    left out (counted)."""
+    left out (counted). ``provenance``: what the file was made from, for the sidecar."""
     definitions = settings.load_definitions()
     names, defaults = model_features(definitions)
     try:
@@ -140,8 +178,9 @@ def train_from(settings: Settings, source: str, labels: str | None,
     order = np.argsort(labelled.ts, kind="stable")  # time-ordered, for the holdout split
     dataset = Dataset(_with_defaults(labelled.matrix[order], names, defaults, source),
                       np.array(labelled.labels, dtype=np.float64)[order], labelled.ts[order])
-    model_text, metadata = _fit(settings, definitions, names, defaults, dataset, run,
-                                _data_range(source, dataset), {})
+    data = _data_range("generator" if provenance else source, dataset)
+    model_text, metadata = _fit(settings, definitions, names, defaults, dataset, run, data,
+                                provenance or {})
     return FromFile(model_text, metadata, unlabelled=len(distinct) - len(labelled),
                     repeated=len(table) - len(distinct))
 
@@ -217,10 +256,29 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
     given = {name: getattr(args, name) for name in ("events", "users", "seed", "rounds")}
     run = replace(TrainingRun(), **{k: v for k, v in given.items() if v is not None})
     started = time.monotonic()
-    if args.source is None:
+    if args.history:
+        if args.source is not None or args.events is not None or args.users is not None:
+            raise UserFacingError("--history INPUT... is the event log to train on: leave out "
+                                  "--from, --events and --users")
+        if args.labels is None:
+            raise UserFacingError("--history needs --labels FILE (event_id,label): which scored "
+                                  "events were positive")
+        print(f"training {settings.model_name} on {', '.join(args.history)} ...", flush=True)
+        definitions = settings.load_definitions()
+        history = open_inputs(settings, definitions, args.history, InputOptions())
+        with tempfile.TemporaryDirectory(prefix="featurestream-train-") as tmp:
+            path = replay_history(settings, definitions, history.records, {}, Path(tmp),
+                                  history.count)
+            result = train_from(settings, str(path), args.labels, run,
+                                provenance={"history": list(args.history)})
+        model_text, metadata = result.model_text, result.metadata
+        print(f"{metadata.training['data']['rows']:,} labelled scored events "
+              f"({result.unlabelled:,} without a label left out)")
+    elif args.source is None:
         if args.labels is not None:
             raise UserFacingError("--labels goes with --from PATH (a training set or exported "
-                                  "scores); without --from, train uses the generator's labels")
+                                  "scores) or --history INPUT...; without them, train uses the "
+                                  "generator's labels")
         print(f"training {settings.model_name} on {run.events:,} generated events "
               f"({run.users:,} users, seed {run.seed}) ...", flush=True)
         model_text, metadata = train(settings, run)

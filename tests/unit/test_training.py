@@ -5,6 +5,7 @@ planted signal is real and learnable; the AUC is the textbook one."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -12,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from featurestream.cli.train import TrainingRun, model_features, train
+from featurestream.backfill.records import NO_TIMESTAMP, HistoryRecord, Position, json_value
+from featurestream.cli.train import TrainingRun, model_features, replay_history, train
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events, make_users
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
+from featurestream.udfs.contract.records import is_builtin
 from featurestream.udfs.definitions.defaults import (
     ITEM,
     USER,
@@ -34,21 +36,13 @@ from featurestream.udfs.definitions.model import (
     Source,
     validate,
 )
-from featurestream.udfs.offline.training import (
-    Example,
-    Timing,
-    build_dataset,
-    point_in_time_rows,
-    roc_auc,
-)
-from featurestream.udfs.scoring.vector import FeatureCatalog
-from tests.oracle import assert_row_matches, expected_row
+from featurestream.udfs.offline.training import Dataset, roc_auc
+from featurestream.udfs.offline.training_set import TrainingTable, read_training_set
+from tests.oracle import expected_row
 
 WINDOWS = ("1m", "5m", "1h", "24h")
 EVENTS = events_source("events")
 DAY = 86_400_000
-TIMING = Timing(out_of_orderness_ms=5_000, allowed_lateness_ms=DAY)
-SCHEMAS = FileSchemaRegistry()
 
 
 def user_and_item_definitions() -> Definitions:
@@ -63,48 +57,56 @@ def history(n: int, seed: int, out_of_order: float = 0.02) -> list[tuple[Event, 
     return list(itertools.islice(generate_labelled_events(config), n))
 
 
-def examples_of(events: list[tuple[Event, bool]], definitions: Definitions) -> list[Example]:
-    return list(point_in_time_rows(events, definitions, {"purchase"}, TIMING, SCHEMAS))
+def training_set(events: list[tuple[Event, bool]], definitions: Definitions,
+                 directory: Path) -> TrainingTable:
+    """The training set `featurestream train` and `backfill` write for ``events`` (a log)."""
+    source = next(s for s in definitions.sources if is_builtin(s)).name
+    records = [HistoryRecord(source, json_value(e._asdict()), Position("test", None, i),
+                             NO_TIMESTAMP) for i, (e, _) in enumerate(events)]
+    settings = Settings(home=directory, windows=WINDOWS, events_topic="events")
+    names, _ = model_features(definitions)
+    path = replay_history(settings, definitions, records,
+                          {e.event_id: label for e, label in events}, directory)
+    return read_training_set(path, names)
 
 
-def test_each_example_sees_exactly_each_entitys_earlier_events_in_the_log() -> None:
-    """The rule (udfs/features/point_in_time.py): the entity's events before it in the log,
-    as of its time (or of a later event that came first), never itself."""
+def test_each_row_sees_exactly_each_entitys_earlier_events_in_the_log(tmp_path: Path) -> None:
+    """The rule (docs/point-in-time.md): the entity's events before it in the log, as of its
+    time (or of a later event that came first), never itself -- through the whole chain:
+    replay, captured rows, raw values, the Parquet file."""
+    definitions = user_and_item_definitions()
     events = history(6_000, seed=3, out_of_order=0.2)
-    assert max(e.ts for e, _ in events) - min(e.ts for e, _ in events) < DAY, \
-        "no entity idles past its largest window here"
-    examples = examples_of(events, user_and_item_definitions())
-    assert len(examples) == sum(e.event_type == "purchase" for e, _ in events) > 50
-    position = {e.event_id: i for i, (e, _) in enumerate(events)}
-    by_entity: dict[tuple[str, str | None], list[Event]] = defaultdict(list)
-    for e, _ in events:
-        by_entity[("user", e.user_id)].append(e)
-        by_entity[("item", e.item_id)].append(e)
-    with_item_rows = out_of_order = 0
-    for event, rows, label in examples:
-        assert label in (True, False)
-        for entity, key in (("user", event.user_id), ("item", event.item_id)):
-            earlier = [e for e in by_entity[(entity, key)]
-                       if position[e.event_id] < position[event.event_id]]
-            row = rows.get(entity)
+    table = training_set(events, definitions, tmp_path)
+    purchases = [(i, e, label) for i, (e, label) in enumerate(events)
+                 if e.event_type == "purchase"]
+    assert list(table.event_ids) == [e.event_id for _, e, _ in purchases] and len(purchases) > 50
+    assert list(table.labels) == [label for _, _, label in purchases]
+    names, _ = model_features(definitions)
+    column = {name: j for j, name in enumerate(names)}
+    by_entity: dict[tuple[str, str | None], list[tuple[int, Event]]] = defaultdict(list)
+    for i, (e, _) in enumerate(events):
+        by_entity[("user", e.user_id)].append((i, e))
+        by_entity[("item", e.item_id)].append((i, e))
+    checked = 0
+    for row, (index, event, _) in enumerate(purchases):
+        values = table.matrix[row]
+        assert values[column["amount"]] == event.amount
+        for entity, key, prefix in (("user", event.user_id, ""),
+                                    ("item", event.item_id, "item.")):
+            earlier = [e for i, e in by_entity[(entity, key)] if i < index]
+            mine = {n: values[j] for n, j in column.items() if n.startswith(prefix)
+                    and (prefix or "." not in n) and n not in ("amount", "hour_of_day")}
             if not earlier:
-                assert row is None, (entity, event)
+                assert all(math.isnan(v) for v in mine.values()), (entity, event)
                 continue
-            assert row is not None
             as_of = max(event.ts, *(e.ts for e in earlier))
-            out_of_order += as_of > event.ts
-            assert row["as_of"] == as_of
-            assert_row_matches(row, expected_row(earlier, as_of, WINDOWS),
-                               f"{entity} {event.event_id}")
-            with_item_rows += entity == "item"
-    assert with_item_rows > 50, "items are bought again: their rows are checked too"
-    assert out_of_order > 0, "some purchases came after later events: rows say so"
-
-
-def test_a_replay_of_the_same_log_gives_the_same_examples() -> None:
-    events = history(3_000, seed=7)
-    assert examples_of(events, user_and_item_definitions()) == \
-        examples_of(events, user_and_item_definitions())
+            expected = expected_row(earlier, as_of, WINDOWS)
+            for name, value in mine.items():
+                want = expected[name.removeprefix(prefix)]
+                assert (math.isnan(value) if want is None else
+                        math.isclose(value, want, rel_tol=1e-9)), (entity, event, name)
+            checked += 1
+    assert checked > 100
 
 
 def test_labels_mark_purchases_of_risky_users_only() -> None:
@@ -121,17 +123,12 @@ def test_dataset_vectors_follow_the_model_features() -> None:
     assert names[:2] == ("amount", "hour_of_day") and "last_event_ts" not in names
     assert "ctr_1h" in names and defaults["ctr_1h"] == -1.0 and defaults["views_1h"] == 0.0
     assert set(defaults) == set(names) - {"hour_of_day"}
-    plan = FeatureCatalog.from_definitions(definitions).plan(names)
-    examples = examples_of(history(3_000, seed=4), definitions)
-    data = build_dataset(examples, plan, defaults)
-    assert data.vectors.shape == (len(examples), len(names))
-    assert list(data.ts) == sorted(data.ts)
+    data = Dataset(np.zeros((40, len(names))), np.zeros(40), np.arange(40))
     train_part, holdout = data.split(0.25)
-    assert len(holdout.labels) == len(examples) - int(len(examples) * 0.75)
-    assert train_part.ts.max() <= holdout.ts.min()
+    assert len(holdout.labels) == 10 and train_part.ts.max() < holdout.ts.min()
 
 
-def test_other_entities_features_are_qualified_and_strings_left_out() -> None:
+def test_other_entities_features_are_qualified_and_strings_left_out(tmp_path: Path) -> None:
     definitions = validate([
         FeatureGroup("user_activity", USER, EVENTS, user_features(("1h",))),
         FeatureGroup("item_activity", ITEM, EVENTS, (
@@ -141,11 +138,9 @@ def test_other_entities_features_are_qualified_and_strings_left_out() -> None:
     names, defaults = model_features(definitions)
     assert names[-2:] == ("item.views_1h", "item.avg_price_1h")
     assert (defaults["item.views_1h"], defaults["item.avg_price_1h"]) == (0.0, -1.0)
-    plan = FeatureCatalog.from_definitions(definitions).plan(names)
-    examples = examples_of(history(3_000, seed=4), definitions)
-    data = build_dataset(examples, plan, defaults)
+    table = training_set(history(3_000, seed=4), definitions, tmp_path)
     column = names.index("item.views_1h")
-    assert data.vectors[:, column].max() > 0, "item rows reach the vectors"
+    assert np.nanmax(table.matrix[:, column]) > 0, "item rows reach the training set"
 
 
 def test_definitions_without_the_builtin_events_cannot_train() -> None:
