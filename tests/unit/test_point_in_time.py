@@ -31,6 +31,7 @@ from featurestream.udfs.definitions.model import Feature, FeatureGroup, Source, 
 from featurestream.udfs.features.point_in_time import ScoredEvents
 from featurestream.udfs.features.shard import CapturedRow
 from featurestream.udfs.offline.replay import Replay
+from featurestream.udfs.store.redis_layout import decode_point_in_time, encode_point_in_time
 from tests.harness import DAY, EVENTS, PickleDecoder, Record, ShardHarness, user_definitions
 from tests.oracle import assert_row_matches, expected_row
 
@@ -208,3 +209,17 @@ def test_a_scored_event_probes_entities_its_source_does_not_feed() -> None:
     latest = h.latest_rows()["item:i1"]
     assert (latest["updates_1h"], latest["max_price_1h"]) == (3, 99.0)
     assert math.isclose(h.latest_rows()["user:u1"]["spend_1h"], 30.0)
+
+
+# -- Stored form ------------------------------------------------------------------------------
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+                   st.floats(allow_nan=False), st.text(max_size=8),
+                   st.lists(st.one_of(st.none(), st.text(max_size=3), st.floats(allow_nan=False)),
+                            max_size=3))
+
+
+@given(entity_id=st.text(max_size=10),
+       row=st.none() | st.dictionaries(st.text(max_size=10), values, max_size=8))
+def test_a_captured_row_is_stored_exactly(entity_id: str, row: dict | None) -> None:
+    assert decode_point_in_time(encode_point_in_time(entity_id, row)) == (entity_id, row)

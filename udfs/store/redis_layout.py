@@ -36,10 +36,11 @@ Writes
 Point-in-time rows
     ``{prefix}_pit:{entity}:{event_id}`` (:func:`point_in_time_key`): the row of one entity a
     scored event is scored with, captured by the feature job before the event counted
-    (:mod:`udfs.features.point_in_time`), as a JSON object ``{"id": <entity id>, "row": {field:
-    text} | null}`` whose texts are the hash fields' encoding above (null: the entity had no
-    row). Written once (``SET NX``: a replay never changes what a score may already have
-    read), expiring after ``FEATURESTREAM_POINT_IN_TIME_TTL_MS``; read by the scoring job.
+    (:mod:`udfs.features.point_in_time`), as a MessagePack map ``{"id": <entity id>, "row":
+    {field: value} | nil}`` (nil: the entity had no row; MessagePack keeps every value exactly,
+    infinities included, and costs a few microseconds a row). Written once (``SET NX``: a
+    replay never changes what a score may already have read), expiring after
+    ``FEATURESTREAM_POINT_IN_TIME_TTL_MS``; read by the scoring job.
 
 Scores
     ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
@@ -59,6 +60,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
+import msgspec
 import orjson
 
 Scalar = int | float | str | bool | None
@@ -184,21 +186,26 @@ def point_in_time_key(prefix: str, entity: str, event_id: str) -> str:
     return f"{prefix}_pit:{entity}:{event_id}"
 
 
+_PIT_ENCODER = msgspec.msgpack.Encoder()
+_PIT_DECODER = msgspec.msgpack.Decoder()
+
+
 def encode_point_in_time(entity_id: str, row: Mapping[str, RowValue] | None) -> bytes:
     """The value of a point-in-time key (layout above)."""
-    texts = None if row is None else {name: encode_value(v) for name, v in row.items()}
-    return orjson.dumps({"id": entity_id, "row": texts})
+    return _PIT_ENCODER.encode({"id": entity_id, "row": row})
 
 
-def decode_point_in_time(data: bytes | str) -> tuple[str, dict[str, RowValue] | None]:
+def decode_point_in_time(data: bytes) -> tuple[str, dict[str, RowValue] | None]:
     """Inverse of :func:`encode_point_in_time`: the entity id and its row (None: no row);
     ValueError for a value it never writes."""
     try:
-        value = orjson.loads(data)
-        entity_id, texts = value["id"], value["row"]
-    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        value = _PIT_DECODER.decode(data)
+        entity_id, row = value["id"], value["row"]
+    except (msgspec.DecodeError, TypeError, KeyError) as exc:
         raise ValueError(f"not a point-in-time row ({exc})") from None
-    return entity_id, None if texts is None else decode_row(texts)
+    if not isinstance(entity_id, str) or not (row is None or isinstance(row, dict)):
+        raise ValueError("not a point-in-time row (id or row of the wrong type)")
+    return entity_id, row
 
 
 @dataclass(frozen=True)
