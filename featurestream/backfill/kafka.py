@@ -1,12 +1,14 @@
 """History from a Kafka topic: every partition from its earliest offset (or from a time), up to
 the end offsets snapshotted when reading starts (so a backfill of a live topic terminates).
 
-``--start``/``--end`` select by Kafka record timestamp as ``offsets_for_times`` does: from each
-partition's first offset whose timestamp is at or after ``start``, up to (excluding) its first
-offset at or after ``end``. The partitions are merged into one deterministic sequence by record
-timestamp (ties by partition number), which keeps each partition's own order -- the order the
-job's rule counts in -- whatever the timestamps inside a partition do. A partition whose buffer
-runs far ahead of the merge is paused, so memory stays bounded.
+``--start``/``--end`` select by Kafka record timestamp as ``offsets_for_times`` defines it: each
+partition from its first record whose timestamp is at or after ``start`` up to (excluding) its
+first record at or after ``end``. ``offsets_for_times`` finds where to start reading; the
+records are checked as they come too, so a broker without a time index (tansu answers offset 0
+to every time) still gives the right range. The partitions are merged into one deterministic
+sequence by record timestamp (ties by partition number), which keeps each partition's own
+order -- the order the job's rule counts in -- whatever the timestamps inside a partition do.
+A partition whose buffer runs far ahead of the merge is paused, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -52,18 +54,22 @@ class TopicHistory:
         self._source = source
         self._bootstrap = settings.kafka_bootstrap
         self._consumer = Consumer(settings.kafka_config({"logger": _log, **_CONSUMER}))
+        self._start_ms, self._end_ms = start_ms, end_ms
         try:
-            self.ranges = self._ranges(start_ms, end_ms)
+            self.ranges = self._ranges(start_ms)
         except BaseException:
             self._consumer.close()
             raise
 
     @property
     def count(self) -> int:
-        """How many records the ranges span (transaction markers included)."""
+        """How many records the ranges span (transaction markers included; an upper bound
+        with ``--end``)."""
         return sum(r.end - r.start for r in self.ranges)
 
-    def _ranges(self, start_ms: int | None, end_ms: int | None) -> list[PartitionRange]:
+    def _ranges(self, start_ms: int | None) -> list[PartitionRange]:
+        """Each partition's offsets to read: from ``start_ms`` (else its earliest) to its end
+        offset now (``--end`` stops earlier, as the records come)."""
         try:
             metadata = self._consumer.list_topics(self.topic, timeout=_TIMEOUT_S)
             found = metadata.topics.get(self.topic)
@@ -77,9 +83,9 @@ class TopicHistory:
             starts = [low for low, _ in ends]
             highs = [high for _, high in ends]
             if start_ms is not None:
-                starts = self._offsets_at(partitions, start_ms, highs)
-            if end_ms is not None:
-                highs = self._offsets_at(partitions, end_ms, highs)
+                starts = [max(low, at) for low, at
+                          in zip(starts, self._offsets_at(partitions, start_ms, highs),
+                                 strict=True)]
         except KafkaException as exc:
             raise UserFacingError(
                 f"cannot read topic {self.topic!r} from Kafka at {self._bootstrap} "
@@ -101,7 +107,8 @@ class TopicHistory:
         try:
             if not self.ranges:
                 return
-            reader = _PartitionReader(self._consumer, self.topic, self._source, self.ranges)
+            reader = _PartitionReader(self._consumer, self.topic, self._source, self.ranges,
+                                      self._start_ms, self._end_ms)
             yield from heapq.merge(*(reader.partition(r.partition) for r in self.ranges),
                                    key=_timestamp_and_partition)
         finally:
@@ -116,8 +123,12 @@ class _PartitionReader:
     """One consumer over every partition, with a buffer per partition for the merge."""
 
     def __init__(self, consumer: Consumer, topic: str, source: str,
-                 ranges: list[PartitionRange]) -> None:
+                 ranges: list[PartitionRange], start_ms: int | None, end_ms: int | None) -> None:
         self._consumer = consumer
+        self._start_ms = start_ms
+        self._end_ms = end_ms
+        # Partitions that reached a record at or after start_ms (all of them without one).
+        self._started = {r.partition for r in ranges} if start_ms is None else set()
         self._topic = topic
         self._source = source
         self._input = f"kafka:{topic}"
@@ -166,7 +177,10 @@ class _PartitionReader:
         error = message.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
-                self._finish(number)  # read to the end (transaction markers are not records)
+                # Its offset is where the partition ends for now, which a broker may report
+                # before the end offset taken at start; past transaction markers it is that.
+                if (message.offset() or 0) >= self._ends[number]:
+                    self._finish(number)
                 return
             raise UserFacingError(f"reading {self._topic!r} partition {number} failed "
                                   f"({error.str()}); check the brokers and the topic's ACLs")
@@ -176,6 +190,13 @@ class _PartitionReader:
             self._finish(number)
             return
         _, timestamp = message.timestamp()
+        if self._end_ms is not None and timestamp >= self._end_ms:
+            self._finish(number)
+            return
+        if number not in self._started:
+            if self._start_ms is not None and timestamp < self._start_ms:
+                return  # before the partition's first record at or after start
+            self._started.add(number)
         self._buffers[number].append(HistoryRecord(
             self._source, message.value() or b"", Position(self._input, number, offset),
             timestamp))
