@@ -211,7 +211,9 @@ def _data_range(source: str, dataset: Dataset) -> dict[str, object]:
 def _fit(settings: Settings, definitions: Definitions, names: tuple[str, ...],
          defaults: dict[str, float], dataset: Dataset, run: TrainingRun,
          data: dict[str, object], provenance: dict[str, object]) -> tuple[str, ModelMetadata]:
-    """The one training step of both paths: time-ordered holdout, LightGBM, the sidecar."""
+    """The one training step of every path: time-ordered holdout, LightGBM, the sidecar (with
+    each feature's definition, which the scoring job checks the definitions it runs against)."""
+    catalog = FeatureCatalog.from_definitions(definitions)
     train_set, holdout = dataset.split(run.holdout)
     params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 15,
               "min_data_in_leaf": 40, "feature_fraction": 0.9, "seed": run.seed,
@@ -242,6 +244,8 @@ def _fit(settings: Settings, definitions: Definitions, names: tuple[str, ...],
             "positive_rate": float(train_set.labels.mean()),
         },
         training={**provenance, "data": data,
+                  "feature_definitions": {name: catalog.signatures[name] for name in names
+                                          if name in catalog.signatures},
                   "scored_event_types": list(settings.scored_event_types),
                   "windows": list(settings.windows),
                   "definitions": definitions.fingerprint(), "params": params,

@@ -94,7 +94,7 @@ class ReplayedVectors:
             return None, False
         model = self._registry.load(version).metadata
         try:
-            plan = self._catalog.plan(model.features)
+            plan = self._catalog.plan(model.features, model.feature_definitions)
         except UnknownFeature as exc:
             return {"<vector>": f"the definitions cannot feed v{version}: {exc}"}, scored.late
         vector = plan.assemble(model.defaults, scored.event, scored.rows,

@@ -68,7 +68,8 @@ def check_models(settings: Settings, definitions: Definitions) -> None:
     catalog = FeatureCatalog.from_definitions(definitions)
     for version in wanted:
         try:
-            catalog.plan(registry.load(version).metadata.features)
+            metadata = registry.load(version).metadata
+            catalog.plan(metadata.features, metadata.feature_definitions)
         except ModelError as exc:
             raise UserFacingError(f"{exc}; publish it with `featurestream train`, or change "
                                   "FEATURESTREAM_EXPERIMENT / FEATURESTREAM_SHADOW_MODEL"

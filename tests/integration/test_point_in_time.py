@@ -69,7 +69,7 @@ def test_backlog_scores_are_point_in_time_and_identical_after_a_kill_and_a_rerun
         stack: LocalStack, tmp_path: Path) -> None:
     settings = isolated(stack, "pit", scores_delivery="at_least_once",
                         scoring_checkpoint_interval_ms=1_000, checkpoint_interval_ms=2_000)
-    model_text, metadata = train(settings, TrainingRun(events=30_000, users=300, rounds=30))
+    model_text, metadata = train(settings, TrainingRun(events=80_000, users=800, rounds=30))
     ModelRegistry(settings.effective_models_dir, settings.model_name).publish(model_text,
                                                                              metadata)
     config = StreamConfig(users=300, items=500, events_per_second=20.0, seed=41)

@@ -151,3 +151,26 @@ def test_without_a_user_entity_unqualified_names_are_refused() -> None:
         "merchant": ("merchant_id",)}
     with pytest.raises(UnknownFeature, match="no entity 'user' is defined"):
         catalog.plan(("payments_1h",))
+
+
+def test_a_model_trained_on_another_definition_of_a_feature_is_refused() -> None:
+    def catalog(purchase_type: str, window: str = "1h") -> FeatureCatalog:
+        return FeatureCatalog.from_definitions(validate([FeatureGroup(
+            "user_activity", USER, events_source("events"), (
+                Feature("purchases_1h", "count", window=window,
+                        where=eq("event_type", purchase_type)),
+                Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
+                Feature("ratio_1h", "ratio", numerator="purchases_1h",
+                        denominator="views_1h")))]))
+
+    trained = catalog("purchase").signatures
+    names = ("amount", "purchases_1h", "ratio_1h", "views_1h")
+    assert catalog("purchase").plan(names, trained).names == names
+    assert catalog("purchase").plan(names, None).names == names, "older models: not checked"
+    with pytest.raises(UnknownFeature) as refused:
+        catalog("click").plan(names, trained)
+    message = str(refused.value)
+    assert "'purchases_1h': defined differently than when the model was trained" in message
+    assert "'ratio_1h': defined differently" in message, "a ratio follows what it divides"
+    assert message.count("defined differently") == 2, "views_1h is unchanged"
+    catalog("click").plan(("amount", "views_1h"), trained)  # unchanged features still serve

@@ -38,6 +38,7 @@ from featurestream.udfs.definitions.model import (
 )
 from featurestream.udfs.offline.training import Dataset, roc_auc
 from featurestream.udfs.offline.training_set import TrainingTable, read_training_set
+from featurestream.udfs.scoring.vector import FeatureCatalog
 from tests.oracle import expected_row
 
 WINDOWS = ("1m", "5m", "1h", "24h")
@@ -169,4 +170,8 @@ def test_the_planted_signal_is_learnable(tmp_path: Path) -> None:
     _, metadata = train(settings, TrainingRun(events=80_000, users=800, rounds=60))
     assert metadata.version == 1
     assert metadata.metrics["auc_holdout"] > 0.85, metadata.metrics
+    catalog = FeatureCatalog.from_definitions(settings.load_definitions())
+    recorded = metadata.feature_definitions
+    assert recorded and recorded == {n: catalog.signatures[n] for n in metadata.features
+                                     if n not in ("amount", "hour_of_day")}
     assert 0.01 < metadata.metrics["positive_rate"] < 0.2

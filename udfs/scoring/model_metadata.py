@@ -30,6 +30,13 @@ class ModelMetadata:
     metrics: dict[str, float]
     training: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def feature_definitions(self) -> dict[str, str] | None:
+        """The definitions of its row features it was trained with (canonical text by name,
+        ``training.feature_definitions``); None for a model trained before they were recorded."""
+        recorded = self.training.get("feature_definitions")
+        return recorded if isinstance(recorded, dict) else None
+
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistency."""
         if not _NAME.match(self.name):

@@ -165,7 +165,7 @@ class BatchScorer:
         plan = self._plans.get(key)
         if plan is None:
             try:
-                plan = self._catalog.plan(metadata.features)
+                plan = self._catalog.plan(metadata.features, metadata.feature_definitions)
             except UnknownFeature as exc:
                 plan = Problem(Stage.MODEL, ErrorClass.MODEL_UNAVAILABLE,
                                f"{metadata.name} v{metadata.version} names {exc}")

@@ -21,9 +21,10 @@ be finite numbers.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -58,13 +59,41 @@ def is_number(feature: Feature, source: Source) -> bool:
     return True
 
 
+def model_name(entity: str, feature: str) -> str:
+    """How a model names ``feature`` of ``entity`` (the user's unqualified)."""
+    return feature if entity == USER else f"{entity}.{feature}"
+
+
+def _signatures(definitions: Definitions) -> dict[str, str]:
+    """Each row feature's definition as canonical text, by model name: the entity and its keys,
+    the source and its event time, the feature, and for a ratio the features it divides."""
+    declared: dict[tuple[str, str], dict[str, Any]] = {}
+    for group in definitions.groups:
+        for feature in group.features:
+            declared[(group.entity.name, feature.name)] = {
+                "entity": [group.entity.name, list(group.entity.keys)],
+                "source": [group.source.name, group.source.timestamp],
+                "feature": asdict(feature)}
+    signatures = {}
+    for (entity, name), text in declared.items():
+        parts = [text]
+        feature = text["feature"]
+        for other in (feature["numerator"], feature["denominator"]):
+            if other is not None:
+                parts.append(declared.get((entity, other), {}))
+        signatures[model_name(entity, name)] = json.dumps(parts, sort_keys=True, default=str)
+    return signatures
+
+
 @dataclass(frozen=True)
 class FeatureCatalog:
-    """What the definitions offer a model, by entity: its key fields and its row features."""
+    """What the definitions offer a model, by entity: its key fields and its row features, and
+    each feature's definition (a model records those it was trained with)."""
 
     keys: Mapping[str, tuple[str, ...]]  # entity -> key fields
     numbers: Mapping[str, frozenset[str]]  # entity -> features whose values are numbers
     others: Mapping[str, frozenset[str]]  # entity -> features that are not (strings, lists)
+    signatures: Mapping[str, str]  # model name -> definition as canonical text
 
     @classmethod
     def from_definitions(cls, definitions: Definitions) -> FeatureCatalog:
@@ -77,11 +106,14 @@ class FeatureCatalog:
                 kept[group.entity.name].add(feature.name)
         return cls({e.name: e.keys for e in definitions.entities},
                    {e: frozenset(f) for e, f in numbers.items()},
-                   {e: frozenset(f) for e, f in others.items()})
+                   {e: frozenset(f) for e, f in others.items()},
+                   _signatures(definitions))
 
-    def plan(self, names: Sequence[str]) -> VectorPlan:
+    def plan(self, names: Sequence[str], trained_with: Mapping[str, str] | None = None
+             ) -> VectorPlan:
         """How to assemble the vector of ``names``; :class:`UnknownFeature` when the
-        definitions do not provide every one of them."""
+        definitions do not provide every one of them, or (``trained_with``: the definitions a
+        model was trained with, by feature) define one differently now."""
         slots: list[_Slot] = []
         reasons: list[str] = []
         for name in names:
@@ -91,6 +123,10 @@ class FeatureCatalog:
                 continue
             entity, _, feature = name.rpartition(".")
             reason = self._why_not(name, entity or USER, feature, qualified=bool(entity))
+            if not reason and trained_with and name in trained_with \
+                    and trained_with[name] != self.signatures.get(name):
+                reason = (f"{name!r}: defined differently than when the model was trained "
+                          f"(then {trained_with[name]}, now {self.signatures.get(name)})")
             if reason:
                 reasons.append(reason)
             else:
