@@ -1,7 +1,8 @@
 """Backfill from a Kafka topic on the real stack: the training set built from the topic equals
 the one built from a JSON-lines file of the same events (log order is each user's order in
 both: the topic keeps it per partition, the file per line); a bad record is a dead letter at its
-Kafka position; ``--start``/``--end`` select by record timestamp."""
+Kafka position; ``--start``/``--end`` select by record timestamp. The online store rebuilt from
+a file holds each user's row as the brute-force oracle computes it at the row's ``as_of``."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from featurestream.devstack.private import isolated
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.schema_registry import registry_for
-
-pytestmark = pytest.mark.flink
+from featurestream.udfs.store.redis_layout import decode_row, user_key
+from testing.reader_fixtures import RedisProcess
+from tests.oracle import assert_row_matches, expected_row
 
 EVENTS = 6_000
 BROKEN = b"{not json"
@@ -66,6 +68,7 @@ def settle_end_offsets(settings: Settings, records: int, last_ts: int) -> None:
         consumer.close()
 
 
+@pytest.mark.flink
 def test_a_topic_and_a_json_lines_file_of_the_same_events_give_one_training_set(
         stack: LocalStack, tmp_path: Path) -> None:
     settings = isolated(stack, "backfill")
@@ -115,3 +118,31 @@ def test_a_topic_and_a_json_lines_file_of_the_same_events_give_one_training_set(
     purchases = [e for e in events if e.event_type == "purchase"]
     assert {e.event_id for e in purchases if start + DISORDER <= e.ts < end - DISORDER} <= got
     assert got <= {e.event_id for e in purchases if start - DISORDER <= e.ts < end + DISORDER}
+
+
+@pytest.mark.redis
+def test_the_online_store_as_of_the_end_is_written_to_redis(tmp_path: Path) -> None:
+    events = [e for e, _ in islice(generate_labelled_events(StreamConfig(users=60, seed=4)),
+                                   4_000)]
+    jsonl = tmp_path / "events.jsonl"
+    encoder = EventEncoder(registry_for(Settings().schema_registry))
+    jsonl.write_bytes(b"".join(encoder.json(e) + b"\n" for e in events))
+    server = RedisProcess(tmp_path)
+    server.start()
+    try:
+        settings = Settings.from_env({"FEATURESTREAM_HOME": str(tmp_path / "home"),
+                                      "FEATURESTREAM_REDIS_URL": server.url,
+                                      "FEATURESTREAM_REDIS_KEY_PREFIX": "bf:"})
+        args = build_parser().parse_args(["backfill", str(jsonl), "--online-store",
+                                          "--dead-letters", str(tmp_path / "dead.jsonl")])
+        assert backfill_command(settings, args) == 0
+        client = server.client()
+        users = sorted({e.user_id for e in events})
+        assert len(client.keys("bf:user:*")) == len(users)
+        for user in users:
+            row = decode_row(client.hgetall(user_key("bf:", user)))
+            mine = [e for e in events if e.user_id == user]
+            assert isinstance(row["as_of"], int) and row["as_of"] >= max(e.ts for e in mine)
+            assert_row_matches(row, expected_row(mine, row["as_of"]), user)
+    finally:
+        server.stop()
