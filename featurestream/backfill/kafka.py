@@ -105,14 +105,20 @@ class TopicHistory:
     def __iter__(self) -> Iterator[HistoryRecord]:
         """The records, partitions merged by record timestamp; closes the consumer at the end."""
         try:
-            if not self.ranges:
-                return
-            reader = _PartitionReader(self._consumer, self.topic, self._source, self.ranges,
-                                      self._start_ms, self._end_ms)
-            yield from heapq.merge(*(reader.partition(r.partition) for r in self.ranges),
-                                   key=_timestamp_and_partition)
+            if self.ranges:
+                yield from read_partitions(self._consumer, self.topic, self._source,
+                                           self.ranges, self._start_ms, self._end_ms)
         finally:
             self._consumer.close()
+
+
+def read_partitions(consumer: Consumer, topic: str, source: str, ranges: list[PartitionRange],
+                    start_ms: int | None, end_ms: int | None) -> Iterator[HistoryRecord]:
+    """The records of ``ranges`` (each partition from its first record at or after
+    ``start_ms`` to before its first at or after ``end_ms``), merged by record timestamp."""
+    reader = _PartitionReader(consumer, topic, source, ranges, start_ms, end_ms)
+    return heapq.merge(*(reader.partition(r.partition) for r in ranges),
+                       key=_timestamp_and_partition)
 
 
 def _timestamp_and_partition(record: HistoryRecord) -> tuple[int, int]:
