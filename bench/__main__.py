@@ -11,8 +11,11 @@ measures, on this machine with everything on it:
   with the memory per active key), and
   produce-to-Redis freshness p50/p95/p99 at fixed offered loads (5k/s at P=1 and P=2; 10k/s at
   P=2, about what the generator sustains beside the job on two cores; 1k/s);
-- the scoring job: sustained events/s (every event scored) at parallelism 1 and 2, and
-  produce-to-score latency at 2k/s offered, for exactly-once (the default) and at-least-once;
+- the scoring job: sustained events/s (every event scored, from rows captured ahead) at
+  parallelism 1 and 2, and produce-to-score latency at 2k/s offered, for exactly-once (the
+  default) and at-least-once, with the rows captured ahead and with the feature job beside
+  (``python -m bench scoring`` runs only this section, on a stack of its own, in about eleven
+  minutes);
 - the reader: single GET and 100-user batch with wrk (saturation) and hey -q (fixed load);
 - backfill: one process replaying 200k generated events from a JSON-lines and an Avro file into
   a training set, beside the Avro decode ceiling (no stack; ``python -m bench backfill`` runs
@@ -39,7 +42,7 @@ from bench.backfill import backfill_rows, measure_backfill
 from bench.feature_job import measure_freshness, measure_throughput
 from bench.raw_limits import measure_raw_limits
 from bench.reader import run_reader_bench
-from bench.scoring_job import measure_scoring_latency, measure_scoring_throughput, publish_model
+from bench.scoring_job import run_scoring, scoring_rows, scoring_section
 from featurestream.devstack import LocalStack
 from featurestream.devstack.private import private_settings
 
@@ -71,12 +74,7 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
             report["feature_freshness"] = [
                 dataclasses.asdict(measure_freshness(stack, rate, 20, 10_000, p))
                 for rate, p in ((5_000, 1), (5_000, 2), (10_000, 2), (1_000, 1))]
-            publish_model(stack.settings)
-            report["scoring_throughput"] = [
-                dataclasses.asdict(measure_scoring_throughput(stack, events, p)) for p in (1, 2)]
-            report["scoring_latency"] = [
-                dataclasses.asdict(measure_scoring_latency(stack, delivery, 2_000, 20))
-                for delivery in ("exactly_once", "at_least_once")]
+            report |= run_scoring(stack, events)
         finally:
             stack.down()
     time.sleep(READER_SETTLE_S)
@@ -104,6 +102,9 @@ def table(report: dict[str, Any]) -> str:
 
     if "raw" in report:
         _stack_rows(report, add)
+    elif "scoring_throughput" in report:  # the scoring section alone
+        for row in scoring_rows(report, None):
+            add(*row)
     if "backfill" in report:
         for row in backfill_rows(report["backfill"]):
             add(*row)
@@ -138,13 +139,8 @@ def _stack_rows(report: dict[str, Any], add: Callable[[str, str, str], None]) ->
         add(f"feature freshness, P={f['parallelism']}, {f['offered_per_s']:,.0f}/s offered "
             f"({f['achieved_per_s']:,.0f}/s sent), p50/p95/p99",
             f"{f['p50_ms']:.0f}/{f['p95_ms']:.0f}/{f['p99_ms']:.0f} ms", "target p99 < 1,000 ms")
-    for s in report["scoring_throughput"]:
-        add(f"scoring job, parallelism {s['parallelism']} (every event scored)",
-            f"{s['events_per_s']:,.0f}/s",
-            f"{s['events_per_s'] / consume:.0%} of consume; target 20,000")
-    for lat in report["scoring_latency"]:
-        add(f"produce-to-score at 2,000/s, {lat['delivery']}, p50/p99",
-            f"{lat['p50_ms']:.0f}/{lat['p99_ms']:.0f} ms", "target p99 < 1,000 ms")
+    for row in scoring_rows(report, consume):
+        add(*row)
     for r in report["reader"]:
         target = {"single": "p99 < 2 ms", "batch": "p99 < 10 ms"}[r["endpoint"]]
         add(f"reader {r['endpoint']} {r['tool']} {r['load']} req/s, p50/p99 ms",
@@ -158,11 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=600_000,
                         help="backlog size for the throughput runs")
     parser.add_argument("--reader-seconds", type=int, default=3)
-    parser.add_argument("section", nargs="?", choices=("all", "backfill"), default="all",
-                        help="all (default), or only the backfill section (no stack)")
+    parser.add_argument("section", nargs="?", choices=("all", "backfill", "scoring"),
+                        default="all", help="all (default), or only the backfill section (no "
+                        "stack), or only the scoring section (a stack of its own)")
     args = parser.parse_args(argv)
     if args.section == "backfill":
         report = {**_header(), "backfill": dataclasses.asdict(measure_backfill())}
+    elif args.section == "scoring":
+        report = {**_header(), **scoring_section(args.events)}
     else:
         report = run(args.events, args.reader_seconds)
     text = table(report)
