@@ -16,6 +16,19 @@ from featurestream.settings import Settings, masked_url
 from featurestream.udfs.features.processor import Row
 
 
+def check_reachable(settings: Settings) -> None:
+    """Fail before the replay, not after it, when Redis cannot be written."""
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                      socket_connect_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        raise _unreachable(settings, exc) from None
+
+
 def write_online_store(settings: Settings, rows: Mapping[str, Row]) -> int:
     """Write every row (by state key ``<entity>:<id>``); returns how many."""
     try:
@@ -26,7 +39,11 @@ def write_online_store(settings: Settings, rows: Mapping[str, Row]) -> int:
         finally:
             writer.close()
     except redis.RedisError as exc:
-        raise UserFacingError(f"cannot write the online store to Redis at "
-                              f"{masked_url(settings.redis_url)} ({exc}); check "
-                              "FEATURESTREAM_REDIS_URL or run `featurestream up`") from None
+        raise _unreachable(settings, exc) from None
     return len(rows)
+
+
+def _unreachable(settings: Settings, exc: redis.RedisError) -> UserFacingError:
+    return UserFacingError(f"cannot write the online store to Redis at "
+                           f"{masked_url(settings.redis_url)} ({exc}); check "
+                           "FEATURESTREAM_REDIS_URL or run `featurestream up`")

@@ -31,7 +31,7 @@ from featurestream.backfill.inputs import (
     in_time_order,
     open_inputs,
 )
-from featurestream.backfill.online_store import write_online_store
+from featurestream.backfill.online_store import check_reachable, write_online_store
 from featurestream.backfill.run import Backfill, Counts, Outputs, ReplayConfig
 from featurestream.backfill.times import parse_time_ms
 from featurestream.cli.train import model_features
@@ -52,6 +52,8 @@ def backfill_command(settings: Settings, args: argparse.Namespace) -> int:
         raise UserFacingError("--examples and --labels shape the training set: add "
                               "--training-set OUT.parquet")
     definitions = settings.load_definitions()
+    if args.online_store:
+        check_reachable(settings)
     registry = registry_for(settings.schema_registry)
     options = InputOptions(args.source, args.format,
                            None if args.start is None else parse_time_ms(args.start, "--start"),
