@@ -134,3 +134,30 @@ def test_examples_need_a_training_set(tmp_path: Path) -> None:
     args = build_parser().parse_args(["backfill", "x.jsonl", "--examples", "e.csv"])
     with pytest.raises(UserFacingError, match="--training-set"):
         backfill_command(Settings.from_env({"FEATURESTREAM_HOME": str(tmp_path)}), args)
+
+
+def test_examples_from_parquet_with_a_timestamp_column(tmp_path: Path,
+                                                       events: list[Event]) -> None:
+    history = str(write_jsonl(tmp_path / "events.jsonl", events))
+    purchases = [e for e in events if e.event_type == "purchase"][:10]
+    csv = tmp_path / "examples.csv"
+    csv.write_text("user_id,ts\n" + "".join(f"{e.user_id},{e.ts}\n" for e in purchases))
+    parquet = tmp_path / "examples.parquet"
+    pq.write_table(pa.table({
+        "user_id": [e.user_id for e in purchases],
+        "ts": pa.array([e.ts for e in purchases], pa.timestamp("ms", "UTC"))}), parquet)
+    from_csv = backfill(tmp_path, history, "--examples", str(csv))
+    assert from_csv.num_rows == 10 and from_csv.column("label").null_count == 10
+    assert from_csv.column("event_id").to_pylist()[0] == "example-1"
+    assert backfill(tmp_path, history, "--examples", str(parquet)).equals(from_csv)
+
+
+def test_examples_without_a_time_are_one_clear_error(tmp_path: Path) -> None:
+    history = str(write_jsonl(tmp_path / "events.jsonl", [e for e, _ in HISTORY[:10]]))
+    examples = tmp_path / "examples.csv"
+    examples.write_text("user_id,when\nu1,1\n")
+    with pytest.raises(UserFacingError, match="needs a ts column"):
+        backfill(tmp_path, history, "--examples", str(examples))
+    examples.write_text("user_id,ts\nu1,1\nu2,\n")
+    with pytest.raises(UserFacingError, match="row 2: ts is None"):
+        backfill(tmp_path, history, "--examples", str(examples))
