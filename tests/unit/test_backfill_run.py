@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from featurestream.cli import backfill as backfill_cli
 from featurestream.cli import build_parser
 from featurestream.cli.backfill import backfill_command
 from featurestream.devstack.generator import StreamConfig, generate_labelled_events
@@ -87,7 +88,9 @@ def test_bad_records_are_dead_letters_and_the_rest_is_unaffected(tmp_path: Path,
     assert letters[0]["offset"] == 9 and letters[0]["partition"] is None
 
 
-def test_order_time_sorts_a_shuffled_file(tmp_path: Path, events: list[Event]) -> None:
+def test_order_time_sorts_a_shuffled_file(tmp_path: Path, events: list[Event],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backfill_cli, "SORT_RUN_RECORDS", 400)  # runs spilled to disk
     in_order = sorted(events, key=lambda e: e.ts)
     expected = backfill(tmp_path, str(write_jsonl(tmp_path / "sorted.jsonl", in_order)))
     shuffled = in_order[:]
