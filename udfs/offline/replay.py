@@ -58,7 +58,7 @@ class Replay:
         self._out_of_orderness_ms = out_of_orderness_ms
         self._keep_rows = keep_rows
         self._rows: dict[str, Row] = {}
-        self._newest = _NO_WATERMARK
+        self._newest: dict[bytes, int] = {}  # by partition
         self.watermark = _NO_WATERMARK
 
     def feed(self, frames: Sequence[bytes]) -> ReplayBatch:
@@ -71,10 +71,10 @@ class Replay:
             for event, problem in shard.add_events(events, self.watermark):
                 batch.dead.append((event.frame, problem))
             batch.captured = shard.take_captured()
-            newest = max(event.ts for event in events)
-            if newest > self._newest:
-                self._newest = newest
-                self._advance(newest - self._out_of_orderness_ms - 1)
+            newest = self._newest
+            for partition, ts in self._router.partition_newest.items():
+                newest[partition] = max(ts, newest.get(partition, _NO_WATERMARK))
+            self._advance(min(newest.values()) - self._out_of_orderness_ms - 1)
             self._take_rows()
         return batch
 
@@ -85,8 +85,9 @@ class Replay:
         return row_before(self._processors[entity], self._shard.entities.get(key), ts)
 
     def finish(self) -> Mapping[str, Row]:
-        """Each entity's newest row by state key ``<entity>:<id>`` once the watermark has
-        reached the last event time less the out-of-orderness, as the job leaves them."""
+        """Each entity's newest row by state key ``<entity>:<id>``, with the watermark where
+        the job's stops once the log is read (the slowest partition's last event time less the
+        out-of-orderness), as the job leaves them."""
         self._take_rows()
         return self._rows
 
