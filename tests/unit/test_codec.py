@@ -14,7 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestream.schemas import schema_path
-from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
+from featurestream.udfs.contract.codec import (
+    EventDecoder,
+    EventEncoder,
+    _Rejected,
+    read_json_object,
+)
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
@@ -269,3 +274,37 @@ def test_encoder_uses_the_id_the_registry_gives_the_schema(tmp_path: Path) -> No
     raw = EventEncoder(registry, subject="other-topic-value").avro(VALID)
     assert raw[:5] == b"\x00\x00\x00\x00\x2a"
     assert EventDecoder(registry).decode(raw) == Event(**VALID)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.text(max_size=5)
+    | st.integers(-(2**70), 2**70) | st.sampled_from([2**63, -(2**63) - 1, 1e300, 2.0**63]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner,
+                                                                max_size=3),
+    max_leaves=8)
+
+
+def _verdict(raw: bytes) -> Any:
+    try:
+        return read_json_object(raw, "an object")
+    except _Rejected as rejected:
+        return rejected.problem
+
+
+@given(value=st.dictionaries(st.text(max_size=4), json_values, max_size=4),
+       garble=st.sampled_from([b"", b"}", b" x", b"\\ud800"]))
+def test_the_fast_json_reader_gives_the_standard_librarys_values_and_verdicts(
+        value: dict[str, Any], garble: bytes) -> None:
+    """orjson reads most JSON; whatever it reads differently (NaN, integers beyond 64 bits)
+    or refuses goes through the standard library, so values and messages are its."""
+    text = json.dumps(value).encode() + garble
+    try:
+        expected: Any = json.loads(text.decode())
+    except ValueError:
+        expected = None
+    got = _verdict(text)
+    if isinstance(expected, dict):
+        assert got == expected or (json.dumps(got) == json.dumps(expected)), (text, got)
+        assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+    else:
+        assert isinstance(got, Problem) and got.error_class == ErrorClass.MALFORMED_RECORD
