@@ -27,6 +27,7 @@ from featurestream.settings import Settings
 from featurestream.udfs.contract.records import RecordDecoding, decoder_for, entity_id
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.definitions.model import Definitions
+from featurestream.udfs.features.collection import few_full_collections
 from featurestream.udfs.features.point_in_time import ScoredEvents, scored_events
 from featurestream.udfs.features.processor import Row
 from featurestream.udfs.offline.replay import Replay
@@ -123,6 +124,7 @@ class Backfill:
 
     def run(self, history: Iterable[HistoryRecord]) -> Mapping[str, Row]:
         """Replay ``history``; returns the online store as of the end (empty unless asked)."""
+        few_full_collections()
         started = time.perf_counter()
         frames: list[bytes] = []
         positions: list[Position] = []

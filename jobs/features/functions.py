@@ -7,7 +7,6 @@ pickled to the TaskManagers' Python workers.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import Any
@@ -29,6 +28,7 @@ from featurestream.udfs.contract.records import decoder_for
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.features import routing
+from featurestream.udfs.features.collection import few_full_collections
 from featurestream.udfs.features.event_time import PartitionTime
 from featurestream.udfs.features.layout import describe
 from featurestream.udfs.features.operator import FeatureShardOperator, OperatorCounters
@@ -40,8 +40,6 @@ from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, dlq_frame
 from featurestream.udfs.wire.frames import CHECKPOINT_MARKER, decode_source_frame, split_batch
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
-
-_FULL_COLLECTION_EVERY = 1_000  # younger (generation 1) collections
 
 
 class ShardEvents(ProcessFunction):
@@ -127,10 +125,7 @@ class MaterializeFeatures(KeyedProcessFunction):
         self._rejected: list[tuple[ShardEvent, Problem]] = []
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        # Shards hold millions of long-lived objects; Python's default (a full collection each
-        # time they grow by a quarter, checked every 10 younger collections) spent a third of
-        # the worker's time walking them. Full collections now wait for 1,000 younger ones.
-        gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], _FULL_COLLECTION_EVERY)
+        few_full_collections()
         self._users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), FRAME_TYPE))
         writer = self._writer = RedisRowWriter(self._target)

@@ -194,17 +194,16 @@ def _as_record(event: Event | Mapping[str, Any]) -> Mapping[str, Any]:
 _HUGE = 2.0**63
 
 
-def _holds_huge_float(value: Any) -> bool:
-    """Whether a parsed JSON value holds a float of magnitude 2**63 or more, at any depth."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
+def _holds_huge_float(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether a parsed JSON object or array holds a float of magnitude 2**63 or more, at any
+    depth."""
+    items: Any = value.values() if type(value) is dict else value
+    for item in items:
         kind = type(item)
-        if kind is dict:
-            pending.extend(item.values())
-        elif kind is list:
-            pending.extend(item)
-        elif kind is float and not -_HUGE < item < _HUGE:
+        if kind is float:
+            if not -_HUGE < item < _HUGE:
+                return True
+        elif (kind is dict or kind is list) and _holds_huge_float(item):
             return True
     return False
 
@@ -222,7 +221,7 @@ def read_json_object(raw: bytes, expected: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         value = _read_json_slowly(raw)
     else:
-        if _holds_huge_float(value):
+        if type(value) is not dict or _holds_huge_float(value):
             value = _read_json_slowly(raw)
     if type(value) is not dict:
         raise _Rejected(ErrorClass.MALFORMED_RECORD,
