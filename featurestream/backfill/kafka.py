@@ -1,5 +1,6 @@
-"""History from a Kafka topic: every partition from its earliest offset (or from a time), up to
-the end offsets snapshotted when reading starts (so a backfill of a live topic terminates).
+"""History from a Kafka topic: every partition from its earliest offset (or from a time) to its
+end when reading starts (:mod:`featurestream.kafka_ranges`: the end offsets snapshotted then,
+and the rest of a broker's last batch past them; a backfill of a live topic terminates).
 
 ``--start``/``--end`` select by Kafka record timestamp as ``offsets_for_times`` defines it: each
 partition from its first record whose timestamp is at or after ``start`` up to (excluding) its
@@ -8,22 +9,24 @@ records are checked as they come too, so a broker without a time index (tansu an
 to every time) still gives the right range. The partitions are merged into one deterministic
 sequence by record timestamp (ties by partition number), which keeps each partition's own
 order -- the order the job's rule counts in -- whatever the timestamps inside a partition do.
-A partition whose buffer runs far ahead of the merge is paused, so memory stays bounded.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-import time
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from featurestream.backfill.records import HistoryRecord, Position
 from featurestream.errors import UserFacingError
+from featurestream.kafka_ranges import (
+    PartitionRange,
+    RangeConsumer,
+    RangeReader,
+    partition_ranges,
+)
 from featurestream.settings import Settings
 
 _log = logging.getLogger("featurestream.kafka")
@@ -33,16 +36,6 @@ _CONSUMER = {"group.id": "featurestream-backfill", "enable.auto.commit": False,
              "enable.partition.eof": True, "fetch.max.bytes": 52_428_800}
 _TIMEOUT_S = 10.0
 _STALL_S = 60.0  # no record, no end of partition for this long: give up with a message
-_BUFFERED = 50_000  # records buffered per partition before it is paused
-
-
-@dataclass(frozen=True)
-class PartitionRange:
-    """The offsets of one partition to read: ``start`` up to ``end`` (excluded)."""
-
-    partition: int
-    start: int
-    end: int
 
 
 class TopicHistory:
@@ -63,8 +56,9 @@ class TopicHistory:
 
     @property
     def count(self) -> int:
-        """How many records the ranges span (transaction markers included; an upper bound
-        with ``--end``)."""
+        """How many offsets the ranges span up to the end offsets at start (transaction
+        markers included; an upper bound with ``--end``; records read past those ends, the
+        rest of tansu's last batch or records that arrived meanwhile, are not counted)."""
         return sum(r.end - r.start for r in self.ranges)
 
     def _ranges(self, start_ms: int | None) -> list[PartitionRange]:
@@ -77,30 +71,25 @@ class TopicHistory:
                 raise UserFacingError(f"topic {self.topic!r} does not exist on {self._bootstrap}; "
                                       "check the name after kafka: (or FEATURESTREAM_KAFKA_"
                                       "BOOTSTRAP)")
-            partitions = sorted(found.partitions)
-            ends = [self._consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                         timeout=_TIMEOUT_S) for p in partitions]
-            starts = [low for low, _ in ends]
-            highs = [high for _, high in ends]
-            if start_ms is not None:
-                starts = [max(low, at) for low, at
-                          in zip(starts, self._offsets_at(partitions, start_ms, highs),
-                                 strict=True)]
+            ranges = partition_ranges(self._consumer, self.topic, sorted(found.partitions),
+                                      _TIMEOUT_S)
+            if start_ms is not None and ranges:
+                ranges = [PartitionRange(r.partition, max(r.start, at), r.end) for r, at
+                          in zip(ranges, self._offsets_at(ranges, start_ms), strict=True)]
         except KafkaException as exc:
             raise UserFacingError(
                 f"cannot read topic {self.topic!r} from Kafka at {self._bootstrap} "
                 f"({exc.args[0].str()}); start the local stack with `featurestream up` or set "
                 "FEATURESTREAM_KAFKA_BOOTSTRAP to your brokers") from None
-        return [PartitionRange(p, s, e) for p, s, e in zip(partitions, starts, highs, strict=True)
-                if s < e]
+        return [r for r in ranges if r.start < r.end]
 
-    def _offsets_at(self, partitions: list[int], ms: int, highs: list[int]) -> list[int]:
+    def _offsets_at(self, ranges: list[PartitionRange], ms: int) -> list[int]:
         """Each partition's first offset with a timestamp at or after ``ms`` (its end offset
         when there is none)."""
         found = self._consumer.offsets_for_times(
-            [TopicPartition(self.topic, p, ms) for p in partitions], timeout=_TIMEOUT_S)
-        return [tp.offset if tp.offset >= 0 else high
-                for tp, high in zip(found, highs, strict=True)]
+            [TopicPartition(self.topic, r.partition, ms) for r in ranges], timeout=_TIMEOUT_S)
+        return [tp.offset if tp.offset >= 0 else r.end
+                for tp, r in zip(found, ranges, strict=True)]
 
     def __iter__(self) -> Iterator[HistoryRecord]:
         """The records, partitions merged by record timestamp; closes the consumer at the end."""
@@ -112,105 +101,42 @@ class TopicHistory:
             self._consumer.close()
 
 
-def read_partitions(consumer: Consumer, topic: str, source: str, ranges: list[PartitionRange],
-                    start_ms: int | None, end_ms: int | None) -> Iterator[HistoryRecord]:
+def read_partitions(consumer: RangeConsumer, topic: str, source: str,
+                    ranges: list[PartitionRange], start_ms: int | None, end_ms: int | None
+                    ) -> Iterator[HistoryRecord]:
     """The records of ``ranges`` (each partition from its first record at or after
     ``start_ms`` to before its first at or after ``end_ms``), merged by record timestamp."""
-    reader = _PartitionReader(consumer, topic, source, ranges, start_ms, end_ms)
-    return heapq.merge(*(reader.partition(r.partition) for r in ranges),
-                       key=_timestamp_and_partition)
+    reader = RangeReader(consumer, topic, ranges, _STALL_S, _stalled(topic))
+    return heapq.merge(*(_partition(reader, topic, source, r.partition, start_ms, end_ms)
+                         for r in ranges), key=_timestamp_and_partition)
+
+
+def _stalled(topic: str) -> Callable[[PartitionRange], str]:
+    def message(waiting: PartitionRange) -> str:
+        return (f"Kafka sent nothing for {_STALL_S:.0f} s while partition {waiting.partition} "
+                f"of {topic!r} was not read to its end offset {waiting.end}; check the "
+                "brokers, or narrow the range with --end")
+    return message
+
+
+def _partition(reader: RangeReader, topic: str, source: str, number: int,
+               start_ms: int | None, end_ms: int | None) -> Iterator[HistoryRecord]:
+    """One partition's records from its first at or after ``start_ms`` to before its first at
+    or after ``end_ms``."""
+    started = start_ms is None
+    input_name = f"kafka:{topic}"
+    for message in reader.partition(number):
+        _, timestamp = message.timestamp()
+        if end_ms is not None and timestamp >= end_ms:
+            reader.finish(number)
+            return
+        if not started:
+            if start_ms is not None and timestamp < start_ms:
+                continue  # before the partition's first record at or after start
+            started = True
+        yield HistoryRecord(source, message.value() or b"",
+                            Position(input_name, number, message.offset() or 0), timestamp)
 
 
 def _timestamp_and_partition(record: HistoryRecord) -> tuple[int, int]:
     return record.timestamp, record.position.partition or 0
-
-
-class _PartitionReader:
-    """One consumer over every partition, with a buffer per partition for the merge."""
-
-    def __init__(self, consumer: Consumer, topic: str, source: str,
-                 ranges: list[PartitionRange], start_ms: int | None, end_ms: int | None) -> None:
-        self._consumer = consumer
-        self._start_ms = start_ms
-        self._end_ms = end_ms
-        # Partitions that reached a record at or after start_ms (all of them without one).
-        self._started = {r.partition for r in ranges} if start_ms is None else set()
-        self._topic = topic
-        self._source = source
-        self._input = f"kafka:{topic}"
-        self._ends = {r.partition: r.end for r in ranges}
-        self._buffers: dict[int, deque[HistoryRecord]] = {r.partition: deque() for r in ranges}
-        self._done: set[int] = set()
-        self._paused: set[int] = set()
-        consumer.assign([TopicPartition(topic, r.partition, r.start) for r in ranges])
-
-    def partition(self, number: int) -> Iterator[HistoryRecord]:
-        """The partition's records in offset order (the merge pulls them)."""
-        buffer = self._buffers[number]
-        while True:
-            while not buffer:
-                if number in self._done:
-                    return
-                if number in self._paused:
-                    self._consumer.resume([TopicPartition(self._topic, number)])
-                    self._paused.discard(number)
-                self._poll(number)
-            yield buffer.popleft()
-
-    def _poll(self, waiting: int) -> None:
-        """Fetch what has arrived into the buffers; fail after a long silence."""
-        silent_since = time.monotonic()
-        while not self._buffers[waiting] and waiting not in self._done:
-            messages = self._consumer.consume(10_000, timeout=1.0)
-            for message in messages:
-                self._take(message)
-            if messages:
-                silent_since = time.monotonic()
-            elif time.monotonic() - silent_since > _STALL_S:
-                raise UserFacingError(
-                    f"Kafka sent nothing for {_STALL_S:.0f} s while partition {waiting} of "
-                    f"{self._topic!r} was not read to its end offset {self._ends[waiting]}; "
-                    "check the brokers, or narrow the range with --end")
-        for number, buffer in self._buffers.items():
-            if len(buffer) >= _BUFFERED and number not in self._paused:
-                self._consumer.pause([TopicPartition(self._topic, number)])
-                self._paused.add(number)
-
-    def _take(self, message: Message) -> None:
-        number = message.partition()
-        if number is None or number not in self._ends:
-            return
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                # Its offset is where the partition ends for now, which a broker may report
-                # before the end offset taken at start; past transaction markers it is that.
-                if (message.offset() or 0) >= self._ends[number]:
-                    self._finish(number)
-                return
-            raise UserFacingError(f"reading {self._topic!r} partition {number} failed "
-                                  f"({error.str()}); check the brokers and the topic's ACLs")
-        offset = message.offset() or 0
-        end = self._ends[number]
-        if number in self._done or offset >= end:
-            self._finish(number)
-            return
-        _, timestamp = message.timestamp()
-        if self._end_ms is not None and timestamp >= self._end_ms:
-            self._finish(number)
-            return
-        if number not in self._started:
-            if self._start_ms is not None and timestamp < self._start_ms:
-                return  # before the partition's first record at or after start
-            self._started.add(number)
-        self._buffers[number].append(HistoryRecord(
-            self._source, message.value() or b"", Position(self._input, number, offset),
-            timestamp))
-        if offset >= end - 1:
-            self._finish(number)
-
-    def _finish(self, number: int) -> None:
-        """The partition is read to its end offset: stop fetching it."""
-        if number not in self._done:
-            self._done.add(number)
-            self._consumer.pause([TopicPartition(self._topic, number)])

@@ -1,7 +1,8 @@
 """``featurestream export scores --out FILE.parquet``: the served scores as training data.
 
-Reads the scores topic from its oldest record up to the end offsets taken at start (so it ends
-while the scoring job keeps writing), committed records only, and writes one Parquet row per
+Reads the scores topic from its oldest record up to its end when the export starts
+(:mod:`featurestream.kafka_ranges`: so it ends while the scoring job keeps writing), committed
+records only, partition after partition, and writes one Parquet row per
 score: its metadata (event, model, version, variant, score, as_of, scored_at, shadow) and one
 float64 column per feature name of any score (sorted by name: the same file whatever order
 the partitions are read in), named as the training set names them
@@ -18,19 +19,19 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from tqdm import tqdm
 
 from featurestream.cli.consume import committed_consumer, topic_partitions, unreachable
 from featurestream.errors import UserFacingError
+from featurestream.kafka_ranges import PartitionRange, RangeReader, partition_ranges
 from featurestream.settings import Settings
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.score_codec import ScoreCodec
@@ -127,35 +128,10 @@ class ScoresParquet:
             self._parts.cleanup()
 
 
-class _Ends:
-    """The end offsets taken at start, and where each unfinished partition has got to."""
-
-    def __init__(self, consumer: Consumer, topic: str, partitions: list[int]) -> None:
-        self.end: dict[int, int] = {}
-        self.position: dict[int, int] = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-            if high > low:
-                self.end[p], self.position[p] = high, low
-        self.total = sum(self.end[p] - self.position[p] for p in self.end)
-
-    def advance(self, partition: int, next_offset: int) -> int:
-        """Record that ``partition`` is read up to ``next_offset``; returns offsets passed."""
-        if partition not in self.position:
-            return 0
-        passed = min(next_offset, self.end[partition]) - self.position[partition]
-        self.position[partition] = min(next_offset, self.end[partition])
-        if self.position[partition] >= self.end[partition]:
-            del self.position[partition]
-        return max(passed, 0)
-
-    def done(self, partition: int) -> bool:
-        return partition not in self.position
-
-
 def export_scores(settings: Settings, topic: str, out: Path) -> tuple[int, int]:
-    """Write ``topic`` (oldest to the end offsets at start) to ``out``; returns the scores
-    written and the records that were not decodable scores (left out)."""
+    """Write ``topic`` (oldest to its end at start, :mod:`featurestream.kafka_ranges`) to
+    ``out``, partition after partition; returns the scores written and the records that were
+    not decodable scores (left out)."""
     codec = ScoreCodec(registry_for(settings.schema_registry), f"{topic}-value")
     consumer = committed_consumer(settings, "export", {"enable.partition.eof": True})
     undecodable = 0
@@ -165,45 +141,36 @@ def export_scores(settings: Settings, topic: str, out: Path) -> tuple[int, int]:
             raise UserFacingError(f"topic {topic!r} does not exist on "
                                   f"{settings.kafka_bootstrap}; `featurestream up` creates the "
                                   "featurestream topics (or pick another with --topic)")
-        ends = _Ends(consumer, topic, partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends.position])
-        with ScoresParquet(out) as writer, tqdm(total=ends.total, unit="offsets",
+        ranges = partition_ranges(consumer, topic, partitions, timeout_s=5)
+        reader = RangeReader(consumer, topic, ranges, STALL_S, _stalled(topic))
+        total = sum(r.end - r.start for r in ranges)
+        with ScoresParquet(out) as writer, tqdm(total=total, unit="offsets",
                                                 desc=f"export {topic}", disable=None) as bar:
-            last_progress = time.monotonic()
-            while ends.position:
-                for message in consumer.consume(1000, timeout=1):
-                    partition, offset, error = (message.partition(), message.offset(),
-                                                message.error())
-                    if partition is None or offset is None or ends.done(partition):
-                        continue
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            raise UserFacingError(f"reading {topic} from "
-                                                  f"{settings.kafka_bootstrap} failed: "
-                                                  f"{error.str()}")
-                        passed = ends.advance(partition, offset)  # EOF: offset is the end
-                    else:
-                        if offset < ends.end[partition]:
-                            try:
-                                writer.add(codec.decode(message.value() or b""))
-                            except (ValueError, LookupError, EOFError):
-                                undecodable += 1
-                        passed = ends.advance(partition, offset + 1)
-                    if passed:
-                        bar.update(passed)
-                        last_progress = time.monotonic()
-                if time.monotonic() - last_progress > STALL_S:
-                    raise UserFacingError(
-                        f"no committed record of {topic} for {STALL_S:.0f} s before its end "
-                        f"offsets {ends.end}; an open transaction holds them back (is a "
-                        "producer stuck mid-transaction?): retry when it commits or aborts")
-                consumer.pause([TopicPartition(topic, p) for p in ends.end
-                                if ends.done(p)])
+            for r in ranges:
+                read_to = r.start
+                for message in reader.partition(r.partition):
+                    try:
+                        writer.add(codec.decode(message.value() or b""))
+                    except (ValueError, LookupError, EOFError):
+                        undecodable += 1
+                    offset = message.offset() or 0
+                    bar.update(max(0, min(offset + 1, r.end) - read_to))
+                    read_to = max(read_to, min(offset + 1, r.end))
+                bar.update(r.end - read_to)  # transaction markers, aborted records
     except KafkaException as exc:
         raise unreachable(settings, topic, exc) from None
     finally:
         consumer.close()
     return writer.written, undecodable
+
+
+def _stalled(topic: str) -> Callable[[PartitionRange], str]:
+    def message(waiting: PartitionRange) -> str:
+        return (f"no committed record of {topic} partition {waiting.partition} for "
+                f"{STALL_S:.0f} s before its end offset {waiting.end}; an open transaction "
+                "holds it back (is a producer stuck mid-transaction?): retry when it commits "
+                "or aborts")
+    return message
 
 
 def export_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featurestream.backfill import kafka
+from featurestream import kafka_ranges
 from featurestream.backfill.kafka import PartitionRange, read_partitions
 from featurestream.backfill.records import Position
 
@@ -131,7 +131,7 @@ def test_partitions_merge_like_the_brute_force(logs: list[list[int]], start: int
 
 
 def test_a_partition_far_ahead_is_paused_and_resumed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka, "_BUFFERED", 2)
+    monkeypatch.setattr(kafka_ranges, "BUFFERED", 2)
     logs = [list(range(0, 40)), list(range(100, 140))]  # partition 1 waits for partition 0
     consumer = FakeConsumer(logs, early_eof=False)
     ranges = [PartitionRange(p, 0, 40) for p in (0, 1)]
