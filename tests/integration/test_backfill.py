@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from featurestream.backfill.kafka import TopicHistory
 from featurestream.cli import build_parser
 from featurestream.cli.backfill import backfill_command
 from featurestream.devstack import LocalStack
@@ -118,6 +119,40 @@ def test_a_topic_and_a_json_lines_file_of_the_same_events_give_one_training_set(
     purchases = [e for e in events if e.event_type == "purchase"]
     assert {e.event_id for e in purchases if start + DISORDER <= e.ts < end - DISORDER} <= got
     assert got <= {e.event_id for e in purchases if start - DISORDER <= e.ts < end + DISORDER}
+
+
+@pytest.mark.flink
+def test_every_record_of_several_producer_batches_is_read_and_a_live_topic_ends(
+        stack: LocalStack) -> None:
+    """A partition's last producer batch is read whole (tansu's end offset is its base + 1,
+    which the reader must read past), and a record produced while reading does not keep the
+    read from ending."""
+    settings = isolated(stack, "backfill-batches")
+    sent = [f"{batch}-{i}".encode() for batch in range(5) for i in range(120)]
+    with EventProducer(settings) as producer:
+        for n, value in enumerate(sent):
+            producer.send(f"user-{n % 16}", value, 1_700_000_000_000 + n)
+            if n % 120 == 119:
+                assert producer.flush() == 0  # one producer batch (or more) a partition
+    assert producer.failed == 0
+
+    history = TopicHistory(settings, settings.events_topic, "events", None, None)
+    assert history.count <= len(sent)  # the end offsets at start: short of it on tansu
+    got = [record.value for record in history]
+    assert sorted(got) == sorted(sent)
+
+    late = b"produced while reading"
+    history = TopicHistory(settings, settings.events_topic, "events", None, None)
+    started = time.monotonic()
+    got = []
+    with EventProducer(settings) as producer:
+        for record in history:
+            if not got:
+                producer.send("user-late", late, 1_700_000_000_000)
+                assert producer.flush() == 0
+            got.append(record.value)
+    assert time.monotonic() - started < 20
+    assert sorted(v for v in got if v != late) == sorted(sent)
 
 
 @pytest.mark.redis

@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Producer
 
+from featurestream.cli import export
 from featurestream.cli.export import SCORE_SCHEMA, export_command
 from featurestream.devstack import LocalStack
 from featurestream.devstack.kafka_producer import EventProducer
@@ -81,6 +84,45 @@ def test_export_writes_every_committed_score_with_its_vector(stack: LocalStack,
     assert set(training.labels) == {None}
     b_rows = sum(not math.isnan(v) for v in training.matrix[:, 0])
     assert b_rows == sum(s["model"] == "b" for s in committed)
+
+
+def test_export_reads_every_producer_batch_and_ends_while_scores_keep_coming(
+        stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each partition's last producer batch is exported whole (tansu's end offset is its
+    base + 1), and a score produced while exporting does not keep the export from ending."""
+    settings = isolated(stack, "export-batches")
+    topic = settings.scores_topic
+    codec = ScoreCodec(registry_for(settings.schema_registry), f"{topic}-value")
+    scores = [make_score(i) for i in range(600)]
+    with EventProducer(settings, topic) as producer:
+        for score in scores:
+            producer.send(score["user_id"], codec.encode(score), score["ts"])
+            if score["event_id"].endswith("99"):
+                assert producer.flush() == 0  # one producer batch (or more) a partition
+        assert producer.flush() == 0 and producer.failed == 0
+
+    out = tmp_path / "scores.parquet"
+    args = argparse.Namespace(what="scores", out=str(out), topic=None)
+    assert export_command(settings, args) == 0
+    assert sorted(pq.read_table(out).column("event_id").to_pylist()) == sorted(
+        s["event_id"] for s in scores)
+
+    late = make_score(1_000)
+    add = export.ScoresParquet.add
+    with EventProducer(settings, topic) as producer:
+        def add_and_produce(writer: export.ScoresParquet, score: Mapping[str, Any]) -> None:
+            if not writer.written and not producer.delivered:
+                producer.send(late["user_id"], codec.encode(late), late["ts"])
+                assert producer.flush() == 0
+            add(writer, score)
+
+        monkeypatch.setattr(export.ScoresParquet, "add", add_and_produce)
+        started = time.monotonic()
+        assert export_command(settings, args) == 0
+    assert time.monotonic() - started < 20
+    exported = pq.read_table(out).column("event_id").to_pylist()
+    assert sorted(e for e in exported if e != late["event_id"]) == sorted(
+        s["event_id"] for s in scores)
 
 
 def test_export_ends_after_an_aborted_transaction_at_the_end(stack: LocalStack,
