@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.definitions.defaults import ITEM, USER, events_source, user_features
@@ -174,3 +176,29 @@ def test_a_model_trained_on_another_definition_of_a_feature_is_refused() -> None
     assert "'ratio_1h': defined differently" in message, "a ratio follows what it divides"
     assert message.count("defined differently") == 2, "views_1h is unchanged"
     catalog("click").plan(("amount", "views_1h"), trained)  # unchanged features still serve
+
+
+feature_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(),
+                           st.just("text"), st.just([1.0]))
+
+
+@settings(max_examples=300)
+@given(user=st.none() | st.dictionaries(st.sampled_from(["purchases_5m", "spend_1h", "x"]),
+                                        feature_values),
+       item=st.none() | st.dictionaries(st.just("views_1h"), feature_values),
+       defaults=st.dictionaries(st.sampled_from(["amount", "purchases_5m", "item.views_1h"]),
+                                st.floats() | st.integers(-3, 3)),
+       amount=st.none() | st.floats(0, 100), item_id=st.none() | st.just("i-1"))
+def test_the_fast_path_gives_the_vector_or_declines_exactly_when_assemble_refuses(
+        user: Row | None, item: Row | None, defaults: dict[str, float], amount: float | None,
+        item_id: str | None) -> None:
+    plan = CATALOG.plan(("amount", "hour_of_day", "purchases_5m", "spend_1h",
+                              "item.views_1h"))
+    event = Event("e1", "u-1", "purchase", item_id, amount, 1_700_000_000_000, None)
+    rows = {entity: row for entity, row in (("user", user), ("item", item)) if row is not None}
+    slow = plan.assemble(defaults, event, rows, plan.entity_ids(event))
+    fast = plan.fast(defaults)(event, rows)
+    if isinstance(slow, Problem):
+        assert fast is None
+    else:
+        assert fast == slow and all(type(v) is float for v in fast)

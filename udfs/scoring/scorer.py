@@ -42,6 +42,7 @@ from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord, ShadowScore
 from featurestream.udfs.scoring.vector import (
     EntityId,
+    FastAssemble,
     FeatureCatalog,
     Row,
     UnknownFeature,
@@ -88,13 +89,15 @@ def wall_clock_ms() -> int:
 @dataclass(frozen=True)
 class Waiting:
     """How the scorer waits for rows not captured yet: up to ``wait_ms`` in all, polling
-    with a delay that doubles from ``first_delay_s`` to ``max_delay_s``."""
+    with a delay that doubles from ``first_delay_s`` to ``max_delay_s``. The scoring job reads
+    the events as the feature job does, so it usually waits for the feature job's bundle (tens
+    of ms); a short cap keeps the wait from overshooting by more than a poll (one ``MGET``)."""
 
     wait_ms: int
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
     first_delay_s: float = 0.002
-    max_delay_s: float = 0.25
+    max_delay_s: float = 0.02
 
 
 @dataclass
@@ -156,6 +159,7 @@ class BatchScorer:
         self._max_future_skew_ms = max_future_skew_ms
         self._clock_ms = clock_ms
         self._plans: dict[tuple[str, int], VectorPlan | Problem] = {}  # versions never change
+        self._fast: dict[tuple[str, int], FastAssemble] = {}  # by version, as the plans
 
     def plan(self, model: LoadedModel) -> VectorPlan | Problem:
         """The vector plan of a version, or why the definitions cannot feed it (checked once
@@ -235,7 +239,7 @@ class BatchScorer:
                         problem = row
                 else:
                     found[entity] = row
-            vector = problem or plan.assemble(model.metadata.defaults, event, found, ids)
+            vector = problem or self._vector(model, plan, event, found, ids)
             if isinstance(vector, Problem):
                 self._dead(batch, index, record, event, vector, version)
                 continue
@@ -247,6 +251,20 @@ class BatchScorer:
             self._predict(batch, group, shadow)
         self._latest_scores.write_latest(batch.scores)
         return batch
+
+    def _vector(self, model: LoadedModel, plan: VectorPlan, event: Event,
+                rows: Mapping[str, Row], ids: Mapping[str, EntityId]) -> list[float] | Problem:
+        """The version's vector for ``event``: the generated fast path, or, when it declines,
+        :meth:`VectorPlan.assemble` for the reason."""
+        metadata = model.metadata
+        key = (metadata.name, metadata.version)
+        fast = self._fast.get(key)
+        if fast is None:
+            fast = self._fast[key] = plan.fast(metadata.defaults)
+        vector = fast(event, rows)
+        if vector is None:
+            return plan.assemble(metadata.defaults, event, rows, ids)
+        return vector
 
     def _captured(self, keys: list[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
         """The captured rows of ``keys``, waiting for those not captured yet (absent if they
@@ -318,8 +336,7 @@ class BatchScorer:
             return [None] * len(items)
         scores: list[float | None] = [None] * len(items)
         if isinstance(shadow.model, LoadedModel) and plan is not None:
-            defaults = shadow.model.metadata.defaults
-            vectors = [plan.assemble(defaults, item.event, item.rows, item.ids)
+            vectors = [self._vector(shadow.model, plan, item.event, item.rows, item.ids)
                        for item in items]
             usable = [i for i, v in enumerate(vectors) if not isinstance(v, Problem)]
             try:
