@@ -46,6 +46,7 @@ class ReplayConfig:
     out_of_orderness_ms: int
     allowed_lateness_ms: int
     batch_size: int
+    expire: bool = True  # False: only events move windows (verify: rows at any time)
 
     @classmethod
     def from_settings(cls, settings: Settings, definitions: Definitions) -> ReplayConfig:
@@ -107,7 +108,7 @@ class Backfill:
         self._replay = Replay(config.definitions, decoders, scored,
                               out_of_orderness_ms=config.out_of_orderness_ms,
                               allowed_lateness_ms=config.allowed_lateness_ms,
-                              keep_rows=outputs.online_store)
+                              keep_rows=outputs.online_store, expire=config.expire)
         self._topics = {s.name: s.topic for s in config.definitions.sources}
         self._batch_size = config.batch_size
         self._outputs = outputs

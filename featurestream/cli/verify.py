@@ -17,6 +17,7 @@ arrived behind the watermark are counted apart: their rows can depend on when it
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -150,9 +151,9 @@ def verify_command(settings: Settings, args: argparse.Namespace) -> int:
     with DeadLetterFile(args.dead_letters) as dead, \
             tqdm(total=history.count, unit=" events", unit_scale=True, disable=None,
                  file=sys.stderr, desc="replay") as bar:
-        run = Backfill(ReplayConfig.from_settings(settings, definitions),
-                       Outputs(dead, online_store=not args.no_rows, scored=vectors.keep),
-                       progress=bar.update)
+        config = dataclasses.replace(ReplayConfig.from_settings(settings, definitions),
+                                     expire=False)  # rows are compared at their own as_of
+        run = Backfill(config, Outputs(dead, scored=vectors.keep), progress=bar.update)
         run.run(history.records)
     print(f"verify: replayed {run.counts.events:,} events of {', '.join(inputs)} in "
           f"{run.counts.seconds:.1f} s ({dead.count:,} dead letters -> {dead.path})")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.udfs.offline.consistency import RowCheck, ScoreCheck, same
 from featurestream.udfs.offline.replay import Replay
@@ -33,11 +35,11 @@ def test_score_check_counts_differences_per_feature_and_keeps_late_ones_apart() 
     assert (check.late.compared, check.late.mismatched, check.missing) == (1, 1, 1)
 
 
-def replayed(events: list) -> tuple[ShardHarness, Replay]:
+def replayed(events: list, expire: bool) -> tuple[ShardHarness, Replay]:
     """The operator (online) and the replay (offline) over the same log."""
     h = ShardHarness(DEFINITIONS, lateness=DAY)
     replay = Replay(DEFINITIONS, {EVENTS: PickleDecoder()}, None, out_of_orderness_ms=5_000,
-                    allowed_lateness_ms=DAY, keep_rows=True)
+                    allowed_lateness_ms=DAY, keep_rows=True, expire=expire)
     frames = [h.frame(e) for e in events]
     for start in range(0, len(events), 250):
         h.process_bundle(events[start:start + 250])
@@ -48,9 +50,12 @@ def replayed(events: list) -> tuple[ShardHarness, Replay]:
     return h, replay
 
 
-def test_the_rows_the_operator_left_equal_the_replay_at_their_as_of() -> None:
+@pytest.mark.parametrize("expire", [True, False])
+def test_the_rows_the_operator_left_equal_the_replay_at_their_as_of(expire: bool) -> None:
+    """With expiry the replay ends where the operator's watermark did; without (verify's
+    mode: the job's watermark may have stopped anywhere) it is put at each row's time."""
     events = list(itertools.islice(generate_events(StreamConfig(users=40, seed=5)), 3_000))
-    h, replay = replayed(events)
+    h, replay = replayed(events, expire)
     online = h.latest_rows()
     check = RowCheck()
     for key, row in online.items():

@@ -47,9 +47,13 @@ class Replay:
 
     def __init__(self, definitions: Definitions, decoders: Mapping[str, RecordDecoding],
                  scored: ScoredEvents | None, *, out_of_orderness_ms: int,
-                 allowed_lateness_ms: int, keep_rows: bool = False) -> None:
+                 allowed_lateness_ms: int, keep_rows: bool = False,
+                 expire: bool = True) -> None:
         """``decoders`` by source name; ``keep_rows``: keep each entity's newest row (the
-        online store as of the end, :meth:`finish`) -- building rows costs time."""
+        online store as of the end, :meth:`finish`) -- building rows costs time. Without
+        ``expire`` the watermark still decides what is late, but moves no entity's windows:
+        only events do (and captures, to their event's time), so :meth:`row_at` can put an
+        entity at any online row's time -- the job's watermark may have stopped anywhere."""
         plans = compile_plans(definitions)
         self._processors = {name: FeatureProcessor(plan, allowed_lateness_ms)
                             for name, plan in plans.items()}
@@ -57,6 +61,7 @@ class Replay:
         self._shard = EntityShard(self._processors, reconcile(None, plans, 1, None))
         self._out_of_orderness_ms = out_of_orderness_ms
         self._keep_rows = keep_rows
+        self._expire = expire
         self._rows: dict[str, Row] = {}
         self._newest: dict[bytes, int] = {}  # by partition
         self.watermark = _NO_WATERMARK
@@ -114,7 +119,8 @@ class Replay:
     def _advance(self, watermark: int) -> None:
         if watermark > self.watermark:
             self.watermark = watermark
-            self._shard.advance(watermark)
+            if self._expire:
+                self._shard.advance(watermark)
 
     def _take_rows(self) -> None:
         if self._keep_rows:
