@@ -84,8 +84,9 @@ class ShardEvents(ProcessFunction):
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         if batch == CHECKPOINT_MARKER:
+            time = self._partition_time.update({})  # event time moves on without records too
             for key in self._shard_keys:
-                yield routing.encode_shard_record(routing.checkpoint_marker(key))
+                yield routing.encode_shard_record(routing.checkpoint_marker(key, time))
             return
         frames = split_batch(batch)
         self._source_events.inc(len(frames))

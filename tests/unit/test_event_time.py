@@ -37,6 +37,17 @@ def test_the_slowest_active_partition_sets_the_time() -> None:
     clock.now = 15_000
     assert time.update({b"p1": 60}) == 60, "p1 read again: it counts again"
     assert time.update({}) == 60
+    clock.now = 60_000
+    assert time.update({}) == 60, "all idle: where they all got to"
+
+
+def test_no_time_before_any_record_or_during_the_hold() -> None:
+    clock = Clock()
+    time = PartitionTime(idleness_ms=10_000, hold_ms=3_000, clock=clock)
+    assert time.update({}) == NO_TIME
+    clock.now = 5_000
+    assert time.update({}) == NO_TIME, "nothing read yet"
+    assert time.update({b"p0": 7}) == 7
 
 
 def test_the_router_reports_each_partitions_newest_event_of_a_batch() -> None:

@@ -11,10 +11,15 @@ fetches fell (:mod:`udfs.features.point_in_time`). So a record's time is the *sl
 newest event time, as Flink's per-split watermarks do:
 
 - a partition counts once a record of it was read, and stops counting after ``idleness_ms``
-  (wall clock) without one, so an idle partition does not hold event time back;
+  (wall clock) without one, so an idle partition does not hold event time back; when every
+  partition is idle, the time stays where they all got to;
 - for the first ``hold_ms`` of the subtask no time is given at all (:data:`NO_TIME`, which never
   moves the watermark): every partition with a backlog is read before any of them counts as
   the slowest.
+
+The sharding stage asks for the time with every batch, and with every checkpoint marker, which
+carries it to the shards too: so event time catches up after the hold even when no record comes
+any more (a backlog read within the hold), and the job ends where a replay of the log ends.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class PartitionTime:
                 self._newest[partition] = ts
         if now - self._started < self._hold_ms:
             return NO_TIME
+        if not self._newest:
+            return NO_TIME
         cutoff = now - self._idleness_ms
         active = [self._newest[p] for p, seen in self._seen.items() if seen >= cutoff]
-        return min(active) if active else NO_TIME
+        return min(active) if active else min(self._newest.values())

@@ -15,14 +15,16 @@ reaches a shard record: a record's event time drives the watermark, and one even
 A shard record is bytes in this layout (big-endian), written by :func:`encode_shard_record` and
 read back by :func:`decode_shard_record`::
 
-    i32 shard key | i64 newest event time | events (a pickle; empty for a checkpoint marker)
+    i32 shard key | i64 event time | events (a pickle; empty for a checkpoint marker)
 
 The Java side reads only the header (``ShardRecords.java``: the record's event time for the
 watermark, its shard key for the key-by), so neither crosses back into Python. The events are
 a pickle of plain tuples: both ends run the same code and Python, the record never leaves the
 job, and plain tuples pickle several times faster than named ones. A checkpoint marker (an
 empty batch, :data:`udfs.wire.frames.CHECKPOINT_MARKER`) is passed on to every shard as a
-record without events whose time never moves the watermark.
+record without events. A record's event time is the sharding subtask's
+(:mod:`udfs.features.event_time`: its slowest partition's), markers included, or
+:data:`MARKER_TIME`, which never moves the watermark.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class ShardRecord(NamedTuple):
         return not self.events
 
 
-MARKER_TIME = -(2**63)  # a checkpoint marker's event time: never moves the watermark
+MARKER_TIME = -(2**63)  # an event time that never moves the watermark
 _HEADER = struct.Struct(">iq")
 _as_shard_event = partial(tuple.__new__, ShardEvent)  # from a plain tuple, without a Python call
 
@@ -280,9 +282,10 @@ def shard_record(key: int, events: Sequence[ShardEvent], time: int | None = None
                        list(events))
 
 
-def checkpoint_marker(key: int) -> ShardRecord:
-    """The checkpoint marker for the shard with Flink key ``key``."""
-    return ShardRecord(key, MARKER_TIME, [])
+def checkpoint_marker(key: int, time: int = MARKER_TIME) -> ShardRecord:
+    """The checkpoint marker for the shard with Flink key ``key``; its ``time``
+    (:class:`udfs.features.event_time.PartitionTime`) may move the watermark."""
+    return ShardRecord(key, time, [])
 
 
 def encode_shard_record(record: ShardRecord) -> bytes:
