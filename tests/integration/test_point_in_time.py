@@ -1,8 +1,9 @@
 """Point in time on the real stack: a backlog replayed as fast as the stack goes (the producer far
 ahead of both jobs) is scored with each event's features as of the event, whatever either job's
-progress; ``featurestream verify`` finds every recorded vector and every Redis row equal to the
-offline replay of the topic; a TaskManager killed mid-stream changes no score; and a second
-scoring job over the same topic gives bit-identical scores."""
+progress; a TaskManager killed mid-stream changes no score; ``featurestream verify`` finds every
+recorded vector and every Redis row equal to the offline replay of the topic; ``featurestream
+backfill --online-store`` rebuilds exactly the rows the live job wrote; and a second scoring job
+over the same topic gives bit-identical scores."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from featurestream.cli.submit import submit_job
 from featurestream.cli.train import TrainingRun, train
@@ -29,6 +31,7 @@ from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
+from featurestream.udfs.store.redis_layout import decode_row
 from tests.integration.conftest import cancel_job, job_diagnostics, read_topic
 
 pytestmark = pytest.mark.flink
@@ -57,12 +60,31 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str,
     pytest.fail(f"timed out waiting for {what}\n{diagnostics()}")
 
 
-def verify(settings: Settings, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def featurestream(settings: Settings, tmp_path: Path, *args: str
+                  ) -> subprocess.CompletedProcess[str]:
+    """The CLI with exactly ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURESTREAM_")}
-    return subprocess.run([str(FEATURESTREAM), "verify", "--dead-letters",
-                           str(tmp_path / "dead.jsonl")], cwd=tmp_path,
+    return subprocess.run([str(FEATURESTREAM), *args], cwd=tmp_path,
                           env={**env, **settings.to_env()}, capture_output=True, text=True,
                           timeout=300, check=False)
+
+
+def verify(settings: Settings, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return featurestream(settings, tmp_path, "verify", "--dead-letters",
+                         str(tmp_path / "dead.jsonl"))
+
+
+def rows_of(settings: Settings) -> dict[str, dict]:
+    """Every user row under the settings' prefix, without the write's wall-clock time."""
+    client = redis.Redis.from_url(settings.redis_url)
+    prefix = f"{settings.redis_key_prefix}user:"
+    rows = {}
+    for key in client.scan_iter(match=f"{prefix}*", count=1_000):
+        row = decode_row(client.hgetall(key))
+        row.pop("updated_at", None)
+        rows[key.decode()[len(prefix):]] = row
+    client.close()
+    return rows
 
 
 def test_backlog_scores_are_point_in_time_and_identical_after_a_kill_and_a_rerun(
@@ -123,6 +145,16 @@ def test_backlog_scores_are_point_in_time_and_identical_after_a_kill_and_a_rerun
         assert counted[0] >= 0.99 * sum(counted), "late captures are the exception"
         rows = re.search(r"^rows: ([\d,]+) compared, 0 differ$", done.stdout, re.M)
         assert rows and int(rows.group(1).replace(",", "")) >= 250, done.stdout
+
+        rebuilt = settings.replace(redis_key_prefix="pit-rebuilt:")
+        done = featurestream(rebuilt, tmp_path, "backfill", f"kafka:{settings.events_topic}",
+                             "--online-store", "--dead-letters", str(tmp_path / "bf.jsonl"))
+        assert done.returncode == 0, done.stdout + done.stderr
+        expected = rows_of(rebuilt)
+        assert len(expected) >= 250
+        # the live job's event time catches up within its start-up hold and a checkpoint
+        wait_for(lambda: rows_of(settings) == expected, 120,
+                 "the live job's rows to be the backfill's online store", diagnostics)
 
         cancel_job(settings, scoring)  # its slot, for the re-run (the captures stay in Redis)
         scoring = ""
