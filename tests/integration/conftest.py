@@ -3,7 +3,8 @@ free ports in a temporary home, so a running demo stack is never touched."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,14 @@ def read_topic(settings: Settings, topic: str, partitions: int) -> list:
     finally:
         consumer.close()
     return records
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str,
+             diagnostics: Callable[[], str] = str) -> None:
+    """Poll ``check`` every 2 s until it holds; fail naming ``what``, with the diagnostics."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(2)
+    pytest.fail(f"timed out waiting for {what}\n{diagnostics()}")

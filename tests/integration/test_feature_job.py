@@ -86,9 +86,11 @@ def encoded(encoder: EventEncoder, events: list[Event]) -> list[tuple[str, bytes
 
 
 def wait_until_stable(settings: Settings, users: list[str], ready: Callable[[], bool],
-                      diagnostics: Callable[[], str], timeout_s: float = 240
-                      ) -> dict[str, dict]:
-    """Poll until every user has a row, ``ready()`` holds and rows stop changing for 5 s."""
+                      diagnostics: Callable[[], str], timeout_s: float = 240,
+                      decayed: dict[str, list[Event]] | None = None) -> dict[str, dict]:
+    """Poll until every user has a row, ``ready()`` holds and rows stop changing for 5 s; with
+    ``decayed`` (events by user), until some row has also fallen back as its events aged out
+    (the job's event time moves on after its start-up hold, at the latest with a checkpoint)."""
     client = redis.Redis.from_url(settings.redis_url)
     keys = [user_key(settings.redis_key_prefix, u) for u in users]
     deadline = time.monotonic() + timeout_s
@@ -101,11 +103,18 @@ def wait_until_stable(settings: Settings, users: list[str], ready: Callable[[], 
         snapshot = [(r.get("as_of"), r.get("version")) for r in rows]
         if snapshot != last:
             last, stable_since = snapshot, time.monotonic()
-        elif all(rows) and time.monotonic() - stable_since > 5 and ready():
+        elif all(rows) and time.monotonic() - stable_since > 5 and ready() and (
+                decayed is None or any(fell_back(r, decayed[r_user]) for r_user, r
+                                       in zip(users, rows, strict=True))):
             return dict(zip(users, rows, strict=True))
         time.sleep(1)
     missing = sum(1 for r in rows if not r)
     pytest.fail(f"job did not settle: {missing} users without rows\n{diagnostics()}")
+
+
+def fell_back(row: dict, events: list[Event]) -> bool:
+    """Whether the row is past its events and its shortest window has emptied."""
+    return row["as_of"] > max(e.ts for e in events) and row["events_1m"] == 0
 
 
 def assert_rows_equal_oracle(rows: dict[str, dict], by_user: dict[str, list[Event]]) -> int:
@@ -117,7 +126,7 @@ def assert_rows_equal_oracle(rows: dict[str, dict], by_user: dict[str, list[Even
         assert row["as_of"] >= newest, user_id
         assert_row_matches(row, expected_row(events, row["as_of"]), user_id)
         assert row["updated_at"] > 0
-        decayed += row["as_of"] > newest and row["events_1m"] == 0
+        decayed += fell_back(row, events)
     return decayed
 
 
@@ -149,7 +158,7 @@ def test_rows_match_oracle_and_bad_records_go_to_dlq_once(stack: LocalStack) -> 
             return len(dlq) >= len(undecodable) + len(too_old)
 
         rows = wait_until_stable(settings, sorted(by_user), dlq_complete,
-                                 lambda: job_diagnostics(settings, job_id))
+                                 lambda: job_diagnostics(settings, job_id), decayed=by_user)
         decayed = assert_rows_equal_oracle(rows, by_user)
         assert decayed > 0, "no row fell back as its events aged out (expiry timers)"
         assert job_exceptions(settings, job_id) == [], "the job failed and restarted"
@@ -194,7 +203,7 @@ def test_recovery_from_checkpoint_yields_oracle_rows(stack: LocalStack) -> None:
 
         rows = wait_until_stable(settings, sorted(by_user),
                                  lambda: bool(job_exceptions(settings, job_id)),
-                                 lambda: job_diagnostics(settings, job_id))
+                                 lambda: job_diagnostics(settings, job_id), decayed=by_user)
         assert job_exceptions(settings, job_id), "the job never noticed its workers died"
         assert flink_get(settings, f"/jobs/{job_id}")["state"] == "RUNNING"
         assert assert_rows_equal_oracle(rows, by_user) > 0

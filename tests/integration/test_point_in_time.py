@@ -12,9 +12,7 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,7 @@ from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
 from featurestream.udfs.store.redis_layout import decode_row
-from tests.integration.conftest import cancel_job, job_diagnostics, read_topic
+from tests.integration.conftest import cancel_job, job_diagnostics, read_topic, wait_for
 
 pytestmark = pytest.mark.flink
 
@@ -48,16 +46,6 @@ def scores_of(settings: Settings) -> dict[str, list[dict]]:
         score = codec.decode(message.value())
         by_event[score["event_id"]].append(score)
     return by_event
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str,
-             diagnostics: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(2)
-    pytest.fail(f"timed out waiting for {what}\n{diagnostics()}")
 
 
 def featurestream(settings: Settings, tmp_path: Path, *args: str

@@ -74,6 +74,7 @@ from tests.integration.conftest import (
     job_diagnostics,
     job_exceptions,
     read_topic,
+    wait_for,
 )
 from tests.integration.test_feature_job import bad_records
 
@@ -104,16 +105,6 @@ def trained(stack: LocalStack) -> None:
     publish_trained(stack.settings, seed=1)
     publish_trained(stack.settings, seed=2, require_row=True)
     publish_trained(stack.settings, seed=3)
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str,
-             diagnostics: Callable[[], str] = str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(2)
-    pytest.fail(f"timed out waiting for {what}\n{diagnostics()}")
 
 
 class Topics:
