@@ -26,6 +26,7 @@ from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
+from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
@@ -80,7 +81,8 @@ def test_backlog_scores_are_point_in_time_and_identical_after_a_kill_and_a_rerun
     # At least once, with no scoring checkpoint before the kill: every score written before it
     # is written again after it, from the same captures.
     settings = isolated(stack, "pit", scores_delivery="at_least_once",
-                        scoring_checkpoint_interval_ms=600_000, checkpoint_interval_ms=2_000)
+                        scoring_checkpoint_interval_ms=600_000, checkpoint_interval_ms=2_000,
+                        models_dir=str(tmp_path / "models"))  # a registry of its own
     model_text, metadata = train(settings, TrainingRun(events=80_000, users=800, rounds=30))
     ModelRegistry(settings.effective_models_dir, settings.model_name).publish(model_text,
                                                                              metadata)
@@ -134,6 +136,14 @@ def test_backlog_scores_are_point_in_time_and_identical_after_a_kill_and_a_rerun
         rows = re.search(r"^rows: ([\d,]+) compared, 0 differ$", done.stdout, re.M)
         assert rows and int(rows.group(1).replace(",", "")) >= 250, done.stdout
 
+        # Where the live job's event time ends depends on which partitions it read since its
+        # last restart; a last event of every user (so of every partition), at the newest
+        # time, ends it where the replay ends.
+        newest = max(e.ts for e in events)
+        with EventProducer(settings) as producer:
+            for user in sorted({e.user_id for e in events}):
+                last = Event(f"last-{user}", user, "view", None, None, newest, None)
+                producer.send(user, encoder.avro(last), newest)
         rebuilt = settings.replace(redis_key_prefix="pit-rebuilt:")
         done = featurestream(rebuilt, tmp_path, "backfill", f"kafka:{settings.events_topic}",
                              "--online-store", "--dead-letters", str(tmp_path / "bf.jsonl"))
