@@ -37,8 +37,9 @@ from featurestream.settings import Settings
 from featurestream.udfs.definitions.model import Definitions
 from featurestream.udfs.offline.consistency import Check, RowCheck, ScoreCheck
 from featurestream.udfs.offline.replay import Replay
+from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
-from featurestream.udfs.scoring.vector import FeatureCatalog, UnknownFeature
+from featurestream.udfs.scoring.vector import FeatureCatalog, UnknownFeature, VectorPlan
 from featurestream.udfs.store.redis_layout import decode_row
 from featurestream.udfs.wire.dead_letters import Problem
 
@@ -80,6 +81,7 @@ class ReplayedVectors:
         self._catalog = FeatureCatalog.from_definitions(definitions)
         self._registry = registry
         self._wanted = wanted
+        self._versions: dict[int, tuple[ModelMetadata, VectorPlan | str]] = {}
         self.events: dict[str, ScoredEvent] = {}
 
     def keep(self, scored: ScoredEvent) -> None:
@@ -93,16 +95,28 @@ class ReplayedVectors:
         scored = self.events.get(event_id)
         if scored is None:
             return None, False
-        model = self._registry.load(version).metadata
-        try:
-            plan = self._catalog.plan(model.features, model.feature_definitions)
-        except UnknownFeature as exc:
-            return {"<vector>": f"the definitions cannot feed v{version}: {exc}"}, scored.late
+        model, plan = self._version(version)
+        if isinstance(plan, str):
+            return {"<vector>": plan}, scored.late
         vector = plan.assemble(model.defaults, scored.event, scored.rows,
                                plan.entity_ids(scored.event))
         if isinstance(vector, Problem):
             return {"<vector>": f"the replay refuses it: {vector.message}"}, scored.late
         return dict(zip(model.features, vector, strict=True)), scored.late
+
+    def _version(self, version: int) -> tuple[ModelMetadata, VectorPlan | str]:
+        """A version's sidecar and vector plan (or why the definitions cannot feed it), loaded
+        once."""
+        known = self._versions.get(version)
+        if known is None:
+            model = self._registry.load(version).metadata
+            try:
+                plan: VectorPlan | str = self._catalog.plan(model.features,
+                                                            model.feature_definitions)
+            except UnknownFeature as exc:
+                plan = f"the definitions cannot feed v{version}: {exc}"
+            known = self._versions[version] = (model, plan)
+        return known
 
 
 def online_rows(settings: Settings, definitions: Definitions) -> Iterator[tuple[str, dict]]:

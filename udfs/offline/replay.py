@@ -8,11 +8,12 @@ implementation of the windows, :class:`Replay` drives the job's classes: the
 get the job's dead-letter reasons), and one :class:`~udfs.features.shard.EntityShard` holding
 every entity counts them, captures the scored events' rows, and expires windows as event time
 passes. Event time passes as it does in the job: after each batch the watermark becomes the
-newest event time seen minus ``out_of_orderness_ms`` (``FEATURESTREAM_MAX_OUT_OF_ORDERNESS_MS``),
-events further behind it than ``allowed_lateness_ms`` are late, and expiries up to it run.
+newest event time of the slowest partition read (:mod:`udfs.features.event_time`) minus
+``out_of_orderness_ms`` (``FEATURESTREAM_MAX_OUT_OF_ORDERNESS_MS``), events further behind it
+than ``allowed_lateness_ms`` are late, and expiries up to it run.
 
-Frames are fed in log order (:mod:`udfs.offline` readers keep each partition's order), so the
-captured rows are the ones the job captured for the same log.
+Frames are fed in log order (``featurestream backfill``'s readers keep each partition's
+order), so the captured rows are the ones the job captured for the same log.
 """
 
 from __future__ import annotations
