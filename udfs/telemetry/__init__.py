@@ -1,0 +1,1 @@
+"""Telemetry: the catalog of exported metrics and drift against training."""
