@@ -10,6 +10,10 @@ learnable fraud signal: a few users have a ``risk`` (a taken-over account); each
 is fraudulent with that probability (a quarter of it outside the odd hours, 00-06 UTC). A fraud
 session rushes the funnel with few views, buys expensive items and keeps buying (bursts). Its
 purchases are the positives of :func:`generate_labelled_events`, the training labels.
+
+A :class:`Shift` moves the stream's distribution mid-way, for the drift demo: after a number of
+events, the purchase amounts of a fixed, seeded share of users are multiplied by a factor, and the
+model's input ``amount`` no longer looks like its training data.
 """
 
 from __future__ import annotations
@@ -54,6 +58,32 @@ _PRICE_MEDIAN = 30.0
 _PRICE_SIGMA = 0.9
 
 
+class ShiftError(ValueError):
+    """A :class:`Shift` field out of its range: which field, the value and what it must be."""
+
+    def __init__(self, field: str, value: float, requirement: str) -> None:
+        super().__init__(f"{field} must be {requirement}, got {value}")
+        self.field, self.value, self.requirement = field, value, requirement
+
+
+@dataclass(frozen=True)
+class Shift:
+    """From event ``after_events`` on, multiply the purchase amounts of ``user_share`` of the
+    users (the same users for a seed) by ``amount_factor``: a distribution shift on purpose."""
+
+    amount_factor: float
+    user_share: float = 0.1
+    after_events: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.amount_factor > 0 and math.isfinite(self.amount_factor)):
+            raise ShiftError("amount_factor", self.amount_factor, "a finite number > 0, e.g. 2")
+        if not 0 < self.user_share <= 1:
+            raise ShiftError("user_share", self.user_share, "in (0, 1], e.g. 0.1")
+        if self.after_events < 0:
+            raise ShiftError("after_events", self.after_events, ">= 0")
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Shape of the synthetic stream; ``seed=None`` draws a fresh stream each time."""
@@ -68,6 +98,7 @@ class StreamConfig:
     user_skew: float = 0.9  # Zipf exponent of user activity
     item_skew: float = 1.0  # Zipf exponent of item popularity
     seed: int | None = None
+    shift: Shift | None = None
 
     def __post_init__(self) -> None:
         for name in ("users", "items", "max_out_of_order_ms", "concurrent_sessions"):
@@ -101,14 +132,18 @@ class _Session:
     fraud: bool = False
 
 
+def user_id(index: int, count: int) -> str:
+    """The id of user ``index`` of ``count`` (zero-padded, so ids sort by index)."""
+    return f"user-{index:0{len(str(count - 1))}d}"
+
+
 def make_users(count: int, rng: random.Random) -> list[UserProfile]:
     """``count`` user profiles, most active first (ids sort in the same order)."""
-    width = len(str(count - 1))
     devices, device_weights = zip(*DEVICES, strict=True)
     countries, country_weights = zip(*COUNTRIES, strict=True)
     return [
         UserProfile(
-            user_id=f"user-{index:0{width}d}",
+            user_id=user_id(index, count),
             device=rng.choices(devices, device_weights)[0],
             country=rng.choices(countries, country_weights)[0],
             purchase_propensity=rng.lognormvariate(0.0, 0.5),
@@ -129,6 +164,19 @@ class _ZipfSampler:
         return min(bisect.bisect_right(self._cumulative, point), len(self._cumulative) - 1)
 
 
+def shifted_users(config: StreamConfig) -> frozenset[str]:
+    """The ids of the users :attr:`StreamConfig.shift` applies to (none without a shift).
+
+    Drawn by their own generator from the seed, so the stream's other draws stay the same with
+    and without a shift; a share of the users, whatever their activity.
+    """
+    if config.shift is None:
+        return frozenset()
+    count = max(1, round(config.shift.user_share * config.users))
+    chosen = random.Random(config.seed).sample(range(config.users), count)
+    return frozenset(user_id(index, config.users) for index in chosen)
+
+
 def generate_events(config: StreamConfig) -> Iterator[Event]:
     """An endless stream of events shaped by ``config`` (use ``itertools.islice`` to cut it)."""
     return (event for event, _ in generate_labelled_events(config))
@@ -139,6 +187,21 @@ def generate_labelled_events(config: StreamConfig) -> Iterator[tuple[Event, bool
 
     The label is True exactly for the purchases of fraud sessions.
     """
+    events = _unshifted(config)
+    if config.shift is None:
+        return events
+    return _shift(events, config.shift, shifted_users(config))
+
+
+def _shift(events: Iterator[tuple[Event, bool]], shift: Shift,
+           users: frozenset[str]) -> Iterator[tuple[Event, bool]]:
+    for index, (event, label) in enumerate(events):
+        if index >= shift.after_events and event.amount is not None and event.user_id in users:
+            event = event._replace(amount=round(event.amount * shift.amount_factor, 2))
+        yield event, label
+
+
+def _unshifted(config: StreamConfig) -> Iterator[tuple[Event, bool]]:
     rng = random.Random(config.seed)
     users = make_users(config.users, rng)
     pick_user = _ZipfSampler(config.users, config.user_skew)

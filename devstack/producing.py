@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
-from featurestream.devstack.generator import StreamConfig, generate_labelled_events
+from featurestream.devstack.generator import (
+    Shift,
+    ShiftError,
+    StreamConfig,
+    generate_labelled_events,
+)
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
@@ -79,13 +84,37 @@ def generate_command(settings: Settings, args: argparse.Namespace) -> int:
     now_ms = int(time.time() * 1000)
     start_ts = now_ms if args.rate else now_ms - int(args.events / simulated_rate * 1000)
     config = StreamConfig(users=args.users, events_per_second=simulated_rate, start_ts=start_ts,
-                          seed=args.seed)
+                          seed=args.seed, shift=_shift(args))
     with _labels_file(args.labels) as labels:
         events = _labelled(islice(generate_labelled_events(config), args.events), labels)
         status = _generate(settings, args, events, start_ts)
     if labels is not None:
         print(f"wrote {labels.rows:,} labels (event_id,label) to {args.labels}")
     return status
+
+
+_SHIFT_OPTIONS = {"amount_factor": "--shift-amount", "user_share": "--shift-users",
+                  "after_events": "--shift-after"}
+
+
+def _shift(args: argparse.Namespace) -> Shift | None:
+    """The ``--shift-*`` options as a :class:`Shift` (None without ``--shift-amount``)."""
+    if args.shift_amount is None:
+        if args.shift_users is not None or args.shift_after is not None:
+            raise UserFacingError("--shift-users and --shift-after need --shift-amount FACTOR "
+                                  "(e.g. --shift-amount 2)")
+        return None
+    try:
+        shift = Shift(amount_factor=args.shift_amount,
+                      user_share=0.1 if args.shift_users is None else args.shift_users,
+                      after_events=args.shift_after or 0)
+    except ShiftError as exc:
+        raise UserFacingError(f"{_SHIFT_OPTIONS[exc.field]} {exc.value}: use {exc.requirement}"
+                              ) from None
+    if shift.after_events >= max(args.events, 1):
+        raise UserFacingError(f"--shift-after {shift.after_events}: use fewer than --events "
+                              f"({args.events}), or the shift never starts")
+    return shift
 
 
 def _generate(settings: Settings, args: argparse.Namespace, events: Iterator[Event],

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--labels", metavar="FILE",
                           help="also write event_id,label (the fraud label) of every event as "
                           "CSV, for `featurestream train --from ... --labels FILE`")
+    generate.add_argument("--shift-amount", type=float, metavar="FACTOR",
+                          help="drift on purpose: multiply the purchase amounts of "
+                          "--shift-users of the users by FACTOR (e.g. 2)")
+    generate.add_argument("--shift-users", type=float, metavar="SHARE",
+                          help="the share of users shifted, the same ones for a --seed "
+                          "(default 0.1)")
+    generate.add_argument("--shift-after", type=int, metavar="N",
+                          help="start the shift after N events (default 0: from the start)")
     generate.set_defaults(handler=_lazy("featurestream.devstack.producing:generate_command"))
 
     show = sub.add_parser("features", help="print an entity's materialized features from Redis")

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from collections import Counter
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from featurestream.devstack.generator import StreamConfig, generate_events
+from featurestream.cli import build_parser
+from featurestream.devstack.generator import (
+    Shift,
+    ShiftError,
+    StreamConfig,
+    generate_events,
+    shifted_users,
+    user_id,
+)
+from featurestream.devstack.producing import generate_command
+from featurestream.errors import UserFacingError
+from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder, EventEncoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
@@ -105,3 +117,68 @@ def test_every_event_encodes_and_decodes(stream: list[Event]) -> None:
 def test_config_rejects_impossible_shapes(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         StreamConfig(**bad)
+
+
+SHIFT = Shift(amount_factor=3.0, user_share=0.2, after_events=4_000)
+
+
+def test_a_shift_changes_only_the_shifted_users_amounts_after_its_start() -> None:
+    plain = take(StreamConfig(seed=11, users=200), 10_000)
+    shifted = take(StreamConfig(seed=11, users=200, shift=SHIFT), 10_000)
+    users = shifted_users(StreamConfig(seed=11, users=200, shift=SHIFT))
+    assert len(users) == 40 and users <= {user_id(i, 200) for i in range(200)}
+    changed = 0
+    for index, (before, after) in enumerate(zip(plain, shifted, strict=True)):
+        expected = before
+        if index >= SHIFT.after_events and before.user_id in users and before.amount is not None:
+            expected = before._replace(amount=round(before.amount * 3.0, 2))
+            changed += 1
+        assert after == expected
+    assert changed > 20
+
+
+def test_shifted_users_are_fixed_by_the_seed() -> None:
+    def users(seed: int) -> frozenset[str]:
+        return shifted_users(StreamConfig(seed=seed, users=500, shift=SHIFT))
+    assert users(1) == users(1) != users(2)
+    assert shifted_users(StreamConfig(seed=1)) == frozenset()
+
+
+@pytest.mark.parametrize(("bad", "field"), [
+    ({"amount_factor": 0.0}, "amount_factor"), ({"amount_factor": float("inf")}, "amount_factor"),
+    ({"amount_factor": 2.0, "user_share": 0.0}, "user_share"),
+    ({"amount_factor": 2.0, "user_share": 1.5}, "user_share"),
+    ({"amount_factor": 2.0, "after_events": -1}, "after_events"),
+])
+def test_shift_rejects_impossible_values(bad: dict[str, Any], field: str) -> None:
+    with pytest.raises(ShiftError, match=field) as caught:
+        Shift(**bad)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--shift-amount", "0"], "--shift-amount 0.0: use a finite number > 0"),
+    (["--shift-amount", "2", "--shift-users", "2"], "--shift-users 2.0: use in (0, 1]"),
+    (["--shift-amount", "2", "--shift-after", "-5"], "--shift-after -5: use >= 0"),
+    (["--shift-amount", "2", "--shift-after", "100"], "use fewer than --events (100)"),
+    (["--shift-users", "0.5"], "need --shift-amount FACTOR"),
+])
+def test_generate_names_the_shift_option_to_fix(options: list[str], message: str) -> None:
+    args = build_parser().parse_args(["generate", "--events", "100", *options])
+    with pytest.raises(UserFacingError) as caught:
+        generate_command(Settings(), args)
+    assert message in str(caught.value)
+
+
+def test_generate_writes_the_shifted_stream(tmp_path: Path) -> None:
+    out = tmp_path / "shifted.jsonl"
+    args = build_parser().parse_args([
+        "generate", "--events", "3000", "--users", "50", "--seed", "3", "--out", str(out),
+        "--shift-amount", "2", "--shift-users", "1", "--shift-after", "1000"])
+    assert generate_command(Settings(), args) == 0
+    decoder = EventDecoder(FileSchemaRegistry())
+    written = [decoder.decode(line) for line in out.read_bytes().splitlines()]
+    config = StreamConfig(seed=3, users=50, shift=Shift(2.0, 1.0, 1000))
+    expected = take(config, 3000)
+    assert [(e.user_id, e.amount) for e in written if isinstance(e, Event)] == [
+        (e.user_id, e.amount) for e in expected]
