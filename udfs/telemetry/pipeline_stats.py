@@ -1,0 +1,196 @@
+"""What the status page and ``featurestream status`` say about a running job, computed from two
+snapshots of its cumulative counters (pure: no Flink, no clock, no I/O).
+
+Flink's metrics are cumulative per subtask, and the JobManager sums them over the subtasks; a
+rate needs two such snapshots. The freshness histogram is a classic Prometheus histogram (one
+cumulative counter per upper bound ``le``), so its recent shape is the difference of two
+snapshots and its quantiles follow Prometheus' ``histogram_quantile`` (linear interpolation in
+the bucket holding the rank), which is what the Grafana dashboard and the alert rules compute:
+the page and the alerts agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+Labels = tuple[tuple[str, str], ...]
+"""A series' labels, sorted by name."""
+
+Series = tuple[str, Labels]
+"""A metric name and its labels: one cumulative counter (or gauge)."""
+
+
+def series(name: str, **labels: str) -> Series:
+    """The series ``name{labels}`` (labels sorted, so equal series compare equal)."""
+    return name, tuple(sorted(labels.items()))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job's metric values at one moment: ``taken_s`` on a monotonic clock, in seconds."""
+
+    taken_s: float
+    values: Mapping[Series, float]
+
+    def total(self, name: str, **labels: str) -> float:
+        """The sum of every series called ``name`` whose labels include ``labels``."""
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.values.items() if n == name and wanted <= set(ls))
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """The series called ``name`` summed per value of ``label`` (other labels summed out)."""
+        sums: dict[str, float] = {}
+        for (n, labels), value in self.values.items():
+            found = dict(labels).get(label)
+            if n == name and found is not None:
+                sums[found] = sums.get(found, 0.0) + value
+        return sums
+
+
+def increase(previous: float, current: float) -> float:
+    """How much a counter grew; a counter that went down was reset (a restart) and counts from
+    0, as Prometheus' ``increase`` assumes."""
+    return current - previous if current >= previous else current
+
+
+def rate(previous: Snapshot | None, current: Snapshot, name: str, **labels: str) -> float | None:
+    """Per-second increase of the sum of ``name{labels}`` between the snapshots (None without a
+    previous one or with no time between them)."""
+    if previous is None or current.taken_s <= previous.taken_s:
+        return None
+    grown = increase(previous.total(name, **labels), current.total(name, **labels))
+    return grown / (current.taken_s - previous.taken_s)
+
+
+def rates_by_label(previous: Snapshot | None, current: Snapshot, name: str,
+                   label: str) -> dict[str, float]:
+    """Per-second increase of ``name`` per value of ``label`` (empty without a previous
+    snapshot); a value absent before counted from 0."""
+    if previous is None or current.taken_s <= previous.taken_s:
+        return {}
+    seconds = current.taken_s - previous.taken_s
+    before = previous.by_label(name, label)
+    return {value: increase(before.get(value, 0.0), now) / seconds
+            for value, now in sorted(current.by_label(name, label).items())}
+
+
+Bucket = tuple[float, float]
+"""An upper bound (``le``, math.inf for +Inf) and the cumulative count of observations <= it."""
+
+
+def parse_le(text: str) -> float:
+    """A Prometheus ``le`` label value as a float (``+Inf`` -> inf)."""
+    return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
+
+
+def cumulative_buckets(snapshot: Snapshot, name: str) -> list[Bucket]:
+    """The histogram ``name``'s cumulative buckets by ascending ``le``, summed over its other
+    labels (e.g. both freshness origins or every subtask)."""
+    return sorted((parse_le(le), count) for le, count in snapshot.by_label(name, "le").items())
+
+
+def recent_buckets(previous: Snapshot | None, current: Snapshot, name: str) -> list[Bucket]:
+    """The cumulative buckets of what was observed between the snapshots (since the start
+    without a previous snapshot; after a reset, since the reset)."""
+    now = cumulative_buckets(current, name)
+    if previous is None:
+        return now
+    before = dict(cumulative_buckets(previous, name))
+    if any(count < before.get(le, 0.0) for le, count in now):
+        return now  # a counter went back: the job restarted, and counts from 0
+    return [(le, count - before.get(le, 0.0)) for le, count in now]
+
+
+def bucket_counts(buckets: Sequence[Bucket]) -> list[Bucket]:
+    """Cumulative buckets -> the count in each bucket alone (for bars)."""
+    below = 0.0
+    counts = []
+    for le, cumulative in buckets:
+        counts.append((le, max(cumulative - below, 0.0)))
+        below = max(below, cumulative)
+    return counts
+
+
+def histogram_quantile(q: float, buckets: Sequence[Bucket]) -> float | None:
+    """The ``q``-quantile (0 <= q <= 1) of cumulative ``buckets`` as Prometheus computes it.
+
+    None when Prometheus answers NaN: no +Inf bucket, fewer than two buckets, or no
+    observations. The rank ``q * total`` falls in the first bucket whose count reaches it; the
+    answer interpolates linearly between that bucket's bounds (the first bucket starts at 0
+    unless its bound is <= 0), and a rank in the +Inf bucket answers the largest finite bound.
+    """
+    if not 0 <= q <= 1:
+        raise ValueError(f"quantile {q} is outside [0, 1]")
+    ordered = sorted(buckets)
+    if len(ordered) < 2 or not math.isinf(ordered[-1][0]):
+        return None
+    monotonic: list[Bucket] = []
+    for le, count in ordered:  # as Prometheus: a count below its predecessor's is raised to it
+        monotonic.append((le, max(count, monotonic[-1][1]) if monotonic else count))
+    total = monotonic[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    index = next(i for i, (_, count) in enumerate(monotonic) if count >= rank)
+    if index == len(monotonic) - 1:
+        return monotonic[-2][0]
+    upper, count = monotonic[index]
+    if index == 0 and upper <= 0:
+        return upper
+    lower, below = monotonic[index - 1] if index else (0.0, 0.0)
+    inside = count - below
+    if inside <= 0:
+        return lower
+    return lower + (upper - lower) * (rank - below) / inside
+
+
+
+@dataclass(frozen=True)
+class JobMetricNames:
+    """Which of a job's metrics (names after Flink's ``featurestream`` group) mean what."""
+
+    events_in: str  # counter: records read
+    output: str  # counter: rows written (features) or scores written (scoring)
+    dead_letters: str  # counter labelled ``reason`` (and ``stage``)
+    freshness: str  # histogram (``le`` buckets, seconds); absent from a job without one
+    lag: str  # gauge: records behind the log end (the Kafka source's pendingRecords)
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """One job between two snapshots: totals since it started, rates over the interval (None
+    without a previous snapshot), the freshness histogram of the interval (``recent``) or since
+    the start, and its quantiles (None without observations)."""
+
+    events_in: float
+    events_per_s: float | None
+    output: float
+    output_per_s: float | None
+    dead_letters: Mapping[str, float]  # by reason, since the start
+    dead_letters_per_s: Mapping[str, float]  # by reason, over the interval
+    freshness: tuple[Bucket, ...]  # per bucket (not cumulative), by ascending le
+    freshness_recent: bool  # over the interval (else since the job started)
+    freshness_p50_s: float | None
+    freshness_p99_s: float | None
+    lag: float | None  # None when the job reports no lag metric
+
+
+def job_stats(previous: Snapshot | None, current: Snapshot, names: JobMetricNames) -> JobStats:
+    """The job's :class:`JobStats` from ``current`` and, for rates, ``previous``."""
+    freshness = recent_buckets(previous, current, names.freshness)
+    lag_series = [v for (n, _), v in current.values.items() if n == names.lag]
+    return JobStats(
+        events_in=current.total(names.events_in),
+        events_per_s=rate(previous, current, names.events_in),
+        output=current.total(names.output),
+        output_per_s=rate(previous, current, names.output),
+        dead_letters=current.by_label(names.dead_letters, "reason"),
+        dead_letters_per_s=rates_by_label(previous, current, names.dead_letters, "reason"),
+        freshness=tuple(bucket_counts(freshness)),
+        freshness_recent=previous is not None,
+        freshness_p50_s=histogram_quantile(0.5, freshness),
+        freshness_p99_s=histogram_quantile(0.99, freshness),
+        lag=sum(lag_series) if lag_series else None,
+    )
