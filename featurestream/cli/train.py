@@ -51,6 +51,7 @@ from featurestream.udfs.offline.training_set import (
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.vector import RECORD_FEATURES, USER, FeatureCatalog, is_number
+from featurestream.udfs.telemetry.drift import TrainingDistribution
 
 # Value of a feature when the entity has no row (or no value): nothing happened. Counts and sums
 # are 0 then; means, ratios, extremes and last values are undefined: -1 keeps "undefined" apart
@@ -176,8 +177,10 @@ def train_from(settings: Settings, source: str, labels: str | None, run: Trainin
     distinct = table.first_per_event()
     labelled = distinct.labelled()
     order = np.argsort(labelled.ts, kind="stable")  # time-ordered, for the holdout split
-    dataset = Dataset(_with_defaults(labelled.matrix[order], names, defaults, source),
-                      np.array(labelled.labels, dtype=np.float64)[order], labelled.ts[order])
+    matrix = labelled.matrix[order]
+    dataset = Dataset(_with_defaults(matrix, names, defaults, source),
+                      np.array(labelled.labels, dtype=np.float64)[order], labelled.ts[order],
+                      np.isnan(matrix))
     data = _data_range("generator" if provenance else source, dataset)
     model_text, metadata = _fit(settings, definitions, names, defaults, dataset, run, data,
                                 provenance or {})
@@ -223,12 +226,17 @@ def _fit(settings: Settings, definitions: Definitions, names: tuple[str, ...],
                         num_boost_round=run.rounds)
     try:
         auc_holdout = roc_auc(holdout.labels, np.asarray(booster.predict(holdout.vectors)))
-        auc_train = roc_auc(train_set.labels, np.asarray(booster.predict(train_set.vectors)))
+        train_scores = np.asarray(booster.predict(train_set.vectors))
+        auc_train = roc_auc(train_set.labels, train_scores)
     except ValueError:
         raise UserFacingError(
             f"{data['source']}: the training rows and the latest {run.holdout:.0%} held out "
             "each need positive and negative labels; train on more (or more varied) data"
         ) from None
+    # What drift is measured against: the training rows as the scoring job counts them (a
+    # missing value is a null, not its default) and the model's scores on them.
+    distribution = TrainingDistribution.from_training(
+        names, train_set.with_nulls(), train_scores)
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
     metadata = ModelMetadata(
         name=settings.model_name,
@@ -250,6 +258,7 @@ def _fit(settings: Settings, definitions: Definitions, names: tuple[str, ...],
                   "windows": list(settings.windows),
                   "definitions": definitions.fingerprint(), "params": params,
                   "rounds": run.rounds, "holdout": run.holdout},
+        training_distribution=distribution,
     )
     return booster.model_to_string(), metadata
 

@@ -12,18 +12,29 @@ from scipy.stats import rankdata
 
 @dataclass(frozen=True)
 class Dataset:
-    """Feature matrix, labels and event times of the examples, in event-time order."""
+    """Feature matrix (defaults filled in), labels and event times of the examples, in
+    event-time order; ``missing`` marks the values that were missing before the defaults (None:
+    none was), which the training distribution counts as nulls, as the scoring job does."""
 
     vectors: np.ndarray
     labels: np.ndarray
     ts: np.ndarray
+    missing: np.ndarray | None = None
 
     def split(self, holdout_fraction: float) -> tuple[Dataset, Dataset]:
         """The earliest examples for training, the latest ``holdout_fraction`` held out."""
         cut = int(len(self.labels) * (1 - holdout_fraction))
-        first, last = slice(0, cut), slice(cut, None)
-        return (Dataset(self.vectors[first], self.labels[first], self.ts[first]),
-                Dataset(self.vectors[last], self.labels[last], self.ts[last]))
+        return self[:cut], self[cut:]
+
+    def __getitem__(self, rows: slice) -> Dataset:
+        missing = None if self.missing is None else self.missing[rows]
+        return Dataset(self.vectors[rows], self.labels[rows], self.ts[rows], missing)
+
+    def with_nulls(self) -> np.ndarray:
+        """The matrix with NaN where a value was missing (before the defaults)."""
+        if self.missing is None:
+            return self.vectors
+        return np.where(self.missing, np.nan, self.vectors)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -3,7 +3,10 @@
 Fields: ``name``, ``version`` (1, 2, ...), ``features`` (the vector's order), ``defaults`` (the
 value of a feature when the user has no row or the row has no value; a feature without one
 makes such a record unscorable), ``created_at`` (ISO 8601, UTC), ``metrics`` (e.g. the held-out
-AUC) and ``training`` (free-form provenance: data, parameters).
+AUC), ``training`` (free-form provenance: data, parameters) and, optionally,
+``training_distribution``: the bins of each feature and of the score on the training rows
+(:class:`udfs.telemetry.drift.TrainingDistribution`), which drift is measured against. Sidecars
+written before it was recorded still load; their versions have no drift.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from featurestream.udfs.telemetry.drift import TrainingDistribution
 
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 REQUIRED = ("name", "version", "features", "defaults", "created_at", "metrics")
@@ -29,6 +34,14 @@ class ModelMetadata:
     created_at: str
     metrics: dict[str, float]
     training: dict[str, Any] = field(default_factory=dict)
+    training_distribution: TrainingDistribution | None = None
+
+    def no_distribution(self) -> str | None:
+        """Why drift cannot be measured for this version (None: it can)."""
+        if self.training_distribution is not None:
+            return None
+        return (f"no training distribution recorded for version {self.version}; retrain with "
+                "featurestream train")
 
     @property
     def feature_definitions(self) -> dict[str, str] | None:
@@ -54,11 +67,19 @@ class ModelMetadata:
             for key, value in values.items():
                 if type(value) not in (int, float) or not math.isfinite(value):
                     raise ValueError(f"{kind}[{key!r}] = {value!r}: must be a finite number")
+        distribution = self.training_distribution
+        if distribution is not None and set(distribution.features) != set(self.features):
+            raise ValueError("training_distribution: must have the bins of every feature, and "
+                             "of no other")
 
     def to_json(self) -> str:
         """The sidecar text."""
         record = asdict(self)
         record["features"] = list(self.features)
+        if self.training_distribution is None:
+            del record["training_distribution"]
+        else:
+            record["training_distribution"] = self.training_distribution.to_json()
         return json.dumps(record, indent=2) + "\n"
 
     @classmethod
@@ -78,11 +99,14 @@ class ModelMetadata:
         for key in ("defaults", "metrics", "training"):
             if not isinstance(record.get(key, {}), dict):
                 raise ValueError(f"{key}: must be an object")
+        distribution = record.get("training_distribution")
         metadata = cls(
             name=record["name"], version=record["version"],
             features=tuple(record["features"]), defaults=record["defaults"],
             created_at=str(record["created_at"]), metrics=record["metrics"],
             training=record.get("training", {}),
+            training_distribution=(None if distribution is None
+                                   else TrainingDistribution.from_json(distribution)),
         )
         metadata.validate()
         return metadata
