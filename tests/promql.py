@@ -1,0 +1,56 @@
+"""The metric names a PromQL expression reads, for checking rules and dashboards against the
+metric catalog (``featurestream.udfs.telemetry.catalog``).
+
+Not a PromQL parser: a tokenizer that knows just enough of the grammar to tell a metric name
+from everything else that looks like an identifier -- function and aggregation names (followed
+by ``(``), keywords and binary operators, label names and values (inside ``{...}`` and the
+``by``/``without``/``on``/``ignoring``/``group_left``/``group_right`` lists), range and offset
+durations, numbers, and Grafana's ``$variables``. tests/unit/test_dashboard.py tests it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Words PromQL gives a meaning (any case) that are never followed by "(" where they appear.
+KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"})
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_GRAFANA_VARIABLE = re.compile(r"\$\{[^}]*\}|\$\w+")
+_LABEL_LIST = re.compile(
+    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_MATCHERS = re.compile(r"\{[^}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+# A number (durations too: "offset 5m") before an identifier, so "1e3" or "5m" is not a name.
+_TOKEN = re.compile(
+    r"(?P<number>0x[0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:ms|[smhdwy])?)"
+    r"|(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<call>\s*\()?")
+
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric name ``expr`` selects, as written (``x_bucket`` stays ``x_bucket``)."""
+    text = _STRING.sub('""', expr)
+    text = _GRAFANA_VARIABLE.sub("1", text)
+    text = _LABEL_LIST.sub(" ", text)
+    text = _MATCHERS.sub(" ", text)
+    text = _RANGE.sub(" ", text)
+    return {m["name"] for m in _TOKEN.finditer(text)
+            if m["name"] and not m["call"] and m["name"].lower() not in KEYWORDS}
+
+
+def series_name(series: str) -> str:
+    """The metric name of a promtool input series such as ``x_total{reason="a"}``."""
+    return series.split("{", 1)[0].strip()
+
+
+def catalog_name(name: str, histograms: frozenset[str]) -> str:
+    """The catalog's name for a scraped series: a histogram's ``_bucket``/``_sum``/``_count``
+    series belong to the histogram; any other name is its own (a counter may end in
+    ``_count``)."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = name.removesuffix(suffix)
+        if base != name and base in histograms:
+            return base
+    return name
