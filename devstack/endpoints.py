@@ -33,10 +33,13 @@ class Endpoints:
     redis: Endpoint
     flink_rest: Endpoint
     flink_rpc: Endpoint
+    flink_jobmanager_metrics: Endpoint  # Prometheus reporter of the JobManager
+    flink_taskmanager_metrics: Endpoint  # Prometheus reporter of the TaskManager
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Endpoints:
-        """Parse and check the addresses; the JobManager RPC port is the REST port + 1."""
+        """Parse and check the addresses. The REST port's successors are Flink's too: + 1 the
+        JobManager RPC, + 2 and + 3 the JobManager's and the TaskManager's Prometheus metrics."""
         kafka_var, redis_var, rest_var = (
             PREFIX + name for name in ("KAFKA_BOOTSTRAP", "REDIS_URL", "FLINK_REST_URL")
         )
@@ -48,13 +51,16 @@ class Endpoints:
         kafka = _local_port(f"//{settings.kafka_bootstrap}", kafka_var)
         redis = _local_port(settings.redis_url, redis_var)
         rest = _local_port(settings.flink_rest_url, rest_var)
-        if rest >= 65535:
-            raise UserFacingError(f"{rest_var}: leave room for the JobManager RPC port (REST + 1)")
+        if rest > 65535 - 3:
+            raise UserFacingError(f"{rest_var}: leave room for the JobManager RPC port (REST + 1) "
+                                  "and Flink's metrics ports (REST + 2, REST + 3)")
         return cls(
             kafka=Endpoint(kafka, kafka_var),
             redis=Endpoint(redis, redis_var),
             flink_rest=Endpoint(rest, rest_var),
             flink_rpc=Endpoint(rest + 1, rest_var),
+            flink_jobmanager_metrics=Endpoint(rest + 2, rest_var),
+            flink_taskmanager_metrics=Endpoint(rest + 3, rest_var),
         )
 
 

@@ -4,6 +4,9 @@ Started with the daemon scripts of the clean FLINK_HOME (see :mod:`flink_home`),
 their pid files to ``<home>/run`` and logs to ``<home>/logs/flink``. Python workers of the
 TaskManager (``pyflink-udf-runner.sh`` and its ``beam_boot``) survive a killed TaskManager, so
 ``stop`` also ends every such process whose environment or cwd points into this FLINK_HOME.
+
+Each daemon exports its metrics for Prometheus on a port of its own (:meth:`FlinkCluster.
+metrics_urls`), given with ``-D`` as both read the same config file.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from featurestream.devstack import process
 from featurestream.devstack.component import ComponentStatus, Echo, Job
-from featurestream.devstack.endpoints import Endpoints
+from featurestream.devstack.endpoints import Endpoint, Endpoints
 from featurestream.devstack.flink_home import build_flink_home
 from featurestream.devstack.paths import FLINK_IDENT, StackPaths
 from featurestream.errors import UserFacingError
@@ -33,10 +36,12 @@ JOBMANAGER_TIMEOUT_S = 60.0
 TASKMANAGER_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 REST_TIMEOUT_S = 2.0
+METRICS_PORT_KEY = "metrics.reporter.prom.port"
 
 
 class FlinkCluster:
-    """JobManager (REST on FEATURESTREAM_FLINK_REST_URL's port, RPC on it + 1) and a TaskManager."""
+    """JobManager (REST on FEATURESTREAM_FLINK_REST_URL's port, RPC on it + 1, Prometheus metrics
+    on it + 2) and a TaskManager (Prometheus metrics on REST + 3)."""
 
     name = "flink"
 
@@ -65,9 +70,16 @@ class FlinkCluster:
             return
         java_tool("java", "Flink needs Java 17")
         if self.jobmanager_pid() is None:
-            for endpoint, what in ((self.endpoints.flink_rest, "the Flink REST API"),
-                                   (self.endpoints.flink_rpc, "the Flink JobManager RPC (REST+1)")):
+            for endpoint, what in (
+                    (self.endpoints.flink_rest, "the Flink REST API"),
+                    (self.endpoints.flink_rpc, "the Flink JobManager RPC (REST+1)"),
+                    (self.endpoints.flink_jobmanager_metrics,
+                     "the Flink JobManager's Prometheus metrics (REST+2)")):
                 process.ensure_port_free(endpoint.port, endpoint.variable, what)
+        if self.taskmanager_pid() is None:
+            endpoint = self.endpoints.flink_taskmanager_metrics
+            process.ensure_port_free(endpoint.port, endpoint.variable,
+                                     "the Flink TaskManager's Prometheus metrics (REST+3)")
 
     def start(self, echo: Echo) -> None:
         """Start whichever of JobManager and TaskManager is not running; wait until ready."""
@@ -79,14 +91,16 @@ class FlinkCluster:
             echo(f"starting flink jobmanager on {self.address} "
                  f"(FLINK_HOME {self.paths.flink_home})")
             seconds = self._launch("jobmanager", JOBMANAGER, JOBMANAGER_TIMEOUT_S,
-                                   lambda: self.rest.call_if_up("/overview") is not None)
+                                   lambda: self.rest.call_if_up("/overview") is not None,
+                                   self.endpoints.flink_jobmanager_metrics)
             echo(f"flink jobmanager ready in {seconds:.1f} s")
         if self.taskmanager_pid() is None:
             process.terminate(self.python_workers(), timeout=5.0)
             echo("starting flink taskmanager")
             known = self._taskmanager_ids()  # a killed TaskManager stays listed until timed out
             seconds = self._launch("taskmanager", TASKMANAGER, TASKMANAGER_TIMEOUT_S,
-                                   lambda: bool(self._taskmanager_ids() - known))
+                                   lambda: bool(self._taskmanager_ids() - known),
+                                   self.endpoints.flink_taskmanager_metrics)
             echo(f"flink taskmanager ready in {seconds:.1f} s ({self._slots()})")
 
     def stop(self, echo: Echo) -> None:
@@ -113,10 +127,16 @@ class FlinkCluster:
         jobs = (self.rest.call_if_up("/jobs/overview") or {}).get("jobs", [])
         return ComponentStatus(
             self.name, tm_pid is not None, self.address, self.jobmanager_pid(),
-            detail=f"{self._slots()}; web UI {self.address}/"
-            + ("" if tm_pid else "; taskmanager down"),
+            detail=f"{self._slots()}; web UI {self.address}/; metrics "
+            + ", ".join(self.metrics_urls()) + ("" if tm_pid else "; taskmanager down"),
             jobs=tuple(Job(j["jid"], j["name"], j["state"]) for j in jobs),
         )
+
+    def metrics_urls(self) -> tuple[str, str]:
+        """The Prometheus endpoints of the JobManager (checkpoints, restarts) and of the
+        TaskManager (the jobs' operators: our metrics, Kafka lag, records in)."""
+        return (f"http://{self.endpoints.flink_jobmanager_metrics.address}/metrics",
+                f"http://{self.endpoints.flink_taskmanager_metrics.address}/metrics")
 
     def python_workers(self) -> list[int]:
         """Python worker processes started by a TaskManager of this FLINK_HOME."""
@@ -139,13 +159,16 @@ class FlinkCluster:
         env.update(FLINK_CONF_DIR=str(self.paths.flink_conf), FLINK_IDENT_STRING=FLINK_IDENT)
         return env
 
-    def _launch(self, role: str, daemon: str, timeout: float, ready: Callable[[], bool]) -> float:
-        """Run ``bin/<role>.sh start`` and wait until ``ready``; return the seconds it took."""
+    def _launch(self, role: str, daemon: str, timeout: float, ready: Callable[[], bool],
+                metrics: Endpoint) -> float:
+        """Run ``bin/<role>.sh start`` (its Prometheus reporter on ``metrics``) and wait until
+        ``ready``; return the seconds it took."""
         pid_file = self.paths.flink_pid_file(daemon)
         pid_file.unlink(missing_ok=True)  # flink-daemon.sh appends to it
         started = time.monotonic()
         result = subprocess.run(
-            [str(self.paths.flink_home / "bin" / f"{role}.sh"), "start"],
+            [str(self.paths.flink_home / "bin" / f"{role}.sh"), "start",
+             "-D", f"{METRICS_PORT_KEY}={metrics.port}"],
             env=self._environment(), cwd=self.paths.flink_home, capture_output=True, text=True,
             check=False,
         )

@@ -19,15 +19,20 @@ def _bindable(port: int) -> bool:
     return True
 
 
+SUCCESSORS = 3  # Flink's RPC and metrics ports are REST + 1, + 2 and + 3
+
+
 def free_ports(count: int) -> list[int]:
-    """``count`` free ports, each with a free successor (Flink's RPC port is REST + 1)."""
+    """``count`` free ports, each with :data:`SUCCESSORS` free successors (for Flink's)."""
     ports: list[int] = []
     while len(ports) < count:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        taken = {p for q in ports for p in (q, q + 1)}
-        if port < 65535 and not {port, port + 1} & taken and _bindable(port + 1):
+        block = set(range(port, port + SUCCESSORS + 1))
+        taken = {p for q in ports for p in range(q, q + SUCCESSORS + 1)}
+        if (port <= 65535 - SUCCESSORS and not block & taken
+                and all(_bindable(p) for p in block - {port})):
             ports.append(port)
     return ports
 

@@ -58,6 +58,8 @@ def test_ports_come_from_the_settings_and_rpc_is_rest_plus_one(tmp_path: Path) -
     endpoints = Endpoints.from_settings(local_settings(tmp_path))
     assert (endpoints.kafka.port, endpoints.redis.port) == (19092, 16379)
     assert (endpoints.flink_rest.port, endpoints.flink_rpc.port) == (18081, 18082)
+    assert (endpoints.flink_jobmanager_metrics.port,
+            endpoints.flink_taskmanager_metrics.port) == (18083, 18084)
     assert endpoints.flink_rpc.variable == "FEATURESTREAM_FLINK_REST_URL"
     assert endpoints.kafka.address == "127.0.0.1:19092"
 
