@@ -41,6 +41,7 @@ from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
 DEFAULT_POINT_IN_TIME_TTL_MS = 6 * 3_600_000  # FEATURESTREAM_POINT_IN_TIME_TTL_MS
+MAX_DRIFT_BUCKETS = 1_000  # FEATURESTREAM_DRIFT_WINDOW_MS / FEATURESTREAM_DRIFT_BUCKET_MS
 
 
 class SettingsError(ValueError):
@@ -180,6 +181,10 @@ class Settings(BaseSettings):
     scores_delivery: str = "exactly_once"  # or at_least_once (see README, "The scoring job")
     # The scoring job's checkpoints (offsets only): exactly-once scores appear as each completes.
     scoring_checkpoint_interval_ms: DurationMs = 300
+    # Drift against training (udfs/telemetry/drift.py): the scoring job adds its counts to
+    # Redis time buckets of drift_bucket_ms; PSI is taken over the last drift_window_ms.
+    drift_window_ms: DurationMs = 300_000
+    drift_bucket_ms: DurationMs = 10_000
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -349,6 +354,7 @@ class Settings(BaseSettings):
             raise bad("redis_key_prefix", "use a non-empty prefix without spaces, e.g. fs:")
         self._validate_schema_registry(bad)
         self._validate_scoring(bad)
+        self._validate_drift(bad)  # the scoring job's and the reader's
         self._validate_reader(bad)
 
     def _validate_schema_registry(self, bad: Callable[[str, str], SettingsError]) -> None:
@@ -426,6 +432,16 @@ class Settings(BaseSettings):
             raise bad("scores_delivery", "use exactly_once (Kafka transactions) or at_least_once")
         if not self.scoring_group.strip():
             raise bad("scoring_group", "use a non-empty name, e.g. featurestream-scoring")
+
+    def _validate_drift(self, bad: Callable[[str, str], SettingsError]) -> None:
+        """The drift window and its buckets (a read fetches every bucket of the window)."""
+        if self.drift_bucket_ms < 1_000:
+            raise bad("drift_bucket_ms", "use at least 1s: the scoring job flushes its counts "
+                      "about once a second, e.g. 10s")
+        if not self.drift_bucket_ms <= self.drift_window_ms <= MAX_DRIFT_BUCKETS * \
+                self.drift_bucket_ms:
+            raise bad("drift_window_ms", f"use from FEATURESTREAM_DRIFT_BUCKET_MS "
+                      f"({self.drift_bucket_ms}) up to {MAX_DRIFT_BUCKETS} buckets, e.g. 5m")
 
 
 class _Environment(EnvSettingsSource):

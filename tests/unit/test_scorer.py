@@ -176,7 +176,8 @@ def test_bad_records_become_dead_letters_with_their_reason(tmp_path: Path) -> No
         assert headers[HEADER_OFFSET] == str(10 + i)
         assert headers.get(HEADER_MODEL_VERSION) == version
     assert decode_sink_frame(batch.outputs[4])[0] == "scores"
-    assert batch.dead == {"decode": 1, "features": 3}
+    assert batch.dead == {(s, c): 1 for _, s, c, _ in expected}
+    assert batch.dead_by_stage() == {"decode": 1, "features": 3}
 
 
 def test_model_errors_dead_letter_only_that_models_records(tmp_path: Path) -> None:
@@ -204,7 +205,7 @@ def test_model_errors_dead_letter_only_that_models_records(tmp_path: Path) -> No
             assert headers[HEADER_MODEL_VERSION] == "2"
         else:
             assert CODEC.decode(decode_sink_frame(output)[3])["variant"] == "v1"
-    assert 0 < batch.dead[Stage.MODEL] < 20
+    assert 0 < batch.dead_by_stage()[Stage.MODEL] < 20
 
 
 def test_unavailable_model_dead_letters_and_shadow_is_never_served(tmp_path: Path) -> None:
@@ -265,7 +266,7 @@ def test_a_model_reads_the_rows_of_several_entities_in_one_lookup(tmp_path: Path
         assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("features",
                                                                           error_class)
         assert message in headers[HEADER_EXCEPTION_MESSAGE]
-    assert batch.dead == {"features": 3}
+    assert batch.dead_by_stage() == {"features": 3}
 
 
 def test_the_shadows_entities_are_read_in_the_same_lookup(tmp_path: Path) -> None:
@@ -325,7 +326,7 @@ def test_an_event_stamped_in_the_future_is_refused_as_the_feature_job_refuses_it
     batch = scorer(tmp_path, store=store).score([frame(ENCODER.avro(future), 0)])
     headers = headers_of(batch.outputs[0])
     assert (headers[HEADER_STAGE], headers[HEADER_EXCEPTION_CLASS]) == ("window", "FutureEvent")
-    assert store.calls == [] and batch.dead == {"window": 1}
+    assert store.calls == [] and batch.dead_by_stage() == {"window": 1}
 
 
 def test_scoring_dead_letter_names_are_stable() -> None:

@@ -55,6 +55,10 @@ def test_env_vars_override_with_types() -> None:
     ("FEATURESTREAM_SCHEMA_REGISTRY_TIMEOUT_MS", "soon", "not a duration"),
     ("FEATURESTREAM_SCHEMA_REGISTRY_RETRIES", "-1", "zero or positive"),
     ("FEATURESTREAM_SCHEMA_REGISTRY_RETRIES", "3.5", "whole number"),
+    ("FEATURESTREAM_DRIFT_BUCKET_MS", "500ms", "at least 1s"),
+    ("FEATURESTREAM_DRIFT_WINDOW_MS", "5s", "from FEATURESTREAM_DRIFT_BUCKET_MS (10000)"),
+    ("FEATURESTREAM_DRIFT_WINDOW_MS", "30d", "up to 1000 buckets"),
+    ("FEATURESTREAM_DRIFT_WINDOW_MS", "soon", "not a duration"),
 ])
 def test_bad_values_fail_with_the_variable_and_the_fix(variable: str, value: str,
                                                        hint: str) -> None:

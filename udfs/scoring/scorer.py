@@ -38,6 +38,7 @@ from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.routing import future_event
 from featurestream.udfs.scoring.live_models import ServingModels
+from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord, ShadowScore
 from featurestream.udfs.scoring.vector import (
@@ -100,14 +101,38 @@ class Waiting:
     max_delay_s: float = 0.02
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredVectors:
+    """The vectors one served model version scored in a batch, as assembled: ``vectors`` rows x
+    the model's features, NaN where the value was missing and the model's default was used;
+    ``scores`` the (finite) scores, aligned. What drift counts; the shadow's are not here."""
+
+    metadata: ModelMetadata
+    variant: str
+    vectors: np.ndarray
+    scores: np.ndarray
+
+
 @dataclass
 class ScoredBatch:
     """The outputs of one batch, aligned with its input frames, and what happened."""
 
     outputs: list[bytes | None]
     scores: list[ScoreRecord] = field(default_factory=list)
-    dead: Counter[Stage] = field(default_factory=Counter)  # dead letters per stage
+    scored: list[ScoredVectors] = field(default_factory=list)  # per served model version
+    dead: Counter[tuple[Stage, ErrorClass]] = field(default_factory=Counter)  # by reason
     shadow_failures: int = 0
+
+    def fallbacks(self) -> int:
+        """The scored records whose vector used a default (a value was missing)."""
+        return sum(int(np.count_nonzero(np.isnan(s.vectors).any(axis=1))) for s in self.scored)
+
+    def dead_by_stage(self) -> Counter[Stage]:
+        """The dead letters per stage."""
+        stages: Counter[Stage] = Counter()
+        for (stage, _), count in self.dead.items():
+            stages[stage] += count
+        return stages
 
 
 @dataclass(slots=True)
@@ -159,7 +184,10 @@ class BatchScorer:
         self._max_future_skew_ms = max_future_skew_ms
         self._clock_ms = clock_ms
         self._plans: dict[tuple[str, int], VectorPlan | Problem] = {}  # versions never change
-        self._fast: dict[tuple[str, int], FastAssemble] = {}  # by version, as the plans
+        # By version, as the plans, and whether missing values are NaN (served) or their
+        # defaults (shadow); with the served versions' defaults in feature order.
+        self._fast: dict[tuple[str, int, bool], FastAssemble] = {}
+        self._defaults: dict[tuple[str, int], np.ndarray] = {}
 
     def plan(self, model: LoadedModel) -> VectorPlan | Problem:
         """The vector plan of a version, or why the definitions cannot feed it (checked once
@@ -239,7 +267,7 @@ class BatchScorer:
                         problem = row
                 else:
                     found[entity] = row
-            vector = problem or self._vector(model, plan, event, found, ids)
+            vector = problem or self._vector(model, plan, event, found, ids, nulls=True)
             if isinstance(vector, Problem):
                 self._dead(batch, index, record, event, vector, version)
                 continue
@@ -253,14 +281,16 @@ class BatchScorer:
         return batch
 
     def _vector(self, model: LoadedModel, plan: VectorPlan, event: Event,
-                rows: Mapping[str, Row], ids: Mapping[str, EntityId]) -> list[float] | Problem:
+                rows: Mapping[str, Row], ids: Mapping[str, EntityId], nulls: bool = False
+                ) -> list[float] | Problem:
         """The version's vector for ``event``: the generated fast path, or, when it declines,
-        :meth:`VectorPlan.assemble` for the reason."""
+        :meth:`VectorPlan.assemble` for the reason. ``nulls``: NaN where a value is missing
+        (:meth:`_filled` puts the defaults in)."""
         metadata = model.metadata
-        key = (metadata.name, metadata.version)
+        key = (metadata.name, metadata.version, nulls)
         fast = self._fast.get(key)
         if fast is None:
-            fast = self._fast[key] = plan.fast(metadata.defaults)
+            fast = self._fast[key] = plan.fast(metadata.defaults, nulls)
         vector = fast(event, rows)
         if vector is None:
             return plan.assemble(metadata.defaults, event, rows, ids)
@@ -307,8 +337,9 @@ class BatchScorer:
                  ) -> None:
         model, items = group.model, group.items
         version = model.metadata.version
+        vectors = np.array([item.vector for item in items], dtype=np.float64)
         try:
-            scores = model.predict(np.array([item.vector for item in items], dtype=np.float64))
+            scores = model.predict(self._filled(vectors, items, model.metadata))
         except Exception as exc:  # a model error must dead-letter its records, not stop the job
             problem = Problem(Stage.MODEL, ErrorClass.PREDICT_FAILED, str(exc) or repr(exc),
                               exception_class=type(exc).__name__)
@@ -317,6 +348,11 @@ class BatchScorer:
             return
         shadow_scores = self._shadow_scores(batch, items, shadow)
         scored_at = self._clock_ms()
+        finite = np.isfinite(scores)
+        kept = finite.all()
+        batch.scored.append(ScoredVectors(model.metadata, group.variant,
+                                          vectors if kept else vectors[finite],
+                                          scores if kept else scores[finite]))
         for item, score, shadow_score in zip(items, scores.tolist(), shadow_scores, strict=True):
             if not math.isfinite(score):
                 self._dead(batch, item.index, item.record, item.event,
@@ -327,6 +363,23 @@ class BatchScorer:
             batch.scores.append(record)
             batch.outputs[item.index] = encode_sink_frame(
                 self._scores_topic, item.event.user_id.encode(), self._codec.encode(record))
+
+    def _filled(self, vectors: np.ndarray, items: list[_Item], metadata: ModelMetadata
+                ) -> np.ndarray:
+        """``vectors`` with the model's defaults where they are NaN (a missing value), and
+        each such item's vector filled too (what its score record shows)."""
+        missing = np.isnan(vectors)
+        if not missing.any():
+            return vectors
+        key = (metadata.name, metadata.version)
+        defaults = self._defaults.get(key)
+        if defaults is None:
+            defaults = self._defaults[key] = np.array(
+                [metadata.defaults.get(name, math.nan) for name in metadata.features])
+        filled = np.where(missing, defaults, vectors)
+        for i in np.flatnonzero(missing.any(axis=1)).tolist():
+            items[i].vector = filled[i].tolist()
+        return filled
 
     def _shadow_scores(self, batch: ScoredBatch, items: list[_Item], plan: VectorPlan | None
                        ) -> list[ShadowScore | None]:
@@ -377,4 +430,4 @@ class BatchScorer:
         key = event.user_id.encode() if event is not None else None
         batch.outputs[index] = dlq_frame(self._dlq_topic, record, problem, key=key,
                                          model_version=version)
-        batch.dead[problem.stage] += 1
+        batch.dead[problem.stage, problem.error_class] += 1

@@ -206,11 +206,14 @@ class VectorPlan:
             ids[entity] = read(event)
         return ids
 
-    def fast(self, defaults: Mapping[str, float]) -> FastAssemble:
+    def fast(self, defaults: Mapping[str, float], nulls: bool = False) -> FastAssemble:
         """:meth:`assemble` for one model's ``defaults`` as straight-line code (generated once
         per model version): ``fast(event, rows)`` is the vector, or None whenever
         :meth:`assemble` would return a Problem -- call it then for the reason. The scorer's
-        hot path: it does in one call what the loop does slot by slot."""
+        hot path: it does in one call what the loop does slot by slot. ``nulls``: a missing
+        value that has a default is NaN instead (values are never NaN otherwise), so the caller
+        knows which values were missing -- drift counts them as nulls -- and fills the defaults
+        in one vectorized step."""
         scope: dict[str, Any] = {"inf": math.inf}
         lines = ["def fast(event, rows):"]
         lines += [f"    r_{i} = rows.get({entity!r})"
@@ -228,7 +231,7 @@ class VectorPlan:
                 lines.append(f"    {v} = None if {row} is None else {row}.get({slot.field!r})")
             default: Any = defaults.get(slot.name)
             usable = type(default) in (float, int, bool) and math.isfinite(default)
-            scope[f"d{position}"] = float(default) if usable else None
+            scope[f"d{position}"] = (math.nan if nulls else float(default)) if usable else None
             lines.append(f"    if {v} is None:")
             lines.append(f"        {v} = d{position}" if usable else "        return None")
             lines += [f"    elif type({v}) is float:",
