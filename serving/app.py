@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from featurestream.serving.cache import TTLCache
 from featurestream.serving.contract import ErrorBody, ReaderContract
+from featurestream.serving.drift import DriftMonitor
 from featurestream.serving.entities import reader_definitions, served_entities
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.openapi import openapi_document
@@ -41,7 +42,8 @@ def create_app(settings: Settings) -> Starlette:
     document = openapi_document(ROUTES, contract, auth)
     reader = Reader(settings=settings,
                     store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics),
-                    metrics=metrics, contract=contract, openapi=msgspec.json.encode(document))
+                    metrics=metrics, contract=contract, openapi=msgspec.json.encode(document),
+                    drift=DriftMonitor(settings, redis, metrics))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -24,12 +24,13 @@ from featurestream.serving.contract import (
     ReaderContract,
     UserId,
 )
+from featurestream.serving.drift import ModelName
 from featurestream.serving.routes import Endpoint
 
 SCHEMA_REF = "#/components/schemas/{name}"
 ERROR_MEANINGS = {400: "Invalid input (the message says what and how to fix it).",
                   401: "Missing or wrong bearer token (only when auth is on).",
-                  404: "No such entity, or no features for the id.",
+                  404: "No such entity or model, or no features for the id.",
                   413: "Batch or body too large.",
                   503: "Redis unavailable or too slow; retry later."}
 
@@ -87,4 +88,4 @@ def _path_parameters(contract: ReaderContract) -> dict[str, Any]:
     described = Meta(description="An entity the definitions declare.")
     entity: Any = (Annotated[Literal.__getitem__(contract.entity_names), described]
                    if contract.entity_names else Annotated[str, described])
-    return {"user_id": UserId, "entity": entity, "id": EntityId}
+    return {"user_id": UserId, "entity": entity, "id": EntityId, "name": ModelName}

@@ -35,6 +35,7 @@ from featurestream.serving.contract import (
     Scores,
     Status,
 )
+from featurestream.serving.drift import DriftMonitor, ModelDrift, get_model_drift
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import ApiError, JSONResponse, error_response
@@ -67,6 +68,7 @@ class Reader:
     metrics: Metrics
     contract: ReaderContract  # the entities, their feature names and the batch limits
     openapi: bytes  # the rendered OpenAPI document
+    drift: DriftMonitor  # the models' drift against training, from Redis
 
 
 Handler = Callable[[Reader, Request], Awaitable[Response]]
@@ -134,9 +136,9 @@ async def readyz(reader: Reader, request: Request) -> Response:
 
 
 async def metrics(reader: Reader, request: Request) -> Response:
-    """``GET /metrics``: Prometheus exposition."""
+    """``GET /metrics``: Prometheus exposition (the drift gauges computed now, from Redis)."""
     body, content_type = reader.metrics.render()
-    return Response(body, media_type=content_type)
+    return Response(body + await reader.drift.gauges(), media_type=content_type)
 
 
 async def openapi(reader: Reader, request: Request) -> Response:
@@ -184,6 +186,10 @@ ROUTES: tuple[Endpoint, ...] = (
              (400, 401, 404, 503), protected=True, query={"names": NamesQuery}),
     Endpoint("/v1/scores/{user_id}", "GET", get_scores, "A user's latest score per model.",
              Scores, "Found.", (400, 401, 404, 503), protected=True),
+    Endpoint("/v1/models/{name}/drift", "GET", get_model_drift,
+             "Each live version's drift against its training data over the drift window.",
+             ModelDrift, "The versions live or with samples in the window.",
+             (401, 404, 503), protected=True),
     Endpoint("/healthz", "GET", healthz, "The process is up.", Status, "Up."),
     Endpoint("/readyz", "GET", readyz, "Redis answers.", Status, "Ready.", (503,)),
     Endpoint("/metrics", "GET", metrics, "Prometheus metrics.", str, "Exposition text.",
