@@ -1,15 +1,70 @@
 """The one client of the Flink JobManager's REST API (cluster overview, jobs, metrics,
-cancellation, stop with a savepoint), for the CLI, the local stack's supervisor, the tests and
-the benchmark."""
+checkpoints, cancellation, stop with a savepoint), for the CLI, the local stack's supervisor,
+the reader's status page, the tests and the benchmark.
+
+Only the standard library (and the core's pure stats types): it sits below the reader in the
+layers, and the jobs never import it (it does not travel with them).
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.request
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from featurestream.udfs.telemetry.pipeline_stats import Series, Snapshot
+
 FINAL_STATES = ("CANCELED", "FAILED", "FINISHED")
+METRIC_GROUP = "featurestream"  # the jobs' user metrics: metric_group.add_group(METRIC_GROUP)
+
+
+def metric_series(metric_id: str) -> Series:
+    """A REST metric id as a series named as :func:`pipeline_stats.rest_name` names it.
+
+    ``Op.featurestream.stage.window.reason.LateEvent.dead_letters`` -> ``dead_letters`` with
+    labels stage and reason: Flink writes a key/value group as its key then its value. A plain
+    group before them joins the name (``Op.featurestream.append_freshness_seconds.le.0_5.bucket``
+    -> ``append_freshness_seconds_bucket{le="0.5"}``); the REST ids write a value's dots as
+    ``_``, so an ``le`` gets them back. Outside the group the id's last part is the name
+    (``Op.pendingRecords``).
+    """
+    parts = metric_id.split(".")
+    try:
+        start = parts.index(METRIC_GROUP, 1) + 1  # parts[0] is the operator's name
+    except ValueError:
+        return parts[-1], ()
+    groups = parts[start:-1]
+    plain, pairs = groups[:len(groups) % 2], groups[len(groups) % 2:]
+    labels = {key: value.replace("_", ".") if key == "le" else value
+              for key, value in zip(pairs[::2], pairs[1::2], strict=True)}
+    return "_".join([*plain, parts[-1]]), tuple(sorted(labels.items()))
+
+
+@dataclass(frozen=True)
+class CheckpointStats:
+    """A job's checkpoints (REST ``/jobs/<id>/checkpoints``): counts, and the last completed
+    one's end-to-end duration, size and completion time (epoch ms), None before the first."""
+
+    completed: int
+    failed: int
+    in_progress: int
+    last_duration_ms: int | None
+    last_size_bytes: int | None
+    last_completed_ms: int | None
+
+
+@dataclass(frozen=True)
+class JobSample:
+    """A running job at one moment: its state, its metrics summed over subtasks, checkpoints."""
+
+    id: str
+    name: str
+    state: str
+    metrics: Snapshot
+    checkpoints: CheckpointStats | None
 
 
 class FlinkRest:
@@ -55,6 +110,47 @@ class FlinkRest:
             return 0.0
         return sum(float(m["sum"]) for m in self.call(f"{path}?get={','.join(ids)}&agg=sum"))
 
+    def job_metrics(self, job: Mapping[str, Any], names: Collection[str]) -> dict[Series, float]:
+        """The metrics of ``job`` (its :meth:`job` details) in the ``featurestream`` group,
+        and those called one of ``names`` (e.g. ``pendingRecords``), each summed over its
+        vertex's subtasks by the JobManager (``agg=sum``): one listing and one read per
+        vertex."""
+        values: dict[Series, float] = {}
+        for vertex in job["vertices"]:
+            path = f"/jobs/{job['jid']}/vertices/{vertex['id']}/subtasks/metrics"
+            ids = [m["id"] for m in self.call(path)
+                   if f".{METRIC_GROUP}." in m["id"] or m["id"].rsplit(".", 1)[-1] in names]
+            if ids:
+                for metric in self.call(f"{path}?get={','.join(ids)}&agg=sum"):
+                    key = metric_series(metric["id"])
+                    values[key] = values.get(key, 0.0) + float(metric["sum"])
+        return values
+
+    def checkpoints(self, job_id: str) -> CheckpointStats:
+        """The job's checkpoint counts and last completed checkpoint."""
+        stats = self.call(f"/jobs/{job_id}/checkpoints")
+        counts = stats.get("counts", {})
+        last = (stats.get("latest") or {}).get("completed") or {}
+        return CheckpointStats(
+            completed=int(counts.get("completed", 0)), failed=int(counts.get("failed", 0)),
+            in_progress=int(counts.get("in_progress", 0)),
+            last_duration_ms=last.get("end_to_end_duration"),
+            last_size_bytes=last.get("checkpointed_size", last.get("state_size")),
+            last_completed_ms=last.get("latest_ack_timestamp"))
+
+    def running_jobs(self) -> dict[str, str]:
+        """The running (or restarting) jobs' ids by name (the newest when a name repeats)."""
+        jobs = sorted(self.call("/jobs/overview").get("jobs", []),
+                      key=lambda j: j.get("start-time", 0))
+        return {j["name"]: str(j["jid"]) for j in jobs if j["state"] not in FINAL_STATES}
+
+    def sample(self, job_id: str, names: Collection[str]) -> JobSample:
+        """The job's :class:`JobSample` now (taken on the monotonic clock, for rates)."""
+        job = self.job(job_id)
+        metrics = self.job_metrics(job, names)
+        return JobSample(job_id, job["name"], job["state"],
+                         Snapshot(time.monotonic(), metrics), self.checkpoints(job_id))
+
     def exceptions(self, job_id: str) -> list[str]:
         """Stack traces of every failure (and so restart) the job has had, newest first."""
         history = self.call(f"/jobs/{job_id}/exceptions").get("exceptionHistory", {})
@@ -71,10 +167,7 @@ class FlinkRest:
 
     def running_job(self, name: str) -> str | None:
         """The id of the running (or restarting) job called ``name``, if any."""
-        for job in self.call("/jobs/overview").get("jobs", []):
-            if job["name"] == name and job["state"] not in FINAL_STATES:
-                return str(job["jid"])
-        return None
+        return self.running_jobs().get(name)
 
     def stop_with_savepoint(self, job_id: str, directory: str, timeout_s: float = 300) -> str:
         """Stop the job with a savepoint under ``directory`` (a URL); returns its location.

@@ -10,12 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from featurestream import jobs
+from featurestream.udfs.scoring.variants import Arm
 from featurestream.udfs.telemetry.pipeline_stats import (
-    JobMetricNames,
+    FEATURE_JOB,
+    JOB_NAMES,
+    SCORING_JOB,
     Snapshot,
     bucket_counts,
     histogram_quantile,
     job_stats,
+    model_split,
     rate,
     rates_by_label,
     recent_buckets,
@@ -23,9 +28,8 @@ from featurestream.udfs.telemetry.pipeline_stats import (
 )
 
 BOUNDS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, math.inf)
-NAMES = JobMetricNames(events_in="events_in", output="rows_written",
-                       dead_letters="dead_letters", freshness="freshness_seconds",
-                       lag="pendingRecords")
+NAMES = FEATURE_JOB
+HISTOGRAM = "append_freshness_seconds_bucket"
 
 observations = st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), min_size=1,
                         max_size=300)
@@ -48,7 +52,7 @@ def snapshot(at: float, values: list[float], **counters: float) -> Snapshot:
     halves = (values[::2], values[1::2])
     for origin, half in zip(("event", "kafka"), halves, strict=True):
         for bound, count in histogram(half):
-            metrics[series("freshness_seconds", le=le_text(bound), origin=origin)] = count
+            metrics[series(HISTOGRAM, le=le_text(bound), origin=origin)] = count
     return Snapshot(at, metrics)
 
 
@@ -93,20 +97,20 @@ def test_recent_buckets_count_only_the_new_observations(before: list[float], aft
                                                         seconds: float) -> None:
     first = snapshot(0.0, before)
     second = snapshot(seconds, before + after)
-    recent = recent_buckets(first, second, "freshness_seconds")
+    recent = recent_buckets(first, second, HISTOGRAM)
     assert recent == histogram(after)
     per_bucket = dict(bucket_counts(recent))
     for i, bound in enumerate(BOUNDS):
         lower = BOUNDS[i - 1] if i else -math.inf
         assert per_bucket[bound] == sum(1 for v in after if lower < v <= bound)
-    assert recent_buckets(None, second, "freshness_seconds") == histogram(before + after)
+    assert recent_buckets(None, second, HISTOGRAM) == histogram(before + after)
 
 
 def test_a_reset_counts_from_zero() -> None:
-    first = snapshot(0.0, [1.0, 2.0, 3.0], events_in=100)
-    restarted = snapshot(2.0, [0.5], events_in=10)
-    assert recent_buckets(first, restarted, "freshness_seconds") == histogram([0.5])
-    assert rate(first, restarted, "events_in") == 5.0
+    first = snapshot(0.0, [1.0, 2.0, 3.0], source_events=100)
+    restarted = snapshot(2.0, [0.5], source_events=10)
+    assert recent_buckets(first, restarted, HISTOGRAM) == histogram([0.5])
+    assert rate(first, restarted, "source_events") == 5.0
 
 
 @given(st.lists(st.tuples(st.sampled_from(["LateEvent", "MalformedRecord", "ExpiredEvent"]),
@@ -132,19 +136,39 @@ def test_rates_equal_events_counted_in_the_interval(events: list[tuple[str, floa
 
 
 def test_job_stats() -> None:
-    first = snapshot(10.0, [0.2] * 10, events_in=1000, rows_written=500, pendingRecords=3)
-    metrics = dict(snapshot(12.0, [0.2] * 10 + [0.7] * 20, events_in=1400, rows_written=600,
-                            pendingRecords=7).values)
+    first = snapshot(10.0, [0.2] * 10, source_events=1000, rows_written=500, pendingRecords=3)
+    metrics = dict(snapshot(12.0, [0.2] * 10 + [0.7] * 20, source_events=1400,
+                            rows_written=600, pendingRecords=7).values)
     metrics[series("dead_letters", reason="LateEvent", stage="window")] = 4
     stats = job_stats(first, Snapshot(12.0, metrics), NAMES)
     assert stats.events_in == 1400 and stats.events_per_s == 200
     assert stats.output == 600 and stats.output_per_s == 50
     assert stats.dead_letters == {"LateEvent": 4} and stats.dead_letters_per_s == {"LateEvent": 2}
-    assert dict(stats.freshness)[0.75] == 20 and sum(c for _, c in stats.freshness) == 20
-    assert stats.freshness_recent and stats.lag == 7
-    assert stats.freshness_p50_s == pytest.approx(0.625)
-    alone = job_stats(None, first, NAMES)
-    assert alone.events_per_s is None and not alone.freshness_recent
-    assert sum(c for _, c in alone.freshness) == 10 and alone.freshness_p99_s is not None
+    append = stats.freshness["append"]
+    assert dict(append.buckets)[0.75] == 20 and sum(c for _, c in append.buckets) == 20
+    assert append.recent and stats.lag == 7
+    assert append.p50_s == pytest.approx(0.625)
+    alone = job_stats(None, first, NAMES).freshness["append"]
+    assert not alone.recent and sum(c for _, c in alone.buckets) == 10
+    assert job_stats(None, first, NAMES).events_per_s is None and alone.p99_s is not None
     empty = job_stats(None, Snapshot(0.0, {}), NAMES)
-    assert empty.lag is None and empty.freshness_p50_s is None and empty.freshness == ()
+    assert empty.lag is None and empty.freshness["event"].p50_s is None
+    assert empty.freshness["event"].buckets == ()
+    scoring = job_stats(None, first, SCORING_JOB)
+    assert scoring.events_in is None and scoring.freshness == {}
+
+
+def test_names_follow_the_catalog() -> None:
+    assert NAMES.freshness["append"] == "append_freshness_seconds_bucket"
+    assert NAMES.events_in == "source_events" and NAMES.lag == "pendingRecords"
+    assert SCORING_JOB.output == "scores"
+
+
+def test_job_names_are_the_jobs() -> None:
+    assert JOB_NAMES == jobs.JOB_NAMES
+
+
+def test_model_split() -> None:
+    assert model_split((Arm(3, 90), Arm(4, 10)), [1, 2, 3, 4]) == {3: 0.9, 4: 0.1}
+    assert model_split((), [1, 2, 5]) == {5: 1.0}
+    assert model_split((), []) == {}

@@ -15,6 +15,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from featurestream.udfs.scoring.variants import Arm
+from featurestream.udfs.telemetry import catalog
+
 Labels = tuple[tuple[str, str], ...]
 """A series' labels, sorted by name."""
 
@@ -149,48 +152,95 @@ def histogram_quantile(q: float, buckets: Sequence[Bucket]) -> float | None:
 
 @dataclass(frozen=True)
 class JobMetricNames:
-    """Which of a job's metrics (names after Flink's ``featurestream`` group) mean what."""
+    """Which of a job's metrics mean what, named as :func:`rest_name` names them."""
 
-    events_in: str  # counter: records read
+    events_in: str | None  # counter: records read (None: the job has none)
     output: str  # counter: rows written (features) or scores written (scoring)
     dead_letters: str  # counter labelled ``reason`` (and ``stage``)
-    freshness: str  # histogram (``le`` buckets, seconds); absent from a job without one
+    freshness: Mapping[str, str]  # histograms (bucket counters with ``le``) by what they time
     lag: str  # gauge: records behind the log end (the Kafka source's pendingRecords)
+
+
+def rest_name(metric: catalog.Metric) -> str:
+    """A job metric's name in a :class:`Snapshot`: its plain group (a histogram's) and the
+    metric, as Prometheus names a histogram's series (``event_freshness_seconds_bucket``); a
+    Flink built-in's as Flink registers it (``pendingRecords``)."""
+    if metric.flink is None:
+        return metric.name.removeprefix(catalog.TASK_OPERATOR)
+    return "_".join(filter(None, (metric.flink.group, metric.flink.metric)))
+
+
+JOB_NAMES = {"features": "featurestream-features", "scoring": "featurestream-scoring"}
+"""The jobs' Flink names, as ``featurestream.jobs.JOB_NAMES`` (the reader may not import the
+jobs; a unit test checks they agree)."""
+
+FEATURE_JOB = JobMetricNames(
+    events_in=rest_name(catalog.SOURCE_EVENTS), output=rest_name(catalog.ROWS_WRITTEN),
+    dead_letters=rest_name(catalog.DEAD_LETTERS),
+    freshness={"append": rest_name(catalog.APPEND_FRESHNESS),
+               "event": rest_name(catalog.EVENT_FRESHNESS)},
+    lag=rest_name(catalog.PENDING_RECORDS))
+SCORING_JOB = JobMetricNames(
+    events_in=None, output=rest_name(catalog.SCORES),
+    dead_letters=rest_name(catalog.DEAD_LETTERS), freshness={},
+    lag=rest_name(catalog.PENDING_RECORDS))
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """A freshness histogram over the interval between two snapshots (``recent``) or since the
+    job started: the count per bucket (not cumulative) by ascending ``le``, and its quantiles
+    (None without observations)."""
+
+    buckets: tuple[Bucket, ...]
+    recent: bool
+    p50_s: float | None
+    p99_s: float | None
+
+
+def freshness(previous: Snapshot | None, current: Snapshot, name: str) -> Freshness:
+    """The histogram ``name`` between the snapshots (since the start without ``previous``)."""
+    cumulative = recent_buckets(previous, current, name)
+    return Freshness(tuple(bucket_counts(cumulative)), previous is not None,
+                     histogram_quantile(0.5, cumulative), histogram_quantile(0.99, cumulative))
 
 
 @dataclass(frozen=True)
 class JobStats:
     """One job between two snapshots: totals since it started, rates over the interval (None
-    without a previous snapshot), the freshness histogram of the interval (``recent``) or since
-    the start, and its quantiles (None without observations)."""
+    without a previous snapshot), freshness, and the lag (None when not reported)."""
 
-    events_in: float
+    events_in: float | None
     events_per_s: float | None
     output: float
     output_per_s: float | None
     dead_letters: Mapping[str, float]  # by reason, since the start
     dead_letters_per_s: Mapping[str, float]  # by reason, over the interval
-    freshness: tuple[Bucket, ...]  # per bucket (not cumulative), by ascending le
-    freshness_recent: bool  # over the interval (else since the job started)
-    freshness_p50_s: float | None
-    freshness_p99_s: float | None
-    lag: float | None  # None when the job reports no lag metric
+    freshness: Mapping[str, Freshness]
+    lag: float | None
 
 
 def job_stats(previous: Snapshot | None, current: Snapshot, names: JobMetricNames) -> JobStats:
     """The job's :class:`JobStats` from ``current`` and, for rates, ``previous``."""
-    freshness = recent_buckets(previous, current, names.freshness)
     lag_series = [v for (n, _), v in current.values.items() if n == names.lag]
     return JobStats(
-        events_in=current.total(names.events_in),
-        events_per_s=rate(previous, current, names.events_in),
+        events_in=None if names.events_in is None else current.total(names.events_in),
+        events_per_s=None if names.events_in is None else rate(previous, current,
+                                                               names.events_in),
         output=current.total(names.output),
         output_per_s=rate(previous, current, names.output),
         dead_letters=current.by_label(names.dead_letters, "reason"),
         dead_letters_per_s=rates_by_label(previous, current, names.dead_letters, "reason"),
-        freshness=tuple(bucket_counts(freshness)),
-        freshness_recent=previous is not None,
-        freshness_p50_s=histogram_quantile(0.5, freshness),
-        freshness_p99_s=histogram_quantile(0.99, freshness),
+        freshness={what: freshness(previous, current, name)
+                   for what, name in names.freshness.items()},
         lag=sum(lag_series) if lag_series else None,
     )
+
+
+def model_split(arms: Sequence[Arm], published: Sequence[int]) -> dict[int, float]:
+    """The live versions of a model and the share of users each serves: the experiment's arms
+    by weight, else the latest published version (none while nothing is published)."""
+    if arms:
+        total = sum(arm.weight for arm in arms)
+        return {arm.version: arm.weight / total for arm in arms}
+    return {max(published): 1.0} if published else {}
