@@ -26,11 +26,10 @@ _TOKEN = re.compile(
     r"(?P<number>0x[0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:ms|[smhdwy])?)"
     r"|(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<call>\s*\()?")
 
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-
 
 def metric_names(expr: str) -> set[str]:
-    """Every metric name ``expr`` selects, as written (``x_bucket`` stays ``x_bucket``)."""
+    """Every metric name ``expr`` selects, as written (a histogram's ``x_bucket`` stays
+    ``x_bucket``: the catalog lists the series each family is scraped as)."""
     text = _STRING.sub('""', expr)
     text = _GRAFANA_VARIABLE.sub("1", text)
     text = _LABEL_LIST.sub(" ", text)
@@ -44,13 +43,3 @@ def series_name(series: str) -> str:
     """The metric name of a promtool input series such as ``x_total{reason="a"}``."""
     return series.split("{", 1)[0].strip()
 
-
-def catalog_name(name: str, histograms: frozenset[str]) -> str:
-    """The catalog's name for a scraped series: a histogram's ``_bucket``/``_sum``/``_count``
-    series belong to the histogram; any other name is its own (a counter may end in
-    ``_count``)."""
-    for suffix in HISTOGRAM_SUFFIXES:
-        base = name.removesuffix(suffix)
-        if base != name and base in histograms:
-            return base
-    return name
