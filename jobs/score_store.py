@@ -1,14 +1,17 @@
 """The scoring job's Redis I/O: the rows the feature job captured for the batch's events in (of
-every entity the models read), latest scores out, one round trip each per batch.
+every entity the models read), latest scores out, one round trip each per batch; and the drift
+counts (about once a second).
 
 Layout in :mod:`udfs.store.redis_layout`. Latest scores go through its upsert script, which
 keeps the newer of two scores, so replayed batches after a restart never roll a user's score
-back. :class:`ScoreStore` is both of :class:`~udfs.scoring.scorer.BatchScorer`'s Redis ports.
+back. :class:`ScoreStore` is both of :class:`~udfs.scoring.scorer.BatchScorer`'s Redis ports and
+the :class:`~udfs.scoring.drift_recorder.DriftSink` (hashes of
+:func:`~udfs.telemetry.drift.drift_key`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.scoring.score_codec import ScoreRecord
@@ -73,6 +76,16 @@ class ScoreStore:
                           as_of=s["as_of"] or 0)
             self._upsert(keys=[score_key(self._prefix, user_id)],
                          args=upsert_score_args(score, self._ttl), client=pipe)
+        pipe.execute()
+
+    def add_counts(self, counts: Mapping[str, Mapping[str, int]], ttl_seconds: int) -> None:
+        """``HINCRBY`` each key's fields and ``EXPIRE`` it, in one round trip: counts from
+        several tasks add up in the same bucket."""
+        pipe = self._client.pipeline(transaction=False)
+        for key, fields in counts.items():
+            for name, count in fields.items():
+                pipe.hincrby(key, name, count)
+            pipe.expire(key, ttl_seconds)
         pipe.execute()
 
     def close(self) -> None:

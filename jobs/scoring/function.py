@@ -32,12 +32,14 @@ from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.definitions.model import Definitions
+from featurestream.udfs.scoring.drift_recorder import DriftRecorder
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
-from featurestream.udfs.scoring.scorer import SCORING_STAGES, BatchScorer, ScoredBatch, Waiting
+from featurestream.udfs.scoring.scorer import BatchScorer, ScoredBatch, Waiting
 from featurestream.udfs.scoring.variants import Arm, parse_experiment, parse_version
 from featurestream.udfs.scoring.vector import FeatureCatalog
+from featurestream.udfs.telemetry import catalog
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class ScoringConfig:
     catalog: FeatureCatalog
     point_in_time_wait_ms: int
     max_future_skew_ms: int
+    drift_window_ms: int
+    drift_bucket_ms: int
 
     @classmethod
     def from_settings(cls, settings: Settings, definitions: Definitions) -> ScoringConfig:
@@ -74,27 +78,58 @@ class ScoringConfig:
             scores_dlq_topic=s.scores_dlq_topic, redis=RedisTarget.from_settings(s),
             catalog=FeatureCatalog.from_definitions(definitions),
             point_in_time_wait_ms=s.point_in_time_wait_ms,
-            max_future_skew_ms=s.max_future_skew_ms)
+            max_future_skew_ms=s.max_future_skew_ms, drift_window_ms=s.drift_window_ms,
+            drift_bucket_ms=s.drift_bucket_ms)
 
 
 class ScoringMetrics:
-    """The task's Flink metrics, counted from each scored batch."""
+    """The task's Flink metrics, counted from each scored batch: two plain totals read through
+    Flink's REST API (``scored_events``, ``scores_dlq``), and the catalog's families
+    (:mod:`udfs.telemetry.catalog`) under ``add_group("featurestream")`` with their labels as
+    key/value groups, for Prometheus. A labelled counter is registered when its labels first
+    occur (a version, a reason), so a series appears with its first count."""
 
-    def __init__(self, group: Any, models: ServingModels) -> None:
+    def __init__(self, group: Any, models: ServingModels, model_name: str) -> None:
         self._scored = group.counter("scored_events")
         self._dead = group.counter("scores_dlq")
-        self._dead_by_stage = {stage: group.counter(f"scores_dlq_{stage}")
-                               for stage in SCORING_STAGES}
-        self._shadow_failures = group.counter("shadow_failures")
-        group.gauge("model_reloads", lambda: models.reloads)
+        self._user = group.add_group(catalog.USER_GROUP)
+        self._counters: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._models = models
+        self._model_name = model_name
+        self._reloads = 0  # models.reloads already counted
+
+    def _counter(self, metric: catalog.Metric, values: tuple[str, ...]) -> Any:
+        """The counter of ``metric`` with these label values (in the catalog's order)."""
+        key = (metric.name, values)
+        counter = self._counters.get(key)
+        if counter is None:
+            (path,) = metric.flink  # a job's counter: one series
+            group = self._user
+            for label, value in zip(path.labels, values, strict=True):
+                group = group.add_group(label, value)
+            counter = self._counters[key] = group.counter(path.metric)
+        return counter
 
     def count(self, batch: ScoredBatch) -> None:
         """Add one batch's outcomes."""
         self._scored.inc(len(batch.scores))
         self._dead.inc(sum(batch.dead.values()))
-        for stage, count in batch.dead.items():
-            self._dead_by_stage[stage].inc(count)
-        self._shadow_failures.inc(batch.shadow_failures)
+        for (stage, reason), count in batch.dead.items():
+            self._counter(catalog.DEAD_LETTERS, (stage.value, reason.value)).inc(count)
+        for scored in batch.scored:
+            labels = (scored.metadata.name, str(scored.metadata.version))
+            self._counter(catalog.SCORES, (*labels, scored.variant)).inc(len(scored.scores))
+            fallbacks = scored.fallbacks()
+            if fallbacks:
+                self._counter(catalog.FALLBACKS, labels).inc(fallbacks)
+        shadow = self._models.shadow
+        if batch.shadow_failures and shadow is not None:
+            self._counter(catalog.SHADOW_FAILURES, (self._model_name, str(shadow.version))
+                          ).inc(batch.shadow_failures)
+        reloads = self._models.reloads
+        if reloads > self._reloads:
+            self._counter(catalog.MODEL_RELOADS, (self._model_name,)).inc(reloads - self._reloads)
+            self._reloads = reloads
 
 
 class ScoreFrames(ScalarFunction):
@@ -103,6 +138,7 @@ class ScoreFrames(ScalarFunction):
     _store: ScoreStore | None = None  # made in open()
     _scorer: BatchScorer  # made in open()
     _metrics: ScoringMetrics  # made in open()
+    _drift: DriftRecorder | None = None  # made in open()
 
     def __init__(self, config: ScoringConfig) -> None:
         self._config = config
@@ -120,7 +156,10 @@ class ScoreFrames(ScalarFunction):
             config.catalog, rows=self._store, latest_scores=self._store,
             waiting=Waiting(config.point_in_time_wait_ms),
             max_future_skew_ms=config.max_future_skew_ms)
-        self._metrics = ScoringMetrics(function_context.get_metric_group(), models)
+        self._metrics = ScoringMetrics(function_context.get_metric_group(), models,
+                                       config.model_name)
+        self._drift = DriftRecorder(config.redis.key_prefix, self._store,
+                                    config.drift_window_ms, config.drift_bucket_ms)
 
     def is_deterministic(self) -> bool:
         return False  # reads Redis and the registry, writes Redis: never fold or repeat a call
@@ -128,8 +167,14 @@ class ScoreFrames(ScalarFunction):
     def eval(self, frames: pd.Series) -> pd.Series:
         batch = self._scorer.score(frames.tolist())
         self._metrics.count(batch)
+        assert self._drift is not None
+        self._drift.record(batch)
         return pd.Series(batch.outputs, dtype=object)
 
     def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        try:
+            if self._drift is not None:
+                self._drift.flush()  # the last second's counts
+        finally:
+            if self._store is not None:
+                self._store.close()

@@ -52,9 +52,6 @@ from featurestream.udfs.scoring.vector import (
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import SourceRecord, decode_source_frame, encode_sink_frame
 
-# The stages whose dead letters the scoring job counts.
-SCORING_STAGES = (Stage.DECODE, Stage.WINDOW, Stage.FEATURES, Stage.MODEL)
-
 CapturedKey = tuple[str, str, str]  # (entity, entity id, event id)
 
 
@@ -112,6 +109,10 @@ class ScoredVectors:
     vectors: np.ndarray
     scores: np.ndarray
 
+    def fallbacks(self) -> int:
+        """The records whose vector used a default (a value was missing)."""
+        return int(np.count_nonzero(np.isnan(self.vectors).any(axis=1)))
+
 
 @dataclass
 class ScoredBatch:
@@ -122,10 +123,6 @@ class ScoredBatch:
     scored: list[ScoredVectors] = field(default_factory=list)  # per served model version
     dead: Counter[tuple[Stage, ErrorClass]] = field(default_factory=Counter)  # by reason
     shadow_failures: int = 0
-
-    def fallbacks(self) -> int:
-        """The scored records whose vector used a default (a value was missing)."""
-        return sum(int(np.count_nonzero(np.isnan(s.vectors).any(axis=1))) for s in self.scored)
 
     def dead_by_stage(self) -> Counter[Stage]:
         """The dead letters per stage."""

@@ -43,6 +43,9 @@ NULL = "null"
 OUT_OF_RANGE = "oor"
 PSI_FLOOR = 1e-4
 
+# A bucket's hash as Redis returns it (HGETALL: bytes, or str with decode_responses).
+Bucket = Mapping[str, int | bytes | str] | Mapping[bytes, int | bytes | str]
+
 
 def _number(value: float) -> float | None:
     """JSON has no NaN or infinity: None stands for them."""
@@ -275,7 +278,7 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _sum_buckets(buckets: Iterable[Mapping[str | bytes, int | bytes | str]]) -> dict[str, int]:
+def _sum_buckets(buckets: Iterable[Bucket]) -> dict[str, int]:
     total: dict[str, int] = {}
     for bucket in buckets:
         for name, value in bucket.items():
@@ -289,8 +292,7 @@ def _optional(value: float) -> float | None:
 
 
 def drift_report(model: str, version: int, distribution: TrainingDistribution,
-                 buckets: Iterable[Mapping[str | bytes, int | bytes | str]],
-                 window_ms: int) -> DriftReport:
+                 buckets: Iterable[Bucket], window_ms: int) -> DriftReport:
     """The window's report from its buckets' hashes as Redis returns them (``HGETALL``: bytes
     or str fields and values; an expired bucket is an empty mapping)."""
     counts = _sum_buckets(buckets)
