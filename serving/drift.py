@@ -145,29 +145,59 @@ class Sidecars:
         return metadata.training_distribution, metadata.no_distribution()
 
 
-def bucket_keys(prefix: str, model: str, sources: Sequence[VersionSource], now_ms: int,
-                window_ms: int, bucket_ms: int) -> list[list[str]]:
-    """Per source, the keys of its buckets in the window (none without a distribution)."""
-    return [window_keys(prefix, model, s.version, now_ms, window_ms, bucket_ms)
-            if s.distribution is not None else [] for s in sources]
+def unknown_model(settings: Settings, model: str) -> str | None:
+    """Why ``model`` has no drift to show: not a model name, or no version of it in the
+    registry (None: it has versions)."""
+    if MODEL_NAME.match(model) and ModelRegistry(settings.effective_models_dir, model).versions():
+        return None
+    return (f"no model {model!r} in the registry {settings.effective_models_dir} "
+            "(FEATURESTREAM_MODELS_DIR); publish one with featurestream train")
+
+
+@dataclass(frozen=True)
+class DriftQuery:
+    """One model's drift to compute: its versions, and the Redis buckets of each in the window
+    ending ``now_ms`` (none for a version without a training distribution)."""
+
+    model: str
+    sources: tuple[VersionSource, ...]
+    keys: tuple[tuple[str, ...], ...]  # per source
+    window_ms: int
+    now_ms: int
+
+    @classmethod
+    def of(cls, settings: Settings, sidecars: Sidecars, now_ms: int) -> DriftQuery:
+        """The query for ``sidecars``' model under ``settings`` (prefix, window, live set)."""
+        model = sidecars.registry.name
+        sources = sidecars.sources(
+            live_versions(settings, model, sidecars.registry.versions()))
+        keys = tuple(
+            tuple(window_keys(settings.redis_key_prefix, model, s.version, now_ms,
+                              settings.drift_window_ms, settings.drift_bucket_ms))
+            if s.distribution is not None else () for s in sources)
+        return cls(model, tuple(sources), keys, settings.drift_window_ms, now_ms)
+
+    @property
+    def all_keys(self) -> list[str]:
+        """Every bucket to read, in order: one ``HGETALL`` each."""
+        return [key for per_source in self.keys for key in per_source]
+
+    def answer(self, hashes: Sequence[Mapping[str, str]]) -> ModelDrift:
+        """The drift from the hashes of :attr:`all_keys` (an expired bucket: empty): the live
+        versions and those with samples in the window."""
+        remaining = iter(hashes)
+        shown = []
+        for source, keys in zip(self.sources, self.keys, strict=True):
+            version = _version_drift(self.model, source, [next(remaining) for _ in keys],
+                                     self.window_ms)
+            if source.live or version.samples:
+                shown.append(version)
+        return ModelDrift(self.model, self.window_ms, self.now_ms, shown)
 
 
 def hash_reply(reply: Sequence[str]) -> dict[str, str]:
     """An HGETALL reply ``[field, value, ...]`` as a mapping."""
     return dict(zip(reply[::2], reply[1::2], strict=True))
-
-
-def model_drift(model: str, sources: Sequence[VersionSource],
-                buckets: Sequence[Sequence[Mapping[str, str]]], window_ms: int,
-                now_ms: int) -> ModelDrift:
-    """The answer from each source's bucket hashes (``buckets[i]`` for ``sources[i]``): the live
-    versions and those with samples in the window."""
-    shown = []
-    for source, hashes in zip(sources, buckets, strict=True):
-        version = _version_drift(model, source, hashes, window_ms)
-        if source.live or version.samples:
-            shown.append(version)
-    return ModelDrift(model, window_ms, now_ms, shown)
 
 
 def _version_drift(model: str, source: VersionSource, hashes: Sequence[Mapping[str, str]],
@@ -178,7 +208,7 @@ def _version_drift(model: str, source: VersionSource, hashes: Sequence[Mapping[s
     report = drift_report(model, source.version, source.distribution, hashes, window_ms)
     histogram = report.score
     message = None if report.samples else (
-        f"no scored samples in the last {_duration(window_ms)} yet")
+        f"no scored samples in the last {duration_text(window_ms)} yet")
     return VersionDrift(
         source.version, source.live, report.samples, report.score_psi,
         [FeatureDrift(f.feature, f.psi, f.null_rate, f.out_of_range_rate)
@@ -187,51 +217,45 @@ def _version_drift(model: str, source: VersionSource, hashes: Sequence[Mapping[s
         message)
 
 
-def _duration(ms: int) -> str:
+def duration_text(ms: int) -> str:
     """``300000`` -> ``5m``; ``90000`` -> ``90s``."""
     seconds = ms // 1000
     return f"{seconds // 60}m" if seconds % 60 == 0 and seconds else f"{seconds}s"
 
 
 class DriftMonitor:
-    """The reader's view of drift: per model name its registry's sidecars, and the window's
-    buckets read from Redis in one round trip."""
+    """The reader's view of drift: the sidecars of each model asked for (kept while the
+    registry holds it), and the window's buckets read from Redis in one round trip."""
 
     def __init__(self, settings: Settings, redis: RedisClient, metrics: Metrics) -> None:
         self._settings = settings
         self._redis = redis
         self._metrics = metrics
-        self._window_ms = settings.drift_window_ms
-        self._bucket_ms = settings.drift_bucket_ms
         self._sidecars: dict[str, Sidecars] = {}
 
-    def known(self, model: str) -> bool:
-        """Whether the registry holds a version of ``model``."""
-        return bool(MODEL_NAME.match(model)) and bool(self._registry(model).registry.versions())
-
-    def unknown(self, model: str) -> str:
-        """The message for a model the registry does not hold."""
-        return (f"no model {model!r} in the registry {self._settings.effective_models_dir} "
-                "(FEATURESTREAM_MODELS_DIR); publish one with featurestream train")
+    def unknown(self, model: str) -> str | None:
+        """Why ``model`` has no drift (None: the registry holds it)."""
+        problem = unknown_model(self._settings, model)
+        if problem is not None:
+            self._sidecars.pop(model, None)
+        return problem
 
     async def drift(self, model: str, now_ms: int) -> ModelDrift:
-        """``model``'s drift now (RedisUnavailable if Redis does not answer)."""
-        sidecars = self._registry(model)
-        sources = sidecars.sources(
-            live_versions(self._settings, model, sidecars.registry.versions()))
-        keys = bucket_keys(self._settings.redis_key_prefix, model, sources, now_ms,
-                           self._window_ms, self._bucket_ms)
-        commands: list[Command] = [("HGETALL", key) for per_source in keys for key in per_source]
-        replies = iter(await self._redis.execute(commands))
-        buckets = [[hash_reply(next(replies)) for _ in per_source] for per_source in keys]
-        return model_drift(model, sources, buckets, self._window_ms, now_ms)
+        """The drift of a ``model`` the registry holds, now (RedisUnavailable if Redis does
+        not answer)."""
+        if model not in self._sidecars:
+            registry = ModelRegistry(self._settings.effective_models_dir, model)
+            self._sidecars[model] = Sidecars(registry)
+        query = DriftQuery.of(self._settings, self._sidecars[model], now_ms)
+        commands: list[Command] = [("HGETALL", key) for key in query.all_keys]
+        return query.answer([hash_reply(r) for r in await self._redis.execute(commands)])
 
     async def gauges(self) -> bytes:
         """The drift gauges of the model the scoring job scores, for ``/metrics``: none when
         the registry holds no version of it, or Redis does not answer (counted as a Redis
         error: the rest of the scrape still answers)."""
         model = self._settings.model_name
-        if not self.known(model):
+        if self.unknown(model) is not None:
             return b""
         try:
             drift = await self.drift(model, now_ms())
@@ -239,12 +263,6 @@ class DriftMonitor:
             self._metrics.redis_errors.labels(exc.kind).inc()
             return b""
         return drift_gauges([drift])
-
-    def _registry(self, model: str) -> Sidecars:
-        if model not in self._sidecars:
-            directory = self._settings.effective_models_dir
-            self._sidecars[model] = Sidecars(ModelRegistry(directory, model))
-        return self._sidecars[model]
 
 
 def drift_gauges(models: Iterable[ModelDrift]) -> bytes:
@@ -292,6 +310,7 @@ async def get_model_drift(reader: _DriftReader, request: Request) -> Response:
     """``GET /v1/models/{name}/drift``: each live version's drift over the window (404 for a
     model the registry does not hold)."""
     name = request.path_params["name"]
-    if not reader.drift.known(name):
-        raise ApiError(404, ErrorBody("unknown_model", reader.drift.unknown(name)))
+    problem = reader.drift.unknown(name)
+    if problem is not None:
+        raise ApiError(404, ErrorBody("unknown_model", problem))
     return JSONResponse(await reader.drift.drift(name, now_ms()))

@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="definitions to plan (default: FEATURESTREAM_DEFINITIONS)")
     plan.set_defaults(handler=_lazy("featurestream.cli.plan:plan_command"))
 
+    drift = sub.add_parser("drift", help="each live model version's drift against its "
+                           "training data: PSI, null and out-of-range rates per feature, and "
+                           "the score's PSI")
+    drift.add_argument("--model", help="the model (default: FEATURESTREAM_MODEL_NAME)")
+    drift.add_argument("--window", metavar="DURATION",
+                       help="how far back, e.g. 1m or 5m (default: FEATURESTREAM_DRIFT_WINDOW_MS)")
+    drift.set_defaults(handler=_lazy("featurestream.cli.drift:drift_command"))
+
     serve = sub.add_parser("serve", help="run the reader: HTTP over the features and scores "
                            "(FEATURESTREAM_SERVE_* settings)")
     serve.set_defaults(handler=_lazy("featurestream.serving.server:serve"))
