@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 
-# Words PromQL gives a meaning (any case) that are never followed by "(" where they appear.
-KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"})
+# Words PromQL gives a meaning (any case) that may stand without a "(" after them.
+KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
+                      "group_left", "group_right"})
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _GRAFANA_VARIABLE = re.compile(r"\$\{[^}]*\}|\$\w+")
