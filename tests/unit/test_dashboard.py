@@ -81,7 +81,7 @@ def queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def test_every_query_names_cataloged_metrics() -> None:
-    unknown = {}
+    unknown: dict[str, str] = {}
     for where, expr in queries(dashboard()):
         names = metric_names(expr)
         assert names, f"{where}: no metric in {expr}"
