@@ -23,6 +23,7 @@ from featurestream.serving.openapi import openapi_document
 from featurestream.serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
 from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
+from featurestream.serving.status import PipelineStatus
 from featurestream.serving.store import FeatureStore
 from featurestream.settings import Settings
 
@@ -40,10 +41,11 @@ def create_app(settings: Settings) -> Starlette:
     metrics = Metrics()
     auth = bool(settings.auth_token.get_secret_value())
     document = openapi_document(ROUTES, contract, auth)
+    drift = DriftMonitor(settings, redis, metrics)
     reader = Reader(settings=settings,
                     store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics),
                     metrics=metrics, contract=contract, openapi=msgspec.json.encode(document),
-                    drift=DriftMonitor(settings, redis, metrics))
+                    drift=drift, status=PipelineStatus(settings, drift))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -47,6 +47,7 @@ from featurestream.serving.shaping import (
     now_ms,
     scores_body,
 )
+from featurestream.serving.status import PipelineStatus, StatusBody, get_status, get_ui
 from featurestream.serving.store import FeatureStore
 from featurestream.serving.validation import (
     check_entity,
@@ -69,6 +70,7 @@ class Reader:
     contract: ReaderContract  # the entities, their feature names and the batch limits
     openapi: bytes  # the rendered OpenAPI document
     drift: DriftMonitor  # the models' drift against training, from Redis
+    status: PipelineStatus  # /v1/status (Flink's jobs, the models) and the /ui page
 
 
 Handler = Callable[[Reader, Request], Awaitable[Response]]
@@ -190,6 +192,13 @@ ROUTES: tuple[Endpoint, ...] = (
              "Each live version's drift against its training data over the drift window.",
              ModelDrift, "The versions live or with samples in the window.",
              (401, 404, 503), protected=True),
+    Endpoint("/v1/status", "GET", get_status,
+             "The pipeline now: Flink's jobs (rates, dead letters, freshness, lag, checkpoints) "
+             "and the models (split, drift).", StatusBody,
+             "Flink unreachable still answers 200 (flink.reachable=false).",
+             (401,), protected=True),
+    Endpoint("/ui", "GET", get_ui, "The status page (polls /v1/status; a token goes in the "
+             "URL fragment: /ui#token=...).", str, "HTML.", media_type="text/html"),
     Endpoint("/healthz", "GET", healthz, "The process is up.", Status, "Up."),
     Endpoint("/readyz", "GET", readyz, "Redis answers.", Status, "Ready.", (503,)),
     Endpoint("/metrics", "GET", metrics, "Prometheus metrics.", str, "Exposition text.",
