@@ -103,7 +103,8 @@ class ScoringMetrics:
         key = (metric.name, values)
         counter = self._counters.get(key)
         if counter is None:
-            (path,) = metric.flink  # a job's counter: one series
+            path = metric.flink
+            assert path is not None, f"{metric.name} is not a job's metric"
             group = self._user
             for label, value in zip(path.labels, values, strict=True):
                 group = group.add_group(label, value)

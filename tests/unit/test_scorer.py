@@ -5,8 +5,10 @@ its stage, reason, model version and bytes."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -337,3 +339,58 @@ def test_scoring_dead_letter_names_are_stable() -> None:
             ErrorClass.MODEL_UNAVAILABLE, ErrorClass.NON_FINITE_SCORE] == [
         "UnknownUser", "MissingFeature", "NonFiniteFeature", "CorruptFeatureRow",
         "FeaturesNotReady", "ModelUnavailable", "NonFiniteScore"]
+
+
+class MetricGroup:
+    """Flink's metric group as the scoring function uses it: groups by name or key/value,
+    counters by their full path (``featurestream/model=.../scores``)."""
+
+    def __init__(self, counters: dict[str, int] | None = None, path: str = "") -> None:
+        self.counters = {} if counters is None else counters
+        self._path = path
+
+    def add_group(self, name: str, extra: str | None = None) -> MetricGroup:
+        part = name if extra is None else f"{name}={extra}"
+        return MetricGroup(self.counters, f"{self._path}{part}/")
+
+    def counter(self, name: str) -> SimpleNamespace:
+        path = self._path + name
+        self.counters[path] = 0
+
+        def inc(n: int = 1) -> None:
+            self.counters[path] += n
+        return SimpleNamespace(inc=inc)
+
+
+def test_each_batch_hands_out_its_vectors_with_nulls_and_its_metrics(tmp_path: Path) -> None:
+    from featurestream.jobs.scoring.function import ScoringMetrics  # PyFlink: only here
+
+    publish(tmp_path, 1)
+    publish(tmp_path, 2, seed=1)
+    scorer_ = scorer(tmp_path, "v1:100", shadow=9, store=FakeStore(ROWS))
+    values = [ENCODER.avro(event("e1", "u-known")), ENCODER.avro(event("e2", "u-new")),
+              b"not an event"]
+    batch = scorer_.score([frame(v, i) for i, v in enumerate(values)])
+    (scored,) = batch.scored
+    assert (scored.metadata.version, scored.variant) == (1, "v1")
+    assert scored.scores.tolist() == [s["score"] for s in batch.scores]
+    hour = 22.0  # 1_700_000_000_000 is 22:13 UTC
+    np.testing.assert_array_equal(scored.vectors, np.array(
+        [[20.0, hour, 2.0, 55.5], [20.0, hour, math.nan, math.nan]]))
+    assert batch.scores[1]["features"] == {"amount": 20.0, "hour_of_day": hour,
+                                           "purchases_5m": 0.0, "spend_1h": 0.0}, \
+        "a score shows the defaults the model saw"
+    assert scored.fallbacks() == 1
+
+    group = MetricGroup()
+    metrics = ScoringMetrics(group, scorer_.models, NAME)
+    metrics.count(batch)
+    metrics.count(batch)
+    labels = f"model={NAME}/version=1"
+    assert group.counters == {
+        "scored_events": 4, "scores_dlq": 2,
+        f"featurestream/{labels}/variant=v1/scores": 4,
+        f"featurestream/{labels}/fallbacks": 2,
+        "featurestream/stage=decode/reason=MalformedRecord/dead_letters": 2,
+        f"featurestream/model={NAME}/version=9/shadow_failures": 4,
+        f"featurestream/model={NAME}/reloads": 1}
