@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import copy
 import pickle
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from featurestream.udfs.contract.events import Event
@@ -38,6 +38,7 @@ from featurestream.udfs.features.routing import (
     shard_record,
 )
 from featurestream.udfs.features.shard import CapturedRow, EntityShard, entity_of
+from featurestream.udfs.telemetry.catalog import FlinkPath, Metric
 from featurestream.udfs.wire.dead_letters import Problem
 from featurestream.udfs.wire.frames import decode_source_frame, encode_source_frame
 
@@ -143,6 +144,23 @@ class Count:
 
 
 @dataclass
+class MetricsRecorder:
+    """Every series registered, by its path and label values (the :class:`MetricGroup` port)."""
+
+    counters: dict[tuple[FlinkPath, tuple[str, ...]], Count] = field(default_factory=dict)
+
+    def counter(self, path: FlinkPath, values: Sequence[str]) -> Count:
+        return self.counters.setdefault((path, tuple(values)), Count())
+
+    def value(self, metric: Metric, series: int = 0, **labels: str) -> int:
+        """The count of ``metric``'s ``series``-th series (0 if never registered) with these
+        labels."""
+        path = metric.flink_paths[series]
+        found = self.counters.get((path, tuple(labels[key] for key in path.labels)))
+        return 0 if found is None else found.n
+
+
+@dataclass
 class Snapshot:
     """Flink's side of a checkpoint: map states, timers and the watermark."""
 
@@ -162,8 +180,9 @@ class ShardHarness:
     timers: dict[int, set[int]] = field(default_factory=dict)  # Flink's, per shard
     sink: RowList = field(default_factory=RowList)
     dead_letters: DeadLetterList = field(default_factory=DeadLetterList)
-    counts: dict[str, Count] = field(default_factory=lambda: {  # the operator's metrics
-        f.name: Count() for f in fields(OperatorCounters)})
+    metrics: MetricsRecorder = field(default_factory=MetricsRecorder)  # the operator's
+    now_ms: int = 0  # the operator's clock (when rows are written)
+    append_ms: int = 0  # the Kafka record timestamp of the frames
     snapshot: Snapshot = field(default_factory=Snapshot)
     failed: list[tuple[bytes, Problem]] = field(default_factory=list)  # undecodable frames
     operator: FeatureShardOperator = field(init=False)
@@ -219,7 +238,7 @@ class ShardHarness:
             event = Record(EVENTS, event._asdict())
         source = next(s for s in self.definitions.sources if s.name == event.source)
         self._offset += 1
-        return encode_source_frame(source.topic, 0, self._offset, 0,
+        return encode_source_frame(source.topic, 0, self._offset, self.append_ms,
                                    pickle.dumps(dict(event.fields)))
 
     def advance_watermark(self, watermark: int) -> None:
@@ -286,8 +305,9 @@ class ShardHarness:
                            for name, plan in plans.items()}
         self.router = EventRouter(plans, {s.name: PickleDecoder() for s in definitions.sources},
                                   self.shard_count, scored=self.scored)
-        self.operator = FeatureShardOperator(self.processors, self.shard_count, self.sink,
-                                             self.dead_letters, OperatorCounters(**self.counts))
+        self.operator = FeatureShardOperator(
+            self.processors, self.shard_count, self.sink, self.dead_letters,
+            OperatorCounters.register(self.metrics), clock=lambda: self.now_ms)
 
     def _map_state(self, number: int) -> MapState:
         return self.map_states.setdefault(number, MapState())

@@ -8,7 +8,6 @@ pickled to the TaskManagers' Python workers.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import fields
 from typing import Any
 
 from pyflink.common import Types
@@ -22,6 +21,7 @@ from pyflink.datastream.state import MapStateDescriptor
 
 from featurestream.jobs import pyflink_compat
 from featurestream.jobs.kafka_io import FRAME_TYPE
+from featurestream.jobs.metrics import FlinkMetricGroup
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.udfs.contract.records import decoder_for
@@ -36,10 +36,19 @@ from featurestream.udfs.features.plan import compile_plans
 from featurestream.udfs.features.point_in_time import ScoredEvents
 from featurestream.udfs.features.processor import FeatureProcessor
 from featurestream.udfs.features.routing import EventRouter, ShardEvent
-from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, dlq_frame
+from featurestream.udfs.telemetry.catalog import SOURCE_EVENTS
+from featurestream.udfs.telemetry.metrics import Counter, DeadLetterCounters, counter
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import CHECKPOINT_MARKER, decode_source_frame, split_batch
 
 DLQ = OutputTag("dlq", FRAME_TYPE)
+# What the sharding stage rejects (the keyed operator rejects late and expired events).
+SHARDING_REJECTIONS = (
+    *((Stage.DECODE, reason) for reason in (
+        ErrorClass.MALFORMED_RECORD, ErrorClass.UNKNOWN_SCHEMA_ID, ErrorClass.INCOMPATIBLE_SCHEMA,
+        ErrorClass.SCHEMA_VIOLATION, ErrorClass.INVALID_VALUE)),
+    (Stage.WINDOW, ErrorClass.FUTURE_EVENT),
+)
 
 
 class ShardEvents(ProcessFunction):
@@ -54,9 +63,8 @@ class ShardEvents(ProcessFunction):
 
     _router: EventRouter  # made in open()
     _partition_time: PartitionTime  # made in open()
-    _undecodable: Any  # Flink counters, from open()
-    _future: Any
-    _source_events: Any
+    _source_events: Counter  # from open()
+    _dead_letters: DeadLetterCounters  # from open()
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
                  dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int,
@@ -77,10 +85,9 @@ class ShardEvents(ProcessFunction):
             len(self._shard_keys), scored=self._scored,
             max_future_skew_ms=self._max_future_skew_ms)
         self._partition_time = PartitionTime(self._idleness_ms, hold_ms=self._idleness_ms)
-        metrics = runtime_context.get_metrics_group()
-        self._undecodable = metrics.counter("undecodable_events")
-        self._future = metrics.counter("future_events")
-        self._source_events = metrics.counter("source_events")  # records read, good or bad
+        metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
+        self._source_events = counter(metrics, SOURCE_EVENTS)  # records read, good or bad
+        self._dead_letters = DeadLetterCounters(metrics, SHARDING_REJECTIONS)
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         if batch == CHECKPOINT_MARKER:
@@ -93,10 +100,7 @@ class ShardEvents(ProcessFunction):
         groups, failed = self._router.group_by_shard(frames)
         time = self._partition_time.update(self._router.partition_newest)
         for frame, problem in failed:
-            if problem.error_class is ErrorClass.FUTURE_EVENT:
-                self._future.inc()
-            else:
-                self._undecodable.inc()
+            self._dead_letters.count(problem)
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), problem)
         for shard, events in groups.items():
             yield routing.encode_shard_record(routing.shard_record(self._shard_keys[shard],
@@ -130,9 +134,7 @@ class MaterializeFeatures(KeyedProcessFunction):
         self._users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), FRAME_TYPE))
         writer = self._writer = RedisRowWriter(self._target)
-        metrics = runtime_context.get_metrics_group()
-        counters = OperatorCounters(**{f.name: metrics.counter(f.name)
-                                       for f in fields(OperatorCounters)})
+        counters = OperatorCounters.register(FlinkMetricGroup(runtime_context.get_metrics_group()))
         plans = compile_plans(self._definitions)
         writer.publish_layout(describe(plans, self._shards))
         self._operator = FeatureShardOperator(

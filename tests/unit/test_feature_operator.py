@@ -1,6 +1,7 @@
 """The feature operator's keyed glue, driven through the harness's in-memory ports: the stored
 layout entry and its refusals (another shard count, state of a release before definitions),
-dead letters and counters, and idle shards that leave no entities and no timers behind."""
+dead letters, counters and freshness, and idle shards that leave no entities and no timers
+behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ import pytest
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout, StoredLayoutMismatch
 from featurestream.udfs.features.routing import shard_of
+from featurestream.udfs.telemetry.catalog import (
+    APPEND_FRESHNESS,
+    DEAD_LETTERS,
+    EVENT_FRESHNESS,
+    EVENTS_IN,
+    ROWS_WRITTEN,
+)
+from featurestream.udfs.telemetry.freshness import LE_LABELS
 from featurestream.udfs.wire.dead_letters import ErrorClass, Stage
 from tests.harness import DAY, MapState, ShardHarness, record_of, user_definitions
 
@@ -100,9 +109,25 @@ def test_rejected_events_go_to_the_dead_letters_and_are_counted() -> None:
     [(event, problem)] = h.rejected
     assert record_of(event) == late._asdict() and event.key == "user:u1"
     assert (problem.stage, problem.error_class) == (Stage.WINDOW, ErrorClass.LATE_EVENT)
-    counts = {name: count.n for name, count in h.counts.items()}
-    assert counts == {"events_in": 5, "late_events": 1, "expired_events": 0,
-                      "rows_written": len(h.rows)}
+    m = h.metrics
+    assert (m.value(EVENTS_IN), m.value(ROWS_WRITTEN)) == (5, len(h.rows))
+    assert m.value(DEAD_LETTERS, stage="window", reason="LateEvent") == 1
+    assert m.value(DEAD_LETTERS, stage="window", reason="ExpiredEvent") == 0  # registered
+    assert m.value(EVENT_FRESHNESS, 1) == 4  # the late event's row was never written
+
+
+def test_freshness_is_observed_per_counted_event_when_its_row_is_written() -> None:
+    h = harness()
+    h.now_ms, h.append_ms = 1_000_000, 1_000_000 - 120
+    h.process_bundle([Event(f"e{i}", f"u{i}", "view", None, None, 1_000_000 - age, None)
+                      for i, age in enumerate((0, 300, 300, 4_000, 90_000))])
+    buckets = {le: h.metrics.value(EVENT_FRESHNESS, le=le) for le in LE_LABELS}
+    assert buckets == dict(zip(LE_LABELS, (1, 1, 1, 3, 3, 3, 3, 4, 4, 4, 4, 5), strict=True))
+    assert h.metrics.value(EVENT_FRESHNESS, 1) == 5
+    appended = [h.metrics.value(APPEND_FRESHNESS, le=le) for le in LE_LABELS]
+    assert appended == [0, 0, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5]  # 120 ms: le 0.25
+    h.advance_watermark(10 * DAY)  # expiries write rows, but of no new event
+    assert h.metrics.value(EVENT_FRESHNESS, 1) == 5
 
 
 def test_idle_shards_keep_only_their_layout_and_no_timers() -> None:

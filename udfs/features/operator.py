@@ -10,22 +10,33 @@ bundle writes the changed entities' rows and the rows captured for scored events
 (:mod:`udfs.features.point_in_time`).
 
 It talks to the outside through small ports: the current shard's map state and timer service
-(passed with each call, as Flink scopes them to the current key), a row sink, dead letters and
-counters. ``MaterializeFeatures`` (``jobs/features/functions.py``) adapts PyFlink's to them;
-the unit tests' harness (``tests/harness.py``) drives the same class with in-memory ones.
+(passed with each call, as Flink scopes them to the current key), a row sink, dead letters,
+counters and a clock. Its metrics are the catalog's (:mod:`udfs.telemetry.catalog`): events
+in, dead letters by reason, rows written, and the freshness of each counted event, observed
+once its row is written at the end of the bundle (:mod:`udfs.telemetry.freshness`).
+``MaterializeFeatures`` (``jobs/features/functions.py``) adapts PyFlink's to them; the unit
+tests' harness (``tests/harness.py``) drives the same class with in-memory ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Protocol
 
 from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout, reconcile
 from featurestream.udfs.features.processor import FeatureProcessor, Row
 from featurestream.udfs.features.routing import ShardEvent, decode_shard_record
 from featurestream.udfs.features.shard import CapturedRow, EntityShard, entity_of
-from featurestream.udfs.wire.dead_letters import ErrorClass, Problem
+from featurestream.udfs.telemetry.catalog import CAPTURED_ROWS, EVENTS_IN, ROWS_WRITTEN
+from featurestream.udfs.telemetry.freshness import Freshness, wall_clock_ms
+from featurestream.udfs.telemetry.metrics import Counter, DeadLetterCounters, MetricGroup, counter
+from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
+from featurestream.udfs.wire.frames import source_timestamps
+
+# What the operator rejects (the sharding stage rejects the rest of the feature job's).
+REJECTIONS = ((Stage.WINDOW, ErrorClass.LATE_EVENT), (Stage.WINDOW, ErrorClass.EXPIRED_EVENT))
 
 
 class ShardState(Protocol):
@@ -66,37 +77,40 @@ class DeadLetters(Protocol):
     def reject(self, event: ShardEvent, problem: Problem, /) -> None: ...
 
 
-class Counter(Protocol):
-    """A monotonic metric."""
-
-    def inc(self, n: int = 1, /) -> None: ...
-
-
 @dataclass(frozen=True)
 class OperatorCounters:
-    """The operator's metrics (field names are the metric names)."""
+    """The operator's metrics."""
 
     events_in: Counter
-    late_events: Counter
-    expired_events: Counter
     rows_written: Counter
+    captured_rows: Counter
+    dead_letters: DeadLetterCounters
+    freshness: Freshness
+
+    @classmethod
+    def register(cls, group: MetricGroup) -> OperatorCounters:
+        """Register the operator's metrics (the catalog's entries) in ``group``."""
+        return cls(counter(group, EVENTS_IN), counter(group, ROWS_WRITTEN),
+                   counter(group, CAPTURED_ROWS), DeadLetterCounters(group, REJECTIONS),
+                   Freshness.register(group))
 
 
 class FeatureShardOperator:
     """The shards of one keyed subtask: events and timers in, rows and dead letters out."""
 
     def __init__(self, processors: Mapping[str, FeatureProcessor], shard_count: int,
-                 rows: RowSink, dead_letters: DeadLetters, counters: OperatorCounters) -> None:
+                 rows: RowSink, dead_letters: DeadLetters, counters: OperatorCounters,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
         self._processors = processors
         self._plans = {name: p.plan for name, p in processors.items()}
         self._shard_count = shard_count
         self._rows = rows
         self._dead_letters = dead_letters
         self._counters = counters
-        self._rejections = {ErrorClass.LATE_EVENT: counters.late_events,
-                            ErrorClass.EXPIRED_EVENT: counters.expired_events}
+        self._clock = clock  # epoch ms, for freshness
         self._shards: dict[int, EntityShard] = {}  # by shard key
         self._touched: set[int] = set()  # shard keys touched in this bundle
+        self._counted: list[Sequence[ShardEvent]] = []  # this bundle's events, but rejected
 
     @property
     def shards(self) -> Mapping[int, EntityShard]:
@@ -124,10 +138,16 @@ class FeatureShardOperator:
                 state.remove(gone)
             self._register_timer(shard, timers)
             return
-        self._counters.events_in.inc(len(shard_record.events))
-        for event, problem in shard.add_events(shard_record.events, timers.current_watermark()):
-            self._rejections[problem.error_class].inc()
+        events = shard_record.events
+        self._counters.events_in.inc(len(events))
+        rejected = shard.add_events(events, timers.current_watermark())
+        for event, problem in rejected:
+            self._counters.dead_letters.count(problem)
             self._dead_letters.reject(event, problem)
+        if rejected:
+            refused = {id(event) for event, _ in rejected}
+            events = [event for event in events if id(event) not in refused]
+        self._counted.append(events)
         self._register_timer(shard, timers)
 
     def on_timer(self, key: int, timestamp: int, state: ShardState, timers: ShardTimers
@@ -139,8 +159,9 @@ class FeatureShardOperator:
         self._register_timer(shard, timers)
 
     def end_bundle(self) -> None:
-        """The rows of the entities changed in this bundle to the row sink, flushed."""
-        rows = 0
+        """The rows of the entities changed in this bundle to the row sink, flushed; then the
+        freshness of the bundle's counted events, whose rows are now written."""
+        rows = captured_rows = 0
         for shard_key in self._touched:
             shard = self._shards[shard_key]
             changed = shard.take_rows()
@@ -149,9 +170,17 @@ class FeatureShardOperator:
                 self._rows.add(key, row)
             for captured in shard.take_captured():
                 self._rows.add_captured(captured)
+                captured_rows += 1
         self._touched.clear()
         self._rows.flush()
         self._counters.rows_written.inc(rows)
+        self._counters.captured_rows.inc(captured_rows)
+        if self._counted:
+            events = list(chain.from_iterable(self._counted))
+            self._counted.clear()
+            self._counters.freshness.observe([e.ts for e in events],
+                                             source_timestamps(e.frame for e in events),
+                                             self._clock())
 
     def _shard(self, key: int, state: ShardState) -> EntityShard:
         """The shard of ``key``, loaded from ``state`` the first time."""

@@ -61,18 +61,31 @@ class Metric:
     help: str
     unit: str = ""
     series_names: tuple[str, ...] = ()  # the scraped series, if not just ``name``
-    flink: FlinkPath | None = None  # set for the jobs' user metrics
+    flink: FlinkPath | None = None  # a job's user metric: how it is registered (a histogram's
+    # buckets; its count is :data:`HISTOGRAM_COUNT` in the same plain group)
+
+    @property
+    def flink_paths(self) -> tuple[FlinkPath, ...]:
+        """How each series of a job's user metric is registered (a histogram's buckets, then
+        its count); empty for the others."""
+        if self.flink is None:
+            return ()
+        if self.kind is Kind.HISTOGRAM:
+            return self.flink, FlinkPath(HISTOGRAM_COUNT, (), self.flink.group)
+        return (self.flink,)
 
     @property
     def series(self) -> tuple[str, ...]:
         """The names of the series this family appears as in a scrape."""
-        return self.series_names or (self.name,)
+        return tuple(flink_name(path) for path in self.flink_paths) or self.series_names or (
+            self.name,)
 
 
 TASK_OPERATOR = "flink_taskmanager_job_task_operator_"
 JOB_MANAGER_JOB = "flink_jobmanager_job_"
 USER_GROUP = "featurestream"
 USER_PREFIX = f"{TASK_OPERATOR}{USER_GROUP}_"
+HISTOGRAM_COUNT = "count"
 
 # Upper bounds of the freshness histograms' buckets, in seconds (+Inf implied).
 FRESHNESS_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -93,10 +106,8 @@ def _user(metric: str, kind: Kind, labels: tuple[str, ...], sources: tuple[Sourc
 
 def _user_histogram(group: str, help: str) -> Metric:
     """A job's histogram: ``<group>/le=<bound>/bucket`` counters and a ``<group>/count``."""
-    bucket = flink_name(FlinkPath("bucket", ("le",), group))
     return Metric(USER_PREFIX + group, Kind.HISTOGRAM, (), (Source.FEATURE_JOB,), help,
                   unit="seconds",
-                  series_names=(bucket, flink_name(FlinkPath("count", (), group))),
                   flink=FlinkPath("bucket", ("le",), group))
 
 
