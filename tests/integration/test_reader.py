@@ -6,8 +6,10 @@ reader's own ``/openapi.json``."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,7 @@ import pytest
 from featurestream.serving.contract import body_limit
 from featurestream.settings import Settings
 from featurestream.udfs.store.redis_layout import Score
+from testing import model_fixtures
 from testing.reader_fixtures import (
     FEATURE_NAMES,
     ITEM_FEATURES,
@@ -62,6 +65,10 @@ ITEMS: dict[str, dict[str, Any]] = {
 }
 
 
+# A model registry for the drift route (published by the redis_server fixture).
+MODELS_DIR = Path(tempfile.mkdtemp(prefix="reader-models-"))
+
+
 def seed(redis_server: RedisProcess) -> None:
     client = redis_server.client()
     seed_rows(client, PREFIX, ROWS, updated_at=NOW - 1_500)
@@ -75,15 +82,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
     server = RedisProcess(tmp_path_factory.mktemp("reader-redis"))
     server.start()
     seed(server)
+    model_fixtures.publish(MODELS_DIR, 1)
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(MODELS_DIR, ignore_errors=True)
 
 
 def settings_for(redis_server: RedisProcess, **changes: object) -> Settings:
     defaults: dict[str, object] = {"redis_url": redis_server.url, "redis_key_prefix": PREFIX,
-                                   "redis_timeout_ms": 100, "max_batch_size": 50}
+                                   "redis_timeout_ms": 100, "max_batch_size": 50,
+                                   "models_dir": str(MODELS_DIR)}
     return Settings().replace(**{**defaults, **changes})
 
 
@@ -645,6 +655,7 @@ class Conformance:
 
 FEATURES_ROUTE, SCORES_ROUTE = "/v1/features/{user_id}", "/v1/scores/{user_id}"
 BATCH_ROUTE = "/v1/features/batch"
+DRIFT_ROUTE = "/v1/models/{name}/drift"
 ENTITY_ROUTE, ENTITY_BATCH_ROUTE = "/v1/features/{entity}/{id}", "/v1/features/{entity}/batch"
 Call = tuple[str, str, str, dict[str, Any] | bytes | None]  # method, route, path, body
 V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
@@ -652,7 +663,8 @@ V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
                         ("GET", ENTITY_ROUTE, "/v1/features/user/user-1", None),
                         ("POST", ENTITY_BATCH_ROUTE, "/v1/features/user/batch",
                          {"ids": ["user-1"]}),
-                        ("GET", SCORES_ROUTE, "/v1/scores/user-1", None)]
+                        ("GET", SCORES_ROUTE, "/v1/scores/user-1", None),
+                        ("GET", DRIFT_ROUTE, f"/v1/models/{model_fixtures.NAME}/drift", None)]
 
 
 def conformance(settings: Settings, calls: list[Call],
@@ -690,6 +702,8 @@ def test_every_answer_matches_the_served_openapi_document(redis_server: RedisPro
     calls.append(("POST", ENTITY_BATCH_ROUTE, "/v1/features/item/batch", {"ids": ["sku-1"]}))
     calls += [("GET", SCORES_ROUTE, f"/v1/scores/{user_id}", None)
               for user_id in ("user-1", "user-2", "a*")]
+    calls += [("GET", DRIFT_ROUTE, f"/v1/models/{name}/drift", None)
+              for name in (model_fixtures.NAME, "nope", "a%20b")]
     calls += [("GET", route, route, None)
               for route in ("/healthz", "/readyz", "/metrics", "/openapi.json")]
     served = conformance(settings_for(redis_server), calls)
