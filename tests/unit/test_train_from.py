@@ -58,6 +58,9 @@ def test_train_from_publishes_a_model_with_the_datas_range(
     assert sidecar["training"]["definitions"] == settings.load_definitions().fingerprint()
     assert sidecar["metrics"]["auc_holdout"] > 0.8
     assert sidecar["metrics"]["holdout_examples"] == ROWS // 5
+    distribution = sidecar["training_distribution"]
+    assert list(distribution["features"]) == list(sidecar["features"])
+    assert len(distribution["score"]["edges"]) == 9, "score deciles"
     out = capsys.readouterr().out
     assert f"{ROWS:,} labelled rows (0 without a label and 0 repeated event_ids left out)" in out
     assert "published" in out
@@ -87,6 +90,17 @@ def test_nulls_take_the_models_defaults(tmp_path: Path) -> None:
     nulls = train_from(settings, str(tmp_path / "nulls.parquet"), None, RUN)
     assert nulls.model_text == filled.model_text
     assert nulls.metadata.metrics == filled.metadata.metrics
+    # Drift counts a defaulted value as a null, so the training distribution does too.
+    with_nulls = nulls.metadata.training_distribution
+    without = filled.metadata.training_distribution
+    assert with_nulls is not None and without is not None
+    assert with_nulls.score == without.score, "the same model scores the same rows"
+    assert with_nulls.features["amount"] == without.features["amount"]
+    names, _ = model_features(settings.load_definitions())
+    for name in names[2:]:
+        assert without.features[name].null_rate == 0
+        assert 0.3 <= with_nulls.features[name].null_rate < 0.42  # 30% + a 0 or -1 drawn
+        assert with_nulls.features[name].minimum >= 0, "the defaults (-1) are not values"
 
 
 def test_missing_feature_columns_and_values_without_default_are_one_clear_error(
