@@ -99,7 +99,7 @@ def test_nulls_take_the_models_defaults(tmp_path: Path) -> None:
     names, _ = model_features(settings.load_definitions())
     for name in names[2:]:
         assert without.features[name].null_rate == 0
-        assert 0.3 <= with_nulls.features[name].null_rate < 0.42  # 30% + a 0 or -1 drawn
+        assert 0.25 < with_nulls.features[name].null_rate < 0.42  # 30%, + the 0s drawn
         assert with_nulls.features[name].minimum >= 0, "the defaults (-1) are not values"
 
 
