@@ -13,6 +13,7 @@ import pytest
 
 from featurestream.flink_rest import FlinkRest, metric_series
 from featurestream.serving.drift import ModelDrift
+from featurestream.serving.routes import ROUTES
 from featurestream.serving.status import FlinkJobs, PipelineStatus, StatusBody
 from featurestream.settings import Settings
 from featurestream.udfs.telemetry.pipeline_stats import JOB_NAMES
@@ -138,3 +139,9 @@ def test_unreachable_flink_is_an_answer(tmp_path: Any) -> None:
     assert decoded == body
     assert b"/v1/status" in status.page and b"data-metric" in status.page
     assert math.isfinite(body.as_of)
+
+
+def test_status_is_behind_the_token_and_the_page_is_not() -> None:
+    routes = {e.path: e for e in ROUTES}
+    assert routes["/v1/status"].protected and routes["/v1/status"].answer is StatusBody
+    assert not routes["/ui"].protected and routes["/ui"].media_type == "text/html"
