@@ -153,9 +153,21 @@ def test_job_stats() -> None:
     assert job_stats(None, first, NAMES).events_per_s is None and alone.p99_s is not None
     empty = job_stats(None, Snapshot(0.0, {}), NAMES)
     assert empty.lag is None and empty.freshness["event"].p50_s is None
-    assert empty.freshness["event"].buckets == ()
+    assert [le for le, _ in empty.freshness["event"].buckets] == list(BOUNDS)
+    assert all(count == 0 for _, count in empty.freshness["event"].buckets)
     scoring = job_stats(None, first, SCORING_JOB)
     assert scoring.events_in is None and scoring.freshness == {}
+
+
+@given(observations)
+def test_buckets_never_incremented_count_nothing(values: list[float]) -> None:
+    # PyFlink reports a counter only once incremented: the buckets below the first observation
+    # are absent, and the quantiles must be those of the whole histogram.
+    whole = histogram(values)
+    reported = {series(HISTOGRAM, le=le_text(b)): c for b, c in whole if c}
+    stats = job_stats(None, Snapshot(0.0, reported), NAMES).freshness["append"]
+    assert stats.buckets == tuple(bucket_counts(whole))
+    assert stats.p50_s == histogram_quantile(0.5, whole)
 
 
 def test_names_follow_the_catalog() -> None:

@@ -88,19 +88,27 @@ def parse_le(text: str) -> float:
     return math.inf if text in ("+Inf", "Inf", "inf") else float(text)
 
 
-def cumulative_buckets(snapshot: Snapshot, name: str) -> list[Bucket]:
+def cumulative_buckets(snapshot: Snapshot, name: str,
+                       bounds: Sequence[float] = ()) -> list[Bucket]:
     """The histogram ``name``'s cumulative buckets by ascending ``le``, summed over its other
-    labels (e.g. both freshness origins or every subtask)."""
-    return sorted((parse_le(le), count) for le, count in snapshot.by_label(name, "le").items())
+    labels (e.g. every subtask), with each of ``bounds`` (and +Inf) that the snapshot lacks at
+    0: PyFlink reports a counter only once it was incremented, and a bucket never incremented
+    has counted nothing (were it below a counted one, it would have been incremented too)."""
+    counts = {parse_le(le): count for le, count in snapshot.by_label(name, "le").items()}
+    for bound in (*bounds, math.inf) if bounds else ():
+        counts.setdefault(bound, 0.0)
+    return sorted(counts.items())
 
 
-def recent_buckets(previous: Snapshot | None, current: Snapshot, name: str) -> list[Bucket]:
+def recent_buckets(previous: Snapshot | None, current: Snapshot, name: str,
+                   bounds: Sequence[float] = ()) -> list[Bucket]:
     """The cumulative buckets of what was observed between the snapshots (since the start
-    without a previous snapshot; after a reset, since the reset)."""
-    now = cumulative_buckets(current, name)
+    without a previous snapshot; after a reset, since the reset); ``bounds`` as in
+    :func:`cumulative_buckets`."""
+    now = cumulative_buckets(current, name, bounds)
     if previous is None:
         return now
-    before = dict(cumulative_buckets(previous, name))
+    before = dict(cumulative_buckets(previous, name, bounds))
     if any(count < before.get(le, 0.0) for le, count in now):
         return now  # a counter went back: the job restarted, and counts from 0
     return [(le, count - before.get(le, 0.0)) for le, count in now]
@@ -199,8 +207,9 @@ class Freshness:
 
 
 def freshness(previous: Snapshot | None, current: Snapshot, name: str) -> Freshness:
-    """The histogram ``name`` between the snapshots (since the start without ``previous``)."""
-    cumulative = recent_buckets(previous, current, name)
+    """The histogram ``name`` between the snapshots (since the start without ``previous``),
+    every bucket of :data:`catalog.FRESHNESS_BUCKETS_S` shown."""
+    cumulative = recent_buckets(previous, current, name, catalog.FRESHNESS_BUCKETS_S)
     return Freshness(tuple(bucket_counts(cumulative)), previous is not None,
                      histogram_quantile(0.5, cumulative), histogram_quantile(0.99, cumulative))
 
