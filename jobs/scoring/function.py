@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 from pyflink.table.udf import FunctionContext, ScalarFunction
 
+from featurestream.jobs.metrics import FlinkMetricGroup
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.score_store import ScoreStore
 from featurestream.settings import Settings
@@ -36,10 +37,17 @@ from featurestream.udfs.scoring.drift_recorder import DriftRecorder
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
-from featurestream.udfs.scoring.scorer import BatchScorer, ScoredBatch, Waiting
+from featurestream.udfs.scoring.scorer import (
+    SCORER_DEAD_LETTERS,
+    BatchScorer,
+    ScoredBatch,
+    Waiting,
+)
 from featurestream.udfs.scoring.variants import Arm, parse_experiment, parse_version
 from featurestream.udfs.scoring.vector import FeatureCatalog
 from featurestream.udfs.telemetry import catalog
+from featurestream.udfs.telemetry.metrics import Counter, DeadLetterCounters, counter
+from featurestream.udfs.wire.dead_letters import Problem
 
 
 @dataclass(frozen=True)
@@ -85,51 +93,48 @@ class ScoringConfig:
 class ScoringMetrics:
     """The task's Flink metrics, counted from each scored batch: two plain totals read through
     Flink's REST API (``scored_events``, ``scores_dlq``), and the catalog's families
-    (:mod:`udfs.telemetry.catalog`) under ``add_group("featurestream")`` with their labels as
-    key/value groups, for Prometheus. A labelled counter is registered when its labels first
-    occur (a version, a reason), so a series appears with its first count."""
+    (:mod:`udfs.telemetry.catalog`) under ``add_group("featurestream")`` for Prometheus. The
+    dead letters the scorer can produce, and the reloads, exist from the start (at 0); a
+    version's or variant's counters from its first batch."""
 
     def __init__(self, group: Any, models: ServingModels, model_name: str) -> None:
         self._scored = group.counter("scored_events")
         self._dead = group.counter("scores_dlq")
-        self._user = group.add_group(catalog.USER_GROUP)
-        self._counters: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self._group = FlinkMetricGroup(group)
+        self._dead_letters = DeadLetterCounters(self._group, SCORER_DEAD_LETTERS)
+        self._reload_counter = counter(self._group, catalog.MODEL_RELOADS, model=model_name)
+        self._labelled: dict[tuple[str, tuple[str, ...]], Counter] = {}
         self._models = models
         self._model_name = model_name
         self._reloads = 0  # models.reloads already counted
 
-    def _counter(self, metric: catalog.Metric, values: tuple[str, ...]) -> Any:
-        """The counter of ``metric`` with these label values (in the catalog's order)."""
-        key = (metric.name, values)
-        counter = self._counters.get(key)
-        if counter is None:
-            path = metric.flink
-            assert path is not None, f"{metric.name} is not a job's metric"
-            group = self._user
-            for label, value in zip(path.labels, values, strict=True):
-                group = group.add_group(label, value)
-            counter = self._counters[key] = group.counter(path.metric)
-        return counter
+    def _counter(self, metric: catalog.Metric, **labels: str) -> Counter:
+        key = (metric.name, tuple(labels.values()))
+        found = self._labelled.get(key)
+        if found is None:
+            found = self._labelled[key] = counter(self._group, metric, **labels)
+        return found
 
     def count(self, batch: ScoredBatch) -> None:
         """Add one batch's outcomes."""
         self._scored.inc(len(batch.scores))
         self._dead.inc(sum(batch.dead.values()))
-        for (stage, reason), count in batch.dead.items():
-            self._counter(catalog.DEAD_LETTERS, (stage.value, reason.value)).inc(count)
+        for (stage, reason), n in batch.dead.items():
+            self._dead_letters.count(Problem(stage, reason, "counted"), n)
         for scored in batch.scored:
-            labels = (scored.metadata.name, str(scored.metadata.version))
-            self._counter(catalog.SCORES, (*labels, scored.variant)).inc(len(scored.scores))
+            model, version = scored.metadata.name, str(scored.metadata.version)
+            self._counter(catalog.SCORES, model=model, version=version,
+                          variant=scored.variant).inc(len(scored.scores))
             fallbacks = scored.fallbacks()
             if fallbacks:
-                self._counter(catalog.FALLBACKS, labels).inc(fallbacks)
+                self._counter(catalog.FALLBACKS, model=model, version=version).inc(fallbacks)
         shadow = self._models.shadow
         if batch.shadow_failures and shadow is not None:
-            self._counter(catalog.SHADOW_FAILURES, (self._model_name, str(shadow.version))
-                          ).inc(batch.shadow_failures)
+            self._counter(catalog.SHADOW_FAILURES, model=self._model_name,
+                          version=str(shadow.version)).inc(batch.shadow_failures)
         reloads = self._models.reloads
         if reloads > self._reloads:
-            self._counter(catalog.MODEL_RELOADS, (self._model_name,)).inc(reloads - self._reloads)
+            self._reload_counter.inc(reloads - self._reloads)
             self._reloads = reloads
 
 

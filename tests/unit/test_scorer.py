@@ -19,7 +19,12 @@ from featurestream.udfs.contract.schema_registry import FileSchemaRegistry
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord
-from featurestream.udfs.scoring.scorer import BatchScorer, CapturedKey, Waiting
+from featurestream.udfs.scoring.scorer import (
+    SCORER_DEAD_LETTERS,
+    BatchScorer,
+    CapturedKey,
+    Waiting,
+)
 from featurestream.udfs.scoring.variants import VariantAssigner, parse_experiment
 from featurestream.udfs.scoring.vector import Row
 from featurestream.udfs.wire.dead_letters import (
@@ -387,7 +392,10 @@ def test_each_batch_hands_out_its_vectors_with_nulls_and_its_metrics(tmp_path: P
     metrics.count(batch)
     metrics.count(batch)
     labels = f"model={NAME}/version=1"
-    assert group.counters == {
+    registered = {path for path in group.counters if path.endswith("/dead_letters")}
+    assert registered == {f"featurestream/stage={stage}/reason={reason}/dead_letters"
+                          for stage, reason in SCORER_DEAD_LETTERS}, "each exists from the start"
+    assert {path: n for path, n in group.counters.items() if n} == {
         "scored_events": 4, "scores_dlq": 2,
         f"featurestream/{labels}/variant=v1/scores": 4,
         f"featurestream/{labels}/fallbacks": 2,

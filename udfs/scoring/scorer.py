@@ -52,6 +52,19 @@ from featurestream.udfs.scoring.vector import (
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import SourceRecord, decode_source_frame, encode_sink_frame
 
+# Every dead letter the scorer can produce (the scoring job's metrics register them up front).
+SCORER_DEAD_LETTERS = (
+    *((Stage.DECODE, c) for c in (ErrorClass.MALFORMED_RECORD, ErrorClass.UNKNOWN_SCHEMA_ID,
+                                  ErrorClass.INCOMPATIBLE_SCHEMA, ErrorClass.SCHEMA_VIOLATION,
+                                  ErrorClass.INVALID_VALUE)),
+    (Stage.WINDOW, ErrorClass.FUTURE_EVENT),
+    *((Stage.FEATURES, c) for c in (ErrorClass.FEATURES_NOT_READY, ErrorClass.UNKNOWN_USER,
+                                    ErrorClass.MISSING_FEATURE, ErrorClass.NON_FINITE_FEATURE,
+                                    ErrorClass.CORRUPT_FEATURE_ROW)),
+    *((Stage.MODEL, c) for c in (ErrorClass.MODEL_UNAVAILABLE, ErrorClass.PREDICT_FAILED,
+                                 ErrorClass.NON_FINITE_SCORE)),
+)
+
 CapturedKey = tuple[str, str, str]  # (entity, entity id, event id)
 
 
