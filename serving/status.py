@@ -33,7 +33,7 @@ from featurestream.flink_rest import CheckpointStats, FlinkRest, JobSample
 from featurestream.serving.drift import DriftMonitor, ModelDrift
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import JSONResponse
-from featurestream.settings import Settings
+from featurestream.settings import Settings, masked_url
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.variants import parse_experiment, version_label
 from featurestream.udfs.telemetry import pipeline_stats
@@ -194,8 +194,8 @@ class FlinkJobs:
                 samples = await asyncio.wait_for(asyncio.to_thread(sample_jobs, self._rest),
                                                  SAMPLE_TIMEOUT_S)
             except (OSError, ValueError, TimeoutError, KeyError) as exc:
-                state, jobs = FlinkState(False, f"Flink REST at {self._rest.url} did not "
-                                                f"answer: {exc or type(exc).__name__}"), []
+                state, jobs = FlinkState(False, f"Flink REST at {masked_url(self._rest.url)} "
+                                                f"did not answer: {exc or type(exc).__name__}"), []
             else:
                 state, jobs = FlinkState(True), self._diffed(samples)
             self._cached = (self._clock(), state, jobs)

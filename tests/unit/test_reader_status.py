@@ -37,7 +37,7 @@ class FakeFlink(FlinkRest):
     """Answers the REST paths the status reads from ``metrics`` (id -> summed value)."""
 
     def __init__(self) -> None:
-        super().__init__("http://flink.invalid:8081")
+        super().__init__("http://ops:s3cret@flink.invalid:8081")
         self.metrics: dict[str, float] = {}
         self.calls = 0
         self.down = False
@@ -132,6 +132,7 @@ def test_unreachable_flink_is_an_answer(tmp_path: Any) -> None:
     status = PipelineStatus(settings, NoDrift(), FlinkJobs(flink))  # type: ignore[arg-type]
     body = asyncio.run(status.status())
     assert not body.flink.reachable and "connection refused" in (body.flink.message or "")
+    assert "s3cret" not in (body.flink.message or "")  # a password in the URL is masked
     assert body.jobs == []
     [model] = body.models
     assert model.split == {"v3": 0.9, "v4": 0.1} and model.drift is None
