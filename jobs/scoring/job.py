@@ -4,7 +4,9 @@ Submit with ``featurestream submit scoring``. One Python operator (:mod:`jobs.sc
 a pandas UDF: Flink batches the records in Java) between the framed Kafka source and one framed
 Kafka sink, which writes both topics -- in one Kafka transaction per checkpoint with
 ``FEATURESTREAM_SCORES_DELIVERY=exactly_once``. The job keeps no Flink state of its own: the
-source's offsets and the sink's transactions are the whole checkpoint.
+source's offsets and the sink's transactions are the whole checkpoint. Beside the scores it
+writes each user's latest score and the drift counts of the served versions to Redis
+(:mod:`udfs.scoring.drift_recorder`), and its metrics go out through Flink's.
 """
 
 from __future__ import annotations
