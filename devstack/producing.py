@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -77,17 +78,21 @@ def produce_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def generate_command(settings: Settings, args: argparse.Namespace) -> int:
     """Produce ``--events`` synthetic events (or write them as JSON lines to ``--out``); with
-    ``--labels FILE`` also write each event's fraud label there (event_id,label CSV)."""
-    if args.events < 0 or args.users < 1 or args.rate < 0:
-        raise UserFacingError("use --events >= 0, --users >= 1 and --rate >= 0")
+    ``--labels FILE`` also write each event's fraud label there (event_id,label CSV); with
+    ``--skip N`` the stream's events after its first N (the same users and catalogue as a run
+    with the same ``--seed`` and ``--users``: its continuation)."""
+    if args.events < 0 or args.users < 1 or args.rate < 0 or args.skip < 0:
+        raise UserFacingError("use --events >= 0, --users >= 1, --rate >= 0 and --skip >= 0")
     simulated_rate = args.rate or BACKFILL_EVENTS_PER_SECOND
     now_ms = int(time.time() * 1000)
-    start_ts = now_ms if args.rate else now_ms - int(args.events / simulated_rate * 1000)
+    # the first event sent is at about now (paced), or the burst ends at about now
+    first_ts = now_ms if args.rate else now_ms - int(args.events / simulated_rate * 1000)
+    start_ts = first_ts - int(args.skip / simulated_rate * 1000)
     config = StreamConfig(users=args.users, events_per_second=simulated_rate, start_ts=start_ts,
                           seed=args.seed, shift=_shift(args))
     with _labels_file(args.labels) as labels:
-        events = _labelled(islice(generate_labelled_events(config), args.events), labels)
-        status = _generate(settings, args, events, start_ts)
+        stream = islice(generate_labelled_events(config), args.skip, args.skip + args.events)
+        status = _generate(settings, args, _labelled(stream, labels), first_ts)
     if labels is not None:
         print(f"wrote {labels.rows:,} labels (event_id,label) to {args.labels}")
     return status
@@ -114,7 +119,7 @@ def _shift(args: argparse.Namespace) -> Shift | None:
     if shift.after_events >= max(args.events, 1):
         raise UserFacingError(f"--shift-after {shift.after_events}: use fewer than --events "
                               f"({args.events}), or the shift never starts")
-    return shift
+    return replace(shift, after_events=args.skip + shift.after_events)  # counted from --skip
 
 
 def _generate(settings: Settings, args: argparse.Namespace, events: Iterator[Event],

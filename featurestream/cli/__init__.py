@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--labels", metavar="FILE",
                           help="also write event_id,label (the fraud label) of every event as "
                           "CSV, for `featurestream train --from ... --labels FILE`")
+    generate.add_argument("--skip", type=int, default=0, metavar="N",
+                          help="start N events into the stream: with the --seed and --users of "
+                          "an earlier run, its continuation (same users and catalogue)")
     generate.add_argument("--shift-amount", type=float, metavar="FACTOR",
                           help="drift on purpose: multiply the purchase amounts of "
                           "--shift-users of the users by FACTOR (e.g. 2)")

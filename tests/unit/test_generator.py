@@ -182,3 +182,24 @@ def test_generate_writes_the_shifted_stream(tmp_path: Path) -> None:
     expected = take(config, 3000)
     assert [(e.user_id, e.amount) for e in written if isinstance(e, Event)] == [
         (e.user_id, e.amount) for e in expected]
+
+
+def test_skip_continues_the_stream_and_the_shift_counts_from_it(tmp_path: Path) -> None:
+    def written(*options: str) -> list[Event]:
+        out = tmp_path / "events.jsonl"
+        args = build_parser().parse_args(["generate", "--users", "40", "--seed", "9", "--out",
+                                          str(out), *options])
+        assert generate_command(Settings(), args) == 0
+        decoder = EventDecoder(FileSchemaRegistry())
+        events = [decoder.decode(line) for line in out.read_bytes().splitlines()]
+        assert all(isinstance(e, Event) for e in events)
+        return events  # type: ignore[return-value]
+
+    whole = written("--events", "3000", "--shift-amount", "3", "--shift-users", "1",
+                    "--shift-after", "2000")
+    tail = written("--events", "2000", "--skip", "1000", "--shift-amount", "3",
+                   "--shift-users", "1", "--shift-after", "1000")
+    assert [(e.event_id, e.amount) for e in tail] == [(e.event_id, e.amount)
+                                                      for e in whole[1000:]]
+    # the first event sent is at about now when paced; a burst ends at about now
+    assert abs(tail[-1].ts - whole[-1].ts) < 60_000

@@ -65,7 +65,8 @@ def produce_args(file: Path, fmt: str = "avro", topic: str | None = None) -> arg
 
 def generate_args(**overrides: object) -> argparse.Namespace:
     args = {"events": 300, "users": 20, "rate": 0.0, "format": "avro", "seed": 5, "out": None,
-            "labels": None, "shift_amount": None, "shift_users": None, "shift_after": None}
+            "labels": None, "shift_amount": None, "shift_users": None, "shift_after": None,
+            "skip": 0}
     return argparse.Namespace(**{**args, **overrides})
 
 
