@@ -63,8 +63,9 @@ class ShardEvents(ProcessFunction):
 
     _router: EventRouter  # made in open()
     _partition_time: PartitionTime  # made in open()
-    _source_events: Counter  # from open()
-    _dead_letters: DeadLetterCounters  # from open()
+    _metrics: FlinkMetricGroup  # from open()
+    _source_events: Counter
+    _dead_letters: DeadLetterCounters
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
                  dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int,
@@ -85,11 +86,13 @@ class ShardEvents(ProcessFunction):
             len(self._shard_keys), scored=self._scored,
             max_future_skew_ms=self._max_future_skew_ms)
         self._partition_time = PartitionTime(self._idleness_ms, hold_ms=self._idleness_ms)
-        metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
+        metrics = self._metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
         self._source_events = counter(metrics, SOURCE_EVENTS)  # records read, good or bad
         self._dead_letters = DeadLetterCounters(metrics, SHARDING_REJECTIONS)
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        if self._metrics.untouched:
+            self._metrics.touch()
         if batch == CHECKPOINT_MARKER:
             time = self._partition_time.update({})  # event time moves on without records too
             for key in self._shard_keys:
@@ -118,6 +121,7 @@ class MaterializeFeatures(KeyedProcessFunction):
 
     _operator: FeatureShardOperator  # made in open()
     _users: Any  # the current shard's map state, from open()
+    _metrics: FlinkMetricGroup  # from open()
 
     def __init__(self, definitions: Definitions, allowed_lateness_ms: int, shards: int,
                  target: RedisTarget, dlq_topic: str) -> None:
@@ -134,7 +138,8 @@ class MaterializeFeatures(KeyedProcessFunction):
         self._users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), FRAME_TYPE))
         writer = self._writer = RedisRowWriter(self._target)
-        counters = OperatorCounters.register(FlinkMetricGroup(runtime_context.get_metrics_group()))
+        self._metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
+        counters = OperatorCounters.register(self._metrics)
         plans = compile_plans(self._definitions)
         writer.publish_layout(describe(plans, self._shards))
         self._operator = FeatureShardOperator(
@@ -152,6 +157,8 @@ class MaterializeFeatures(KeyedProcessFunction):
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context
                         ) -> Iterator[Any]:
+        if self._metrics.untouched:
+            self._metrics.touch()
         self._operator.process(ctx.get_current_key(), value, self._users, ctx.timer_service())
         for event, problem in self._rejected:
             entity_id = event.key[len(event.entity) + 1:]  # the key is <entity>:<id>
