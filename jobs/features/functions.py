@@ -8,6 +8,7 @@ pickled to the TaskManagers' Python workers.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Types
@@ -37,7 +38,12 @@ from featurestream.udfs.features.point_in_time import ScoredEvents
 from featurestream.udfs.features.processor import FeatureProcessor
 from featurestream.udfs.features.routing import EventRouter, ShardEvent
 from featurestream.udfs.telemetry.catalog import SOURCE_EVENTS
-from featurestream.udfs.telemetry.metrics import Counter, DeadLetterCounters, counter
+from featurestream.udfs.telemetry.metrics import (
+    Counter,
+    DeadLetterCounters,
+    MetricGroup,
+    counter,
+)
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import CHECKPOINT_MARKER, decode_source_frame, split_batch
 
@@ -49,6 +55,18 @@ SHARDING_REJECTIONS = (
         ErrorClass.SCHEMA_VIOLATION, ErrorClass.INVALID_VALUE)),
     (Stage.WINDOW, ErrorClass.FUTURE_EVENT),
 )
+
+
+@dataclass(frozen=True)
+class ShardingCounters:
+    """The sharding stage's metrics: source records read (good or bad), and its dead letters."""
+
+    source_events: Counter
+    dead_letters: DeadLetterCounters
+
+    @classmethod
+    def register(cls, group: MetricGroup) -> ShardingCounters:
+        return cls(counter(group, SOURCE_EVENTS), DeadLetterCounters(group, SHARDING_REJECTIONS))
 
 
 class ShardEvents(ProcessFunction):
@@ -64,8 +82,7 @@ class ShardEvents(ProcessFunction):
     _router: EventRouter  # made in open()
     _partition_time: PartitionTime  # made in open()
     _metrics: FlinkMetricGroup  # from open()
-    _source_events: Counter
-    _dead_letters: DeadLetterCounters
+    _counters: ShardingCounters  # from open()
 
     def __init__(self, definitions: Definitions, schema_registry: RegistryConfig,
                  dlq_topic: str, shard_keys: Sequence[int], max_future_skew_ms: int,
@@ -86,9 +103,8 @@ class ShardEvents(ProcessFunction):
             len(self._shard_keys), scored=self._scored,
             max_future_skew_ms=self._max_future_skew_ms)
         self._partition_time = PartitionTime(self._idleness_ms, hold_ms=self._idleness_ms)
-        metrics = self._metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
-        self._source_events = counter(metrics, SOURCE_EVENTS)  # records read, good or bad
-        self._dead_letters = DeadLetterCounters(metrics, SHARDING_REJECTIONS)
+        self._metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
+        self._counters = ShardingCounters.register(self._metrics)
 
     def process_element(self, batch: bytes, ctx: ProcessFunction.Context) -> Iterator[Any]:
         if self._metrics.untouched:
@@ -99,11 +115,11 @@ class ShardEvents(ProcessFunction):
                 yield routing.encode_shard_record(routing.checkpoint_marker(key, time))
             return
         frames = split_batch(batch)
-        self._source_events.inc(len(frames))
+        self._counters.source_events.inc(len(frames))
         groups, failed = self._router.group_by_shard(frames)
         time = self._partition_time.update(self._router.partition_newest)
         for frame, problem in failed:
-            self._dead_letters.count(problem)
+            self._counters.dead_letters.count(problem)
             yield DLQ, dlq_frame(self._dlq_topic, decode_source_frame(frame), problem)
         for shard, events in groups.items():
             yield routing.encode_shard_record(routing.shard_record(self._shard_keys[shard],
