@@ -140,6 +140,7 @@ def test_job_stats() -> None:
     metrics = dict(snapshot(12.0, [0.2] * 10 + [0.7] * 20, source_events=1400,
                             rows_written=600, pendingRecords=7).values)
     metrics[series("dead_letters", reason="LateEvent", stage="window")] = 4
+    metrics[series("dead_letters", reason="FutureEvent", stage="decode")] = 0  # registered
     stats = job_stats(first, Snapshot(12.0, metrics), NAMES)
     assert stats.events_in == 1400 and stats.events_per_s == 200
     assert stats.output == 600 and stats.output_per_s == 50

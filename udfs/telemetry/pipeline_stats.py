@@ -223,8 +223,8 @@ class JobStats:
     events_per_s: float | None
     output: float
     output_per_s: float | None
-    dead_letters: Mapping[str, float]  # by reason, since the start
-    dead_letters_per_s: Mapping[str, float]  # by reason, over the interval
+    dead_letters: Mapping[str, float]  # by reason, since the start (reasons counted so far)
+    dead_letters_per_s: Mapping[str, float]  # by reason, over the interval (the same reasons)
     freshness: Mapping[str, Freshness]
     lag: float | None
 
@@ -232,14 +232,19 @@ class JobStats:
 def job_stats(previous: Snapshot | None, current: Snapshot, names: JobMetricNames) -> JobStats:
     """The job's :class:`JobStats` from ``current`` and, for rates, ``previous``."""
     lag_series = [v for (n, _), v in current.values.items() if n == names.lag]
+    # the jobs register a counter per known reason: the ones that never counted are left out
+    dead = {reason: count for reason, count in
+            current.by_label(names.dead_letters, "reason").items() if count}
     return JobStats(
         events_in=None if names.events_in is None else current.total(names.events_in),
         events_per_s=None if names.events_in is None else rate(previous, current,
                                                                names.events_in),
         output=current.total(names.output),
         output_per_s=rate(previous, current, names.output),
-        dead_letters=current.by_label(names.dead_letters, "reason"),
-        dead_letters_per_s=rates_by_label(previous, current, names.dead_letters, "reason"),
+        dead_letters=dead,
+        dead_letters_per_s={reason: per_s for reason, per_s in
+                            rates_by_label(previous, current, names.dead_letters, "reason").items()
+                            if reason in dead},
         freshness={what: freshness(previous, current, name)
                    for what, name in names.freshness.items()},
         lag=sum(lag_series) if lag_series else None,
