@@ -1,5 +1,6 @@
 """The metric names a PromQL expression reads, for checking rules and dashboards against the
-metric catalog (``featurestream.udfs.telemetry.catalog``).
+metric catalog (``featurestream.udfs.telemetry.catalog``), and the queries of a Grafana
+dashboard.
 
 Not a PromQL parser: a tokenizer that knows just enough of the grammar to tell a metric name
 from everything else that looks like an identifier -- function and aggregation names (followed
@@ -11,6 +12,9 @@ durations, numbers, and Grafana's ``$variables``. tests/unit/test_dashboard.py t
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 # Words PromQL gives a meaning (any case) that may stand without a "(" after them.
 KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
@@ -22,6 +26,8 @@ _LABEL_LIST = re.compile(
     r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _MATCHERS = re.compile(r"\{[^}]*\}")
 _RANGE = re.compile(r"\[[^\]]*\]")
+# A query variable's label_values(<selector>, <label>): the selector holds the metric.
+_LABEL_VALUES = re.compile(r"label_values\((?P<selector>.*),\s*\w+\s*\)")
 # A number (durations too: "offset 5m") before an identifier, so "1e3" or "5m" is not a name.
 _TOKEN = re.compile(
     r"(?P<number>0x[0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?(?:ms|[smhdwy])?)"
@@ -44,3 +50,35 @@ def series_name(series: str) -> str:
     """The metric name of a promtool input series such as ``x_total{reason="a"}``."""
     return series.split("{", 1)[0].strip()
 
+
+
+@dataclass(frozen=True)
+class DashboardQuery:
+    """One PromQL query of a dashboard: ``where`` is its panel's title and the target's refId,
+    or ``$variable``."""
+
+    where: str
+    expr: str
+
+
+def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel of a Grafana dashboard, those inside collapsed rows too."""
+    for panel in board["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_queries(board: dict[str, Any]) -> Iterator[DashboardQuery]:
+    """Every panel target's query, and each query variable's ``label_values`` selector (a
+    variable that is not ``label_values(...)`` is an error: its metric could not be found)."""
+    for panel in panels(board):
+        for target in panel.get("targets", []):
+            yield DashboardQuery(f"{panel['title']} {target['refId']}", target["expr"])
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            text = query["query"] if isinstance(query, dict) else query
+            found = _LABEL_VALUES.fullmatch(text)
+            if found is None:
+                raise ValueError(f"variable {variable['name']}: {text} is not label_values()")
+            yield DashboardQuery(f"${variable['name']}", found["selector"])

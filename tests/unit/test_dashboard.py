@@ -5,8 +5,6 @@ tokenizer those checks rely on (tests/promql.py)."""
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +12,10 @@ import pytest
 import yaml
 
 from featurestream.udfs.telemetry.catalog import by_series
-from tests.promql import metric_names, series_name
+from tests.promql import dashboard_queries, metric_names, panels, series_name
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "featurestream.json"
-# A query variable's label_values(<selector>, <label>): the selector holds the metric.
-LABEL_VALUES = re.compile(r"label_values\((?P<selector>.*),\s*\w+\s*\)")
 
 # -- the tokenizer
 
@@ -59,33 +55,12 @@ def dashboard() -> dict[str, Any]:
     return loaded
 
 
-def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, those inside collapsed rows too."""
-    for panel in board["panels"]:
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def queries(board: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(where, PromQL) for every panel target and query variable."""
-    for panel in panels(board):
-        for target in panel.get("targets", []):
-            yield panel["title"], target["expr"]
-    for variable in board["templating"]["list"]:
-        if variable["type"] == "query":
-            query = variable["query"]
-            text = query["query"] if isinstance(query, dict) else query
-            found = LABEL_VALUES.fullmatch(text)
-            assert found, f"variable {variable['name']}: {text}"
-            yield f"${variable['name']}", found["selector"]
-
-
 def test_every_query_names_cataloged_metrics() -> None:
     unknown: dict[str, str] = {}
-    for where, expr in queries(dashboard()):
-        names = metric_names(expr)
-        assert names, f"{where}: no metric in {expr}"
-        unknown |= {name: where for name in names if by_series(name) is None}
+    for query in dashboard_queries(dashboard()):
+        names = metric_names(query.expr)
+        assert names, f"{query.where}: no metric in {query.expr}"
+        unknown |= {name: query.where for name in names if by_series(name) is None}
     assert not unknown, f"not in udfs/telemetry/catalog.py: {unknown}"
 
 
