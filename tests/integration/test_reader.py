@@ -664,7 +664,8 @@ V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
                         ("POST", ENTITY_BATCH_ROUTE, "/v1/features/user/batch",
                          {"ids": ["user-1"]}),
                         ("GET", SCORES_ROUTE, "/v1/scores/user-1", None),
-                        ("GET", DRIFT_ROUTE, f"/v1/models/{model_fixtures.NAME}/drift", None)]
+                        ("GET", DRIFT_ROUTE, f"/v1/models/{model_fixtures.NAME}/drift", None),
+                        ("GET", "/v1/status", "/v1/status", None)]
 
 
 def conformance(settings: Settings, calls: list[Call],
@@ -705,7 +706,7 @@ def test_every_answer_matches_the_served_openapi_document(redis_server: RedisPro
     calls += [("GET", DRIFT_ROUTE, f"/v1/models/{name}/drift", None)
               for name in (model_fixtures.NAME, "nope", "a%20b")]
     calls += [("GET", route, route, None)
-              for route in ("/healthz", "/readyz", "/metrics", "/openapi.json")]
+              for route in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/ui")]
     served = conformance(settings_for(redis_server), calls)
     guarded = conformance(settings_for(redis_server, auth_token=TOKEN), V1_CALLS,
                           {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {TOKEN}"})
