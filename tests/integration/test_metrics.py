@@ -1,7 +1,8 @@
-"""The feature job's metrics as Prometheus scrapes them from the real stack: every catalog entry
-of the feature job and of Flink's built-ins is on the TaskManager's or the JobManager's
-endpoint with its labels, dead letters are counted by stage and reason, the freshness
-histograms hold sensible values, and the values move as events flow."""
+"""The jobs' metrics as Prometheus scrapes them from the real stack: every catalog entry of the
+feature job and of Flink's built-ins is on the TaskManager's or the JobManager's endpoint with
+its labels, dead letters are counted by stage and reason, the freshness histograms hold
+sensible values, and the values move as events flow; the scoring job's scores by model,
+version and variant and its dead letters add up to what it read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import time
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,6 +27,7 @@ from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.telemetry import catalog
 from featurestream.udfs.telemetry.catalog import Metric, Source
 from featurestream.udfs.telemetry.freshness import LE_LABELS
+from testing import model_fixtures
 from tests.integration.conftest import cancel_job, job_diagnostics, wait_for
 from tests.integration.test_feature_job import bad_records, produce
 
@@ -176,3 +179,40 @@ def test_feature_job_metrics_reach_prometheus_with_their_labels_and_move(
         assert sum(v for *_, v in moved) == sum(v for *_, v in offsets) + len(more)
     finally:
         cancel_job(settings, job_id)
+
+
+def test_scoring_job_metrics_add_up_to_what_it_read(stack: LocalStack, tmp_path: Path) -> None:
+    settings = isolated(stack, "scoremetrics").replace(
+        models_dir=str(tmp_path / "models"), model_name=model_fixtures.NAME)
+    model_fixtures.publish(settings.effective_models_dir, 1)
+    encoder = EventEncoder(registry_for(settings.schema_registry))
+    config = StreamConfig(users=20, items=50, events_per_second=50.0, seed=8,
+                          start_ts=int(time.time() * 1000) - 10_000)
+    events = list(itertools.islice(generate_events(config), 400))
+    purchases = sum(1 for e in events if e.event_type == "purchase")
+    bad = bad_records()
+    features_job = submit_job(settings, "features")
+    scoring_job = None
+    try:
+        scoring_job = submit_job(settings, "scoring")
+        produce(settings, [*((e.user_id, encoder.avro(e), e.ts) for e in events),
+                           *(("bad", raw, events[-1].ts) for raw in bad)])
+        scores, dead = catalog.SCORES.series[0], catalog.DEAD_LETTERS.series[0]
+        latest: list[Scrape] = []
+
+        def all_counted() -> bool:
+            latest[:] = [Scrape(stack, scoring_job or "")]
+            return latest[0].total(scores) + latest[0].total(dead) >= purchases + len(bad)
+
+        wait_for(all_counted, 180, "every purchase scored or dead-lettered",
+                 lambda: job_diagnostics(settings, scoring_job or features_job))
+        s = latest[0]
+        assert s.total(dead, stage="decode") == len(bad)
+        assert s.total(scores) + s.total(dead) == purchases + len(bad)
+        assert s.total(scores, model=model_fixtures.NAME, version="1") > 0
+        for _, labels, _ in s.series(scores):
+            assert set(catalog.SCORES.labels) <= labels.keys(), labels
+    finally:
+        for job in (scoring_job, features_job):
+            if job is not None:
+                cancel_job(settings, job)
