@@ -110,20 +110,35 @@ def test_a_shift_of_the_amounts_shows_as_drift_within_a_minute(stack: LocalStack
                      "PSI(amount) above 0.2 within a minute of the shift", diagnostics)
             print(f"with shift: PSI(amount) {amount_psi(url)[0]:.3f} "
                   f"{time.monotonic() - started:.1f} s after the shift began")
-            scrape = http("GET", f"{url}/metrics").body
-            cli = drift_cli(settings)
+            # the gauge and the CLI read the same buckets a moment later (the PSI only grows
+            # while shifted samples replace the others in the window)
+            wait_for(lambda: gauge_amount_psi(url) > DRIFT_PSI, 30, "the PSI gauge above 0.2",
+                     diagnostics)
+            wait_for(lambda: cli_amount_psi(settings) > DRIFT_PSI, 30,
+                     "featurestream drift showing PSI(amount) above 0.2", diagnostics)
             shifted.join()
     finally:
         for job in (scoring, features):
             cancel_job(settings, job)
 
+
+def gauge_amount_psi(url: str) -> float:
+    """``featurestream_model_feature_psi{feature="amount"}`` on the reader's /metrics."""
+    scrape = http("GET", f"{url}/metrics").body
     gauge = {s.labels["feature"]: s.value for family in text_string_to_metric_families(scrape)
              if family.name == catalog.FEATURE_PSI.name for s in family.samples}
-    assert gauge["amount"] > DRIFT_PSI
+    return gauge.get("amount", 0.0)
+
+
+def cli_amount_psi(settings: Settings) -> float:
+    """PSI(amount) as ``featurestream drift`` prints it (a drift flag above 0.2)."""
+    cli = drift_cli(settings)
     assert cli.returncode == 0, cli.stderr
     print(cli.stdout)
     [amount] = [line for line in cli.stdout.splitlines() if line.startswith("  amount ")]
-    assert amount.endswith("<- drift") and float(amount.split()[1]) > DRIFT_PSI
+    psi = float(amount.split()[1])
+    assert amount.endswith("<- drift") == (psi > DRIFT_PSI)
+    return psi
 
 
 def drift_cli(settings: Settings) -> subprocess.CompletedProcess[str]:
