@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 fs=.venv/bin/featurestream
 export FEATURESTREAM_DRIFT_WINDOW_MS="${FEATURESTREAM_DRIFT_WINDOW_MS:-60000}"
-labels=.featurestream-drift-labels.csv
+labels=.featurestream-demo-drift-labels.csv  # ignored by git, as demo.sh's
 # The same users and seed for the history and the live stream (same catalogue), and the same
 # density of event time: a burst (`--rate 0`) is 100 events per simulated second.
 stream=(--users 2000 --seed 1)
