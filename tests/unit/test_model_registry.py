@@ -95,8 +95,9 @@ def test_latest_version_is_picked_up_after_the_poll_interval(tmp_path: Path) -> 
     clock = FakeClock()
     models = ServingModels(registry, (), None, poll_interval_ms=5_000, clock=clock)
     models.refresh()
-    variant, version, model = models.route("u-1")
+    variant, version, model, experiment = models.route("u-1")
     assert (variant, version, isinstance(model, LoadedModel)) == (LATEST, 1, True)
+    assert experiment is None, "no experiment record: the split comes from the settings"
     publish(tmp_path, 2, seed=1)
     touch_later(tmp_path)
     clock.now = 4.9
@@ -133,7 +134,7 @@ def test_missing_versions_are_errors_until_they_appear(tmp_path: Path) -> None:
 def test_no_model_at_all_routes_to_an_error(tmp_path: Path) -> None:
     models = ServingModels(ModelRegistry(tmp_path / "none", NAME), (), None, 1_000)
     models.refresh()
-    variant, version, model = models.route("u-1")
-    assert (variant, version) == (LATEST, None)
+    variant, version, model, experiment = models.route("u-1")
+    assert (variant, version, experiment) == (LATEST, None, None)
     assert models.shadow is None, "no shadow configured"
     assert isinstance(model, ModelError) and "no purchase_risk model" in str(model)

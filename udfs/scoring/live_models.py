@@ -24,11 +24,14 @@ Model = LoadedModel | ModelError
 
 class Route(NamedTuple):
     """The model serving a user: the variant written on its scores, the version it was routed
-    to (None when the registry has none) and the model, or why that version cannot be loaded."""
+    to (None when the registry has none), the model, or why that version cannot be loaded, and
+    the id of the registry's experiment record that chose it (None when the split comes from the
+    settings or there is none)."""
 
     variant: str
     version: int | None
     model: Model
+    experiment: str | None = None
 
 
 class Shadow(NamedTuple):
