@@ -143,7 +143,8 @@ def job_line(report: JobReport, now_ms: int) -> str:
     parts = [f"lag {_count(stats.lag)}"]
     if stats.freshness:
         parts.append("freshness p99 " + ", ".join(
-            f"{_seconds(f.p99_s)} ({what})" for what, f in stats.freshness.items()))
+            f"{_seconds(f.p99_s)} ({what}{'' if f.recent or f.p99_s is None else ', since start'})"
+            for what, f in stats.freshness.items()))
     per_s = sum(stats.dead_letters_per_s.values())
     worst = sorted(stats.dead_letters_per_s.items(), key=lambda r: -r[1])
     parts.append(f"dead letters {per_s:.1f}/s" + (

@@ -33,7 +33,7 @@ from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.schema_registry import RegistryConfig, registry_for
 from featurestream.udfs.definitions.model import Definitions
-from featurestream.udfs.scoring.drift_recorder import DriftRecorder
+from featurestream.udfs.scoring.drift_recorder import BackgroundFlush, DriftRecorder
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
@@ -117,6 +117,7 @@ class ScoringMetrics:
 
     def count(self, batch: ScoredBatch) -> None:
         """Add one batch's outcomes."""
+        self._group.touch()  # the dead letters not counted yet exist, at 0 (jobs.metrics)
         self._scored.inc(len(batch.scores))
         self._dead.inc(sum(batch.dead.values()))
         for (stage, reason), n in batch.dead.items():
@@ -145,6 +146,7 @@ class ScoreFrames(ScalarFunction):
     _scorer: BatchScorer  # made in open()
     _metrics: ScoringMetrics  # made in open()
     _drift: DriftRecorder | None = None  # made in open()
+    _drift_flush: BackgroundFlush | None = None  # started in open()
 
     def __init__(self, config: ScoringConfig) -> None:
         self._config = config
@@ -166,6 +168,7 @@ class ScoreFrames(ScalarFunction):
                                        config.model_name)
         self._drift = DriftRecorder(config.redis.key_prefix, self._store,
                                     config.drift_window_ms, config.drift_bucket_ms)
+        self._drift_flush = BackgroundFlush(self._drift)
 
     def is_deterministic(self) -> bool:
         return False  # reads Redis and the registry, writes Redis: never fold or repeat a call
@@ -179,6 +182,8 @@ class ScoreFrames(ScalarFunction):
 
     def close(self) -> None:
         try:
+            if self._drift_flush is not None:
+                self._drift_flush.stop()
             if self._drift is not None:
                 self._drift.flush()  # the last second's counts
         finally:

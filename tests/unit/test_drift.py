@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.scoring.drift_recorder import DriftRecorder, ttl_seconds
+from featurestream.udfs.scoring.drift_recorder import BackgroundFlush, DriftRecorder, ttl_seconds
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.scorer import ScoredBatch, ScoredVectors
 from featurestream.udfs.scoring.vector import Row
@@ -348,3 +350,41 @@ def test_versions_without_a_training_distribution_are_not_counted() -> None:
     drift.record(batch_of(metadata(1, with_distribution=False), 3))
     drift.flush()
     assert sink.writes == []
+
+
+class FailingOnce(Sink):
+    """Raises on the first write (Redis away), then records like :class:`Sink`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+        self.written = threading.Event()
+
+    def add_counts(self, counts: Mapping[str, Mapping[str, int]], ttl_seconds: int) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("redis away")
+        super().add_counts(counts, ttl_seconds)
+        self.written.set()
+
+
+def test_the_background_flush_writes_a_burst_followed_by_silence_and_survives_a_failure() -> None:
+    sink, clocks = FailingOnce(), Clocks()
+    drift = DriftRecorder("fs:", sink, 300_000, 10_000, clock_ms=lambda: clocks.wall_ms,
+                          monotonic=lambda: clocks.monotonic)
+    flusher = BackgroundFlush(drift, interval_s=0.005)
+    try:
+        drift.record(batch_of(metadata(1), 3))  # not due: no batch after it flushes it
+        clocks.advance(1.5)
+        deadline = time.monotonic() + 10
+        while not sink.failed and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sink.failed, "the thread never flushed the burst"
+        drift.record(batch_of(metadata(1), 2))  # not due yet either
+        assert sink.writes == []
+        clocks.advance(1.5)
+        assert sink.written.wait(10), "the thread stopped after a failed write"
+    finally:
+        flusher.stop()
+    [(written, _)] = sink.writes
+    assert [fields["n"] for fields in written.values()] == [2], "the failed write's counts dropped"

@@ -158,6 +158,8 @@ def test_job_stats() -> None:
     assert all(count == 0 for _, count in empty.freshness["event"].buckets)
     scoring = job_stats(None, first, SCORING_JOB)
     assert scoring.events_in is None and scoring.freshness == {}
+    idle = job_stats(first, Snapshot(13.0, dict(first.values)), NAMES).freshness["append"]
+    assert not idle.recent and idle == alone, "nothing new: the histogram since the start"
 
 
 @given(observations)

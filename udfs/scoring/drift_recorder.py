@@ -2,17 +2,20 @@
 version's training bins (:class:`udfs.telemetry.drift.DriftCounts`), flushed to time buckets
 (:func:`udfs.telemetry.drift.drift_key`) at most once per ``flush_interval_s`` and at close.
 
-Counting is per batch and vectorized; the flush is one pipelined write. The flush policy runs
-after a batch is counted (a task that receives nothing has nothing new to flush), so the last
-second's counts before traffic stops wait for the next batch or the task's close. Counts go to
-the bucket of the flush's wall-clock time, so a bucket holds what was flushed during it. A
-version without a training distribution (an older sidecar) is not counted; nor is the shadow.
-Replayed records after a restart are counted again: drift is telemetry, at least once.
+Counting is per batch and vectorized; the flush is one pipelined write. A flush is due once the
+interval has passed: checked after each batch, and every interval by a :class:`BackgroundFlush`
+thread, so the counts of a burst followed by silence reach Redis within a second instead of
+waiting for the next batch. Counts go to the bucket of the flush's wall-clock time, so a bucket
+holds what was flushed during it. A version without a training distribution (an older sidecar)
+is not counted; nor is the shadow. Replayed records after a restart are counted again: drift is
+telemetry, at least once.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -21,6 +24,8 @@ from featurestream.udfs.scoring.scorer import Clock, ScoredBatch, wall_clock_ms
 from featurestream.udfs.telemetry.drift import DriftCounts, bucket_start, drift_key
 
 FLUSH_INTERVAL_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class DriftSink(Protocol):
@@ -53,9 +58,15 @@ class DriftRecorder:
         self._flush_interval_s = flush_interval_s
         self._next_flush = monotonic() + flush_interval_s
         self._counts: dict[tuple[str, int], DriftCounts | None] = {}  # None: no distribution
+        self._lock = threading.Lock()  # the task's thread counts, the background one flushes
 
     def record(self, batch: ScoredBatch) -> None:
         """Count ``batch``'s scored vectors; flush if the interval has passed."""
+        with self._lock:
+            self._count(batch)
+        self.flush_if_due()
+
+    def _count(self, batch: ScoredBatch) -> None:
         for scored in batch.scored:
             metadata = scored.metadata
             key = (metadata.name, metadata.version)
@@ -66,17 +77,46 @@ class DriftRecorder:
             counts = self._counts[key]
             if counts is not None:
                 counts.add(scored.vectors, scored.scores)
+
+    def flush_if_due(self) -> None:
+        """Flush if the interval has passed since the last flush."""
         if self._monotonic() >= self._next_flush:
             self.flush()
 
     def flush(self) -> None:
         """Write the counts so far into the current bucket (nothing when there are none)."""
-        self._next_flush = self._monotonic() + self._flush_interval_s
-        start = bucket_start(self._clock_ms(), self._bucket_ms)
-        writes = {}
-        for (model, version), counts in self._counts.items():
-            fields = counts.take() if counts is not None else None
-            if fields:
-                writes[drift_key(self._prefix, model, version, start)] = fields
+        with self._lock:
+            self._next_flush = self._monotonic() + self._flush_interval_s
+            start = bucket_start(self._clock_ms(), self._bucket_ms)
+            writes = {}
+            for (model, version), counts in self._counts.items():
+                fields = counts.take() if counts is not None else None
+                if fields:
+                    writes[drift_key(self._prefix, model, version, start)] = fields
         if writes:
             self._sink.add_counts(writes, self._ttl_seconds)
+
+
+class BackgroundFlush:
+    """A daemon thread calling :meth:`DriftRecorder.flush_if_due` every interval until
+    :meth:`stop`. A failed write (Redis away) is logged and its counts dropped -- drift is
+    telemetry and must not restart the job; the next flush writes what was counted since."""
+
+    def __init__(self, recorder: DriftRecorder, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        self._recorder = recorder
+        self._interval_s = interval_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drift-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            try:
+                self._recorder.flush_if_due()
+            except Exception as exc:  # any sink failure: log, keep going
+                log.warning("drift counts not written (dropped): %s", exc)
+
+    def stop(self) -> None:
+        """Stop the thread and wait for it (at most one flush in flight)."""
+        self._stopped.set()
+        self._thread.join()

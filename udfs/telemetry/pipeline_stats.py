@@ -207,9 +207,12 @@ class Freshness:
 
 
 def freshness(previous: Snapshot | None, current: Snapshot, name: str) -> Freshness:
-    """The histogram ``name`` between the snapshots (since the start without ``previous``),
-    every bucket of :data:`catalog.FRESHNESS_BUCKETS_S` shown."""
+    """The histogram ``name`` between the snapshots, every bucket of
+    :data:`catalog.FRESHNESS_BUCKETS_S` shown; since the start without ``previous``, or when
+    nothing was observed between them (an idle job still shows how fresh it has been)."""
     cumulative = recent_buckets(previous, current, name, catalog.FRESHNESS_BUCKETS_S)
+    if previous is not None and cumulative and not cumulative[-1][1]:
+        return freshness(None, current, name)
     return Freshness(tuple(bucket_counts(cumulative)), previous is not None,
                      histogram_quantile(0.5, cumulative), histogram_quantile(0.99, cumulative))
 
