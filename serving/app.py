@@ -26,6 +26,7 @@ from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.status import PipelineStatus
 from featurestream.serving.store import FeatureStore
 from featurestream.settings import Settings
+from featurestream.udfs.resilience.last_known import LastKnown
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def create_app(settings: Settings) -> Starlette:
     document = openapi_document(ROUTES, contract, auth)
     drift = DriftMonitor(settings, redis, metrics)
     reader = Reader(settings=settings,
-                    store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics),
+                    store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics,
+                                       LastKnown(settings.fallback_max_entries)),
                     metrics=metrics, contract=contract, openapi=msgspec.json.encode(document),
                     drift=drift, status=PipelineStatus(settings, drift))
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from featurestream.serving.cache import MISS, TTLCache
 from featurestream.serving.metrics import Metrics
-from featurestream.serving.redis_client import RedisClient
+from featurestream.serving.redis_client import RedisClient, RedisUnavailable
 from featurestream.serving.shaping import Row
+from featurestream.udfs.resilience.last_known import LastKnown
 from featurestream.udfs.store.redis_layout import (
     Score,
     decode_scores,
@@ -16,6 +18,17 @@ from featurestream.udfs.store.redis_layout import (
     entity_key,
     score_key,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRow:
+    """An instance's row as served: read from Redis now (``source`` "redis", ``staleness_ms``
+    None), or, while Redis is down, the last one read (``source`` "cache", ``staleness_ms`` =
+    ms since it was read from Redis). ``row`` None: the instance has no row."""
+
+    row: Row | None
+    source: Literal["redis", "cache"]
+    staleness_ms: int | None
 
 
 def _row(reply: list[str]) -> Row:
@@ -33,17 +46,46 @@ class FeatureStore:
     lacks. Callers pass a declared entity and checked ids (:mod:`.validation`)."""
 
     def __init__(self, redis: RedisClient, prefix: str, cache: TTLCache | None,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, last_known: LastKnown[Row | None] | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
         self._cache = cache
         self._metrics = metrics
+        self._last_known = last_known  # every row read from Redis, for rows_with_fallback
 
     async def rows(self, entity: str, ids: Sequence[str]) -> list[Row | None]:
         """Each instance's feature row in order (None for one without a row)."""
         prefix = self._prefix
         keys = [entity_key(prefix, entity, i) for i in ids]
-        return await self._read(keys, _row)
+        return await self._read(keys, _row, self._last_known)
+
+    async def rows_with_fallback(self, entity: str, ids: Sequence[str],
+                                 max_staleness_ms: int | None) -> list[ServedRow]:
+        """Each instance's row in order, from Redis; if Redis fails, the last rows read from it
+        when every one was read at most ``max_staleness_ms`` ago (None: no fallback).
+
+        RedisUnavailable when Redis fails and any row has no such fallback (all or nothing: a
+        batch never mixes in rows it cannot vouch for).
+        """
+        keys = [entity_key(self._prefix, entity, i) for i in ids]
+        try:
+            rows: list[Row | None] = await self._read(keys, _row, self._last_known)
+        except RedisUnavailable:
+            if max_staleness_ms is None or self._last_known is None:
+                raise
+            return self._recall(keys, max_staleness_ms)
+        return [ServedRow(row, "redis", None) for row in rows]
+
+    def _recall(self, keys: Sequence[str], max_staleness_ms: int) -> list[ServedRow]:
+        assert self._last_known is not None
+        served = []
+        for key in keys:
+            recalled = self._last_known.recall(key, max_staleness_ms)
+            if recalled is None:
+                raise RedisUnavailable("fallback", f"Redis is unavailable and {key!r} was not "
+                                       f"read in the last {max_staleness_ms} ms")
+            served.append(ServedRow(recalled.value, "cache", recalled.age_ms))
+        return served
 
     async def scores(self, user_id: str) -> dict[str, Score] | None:
         """The user's latest score per model (None for a user without scores)."""
@@ -54,7 +96,10 @@ class FeatureStore:
         """Raise RedisUnavailable unless Redis answers now (never cached)."""
         await self._redis.execute([("PING",)])
 
-    async def _read(self, keys: Sequence[str], decode: Callable[[list[str]], Any]) -> list[Any]:
+    async def _read(self, keys: Sequence[str], decode: Callable[[list[str]], Any],
+                    remember: LastKnown[Any] | None = None) -> list[Any]:
+        """The values of ``keys`` (decoded), from the cache or one Redis round trip; those read
+        from Redis are also kept in ``remember``."""
         unique = list(dict.fromkeys(keys))
         values: dict[str, Any] = {}
         if self._cache is not None:
@@ -71,4 +116,6 @@ class FeatureStore:
                 values[key] = decode(reply) if reply else None
                 if self._cache is not None:
                     self._cache.put(key, values[key])
+                if remember is not None:
+                    remember.remember(key, values[key])
         return [values[key] for key in keys]

@@ -160,6 +160,12 @@ class Settings(BaseSettings):
     cache_ttl_ms: DurationMs = 0  # in-process cache of rows and scores; 0 = off
     cache_max_entries: WholeNumber = 100_000
     max_batch_size: WholeNumber = 1_000  # user ids per POST /v1/features/batch
+    # Circuit breakers (Redis, the model): open after this many failures in a row, reject at
+    # once while open, let one probe through this long after opening (docs/operations.md).
+    breaker_failures: WholeNumber = 5
+    breaker_reset_ms: DurationMs = 1_000
+    # Rows last read from Redis, kept for ?max_staleness_ms= while Redis is down (LRU bound).
+    fallback_max_entries: WholeNumber = 100_000
 
     # -- The scoring job
     models_dir: str = ""  # the model registry directory; empty = <home>/models
@@ -393,7 +399,8 @@ class Settings(BaseSettings):
             raise bad("serve_host", "use an address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
         if not 1 <= self.serve_port <= 65_535:
             raise bad("serve_port", "use a TCP port between 1 and 65535")
-        for name in ("serve_workers", "redis_timeout_ms", "cache_max_entries", "max_batch_size"):
+        for name in ("serve_workers", "redis_timeout_ms", "cache_max_entries", "max_batch_size",
+                     "breaker_failures", "breaker_reset_ms", "fallback_max_entries"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be a positive integer")
         if self.cache_ttl_ms < 0:

@@ -1,0 +1,1 @@
+"""Staying useful while a dependency fails: the circuit breaker policy and the last known values."""
