@@ -5,12 +5,16 @@ it from."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from featurestream.devstack.flink_home import pyflink_dir
+from featurestream.jdk import java_tool
 from featurestream.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +99,37 @@ def test_flink_services_enable_the_prometheus_reporter(services: dict[str, Any],
     # Flink's default filter rewrites label values to [a-zA-Z0-9:_]: le="0.05" would become
     # le="0_05" and histogram_quantile would drop the freshness buckets.
     assert properties["metrics.reporter.prom.filterLabelValueCharacters"] is False
+
+
+def entrypoint_options(properties: str) -> list[str]:
+    """FLINK_PROPERTIES as the image's docker-entrypoint.sh turns them into options: each line
+    without its whitespace, split at the first ':', as ``-Dkey=value``."""
+    options = []
+    for line in properties.splitlines():
+        prop = "".join(line.split())
+        if prop:
+            key, _, value = prop.partition(":")
+            options.append(f"-D{key}={value}")
+    return options
+
+
+def test_the_images_config_writer_keeps_the_label_filter_off(services: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """The entrypoint hands FLINK_PROPERTIES to Flink's config-parser-utils.sh, which writes
+    config.yaml. The reporter reads its options as strings, so a YAML boolean ``false`` would
+    read as unset (the filter on); the writer must store the string."""
+    home = pyflink_dir()
+    (tmp_path / "config.yaml").write_text("jobmanager.rpc.address: localhost\n")
+    java_bin = str(Path(java_tool("java", "Flink's config writer")).parent)
+    env = os.environ | {"FLINK_HOME": str(home), "PATH": f"{java_bin}:{os.environ['PATH']}"}
+    subprocess.run(["bash", str(home / "bin" / "config-parser-utils.sh"), str(tmp_path),
+                    str(home / "bin"), str(home / "lib"),
+                    *entrypoint_options(services["taskmanager"]["environment"]["FLINK_PROPERTIES"])],
+                   env=env, check=True, capture_output=True, timeout=120)
+    written = load(tmp_path / "config.yaml")
+    prom = written["metrics"]["reporter"]["prom"]
+    assert prom["filterLabelValueCharacters"] == "false"
+    assert prom["factory"]["class"] == REPORTER_FACTORY and int(prom["port"]) == 9249
 
 
 def test_grafana_provisioning_is_mounted_from_the_repository(services: dict[str, Any]) -> None:
