@@ -20,6 +20,7 @@ from featurestream.serving.drift import DriftMonitor
 from featurestream.serving.entities import reader_definitions, served_entities
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.openapi import openapi_document
+from featurestream.serving.predict import Predictor
 from featurestream.serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
 from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> Starlette:
     """The reader for ``settings`` and the definitions they name (a DefinitionError if those
     are wrong); Redis is first contacted at start-up, not here."""
-    contract = ReaderContract(served_entities(reader_definitions(settings)),
-                              settings.max_batch_size)
+    definitions = reader_definitions(settings)
+    contract = ReaderContract(served_entities(definitions), settings.max_batch_size)
     redis = RedisClient(parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000)
     cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries)
              if settings.cache_ttl_ms else None)
@@ -43,11 +44,12 @@ def create_app(settings: Settings) -> Starlette:
     auth = bool(settings.auth_token.get_secret_value())
     document = openapi_document(ROUTES, contract, auth)
     drift = DriftMonitor(settings, redis, metrics)
-    reader = Reader(settings=settings,
-                    store=FeatureStore(redis, settings.redis_key_prefix, cache, metrics,
-                                       LastKnown(settings.fallback_max_entries)),
+    store = FeatureStore(redis, settings.redis_key_prefix, cache, metrics,
+                         LastKnown(settings.fallback_max_entries))
+    reader = Reader(settings=settings, store=store,
                     metrics=metrics, contract=contract, openapi=msgspec.json.encode(document),
-                    drift=drift, status=PipelineStatus(settings, drift))
+                    drift=drift, status=PipelineStatus(settings, drift),
+                    predictor=Predictor(settings, definitions, store, metrics))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -40,6 +40,10 @@ class Metrics:
         self.cache_misses = Counter(
             "featurestream_reader_cache_misses", "Keys the cache did not hold (read from Redis).",
             registry=self.registry)
+        self.predictions = Counter(
+            "featurestream_reader_predictions", "Predictions (/v1/predict) by model, version, "
+            "variant and fallback (none, cached_features, defaults).",
+            ["model", "version", "variant", "fallback"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (all workers' values when multiprocess)."""

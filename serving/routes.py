@@ -37,6 +37,14 @@ from featurestream.serving.contract import (
 )
 from featurestream.serving.drift import DriftMonitor, ModelDrift, get_model_drift
 from featurestream.serving.metrics import Metrics
+from featurestream.serving.predict import Predictor
+from featurestream.serving.predict_contract import (
+    PREDICT_BODY_LIMIT,
+    PredictBatchRequest,
+    PredictBatchResponse,
+    PredictRequest,
+    PredictResponse,
+)
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import ApiError, JSONResponse, error_response
 from featurestream.serving.shaping import (
@@ -71,6 +79,7 @@ class Reader:
     openapi: bytes  # the rendered OpenAPI document
     drift: DriftMonitor  # the models' drift against training, from Redis
     status: PipelineStatus  # /v1/status (Flink's jobs, the models) and the /ui page
+    predictor: Predictor  # /v1/predict: the configured model scored over the rows read now
 
 
 Handler = Callable[[Reader, Request], Awaitable[Response]]
@@ -124,6 +133,17 @@ async def get_scores(reader: Reader, request: Request) -> Response:
     if not scores:
         raise ApiError(404, ErrorBody("unknown_user", f"no scores for user {user_id!r}"))
     return JSONResponse(scores_body(user_id, scores, now_ms()))
+
+
+async def predict(reader: Reader, request: Request) -> Response:
+    """``POST /v1/predict``: one event scored now (:mod:`featurestream.serving.predict`)."""
+    return await reader.predictor.predict(await _read_body(request, PREDICT_BODY_LIMIT))
+
+
+async def predict_batch(reader: Reader, request: Request) -> Response:
+    """``POST /v1/predict/batch`` with ``{"requests": [...]}``."""
+    predictor = reader.predictor
+    return await predictor.predict_batch(await _read_body(request, predictor.max_batch_bytes))
 
 
 async def healthz(reader: Reader, request: Request) -> Response:
@@ -188,6 +208,14 @@ ROUTES: tuple[Endpoint, ...] = (
              (400, 401, 404, 503), protected=True, query={"names": NamesQuery}),
     Endpoint("/v1/scores/{user_id}", "GET", get_scores, "A user's latest score per model.",
              Scores, "Found.", (400, 401, 404, 503), protected=True),
+    Endpoint("/v1/predict", "POST", predict,
+             "Score an event now, as the scoring job would: the model's version and variant, "
+             "the values used, the rows' freshness and the fallback level.", PredictResponse,
+             "Scored.", (400, 401, 404, 413, 503), protected=True, request=PredictRequest),
+    Endpoint("/v1/predict/batch", "POST", predict_batch,
+             "Score many events with one read of their rows.", PredictBatchResponse,
+             "Results in request order; a request not scored is null with its entry in errors.",
+             (400, 401, 404, 413, 503), protected=True, request=PredictBatchRequest),
     Endpoint("/v1/models/{name}/drift", "GET", get_model_drift,
              "Each live version's drift against its training data over the drift window.",
              ModelDrift, "The versions live or with samples in the window.",

@@ -37,18 +37,12 @@ import numpy as np
 from featurestream.udfs.contract.codec import EventDecoder
 from featurestream.udfs.contract.events import Event
 from featurestream.udfs.features.routing import future_event
+from featurestream.udfs.scoring.assembly import VersionVectors
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError
 from featurestream.udfs.scoring.score_codec import ScoreCodec, ScoreRecord, ShadowScore
-from featurestream.udfs.scoring.vector import (
-    EntityId,
-    FastAssemble,
-    FeatureCatalog,
-    Row,
-    UnknownFeature,
-    VectorPlan,
-)
+from featurestream.udfs.scoring.vector import EntityId, FeatureCatalog, Row, VectorPlan
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
 from featurestream.udfs.wire.frames import SourceRecord, decode_source_frame, encode_sink_frame
 
@@ -187,32 +181,12 @@ class BatchScorer:
         self._scored_types = frozenset(scored_types)
         self._scores_topic = scores_topic
         self._dlq_topic = dlq_topic
-        self._catalog = catalog
         self._rows = rows
         self._latest_scores = latest_scores
         self._waiting = waiting
         self._max_future_skew_ms = max_future_skew_ms
         self._clock_ms = clock_ms
-        self._plans: dict[tuple[str, int], VectorPlan | Problem] = {}  # versions never change
-        # By version, as the plans, and whether missing values are NaN (served) or their
-        # defaults (shadow); with the served versions' defaults in feature order.
-        self._fast: dict[tuple[str, int, bool], FastAssemble] = {}
-        self._defaults: dict[tuple[str, int], np.ndarray] = {}
-
-    def plan(self, model: LoadedModel) -> VectorPlan | Problem:
-        """The vector plan of a version, or why the definitions cannot feed it (checked once
-        per version)."""
-        metadata = model.metadata
-        key = (metadata.name, metadata.version)
-        plan = self._plans.get(key)
-        if plan is None:
-            try:
-                plan = self._catalog.plan(metadata.features, metadata.feature_definitions)
-            except UnknownFeature as exc:
-                plan = Problem(Stage.MODEL, ErrorClass.MODEL_UNAVAILABLE,
-                               f"{metadata.name} v{metadata.version} names {exc}")
-            plan = self._plans[key] = plan
-        return plan
+        self.versions = VersionVectors(catalog)
 
     def score(self, frames: Sequence[bytes]) -> ScoredBatch:
         """Score ``frames``; models are refreshed first, never in the middle of a batch."""
@@ -244,7 +218,7 @@ class BatchScorer:
                 continue
             plan = plans.get(id(model))
             if plan is None:
-                plan = plans[id(model)] = self.plan(model)
+                plan = plans[id(model)] = self.versions.plan(model)
             if isinstance(plan, Problem):
                 self._dead(batch, index, record, event, plan, version)
                 continue
@@ -277,7 +251,7 @@ class BatchScorer:
                         problem = row
                 else:
                     found[entity] = row
-            vector = problem or self._vector(model, plan, event, found, ids, nulls=True)
+            vector = problem or self.versions.vector(model, plan, event, found, ids, nulls=True)
             if isinstance(vector, Problem):
                 self._dead(batch, index, record, event, vector, version)
                 continue
@@ -289,22 +263,6 @@ class BatchScorer:
             self._predict(batch, group, shadow)
         self._latest_scores.write_latest(batch.scores)
         return batch
-
-    def _vector(self, model: LoadedModel, plan: VectorPlan, event: Event,
-                rows: Mapping[str, Row], ids: Mapping[str, EntityId], nulls: bool = False
-                ) -> list[float] | Problem:
-        """The version's vector for ``event``: the generated fast path, or, when it declines,
-        :meth:`VectorPlan.assemble` for the reason. ``nulls``: NaN where a value is missing
-        (:meth:`_filled` puts the defaults in)."""
-        metadata = model.metadata
-        key = (metadata.name, metadata.version, nulls)
-        fast = self._fast.get(key)
-        if fast is None:
-            fast = self._fast[key] = plan.fast(metadata.defaults, nulls)
-        vector = fast(event, rows)
-        if vector is None:
-            return plan.assemble(metadata.defaults, event, rows, ids)
-        return vector
 
     def _captured(self, keys: list[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
         """The captured rows of ``keys``, waiting for those not captured yet (absent if they
@@ -340,7 +298,7 @@ class BatchScorer:
         shadow = self.models.shadow
         if shadow is None or not isinstance(shadow.model, LoadedModel):
             return None
-        plan = self.plan(shadow.model)
+        plan = self.versions.plan(shadow.model)
         return None if isinstance(plan, Problem) else plan
 
     def _predict(self, batch: ScoredBatch, group: _ModelGroup, shadow: VectorPlan | None
@@ -378,17 +336,10 @@ class BatchScorer:
                 ) -> np.ndarray:
         """``vectors`` with the model's defaults where they are NaN (a missing value), and
         each such item's vector filled too (what its score record shows)."""
-        missing = np.isnan(vectors)
-        if not missing.any():
-            return vectors
-        key = (metadata.name, metadata.version)
-        defaults = self._defaults.get(key)
-        if defaults is None:
-            defaults = self._defaults[key] = np.array(
-                [metadata.defaults.get(name, math.nan) for name in metadata.features])
-        filled = np.where(missing, defaults, vectors)
-        for i in np.flatnonzero(missing.any(axis=1)).tolist():
-            items[i].vector = filled[i].tolist()
+        filled = self.versions.filled(vectors, metadata)
+        if filled is not vectors:
+            for i in np.flatnonzero(np.isnan(vectors).any(axis=1)).tolist():
+                items[i].vector = filled[i].tolist()
         return filled
 
     def _shadow_scores(self, batch: ScoredBatch, items: list[_Item], plan: VectorPlan | None
@@ -399,7 +350,7 @@ class BatchScorer:
             return [None] * len(items)
         scores: list[float | None] = [None] * len(items)
         if isinstance(shadow.model, LoadedModel) and plan is not None:
-            vectors = [self._vector(shadow.model, plan, item.event, item.rows, item.ids)
+            vectors = [self.versions.vector(shadow.model, plan, item.event, item.rows, item.ids)
                        for item in items]
             usable = [i for i, v in enumerate(vectors) if not isinstance(v, Problem)]
             try:

@@ -188,6 +188,13 @@ class _Slot:
     entity: str  # '' for a record feature
     field: str
 
+    def value(self, event: Event, rows: Mapping[str, Row]) -> Any:
+        """The raw value for ``event`` (None: null or absent)."""
+        if self.extract is not None:
+            return self.extract(event)
+        row = rows.get(self.entity)
+        return None if row is None else row.get(self.field)
+
 
 @dataclass(frozen=True)
 class VectorPlan:
@@ -252,11 +259,7 @@ class VectorPlan:
         of each entity that has one; ``ids``: the entity ids (named in the messages)."""
         vector: list[float] = []
         for slot in self.slots:
-            if slot.extract is not None:
-                value = slot.extract(event)
-            else:
-                row = rows.get(slot.entity)
-                value = None if row is None else row.get(slot.field)
+            value = slot.value(event, rows)
             if value is None:
                 value = defaults.get(slot.name)
                 if value is None:
@@ -271,6 +274,13 @@ class VectorPlan:
                                f"feature {slot.name!r} {_of(slot, event, ids)} is {value}")
             vector.append(value)
         return vector
+
+    def without_default(self, defaults: Mapping[str, float], event: Event,
+                        rows: Mapping[str, Row]) -> list[str]:
+        """The features whose value is null or absent for ``event`` and that have no default:
+        every reason at once (:meth:`assemble` names the first)."""
+        return [slot.name for slot in self.slots
+                if slot.value(event, rows) is None and defaults.get(slot.name) is None]
 
     def _missing(self, slot: _Slot, event: Event, rows: Mapping[str, Row],
                  ids: Mapping[str, EntityId]) -> Problem:

@@ -188,6 +188,11 @@ READER_CACHE_HITS = Metric(
 READER_CACHE_MISSES = Metric(
     "featurestream_reader_cache_misses_total", Kind.COUNTER, (), READER,
     "Keys the cache did not hold (read from Redis).")
+READER_PREDICTIONS = Metric(
+    "featurestream_reader_predictions_total", Kind.COUNTER,
+    ("model", "version", "variant", "fallback"), READER,
+    "Predictions (/v1/predict) by model, version, variant and fallback (none, "
+    "cached_features, defaults).")
 
 # -- drift and data quality against training (the reader, from the scoring job's drift buckets)
 FEATURE_PSI = Metric(
@@ -216,6 +221,7 @@ CATALOG: tuple[Metric, ...] = (
     PENDING_RECORDS, CURRENT_OFFSET, RECORDS_IN, LAST_CHECKPOINT_DURATION, LAST_CHECKPOINT_SIZE,
     COMPLETED_CHECKPOINTS, FAILED_CHECKPOINTS, RESTARTS,
     READER_REQUEST_SECONDS, READER_REDIS_ERRORS, READER_CACHE_HITS, READER_CACHE_MISSES,
+    READER_PREDICTIONS,
     FEATURE_PSI, SCORE_PSI, FEATURE_NULL_RATE, FEATURE_OUT_OF_RANGE_RATE, DRIFT_SAMPLES,
 )
 
