@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 
@@ -23,9 +24,10 @@ from featurestream.flink_rest import CheckpointStats, FlinkRest
 from featurestream.serving.drift import DriftQuery, Sidecars, unknown_model
 from featurestream.serving.status import sample_jobs
 from featurestream.settings import Settings, masked_url
+from featurestream.udfs.scoring.experiments import Split, live_rollout
 from featurestream.udfs.scoring.model_registry import ModelRegistry
-from featurestream.udfs.scoring.variants import parse_experiment, version_label
-from featurestream.udfs.telemetry.pipeline_stats import JobStats, job_stats, model_split
+from featurestream.udfs.scoring.variants import version_label
+from featurestream.udfs.telemetry.pipeline_stats import JobStats, job_stats
 
 RATE_INTERVAL_S = 1.0
 DRIFT_PSI = 0.2  # the alert rule's threshold
@@ -65,12 +67,15 @@ class JobReport:
 @dataclass(frozen=True)
 class ModelReport:
     """A model: its live versions' shares, the feature with the highest PSI over the drift
-    window (version, feature, PSI; None without samples), or why there is nothing to show."""
+    window (version, feature, PSI; None without samples), or why there is nothing to show; the
+    experiment record that set the split (None: the settings) and the shadow version."""
 
     model: str
     split: Mapping[int, float]
     worst: tuple[int, str, float] | None = None
     problem: str | None = None
+    experiment: str | None = None
+    shadow: int | None = None
 
 
 def job_reports(rest: FlinkRest) -> dict[str, JobReport]:
@@ -92,10 +97,12 @@ def model_report(settings: Settings) -> ModelReport:
     """The scored model's split and worst drift, read from the registry and Redis."""
     model = settings.model_name
     registry = ModelRegistry(settings.effective_models_dir, model)
-    split = model_split(parse_experiment(settings.experiment), registry.versions())
+    rollout = live_rollout(registry, Split.parse(settings.experiment, settings.shadow_model))
+    split = partial(ModelReport, model, rollout.shares, experiment=rollout.experiment,
+                    shadow=rollout.shadow)
     problem = unknown_model(settings, model)
     if problem is not None:
-        return ModelReport(model, split, problem="no version published")
+        return split(problem="no version published")
     query = DriftQuery.of(settings, Sidecars(registry), int(time.time() * 1000))
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
                                   socket_connect_timeout=2)
@@ -105,15 +112,14 @@ def model_report(settings: Settings) -> ModelReport:
             pipe.hgetall(key)
         hashes = [{f.decode(): v.decode() for f, v in r.items()} for r in pipe.execute()]
     except redis.RedisError:
-        return ModelReport(model, split, problem=f"Redis at {masked_url(settings.redis_url)} "
-                                                 "did not answer")
+        return split(problem=f"Redis at {masked_url(settings.redis_url)} did not answer")
     finally:
         client.close()
     scored = [(v.version, f.feature, f.psi) for v in query.answer(hashes).versions
               for f in v.features if f.psi is not None]
     if not scored:
-        return ModelReport(model, split, problem="no scored samples in the drift window")
-    return ModelReport(model, split, max(scored, key=lambda s: s[2]))
+        return split(problem="no scored samples in the drift window")
+    return split(max(scored, key=lambda s: s[2]))
 
 
 def status_lines(statuses: list[ComponentStatus], jobs: Mapping[str, JobReport] | None = None,
@@ -167,9 +173,13 @@ def _checkpoints(stats: CheckpointStats | None, now_ms: int) -> str:
 
 
 def model_line(report: ModelReport) -> str:
-    """``model NAME  live v3 90%, v4 10%  worst PSI v4 amount 0.31 (drift)``."""
+    """``model NAME  live v3 90%, v4 10% (exp-2)  shadow v5  worst PSI v4 amount 0.31
+    (drift)``."""
     live = ", ".join(f"{version_label(v)} {share:.0%}" for v, share in report.split.items())
-    parts = [f"model  {report.model}", f"live {live or 'none'}"]
+    parts = [f"model  {report.model}", f"live {live or 'none'}"
+             + (f" ({report.experiment})" if report.experiment else "")]
+    if report.shadow is not None:
+        parts.append(f"shadow {version_label(report.shadow)}")
     if report.worst is not None:
         version, feature, psi = report.worst
         parts.append(f"worst PSI {version_label(version)} {feature} {psi:.3f}"

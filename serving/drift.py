@@ -33,8 +33,8 @@ from featurestream.serving.redis_client import Command, RedisClient, RedisUnavai
 from featurestream.serving.responses import ApiError, JSONResponse
 from featurestream.serving.shaping import now_ms
 from featurestream.settings import Settings
+from featurestream.udfs.scoring.experiments import Split, live_rollout
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
-from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 from featurestream.udfs.telemetry.catalog import (
     DRIFT_SAMPLES,
     FEATURE_NULL_RATE,
@@ -107,16 +107,13 @@ class VersionSource:
     problem: str | None = None  # why there is no distribution
 
 
-def live_versions(settings: Settings, model: str, versions: Sequence[int]) -> set[int]:
-    """The versions the scoring job serves for ``model``: the experiment's arms (else the
-    latest) and the shadow; none for a model it does not score."""
-    if model != settings.model_name:
+def live_versions(settings: Settings, registry: ModelRegistry) -> set[int]:
+    """The versions the scoring job serves for the registry's model (the experiment record,
+    else the settings: :func:`~udfs.scoring.experiments.live_rollout`); none for a model it does
+    not score."""
+    if registry.name != settings.model_name:
         return set()
-    arms = parse_experiment(settings.experiment)
-    live = {arm.version for arm in arms} if arms else set(versions[-1:])
-    if settings.shadow_model:
-        live.add(parse_version(settings.shadow_model))
-    return live
+    return live_rollout(registry, Split.parse(settings.experiment, settings.shadow_model)).live
 
 
 class Sidecars:
@@ -169,8 +166,7 @@ class DriftQuery:
     def of(cls, settings: Settings, sidecars: Sidecars, now_ms: int) -> DriftQuery:
         """The query for ``sidecars``' model under ``settings`` (prefix, window, live set)."""
         model = sidecars.registry.name
-        sources = sidecars.sources(
-            live_versions(settings, model, sidecars.registry.versions()))
+        sources = sidecars.sources(live_versions(settings, sidecars.registry))
         keys = tuple(
             tuple(window_keys(settings.redis_key_prefix, model, s.version, now_ms,
                               settings.drift_window_ms, settings.drift_bucket_ms))

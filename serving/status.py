@@ -34,10 +34,11 @@ from featurestream.serving.drift import DriftMonitor, ModelDrift
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import JSONResponse
 from featurestream.settings import Settings, masked_url
+from featurestream.udfs.scoring.experiments import Split, live_rollout
 from featurestream.udfs.scoring.model_registry import ModelRegistry
-from featurestream.udfs.scoring.variants import parse_experiment, version_label
+from featurestream.udfs.scoring.variants import version_label
 from featurestream.udfs.telemetry import pipeline_stats
-from featurestream.udfs.telemetry.pipeline_stats import JobStats, Snapshot, job_stats, model_split
+from featurestream.udfs.telemetry.pipeline_stats import JobStats, Snapshot, job_stats
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ class PipelineStatus:
         self._drift = drift
         self._jobs = jobs or FlinkJobs(FlinkRest(settings.flink_rest_url, REST_TIMEOUT_S))
         self._registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
-        self._arms = parse_experiment(settings.experiment)
+        self._default = Split.parse(settings.experiment, settings.shadow_model)
 
     async def status(self) -> StatusBody:
         """The answer now."""
@@ -234,7 +235,7 @@ class PipelineStatus:
     async def _model(self, now_ms: int) -> ModelStatus:
         name = self._settings.model_name
         split = {version_label(v): share for v, share in
-                 model_split(self._arms, self._registry.versions()).items()}
+                 live_rollout(self._registry, self._default).shares.items()}
         problem = self._drift.unknown(name)
         if problem is not None:
             return ModelStatus(name, split, None, problem)

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestream import jobs
-from featurestream.udfs.scoring.variants import Arm
 from featurestream.udfs.telemetry.pipeline_stats import (
     FEATURE_JOB,
     JOB_NAMES,
@@ -20,7 +19,6 @@ from featurestream.udfs.telemetry.pipeline_stats import (
     bucket_counts,
     histogram_quantile,
     job_stats,
-    model_split,
     rate,
     rates_by_label,
     recent_buckets,
@@ -181,9 +179,3 @@ def test_names_follow_the_catalog() -> None:
 
 def test_job_names_are_the_jobs() -> None:
     assert JOB_NAMES == jobs.JOB_NAMES
-
-
-def test_model_split() -> None:
-    assert model_split((Arm(3, 90), Arm(4, 10)), [1, 2, 3, 4]) == {3: 0.9, 4: 0.1}
-    assert model_split((), [1, 2, 5]) == {5: 1.0}
-    assert model_split((), []) == {}

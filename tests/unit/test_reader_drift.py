@@ -26,7 +26,9 @@ from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.responses import ApiError
 from featurestream.settings import Settings
+from featurestream.udfs.scoring.experiments import record
 from featurestream.udfs.scoring.model_registry import ModelRegistry
+from featurestream.udfs.scoring.variants import Arm
 from featurestream.udfs.telemetry import catalog
 from featurestream.udfs.telemetry.drift import DriftCounts, bucket_start, drift_key
 from testing import model_fixtures
@@ -100,13 +102,18 @@ def by_version(answer: ModelDrift) -> dict[int, VersionDrift]:
     return {v.version: v for v in answer.versions}
 
 
-def test_live_versions_are_the_arms_or_the_latest_and_the_shadow() -> None:
+def test_live_versions_are_the_arms_or_the_latest_and_the_shadow(tmp_path: Path) -> None:
     plain = Settings()
-    assert live_versions(plain, plain.model_name, [1, 2, 5]) == {5}
-    assert live_versions(plain, plain.model_name, []) == set()
-    split = Settings(experiment="v2:90,v5:10", shadow_model="v6")
-    assert live_versions(split, split.model_name, [1, 2, 5, 6]) == {2, 5, 6}
-    assert live_versions(split, "another_model", [1, 2]) == set()
+    registry = ModelRegistry(tmp_path, plain.model_name)
+    assert live_versions(plain, registry) == set()
+    for version in (1, 2, 5):
+        model_fixtures.publish(tmp_path, version, seed=version)
+    assert live_versions(plain, registry) == {5}
+    split = Settings(experiment="v2:90,v5:10", shadow_model="v1")
+    assert live_versions(split, registry) == {1, 2, 5}
+    assert live_versions(split, ModelRegistry(tmp_path, "another_model")) == set()
+    record(registry, (Arm(1, 1),), 2, "promote v1", "a", 1)
+    assert live_versions(split, registry) == {1, 2}, "the record wins over the settings"
 
 
 def test_the_live_version_and_those_with_samples_are_shown(registry: ModelRegistry) -> None:

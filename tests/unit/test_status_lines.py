@@ -51,3 +51,10 @@ def test_quiet_job_and_models_without_drift() -> None:
         "model  m  live none  no version published")
     assert model_line(ModelReport("m", {2: 1.0}, (2, "x", 0.05))) == (
         "model  m  live v2 100%  worst PSI v2 x 0.050")
+
+
+def test_the_model_line_names_the_experiment_record_and_the_shadow() -> None:
+    report = ModelReport("m", {1: 0.5, 2: 0.5}, problem="no scored samples in the drift window",
+                         experiment="exp-3", shadow=4)
+    assert model_line(report) == ("model  m  live v1 50%, v2 50% (exp-3)  shadow v4  "
+                                  "no scored samples in the drift window")

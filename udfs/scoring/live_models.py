@@ -2,9 +2,12 @@
 
 With an experiment, users are split among its versions (:mod:`udfs.scoring.variants`); without one,
 every user gets the latest version (variant ``latest``). An optional shadow version is scored on
-every record but not served. :meth:`ServingModels.refresh` looks at the registry at most once per
-poll interval (the directory's mtime) and swaps models only between micro-batches, so each record
-is scored exactly once, by the models in place when its batch started.
+every record but not served. The experiment and shadow are the registry's current experiment
+record when it has one (``featurestream models canary ...``), else the settings
+(:func:`udfs.scoring.experiments.resolve`). :meth:`ServingModels.refresh` looks at the registry
+at most once per poll interval (the directory's mtime: a new version or a new record) and swaps
+models and split only between micro-batches, so each record is scored exactly once, by the models
+in place when its batch started.
 
 A version that cannot be loaded is kept as its :class:`ModelError`: records routed to it go to
 the dead-letter topic until a later refresh finds it usable.
@@ -12,14 +15,19 @@ the dead-letter topic until a later refresh finds it usable.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import NamedTuple
 
+from featurestream.udfs.scoring.experiments import Rollout, Split, live_rollout
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import LATEST, Arm, VariantAssigner
 
 Model = LoadedModel | ModelError
+
+log = logging.getLogger(__name__)
 
 
 class Route(NamedTuple):
@@ -42,18 +50,20 @@ class Shadow(NamedTuple):
 
 
 class ServingModels:
-    """Routes users to loaded models; reloads when the registry changes."""
+    """Routes users to loaded models; reloads when the registry changes. ``arms`` and
+    ``shadow`` are the settings' split, used while the registry holds no experiment record."""
 
     def __init__(self, registry: ModelRegistry, arms: tuple[Arm, ...], shadow: int | None,
                  poll_interval_ms: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry
-        self._assigner = VariantAssigner(arms) if arms else None
-        self._shadow_version = shadow
+        self._default = Split(arms, shadow)
         self._poll_interval_s = poll_interval_ms / 1000
         self._clock = clock
         self._next_poll = float("-inf")
         self._marker: int | None = None
         self._loaded: dict[int, Model] = {}
+        self.rollout = Rollout(arms, shadow, None, None)
+        self._assigner = VariantAssigner(arms) if arms else None
         # Built at each refresh, so routing a record builds nothing.
         self._latest = Route(LATEST, None,
                              ModelError(f"no {registry.name} model in {registry.directory}"))
@@ -61,7 +71,8 @@ class ServingModels:
         self.reloads = 0
 
     def refresh(self) -> None:
-        """Pick up new or fixed versions if the poll interval has passed and the dir changed."""
+        """Pick up new or fixed versions and a new experiment record if the poll interval has
+        passed and the dir changed."""
         now = self._clock()
         if now < self._next_poll:
             return
@@ -70,21 +81,28 @@ class ServingModels:
         if marker == self._marker:
             return
         self._marker = marker
-        versions = self.registry.versions()
-        wanted = {arm.version for arm in self._assigner.arms} if self._assigner else set()
-        if self._shadow_version is not None:
-            wanted.add(self._shadow_version)
-        if not self._assigner and versions:
-            wanted.add(versions[-1])
-        self._loaded = {v: self._load(v) for v in sorted(wanted)}
-        if self._assigner:
-            self._routes = {arm.version: Route(arm.label, arm.version, self._loaded[arm.version])
-                            for arm in self._assigner.arms}
-        elif versions:
-            latest = self._loaded[versions[-1]]
-            version = latest.metadata.version if isinstance(latest, LoadedModel) else None
-            self._latest = Route(LATEST, version, latest)
+        rollout = live_rollout(self.registry, self._default)
+        if rollout.problem is not None:  # a hand-edited record: keep serving the last split
+            if rollout.problem != self.rollout.problem:
+                log.error("experiment record not applied, serving %s as before: %s",
+                          self.rollout.experiment or "the settings' split", rollout.problem)
+            rollout = replace(self.rollout, latest=rollout.latest, problem=rollout.problem)
+        self._apply(rollout)
         self.reloads += 1
+
+    def _apply(self, rollout: Rollout) -> None:
+        """Load what ``rollout`` serves and build its routes."""
+        self.rollout = rollout
+        self._assigner = VariantAssigner(rollout.arms) if rollout.arms else None
+        self._loaded = {v: self._load(v) for v in sorted(rollout.live)}
+        if self._assigner:
+            self._routes = {arm.version: Route(arm.label, arm.version, self._loaded[arm.version],
+                                               rollout.experiment)
+                            for arm in self._assigner.arms}
+        elif rollout.latest is not None:
+            latest = self._loaded[rollout.latest]
+            version = latest.metadata.version if isinstance(latest, LoadedModel) else None
+            self._latest = Route(LATEST, version, latest, rollout.experiment)
 
     def _load(self, version: int) -> Model:
         kept = self._loaded.get(version)
@@ -95,6 +113,11 @@ class ServingModels:
         except ModelError as exc:
             return exc
 
+    @property
+    def experiment(self) -> str | None:
+        """The id of the experiment record in effect (None: the settings' split)."""
+        return self.rollout.experiment
+
     def route(self, user_id: str) -> Route:
         """The model serving ``user_id``."""
         if self._assigner is None:
@@ -104,6 +127,7 @@ class ServingModels:
     @property
     def shadow(self) -> Shadow | None:
         """The shadow, or None when none is configured."""
-        if self._shadow_version is None:
+        shadow = self.rollout.shadow
+        if shadow is None:
             return None
-        return Shadow(self._shadow_version, self._loaded[self._shadow_version])
+        return Shadow(shadow, self._loaded[shadow])

@@ -15,7 +15,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from featurestream.udfs.scoring.variants import Arm
 from featurestream.udfs.telemetry import catalog
 
 Labels = tuple[tuple[str, str], ...]
@@ -252,12 +251,3 @@ def job_stats(previous: Snapshot | None, current: Snapshot, names: JobMetricName
                    for what, name in names.freshness.items()},
         lag=sum(lag_series) if lag_series else None,
     )
-
-
-def model_split(arms: Sequence[Arm], published: Sequence[int]) -> dict[int, float]:
-    """The live versions of a model and the share of users each serves: the experiment's arms
-    by weight, else the latest published version (none while nothing is published)."""
-    if arms:
-        total = sum(arm.weight for arm in arms)
-        return {arm.version: arm.weight / total for arm in arms}
-    return {max(published): 1.0} if published else {}
