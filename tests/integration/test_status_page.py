@@ -134,9 +134,11 @@ def test_page_shows_what_the_status_says(stack: LocalStack, tmp_path: Path) -> N
                 return next((j for j in body["jobs"] if j["job"] == "features"), None)
 
             def counted() -> bool:
+                # the keyed operator's metrics too: rows written and the freshness histogram
                 job = features()
                 return (job is not None and job["events_in"] == GOOD + len(BAD)
-                        and job["dead_letters"] == expected_dead)
+                        and job["dead_letters"] == expected_dead and job["output_total"] > 0
+                        and job["freshness"]["append"]["p99_s"] is not None)
 
             def diagnostics() -> str:
                 rows = len(redis.Redis.from_url(settings.redis_url).keys(

@@ -42,7 +42,8 @@ def listening_ports(service: dict[str, Any]) -> set[int]:
     """The container ports a service answers on: its Flink reporter's, the reader's, and its
     published container ports."""
     environment = service.get("environment", {})
-    ports = {int(str(p).rsplit(":", 1)[-1]) for p in service.get("ports", [])}
+    ports = {int(str(p).rsplit(":", 1)[-1])
+             for p in (*service.get("ports", []), *service.get("expose", []))}
     if "FLINK_PROPERTIES" in environment:
         reporter_port = flink_properties(service).get("metrics.reporter.prom.port")
         if reporter_port is not None:
@@ -76,14 +77,14 @@ def scrape_targets(config: dict[str, Any]) -> list[tuple[str, str, int]]:
 
 
 def test_compose_parses_with_the_observability_services(services: dict[str, Any]) -> None:
-    assert {"prometheus", "grafana", "reader", *FLINK_SERVICES} <= services.keys()
+    assert {"prometheus", "grafana", "reader", "kafka-exporter", *FLINK_SERVICES} <= services.keys()
 
 
 def test_prometheus_scrapes_existing_services_on_their_ports(services: dict[str, Any]) -> None:
     prometheus_dir = mounts(services["prometheus"])[PurePosixPath("/etc/prometheus")]
     config = load(prometheus_dir / "prometheus.yml")
     targets = scrape_targets(config)
-    assert {host for _, host, _ in targets} == {"reader", *FLINK_SERVICES}
+    assert {host for _, host, _ in targets} == {"reader", "kafka-exporter", *FLINK_SERVICES}
     for job, host, port in targets:
         assert host in services, f"scrape job {job}: no compose service {host}"
         assert port in listening_ports(services[host]), f"scrape job {job}: {host} not on {port}"

@@ -38,6 +38,7 @@ class Source(StrEnum):
     SCORING_JOB = "scoring job"  # Flink TaskManager's reporter
     FLINK = "flink built-in"  # Flink's own metrics (TaskManager or JobManager reporter)
     READER = "reader"  # the reader's /metrics
+    KAFKA_EXPORTER = "kafka exporter"  # the production stack's kafka-exporter (compose)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,11 @@ PENDING_RECORDS = Metric(
 CURRENT_OFFSET = Metric(
     TASK_OPERATOR + "KafkaSourceReader_topic_partition_currentOffset", Kind.GAUGE,
     ("topic", "partition"), FLINK, "The source's position in each partition it reads.")
+CONSUMER_GROUP_LAG = Metric(
+    "kafka_consumergroup_lag", Kind.GAUGE, ("consumergroup", "topic", "partition"),
+    (Source.KAFKA_EXPORTER,),
+    "Consumer lag per partition: the log end minus the group's committed offset (the jobs "
+    "commit at each checkpoint, so it reads high by up to a checkpoint interval).")
 RECORDS_IN = Metric(
     TASK_OPERATOR + "numRecordsIn", Kind.COUNTER, (), FLINK,
     "Records each operator received (the pipeline's throughput per operator).")
@@ -188,6 +194,22 @@ READER_CACHE_HITS = Metric(
 READER_CACHE_MISSES = Metric(
     "featurestream_reader_cache_misses_total", Kind.COUNTER, (), READER,
     "Keys the cache did not hold (read from Redis).")
+READER_CACHE_INVALIDATIONS = Metric(
+    "featurestream_reader_cache_invalidations_total", Kind.COUNTER, ("kind",), READER,
+    "Keys Redis said changed (kind=key) and whole-cache flushes (kind=flush: tracking lost, "
+    "FLUSHALL).")
+
+READER_BREAKER_STATE = Metric(
+    "featurestream_reader_breaker_state", Kind.GAUGE, ("dependency",), READER,
+    "Circuit breaker state by dependency (0 closed, 1 half-open, 2 open); the worst of the "
+    "live workers.")
+READER_BREAKER_TRANSITIONS = Metric(
+    "featurestream_reader_breaker_transitions_total", Kind.COUNTER, ("dependency", "state"),
+    READER, "Circuit breaker transitions by dependency and the state entered.")
+READER_FALLBACKS = Metric(
+    "featurestream_reader_fallbacks_total", Kind.COUNTER, ("route", "level"), READER,
+    "Answers served from a fallback by route and level (cached_row: rows last read from "
+    "Redis).")
 READER_PREDICTIONS = Metric(
     "featurestream_reader_predictions_total", Kind.COUNTER,
     ("model", "version", "variant", "fallback"), READER,
@@ -218,9 +240,11 @@ CATALOG: tuple[Metric, ...] = (
     SOURCE_EVENTS, EVENTS_IN, DEAD_LETTERS, ROWS_WRITTEN, CAPTURED_ROWS, EVENT_FRESHNESS,
     APPEND_FRESHNESS,
     SCORES, FALLBACKS, SHADOW_FAILURES, MODEL_RELOADS,
-    PENDING_RECORDS, CURRENT_OFFSET, RECORDS_IN, LAST_CHECKPOINT_DURATION, LAST_CHECKPOINT_SIZE,
-    COMPLETED_CHECKPOINTS, FAILED_CHECKPOINTS, RESTARTS,
+    PENDING_RECORDS, CURRENT_OFFSET, CONSUMER_GROUP_LAG, RECORDS_IN, LAST_CHECKPOINT_DURATION,
+    LAST_CHECKPOINT_SIZE, COMPLETED_CHECKPOINTS, FAILED_CHECKPOINTS, RESTARTS,
     READER_REQUEST_SECONDS, READER_REDIS_ERRORS, READER_CACHE_HITS, READER_CACHE_MISSES,
+    READER_CACHE_INVALIDATIONS,
+    READER_BREAKER_STATE, READER_BREAKER_TRANSITIONS, READER_FALLBACKS,
     READER_PREDICTIONS,
     FEATURE_PSI, SCORE_PSI, FEATURE_NULL_RATE, FEATURE_OUT_OF_RANGE_RATE, DRIFT_SAMPLES,
 )
