@@ -11,6 +11,8 @@ worker is the right pool size.
 Every call (connect and handshake included) is bounded by ``timeout_s`` and fails with
 :class:`RedisUnavailable`. A lost connection, or one that stayed silent for a whole timeout, is
 dropped and the next call opens a new one, so recovery after a Redis restart is automatic.
+With the cache invalidated (:mod:`.tracking`), every connection turns Redis's client-side
+caching on as it opens (``CLIENT TRACKING on REDIRECT``), so the keys read on it are watched.
 URLs: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS (system CAs, or
 ``?ssl_ca_certs=FILE``; ``?ssl_cert_reqs=none`` skips verification) and ``unix:///path?db=N``.
 """
@@ -22,9 +24,9 @@ import logging
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -32,6 +34,7 @@ import hiredis
 log = logging.getLogger(__name__)
 
 Command = tuple[str, ...]
+ConnectionT = TypeVar("ConnectionT", bound=asyncio.Protocol)
 
 
 class RedisUnavailable(Exception):
@@ -101,11 +104,47 @@ class _Pending:
         self.replies: list[Any] = []
 
 
-class _Connection(asyncio.Protocol):
-    """One Redis connection: pipelined writes, hiredis-parsed replies matched in order."""
+class TrackingRefused(Exception):
+    """This Redis refuses client-side caching (older than 6, or CLIENT denied by its ACL)."""
 
-    def __init__(self) -> None:
+
+def tracking_command(redirect: int) -> Command:
+    """Turn tracking on for the connection, its invalidations sent to client ``redirect``."""
+    return ("CLIENT", "TRACKING", "ON", "REDIRECT", str(redirect))
+
+
+async def open_transport(target: RedisTarget, factory: Callable[[], ConnectionT]) -> ConnectionT:
+    """A connection to ``target`` (TCP, TLS or unix socket) served by ``factory()``'s protocol;
+    the caller bounds the time and does the handshake."""
+    loop = asyncio.get_running_loop()
+    if target.unix_path:
+        _, protocol = await loop.create_unix_connection(factory, target.unix_path)
+    else:
+        _, protocol = await loop.create_connection(
+            factory, target.host, target.port, ssl=target.tls,
+            server_hostname=target.host if target.tls else None)
+    return protocol
+
+
+def auth_command(target: RedisTarget) -> list[Command]:
+    """The AUTH a connection to ``target`` starts with, if it needs one."""
+    if not target.password:
+        return []
+    return [("AUTH", target.username, target.password) if target.username
+            else ("AUTH", target.password)]
+
+
+class _Connection(asyncio.Protocol):
+    """One Redis connection: pipelined writes, hiredis-parsed replies matched in order.
+
+    ``tracking``: the client its invalidations go to, if tracking is on; ``on_lost`` is called
+    once when it closes, however that happens.
+    """
+
+    def __init__(self, on_lost: Callable[[_Connection], None] | None = None) -> None:
         self._reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        self._on_lost = on_lost
+        self.tracking: int | None = None
         self._pending: deque[_Pending] = deque()
         self._outgoing: list[bytes] = []  # written together at the end of the loop turn
         self._transport: asyncio.Transport | None = None
@@ -165,6 +204,8 @@ class _Connection(asyncio.Protocol):
         self._fail(error or RedisUnavailable("connection", "connection to Redis closed"))
 
     def _fail(self, error: RedisUnavailable) -> None:
+        if not self.closed and self._on_lost is not None:
+            self._on_lost(self)
         self.closed = True
         self._outgoing.clear()
         if self._transport is not None:
@@ -184,6 +225,7 @@ class RedisClient:
         self._connection: _Connection | None = None
         self._connecting = asyncio.Lock()
         self._up: bool | None = None  # last known state, to log each change once
+        self._tracking: tuple[int, Callable[[bool], None]] | None = None
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies (RedisUnavailable).
@@ -219,6 +261,42 @@ class RedisClient:
         self._state(True, "")
         return replies
 
+    @property
+    def timeout_s(self) -> float:
+        """The bound on every call."""
+        return self._timeout_s
+
+    async def track(self, redirect: int, on_change: Callable[[bool], None]) -> None:
+        """Turn client-side caching on, invalidations to client ``redirect`` (a connection
+        subscribed to ``__redis__:invalidate``), for the open connection and each one opened
+        later: ``on_change(True)`` once one has it on, ``on_change(False)`` when one that had
+        it is lost or a new one could not turn it on (its reads are watched no more).
+
+        RedisUnavailable if Redis does not answer or ``redirect`` is gone; TrackingRefused if
+        this Redis refuses tracking.
+        """
+        self._tracking = (redirect, on_change)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                connection = await self._connect()
+                if connection.tracking != redirect:
+                    [reply] = await connection.send([tracking_command(redirect)])
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise _tracking_error(reply)
+                    connection.tracking = redirect
+        except BaseException as exc:
+            self._tracking = None
+            if isinstance(exc, TimeoutError | OSError):
+                raise RedisUnavailable("timeout" if isinstance(exc, TimeoutError)
+                                       else "connection", f"tracking: {exc or 'timed out'}") \
+                    from None
+            raise
+        on_change(True)
+
+    def untrack(self) -> None:
+        """Stop turning tracking on for new connections (the redirect client is gone)."""
+        self._tracking = None
+
     async def close(self) -> None:
         """Close the connection, if open."""
         if self._connection is not None:
@@ -235,30 +313,37 @@ class RedisClient:
             return self._connection
 
     async def _open(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        target = self.target
-        if target.unix_path:
-            _, connection = await loop.create_unix_connection(_Connection, target.unix_path)
-        else:
-            _, connection = await loop.create_connection(
-                _Connection, target.host, target.port, ssl=target.tls,
-                server_hostname=target.host if target.tls else None)
-        handshake: list[Command] = []
-        if target.password:
-            handshake.append(("AUTH", target.username, target.password) if target.username
-                             else ("AUTH", target.password))
+        target, tracking = self.target, self._tracking
+        connection = await open_transport(target, lambda: _Connection(self._lost))
+        handshake = auth_command(target)
         if target.db:
             handshake.append(("SELECT", str(target.db)))
+        if tracking is not None:
+            handshake.append(tracking_command(tracking[0]))
         try:
             replies = await connection.send(handshake)
         except BaseException:  # timed out or cancelled mid-handshake: don't leak the socket
             connection.close()
             raise
+        if tracking is not None:
+            tracked = replies.pop()
+            if not isinstance(tracked, hiredis.ReplyError):
+                connection.tracking = tracking[0]
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 connection.close()
                 raise RedisUnavailable("reply", f"Redis refused the connection: {reply}")
+        if tracking is not None and tracking is self._tracking:
+            if connection.tracking is None:  # the redirect client just went: its listener
+                log.warning("redis at %s: tracking refused on a new connection (%s); the "
+                            "cache is paused until it is back", target.describe(), tracked)
+            tracking[1](connection.tracking is not None)
         return connection
+
+    def _lost(self, connection: _Connection) -> None:
+        """A connection closed: if its reads were tracked, cached values lose their watch."""
+        if connection.tracking is not None and self._tracking is not None:
+            self._tracking[1](False)
 
     def _state(self, up: bool, detail: str) -> None:
         if up != self._up:
@@ -268,3 +353,11 @@ class RedisClient:
                 else:
                     log.warning("redis at %s: unavailable (%s)", self.target.describe(), detail)
             self._up = up
+
+
+def _tracking_error(reply: hiredis.ReplyError) -> Exception:
+    """RedisUnavailable if the redirect client is gone (its listener reconnects), else
+    TrackingRefused: the server will not track (unknown command, denied)."""
+    if "redirect" in str(reply):  # "ERR The client ID you want redirect to does not exist"
+        return RedisUnavailable("reply", f"tracking: {reply}")
+    return TrackingRefused(str(reply))

@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     redis_timeout_ms: DurationMs = 100  # bound on every Redis call; past it the request gets a 503
     cache_ttl_ms: DurationMs = 0  # in-process cache of rows and scores; 0 = off
     cache_max_entries: WholeNumber = 100_000
+    # With the cache on: evict a key as soon as Redis says it changed (client-side caching,
+    # CLIENT TRACKING; see docs/performance.md, "Reader cache"); false = the TTL alone.
+    cache_invalidation: bool = True
     max_batch_size: WholeNumber = 1_000  # user ids per POST /v1/features/batch
     # Circuit breakers (Redis, the model): open after this many failures in a row, reject at
     # once while open, let one probe through this long after opening (docs/operations.md).

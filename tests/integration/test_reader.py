@@ -511,7 +511,8 @@ def test_cache_serves_within_its_ttl_and_counts_hits(tmp_path: Path) -> None:
     server.start()
     seed(server)
     try:
-        with reader_in_thread(settings_for(server, cache_ttl_ms=1_000)) as url:
+        with reader_in_thread(settings_for(server, cache_ttl_ms=1_000,
+                                           cache_invalidation=False)) as url:
             first = http("GET", url + "/v1/features/user-2?names=clicks_1h")
             seed_rows(server.client(), PREFIX,
                       {"user-2": feature_row(NOW, version=9, clicks_1h=7)}, updated_at=NOW)

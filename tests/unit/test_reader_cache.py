@@ -1,0 +1,197 @@
+"""The reader's cache: LRU order, TTL expiry on a fake clock, the bound, invalidation and its
+race guard, pause and resume; and every sequence of operations against a brute-force model
+of an LRU with a TTL (a list of (key, value, expiry), least recently used first)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from featurestream.serving.cache import MISS, TTLCache
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_hit_makes_the_key_most_recent_so_the_least_recently_used_goes() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=2, clock=Clock())
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # now b is the least recently used
+    cache.put("c", 3)
+    assert [cache.get(k) for k in "abc"] == [1, MISS, 3]
+
+
+def test_entries_expire_after_the_ttl_each_from_its_own_put() -> None:
+    clock = Clock()
+    cache = TTLCache(ttl_ms=500, max_entries=10, clock=clock)
+    cache.put("a", {"x": 1})
+    clock.now += 0.3
+    cache.put("b", None)  # "known absent" is a value too
+    clock.now += 0.3
+    assert cache.get("a") is MISS and cache.get("b") is None
+    assert cache.get("a") is MISS  # a hit does not extend the TTL
+    clock.now += 0.2
+    assert cache.get("b") is MISS
+
+
+def test_the_bound_holds_whatever_is_put() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=3, clock=Clock())
+    for i in range(10):
+        cache.put(i, i)
+    assert [cache.get(i) for i in range(10)] == [MISS] * 7 + [7, 8, 9]
+
+
+def test_invalidate_and_clear_forget_keys() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock())
+    for key in "abc":
+        cache.put(key, key.upper())
+    cache.invalidate(["a", "z"])
+    assert [cache.get(k) for k in "abc"] == [MISS, "B", "C"]
+    cache.clear()
+    assert [cache.get(k) for k in "bc"] == [MISS, MISS]
+
+
+def test_invalidated_cache_serves_nothing_until_tracking_is_on() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    assert not cache.serving
+    assert cache.get("a") is MISS
+    cache.put("a", 1)
+    assert cache.get("a") is MISS
+    cache.resume()
+    assert cache.get("a") is MISS
+    cache.put("a", 1)
+    assert cache.get("a") == 1
+
+
+def test_a_value_read_while_its_key_was_invalidated_is_not_cached() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    cache.resume()
+    assert cache.get("a") is MISS  # the read starts
+    cache.invalidate(["a"])  # a newer row was written before the reply arrived
+    cache.put("a", "old")
+    assert cache.get("a") is MISS
+    cache.put("a", "new")  # this read started after the invalidation
+    assert cache.get("a") == "new"
+
+
+def test_a_put_without_its_miss_is_not_cached_when_invalidated() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    cache.resume()
+    cache.put("a", 1)
+    assert cache.get("a") is MISS
+
+
+def test_pause_flushes_and_reads_in_flight_stay_uncached() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    cache.resume()
+    cache.get("a")
+    cache.put("a", 1)
+    cache.get("b")  # in flight when tracking is lost
+    cache.pause()
+    assert not cache.serving and cache.get("a") is MISS
+    cache.resume()
+    cache.put("b", 2)
+    assert cache.get("a") is MISS and cache.get("b") is MISS
+
+
+def test_resume_without_invalidation_is_a_plain_ttl_cache() -> None:
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    cache.resume(invalidated=False)
+    cache.put("a", 1)
+    assert cache.get("a") == 1
+
+
+# --- against a brute-force model --------------------------------------------------------------
+
+READING = "<reading>"  # the model's placeholder
+
+
+class Model:
+    """An LRU with a TTL as a list of [key, value, expiry], least recently used first."""
+
+    def __init__(self, ttl: float, max_entries: int, invalidated: bool) -> None:
+        self.ttl, self.max_entries = ttl, max_entries
+        self.entries: list[list[Any]] = []
+        self.guarded, self.serving = invalidated, not invalidated
+
+    def find(self, key: str) -> list[Any] | None:
+        return next((e for e in self.entries if e[0] == key), None)
+
+    def add(self, key: str, value: Any, now: float) -> None:
+        self.entries = [e for e in self.entries if e[0] != key] + [[key, value, now + self.ttl]]
+        self.entries = self.entries[-self.max_entries:]
+
+    def get(self, key: str, now: float) -> Any:
+        entry = self.find(key)
+        if entry is not None and entry[2] > now and entry[1] != READING:
+            self.entries.remove(entry)
+            self.entries.append(entry)
+            return entry[1]
+        self.entries = [e for e in self.entries if e[0] != key]
+        if self.guarded and self.serving:
+            self.add(key, READING, now)
+        return MISS
+
+    def put(self, key: str, value: Any, now: float) -> None:
+        entry = self.find(key)
+        if self.serving and (not self.guarded or (entry is not None and entry[1] == READING)):
+            self.add(key, value, now)
+
+    def invalidate(self, keys: list[str]) -> None:
+        self.entries = [e for e in self.entries if e[0] not in keys]
+
+
+KEYS = st.sampled_from("abcd")
+ARGUMENTS = {
+    "get": st.tuples(KEYS), "put": st.tuples(KEYS, st.integers(0, 9)),
+    "invalidate": st.tuples(st.lists(KEYS, max_size=2)), "tick": st.tuples(st.integers(0, 1)),
+    "clear": st.tuples(), "pause": st.tuples(), "resume": st.tuples(st.booleans()),
+}
+# reads and puts most often: the LRU order and the TTL matter between them
+KINDS = st.sampled_from(["get"] * 6 + ["put"] * 6 + ["invalidate", "tick", "tick", "clear",
+                                                     "pause", "resume"])
+OPERATION = KINDS.flatmap(lambda kind: ARGUMENTS[kind].map(lambda args: (kind, *args)))
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(ttl_s=st.integers(1, 4), max_entries=st.integers(1, 3), invalidated=st.booleans(),
+       operations=st.lists(OPERATION, min_size=10, max_size=60))
+def test_the_cache_behaves_as_the_brute_force_model(ttl_s: int, max_entries: int,
+                                                    invalidated: bool,
+                                                    operations: list[tuple[Any, ...]]) -> None:
+    clock = Clock()
+    cache = TTLCache(ttl_ms=ttl_s * 1_000, max_entries=max_entries, clock=clock,
+                     invalidated=invalidated)
+    model = Model(float(ttl_s), max_entries, invalidated)
+    cache.resume(invalidated)  # serving from the start (tracking on), as is typical
+    model.serving = True
+    for op, *args in operations:
+        if op == "get":
+            assert cache.get(args[0]) == model.get(args[0], clock.now), (op, args)
+        elif op == "put":
+            cache.put(args[0], args[1])
+            model.put(args[0], args[1], clock.now)
+        elif op == "invalidate":
+            cache.invalidate(args[0])
+            model.invalidate(args[0])
+        elif op == "tick":
+            clock.now += args[0]
+        elif op in ("clear", "pause"):
+            getattr(cache, op)()
+            model.entries = []
+            model.serving = model.serving and op == "clear"
+        else:
+            cache.resume(invalidated=args[0])
+            model.entries, model.guarded, model.serving = [], args[0], True
+        assert cache.serving == model.serving
