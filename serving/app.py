@@ -25,8 +25,7 @@ from featurestream.serving.redis_client import RedisClient, RedisUnavailable, pa
 from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.status import PipelineStatus
-from featurestream.serving.store import FeatureStore
-from featurestream.serving.tracking import InvalidationListener
+from featurestream.serving.store import FeatureStore, redis_breaker
 from featurestream.settings import Settings
 from featurestream.udfs.resilience.last_known import LastKnown
 
@@ -39,17 +38,16 @@ def create_app(settings: Settings) -> Starlette:
     definitions = reader_definitions(settings)
     contract = ReaderContract(served_entities(definitions), settings.max_batch_size)
     redis = RedisClient(parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000)
-    cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries,
-                      invalidated=settings.cache_invalidation)
+    cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries)
              if settings.cache_ttl_ms else None)
     metrics = Metrics()
-    listener = (InvalidationListener(redis, cache, metrics)
-                if cache and settings.cache_invalidation else None)
     auth = bool(settings.auth_token.get_secret_value())
     document = openapi_document(ROUTES, contract, auth)
     drift = DriftMonitor(settings, redis, metrics)
     store = FeatureStore(redis, settings.redis_key_prefix, cache, metrics,
-                         LastKnown(settings.fallback_max_entries))
+                         LastKnown(settings.fallback_max_entries),
+                         redis_breaker(metrics, settings.breaker_failures,
+                                       settings.breaker_reset_ms))
     reader = Reader(settings=settings, store=store,
                     metrics=metrics, contract=contract, openapi=msgspec.json.encode(document),
                     drift=drift, status=PipelineStatus(settings, drift),
@@ -64,13 +62,8 @@ def create_app(settings: Settings) -> Starlette:
             state = f"not reachable yet ({exc}); /readyz answers 503 until it is"
         log.info("reader worker %d: started; redis at %s %s; entities %s; auth %s; cache %s",
                  os.getpid(), redis.target.describe(), state, ", ".join(contract.entity_names),
-                 "on" if auth else "off", "off" if not cache else f"{settings.cache_ttl_ms} ms"
-                 + (" + invalidation" if listener else ""))
-        if listener:
-            listener.start()
+                 "on" if auth else "off", f"{settings.cache_ttl_ms} ms" if cache else "off")
         yield
-        if listener:
-            await listener.stop()
         await redis.close()
         log.info("reader worker %d: stopped", os.getpid())
 

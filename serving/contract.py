@@ -44,6 +44,17 @@ Scalar = int | float | str | bool | None
 FeatureValues = Annotated[dict[str, Scalar | list[Scalar]], Meta(
     description="Feature name to value (null = no value, e.g. a ratio over zero events; a "
                 "list for last_n, newest first).")]
+MAX_STALENESS_MS = 86_400_000  # a day: the most a caller may accept of a row served from cache
+MaxStalenessMs = Annotated[int, Meta(
+    ge=0, le=MAX_STALENESS_MS,
+    description="While Redis is unavailable, answer with the rows this reader last read from "
+                "Redis if it read them at most this many ms ago (marked stale: true); without "
+                "it, such a request gets a 503.")]
+Stale = Annotated[bool, Meta(description="Present (true) only when Redis was unavailable and "
+                                         "the row is this reader's last read of it.")]
+CacheAge = Annotated[int, Meta(description="With stale: ms since this reader last read the row "
+                                           "from Redis (at most max_staleness_ms), the most it "
+                                           "can lag Redis.")]
 WarmingUp = Annotated[dict[str, int | None], Meta(
     description="Features whose window does not yet cover its full length, each with the "
                 "event time (epoch ms) it will, or null; absent when none is warming up.")]
@@ -56,10 +67,12 @@ def body_limit(max_batch_size: int, max_id_length: int = MAX_USER_ID_LENGTH) -> 
 
 class BatchRequest(Struct, forbid_unknown_fields=True):
     """Many users' features: results come back in the order of ``user_ids``; ``names`` selects
-    features (all when absent, null or empty)."""
+    features (all when absent, null or empty); ``max_staleness_ms`` allows rows from cache while
+    Redis is unavailable."""
 
     user_ids: list[str]
     names: list[str] | None = None
+    max_staleness_ms: MaxStalenessMs | None = None
 
 
 class Features(Struct):
@@ -72,6 +85,8 @@ class Features(Struct):
     seconds_since_last_event: SinceLastEvent | UnsetType | None = UNSET
     features: FeatureValues | UnsetType = UNSET
     warming_up: WarmingUp | UnsetType = UNSET
+    stale: Stale | UnsetType = UNSET
+    cache_age_ms: CacheAge | UnsetType = UNSET
 
 
 class BatchResult(Features):
@@ -88,10 +103,12 @@ class BatchResponse(Struct):
 
 class EntityBatchRequest(Struct, forbid_unknown_fields=True):
     """Many instances of one entity: results come back in the order of ``ids``; ``names``
-    selects features of the entity (all when absent, null or empty)."""
+    selects features of the entity (all when absent, null or empty); ``max_staleness_ms``
+    allows rows from cache while Redis is unavailable."""
 
     ids: list[str]
     names: list[str] | None = None
+    max_staleness_ms: MaxStalenessMs | None = None
 
 
 class EntityFeatures(Struct):
@@ -105,6 +122,8 @@ class EntityFeatures(Struct):
     seconds_since_last_event: SinceLastEvent | UnsetType | None = UNSET
     features: FeatureValues | UnsetType = UNSET
     warming_up: WarmingUp | UnsetType = UNSET
+    stale: Stale | UnsetType = UNSET
+    cache_age_ms: CacheAge | UnsetType = UNSET
 
 
 class EntityBatchResult(EntityFeatures):

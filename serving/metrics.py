@@ -1,4 +1,5 @@
-"""Prometheus metrics of the reader: latency by route, Redis errors, cache hits and misses.
+"""Prometheus metrics of the reader: latency by route, Redis errors, cache hits and misses,
+circuit breakers and the fallbacks served.
 
 ``featurestream serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker imports
 prometheus_client, so every worker process writes its values there and ``/metrics`` (answered
@@ -13,6 +14,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -39,6 +41,18 @@ class Metrics:
             registry=self.registry)
         self.cache_misses = Counter(
             "featurestream_reader_cache_misses", "Keys the cache did not hold (read from Redis).",
+            registry=self.registry)
+        # livemax: across workers, the worst state a live one is in
+        self.breaker_state = Gauge(
+            "featurestream_reader_breaker_state", "Circuit breaker state by dependency "
+            "(0 closed, 1 half-open, 2 open).", ["dependency"], multiprocess_mode="livemax",
+            registry=self.registry)
+        self.breaker_transitions = Counter(
+            "featurestream_reader_breaker_transitions", "Circuit breaker transitions by "
+            "dependency and the state entered.", ["dependency", "state"], registry=self.registry)
+        self.fallbacks = Counter(
+            "featurestream_reader_fallbacks", "Answers served from a fallback by route and "
+            "level (cached_row: rows last read from Redis).", ["route", "level"],
             registry=self.registry)
         self.predictions = Counter(
             "featurestream_reader_predictions", "Predictions (/v1/predict) by model, version, "

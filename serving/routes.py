@@ -30,6 +30,7 @@ from featurestream.serving.contract import (
     EntityFeatures,
     ErrorBody,
     Features,
+    MaxStalenessMs,
     NamesQuery,
     ReaderContract,
     Scores,
@@ -56,13 +57,14 @@ from featurestream.serving.shaping import (
     scores_body,
 )
 from featurestream.serving.status import PipelineStatus, StatusBody, get_status, get_ui
-from featurestream.serving.store import FeatureStore
+from featurestream.serving.store import FeatureStore, ServedRow
 from featurestream.serving.validation import (
     check_entity,
     check_entity_id,
     check_user_id,
     parse_batch,
     parse_entity_batch,
+    parse_max_staleness,
     parse_names,
 )
 from featurestream.settings import Settings
@@ -86,44 +88,62 @@ Handler = Callable[[Reader, Request], Awaitable[Response]]
 
 
 async def get_features(reader: Reader, request: Request) -> Response:
-    """``GET /v1/features/{user_id}?names=a,b``: the user entity's row."""
+    """``GET /v1/features/{user_id}?names=a,b&max_staleness_ms=N``: the user entity's row."""
     check_entity(USER_ENTITY, reader.contract)
     user_id = check_user_id(request.path_params["user_id"])
     names = parse_names(request.query_params.get("names"), reader.contract.feature_names)
-    [row] = await reader.store.rows(USER_ENTITY, [user_id])
-    if row is None:
+    max_staleness = parse_max_staleness(request.query_params.get("max_staleness_ms"))
+    [served] = await _served_rows(reader, "/v1/features/{user_id}", USER_ENTITY, [user_id],
+                                  max_staleness)
+    if served.row is None:
         raise ApiError(404, ErrorBody("unknown_user", f"no features for user {user_id!r}"))
-    return JSONResponse(features_body(user_id, row, names, now_ms()))
+    return JSONResponse(features_body(user_id, served.row, names, now_ms(), served.staleness_ms))
 
 
 async def batch_features(reader: Reader, request: Request) -> Response:
-    """``POST /v1/features/batch`` with ``{"user_ids": [...], "names": [...]?}``."""
+    """``POST /v1/features/batch`` with ``{"user_ids": [...], "names": [...]?,
+    "max_staleness_ms": N?}``."""
     check_entity(USER_ENTITY, reader.contract)
     body = await _read_body(request, reader.contract.max_body_bytes)
     batch = parse_batch(body, reader.contract)
-    rows = await reader.store.rows(USER_ENTITY, batch.user_ids)
+    rows = await _served_rows(reader, "/v1/features/batch", USER_ENTITY, batch.user_ids,
+                              batch.max_staleness_ms)
     return JSONResponse(batch_body(batch.user_ids, rows, batch.names, now_ms()))
 
 
 async def get_entity_features(reader: Reader, request: Request) -> Response:
-    """``GET /v1/features/{entity}/{id}?names=a,b``."""
+    """``GET /v1/features/{entity}/{id}?names=a,b&max_staleness_ms=N``."""
     entity = check_entity(request.path_params["entity"], reader.contract)
     entity_id = check_entity_id(request.path_params["id"])
     names = parse_names(request.query_params.get("names"), entity.feature_names)
-    [row] = await reader.store.rows(entity.entity, [entity_id])
-    if row is None:
+    max_staleness = parse_max_staleness(request.query_params.get("max_staleness_ms"))
+    [served] = await _served_rows(reader, "/v1/features/{entity}/{id}", entity.entity,
+                                  [entity_id], max_staleness)
+    if served.row is None:
         raise ApiError(404, ErrorBody("unknown_id",
                                       f"no features for {entity.entity} {entity_id!r}"))
-    return JSONResponse(entity_body(entity.entity, entity_id, row, names, now_ms()))
+    return JSONResponse(entity_body(entity.entity, entity_id, served.row, names, now_ms(),
+                                    served.staleness_ms))
 
 
 async def batch_entity_features(reader: Reader, request: Request) -> Response:
-    """``POST /v1/features/{entity}/batch`` with ``{"ids": [...], "names": [...]?}``."""
+    """``POST /v1/features/{entity}/batch`` with ``{"ids": [...], "names": [...]?,
+    "max_staleness_ms": N?}``."""
     entity = check_entity(request.path_params["entity"], reader.contract)
     body = await _read_body(request, reader.contract.max_entity_body_bytes)
     batch = parse_entity_batch(body, entity, reader.contract.max_batch_size)
-    rows = await reader.store.rows(entity.entity, batch.ids)
+    rows = await _served_rows(reader, "/v1/features/{entity}/batch", entity.entity, batch.ids,
+                              batch.max_staleness_ms)
     return JSONResponse(entity_batch_body(entity.entity, batch.ids, rows, batch.names, now_ms()))
+
+
+async def _served_rows(reader: Reader, route: str, entity: str, ids: list[str],
+                       max_staleness_ms: int | None) -> list[ServedRow]:
+    """The rows (:meth:`FeatureStore.rows_with_fallback`); an answer from cache is counted."""
+    rows = await reader.store.rows_with_fallback(entity, ids, max_staleness_ms)
+    if rows and rows[0].source == "cache":
+        reader.metrics.fallbacks.labels(route, "cached_row").inc()
+    return rows
 
 
 async def get_scores(reader: Reader, request: Request) -> Response:
@@ -191,6 +211,7 @@ class Endpoint:
     media_type: str = "application/json"
 
 
+FEATURES_QUERY = {"names": NamesQuery, "max_staleness_ms": MaxStalenessMs}
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint("/v1/features/batch", "POST", batch_features,
              "Many users' features in one Redis round trip.", BatchResponse,
@@ -198,14 +219,14 @@ ROUTES: tuple[Endpoint, ...] = (
              (400, 401, 413, 503), protected=True, request=BatchRequest),
     Endpoint("/v1/features/{user_id}", "GET", get_features,
              "A user's features with their freshness.", Features, "Found.",
-             (400, 401, 404, 503), protected=True, query={"names": NamesQuery}),
+             (400, 401, 404, 503), protected=True, query=FEATURES_QUERY),
     Endpoint("/v1/features/{entity}/batch", "POST", batch_entity_features,
              "Many instances of an entity in one Redis round trip.", EntityBatchResponse,
              "Results in request order; missing ids have found=false.",
              (400, 401, 404, 413, 503), protected=True, request=EntityBatchRequest),
     Endpoint("/v1/features/{entity}/{id}", "GET", get_entity_features,
              "An entity instance's features with their freshness.", EntityFeatures, "Found.",
-             (400, 401, 404, 503), protected=True, query={"names": NamesQuery}),
+             (400, 401, 404, 503), protected=True, query=FEATURES_QUERY),
     Endpoint("/v1/scores/{user_id}", "GET", get_scores, "A user's latest score per model.",
              Scores, "Found.", (400, 401, 404, 503), protected=True),
     Endpoint("/v1/predict", "POST", predict,

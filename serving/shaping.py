@@ -5,6 +5,8 @@ row and "now".
   the user's features as of event time ``as_of`` (see README, "Features and window
   semantics"); it does not move while the user is idle and no window has anything to expire.
 - ``seconds_since_last_event`` = (now - ``last_event_ts``) / 1000.
+- ``stale`` and ``cache_age_ms``, only for a row served from this reader's last read of it
+  while Redis is unavailable (``max_staleness_ms``): ms since that read.
 
 Both are clamped at zero (an event time ahead of this clock is "now").
 """
@@ -13,8 +15,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
 
 from msgspec import UNSET
 
@@ -36,6 +38,17 @@ _Answer = TypeVar("_Answer", bound=Features)
 _EntityAnswer = TypeVar("_EntityAnswer", bound=EntityFeatures)
 
 
+@dataclass(frozen=True, slots=True)
+class ServedRow:
+    """An instance's row as served: read from Redis now (``source`` "redis", ``staleness_ms``
+    None), or, while Redis is down, the last one read (``source`` "cache", ``staleness_ms`` =
+    ms since it was read from Redis). ``row`` None: the instance has no row."""
+
+    row: Row | None
+    source: Literal["redis", "cache"]
+    staleness_ms: int | None
+
+
 def now_ms() -> int:
     """Wall-clock time in epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -51,33 +64,40 @@ def seconds_since(ts_ms: Any, now: int) -> float | None:
     return None if ts_ms is None else max(0, now - int(ts_ms)) / 1000
 
 
-def features_body(user_id: str, row: ReadRow, names: Sequence[str] | None, now: int) -> Features:
-    """A user's features (all, or ``names``) with the row's freshness."""
-    return _features(Features, user_id, row, names, now)
+def features_body(user_id: str, row: ReadRow, names: Sequence[str] | None, now: int,
+                  cache_age_ms: int | None = None) -> Features:
+    """A user's features (all, or ``names``) with the row's freshness; ``cache_age_ms`` given:
+    served from cache, marked stale."""
+    return _features(Features, user_id, row, names, now, cache_age_ms)
 
 
-def batch_body(user_ids: Sequence[str], rows: Sequence[ReadRow | None],
-               names: Sequence[str] | None, now: int) -> BatchResponse:
+def batch_body(user_ids: Sequence[str], rows: Sequence[ServedRow], names: Sequence[str] | None,
+               now: int) -> BatchResponse:
     """Results in request order; each says whether the user was found."""
     return BatchResponse([
-        BatchResult(user_id=user_id, found=False) if row is None
-        else _features(BatchResult, user_id, row, names, now)
-        for user_id, row in zip(user_ids, rows, strict=True)])
+        BatchResult(user_id=user_id, found=False, **_stale(served.staleness_ms))
+        if served.row is None
+        else _features(BatchResult, user_id, served.row, names, now, served.staleness_ms)
+        for user_id, served in zip(user_ids, rows, strict=True)])
 
 
 def entity_body(entity: str, entity_id: str, row: ReadRow, names: Sequence[str] | None,
-                now: int) -> EntityFeatures:
-    """An entity instance's features (all, or ``names``) with the row's freshness."""
-    return _entity_features(EntityFeatures, entity, entity_id, row, names, now)
+                now: int, cache_age_ms: int | None = None) -> EntityFeatures:
+    """An entity instance's features (all, or ``names``) with the row's freshness;
+    ``cache_age_ms`` given: served from cache, marked stale."""
+    return _entity_features(EntityFeatures, entity, entity_id, row, names, now, cache_age_ms)
 
 
-def entity_batch_body(entity: str, ids: Sequence[str], rows: Sequence[ReadRow | None],
+def entity_batch_body(entity: str, ids: Sequence[str], rows: Sequence[ServedRow],
                       names: Sequence[str] | None, now: int) -> EntityBatchResponse:
     """Results in request order; each says whether the instance was found."""
     return EntityBatchResponse([
-        EntityBatchResult(entity=entity, id=entity_id, found=False) if row is None
-        else _entity_features(EntityBatchResult, entity, entity_id, row, names, now)
-        for entity_id, row in zip(ids, rows, strict=True)])
+        EntityBatchResult(entity=entity, id=entity_id, found=False,
+                          **_stale(served.staleness_ms))
+        if served.row is None
+        else _entity_features(EntityBatchResult, entity, entity_id, served.row, names, now,
+                              served.staleness_ms)
+        for entity_id, served in zip(ids, rows, strict=True)])
 
 
 def scores_body(user_id: str, scores: Mapping[str, Score], now: int) -> Scores:
@@ -88,8 +108,13 @@ def scores_body(user_id: str, scores: Mapping[str, Score], now: int) -> Scores:
         for model, s in sorted(scores.items())})
 
 
+def _stale(cache_age_ms: int | None) -> dict[str, Any]:
+    """The answer's ``stale`` and ``cache_age_ms`` for a row served from cache (else none)."""
+    return {} if cache_age_ms is None else {"stale": True, "cache_age_ms": cache_age_ms}
+
+
 def _features(answer: type[_Answer], user_id: str, row: ReadRow, names: Sequence[str] | None,
-              now: int) -> _Answer:
+              now: int, cache_age_ms: int | None) -> _Answer:
     features = _selected(row, names)
     # Any: the jobs write as_of and updated_at as integers, warming_up as an object
     # (udfs/store/redis_layout.py).
@@ -97,17 +122,20 @@ def _features(answer: type[_Answer], user_id: str, row: ReadRow, names: Sequence
     updated_at: Any = row.get("updated_at")
     warming_up: Any = row.get(WARMING_UP) or UNSET
     return answer(user_id, as_of, updated_at, staleness_ms(as_of, now),
-                  seconds_since(row.get("last_event_ts"), now), features, warming_up)
+                  seconds_since(row.get("last_event_ts"), now), features, warming_up,
+                  **_stale(cache_age_ms))
 
 
 def _entity_features(answer: type[_EntityAnswer], entity: str, entity_id: str, row: ReadRow,
-                     names: Sequence[str] | None, now: int) -> _EntityAnswer:
+                     names: Sequence[str] | None, now: int,
+                     cache_age_ms: int | None) -> _EntityAnswer:
     features = _selected(row, names)
     as_of: Any = row.get("as_of")
     updated_at: Any = row.get("updated_at")
     warming_up: Any = row.get(WARMING_UP) or UNSET
     return answer(entity, entity_id, as_of, updated_at, staleness_ms(as_of, now),
-                  seconds_since(row.get("last_event_ts"), now), features, warming_up)
+                  seconds_since(row.get("last_event_ts"), now), features, warming_up,
+                  **_stale(cache_age_ms))
 
 
 def _selected(row: ReadRow, names: Sequence[str] | None) -> dict[str, Any]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from featurestream.serving.breaker import CircuitBreaker
 from featurestream.serving.cache import MISS, TTLCache
 from featurestream.serving.metrics import Metrics
-from featurestream.serving.redis_client import RedisClient, RedisUnavailable
-from featurestream.serving.shaping import Row
+from featurestream.serving.redis_client import Command, RedisClient, RedisUnavailable
+from featurestream.serving.shaping import Row, ServedRow
 from featurestream.udfs.resilience.last_known import LastKnown
 from featurestream.udfs.store.redis_layout import (
     Score,
@@ -18,17 +18,6 @@ from featurestream.udfs.store.redis_layout import (
     entity_key,
     score_key,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ServedRow:
-    """An instance's row as served: read from Redis now (``source`` "redis", ``staleness_ms``
-    None), or, while Redis is down, the last one read (``source`` "cache", ``staleness_ms`` =
-    ms since it was read from Redis). ``row`` None: the instance has no row."""
-
-    row: Row | None
-    source: Literal["redis", "cache"]
-    staleness_ms: int | None
 
 
 def _row(reply: list[str]) -> Row:
@@ -41,17 +30,32 @@ def _scores(reply: list[str]) -> dict[str, Score]:
     return decode_scores(dict(zip(reply[::2], reply[1::2], strict=True)))
 
 
+def redis_breaker(metrics: Metrics, failures_in_a_row: int, reset_ms: int) -> CircuitBreaker:
+    """The breaker in front of Redis: open, it refuses with a RedisUnavailable of kind
+    ``circuit_open`` (a 503 at once, or a fallback) instead of waiting out a timeout."""
+
+    def refuse(breaker: CircuitBreaker) -> Exception:
+        return RedisUnavailable("circuit_open", "Redis failed repeatedly: circuit breaker open, "
+                                f"next try in {breaker.policy.retry_after_ms()} ms")
+
+    return CircuitBreaker("redis", metrics, failures_in_a_row=failures_in_a_row,
+                          reset_ms=reset_ms, failures=(RedisUnavailable,), refuse=refuse)
+
+
 class FeatureStore:
     """Entities' rows and users' scores: one Redis round trip per call for whatever the cache
-    lacks. Callers pass a declared entity and checked ids (:mod:`.validation`)."""
+    lacks, through the Redis circuit breaker. Callers pass a declared entity and checked ids
+    (:mod:`.validation`)."""
 
     def __init__(self, redis: RedisClient, prefix: str, cache: TTLCache | None,
-                 metrics: Metrics, last_known: LastKnown[Row | None] | None = None) -> None:
+                 metrics: Metrics, last_known: LastKnown[Row | None] | None = None,
+                 breaker: CircuitBreaker | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
         self._cache = cache
         self._metrics = metrics
         self._last_known = last_known  # every row read from Redis, for rows_with_fallback
+        self._breaker = breaker
 
     async def rows(self, entity: str, ids: Sequence[str]) -> list[Row | None]:
         """Each instance's feature row in order (None for one without a row)."""
@@ -64,26 +68,28 @@ class FeatureStore:
         """Each instance's row in order, from Redis; if Redis fails, the last rows read from it
         when every one was read at most ``max_staleness_ms`` ago (None: no fallback).
 
-        RedisUnavailable when Redis fails and any row has no such fallback (all or nothing: a
-        batch never mixes in rows it cannot vouch for).
+        Redis's error when it fails and any row has no such fallback (all or nothing: a batch
+        never mixes in rows it cannot vouch for).
         """
         keys = [entity_key(self._prefix, entity, i) for i in ids]
         try:
             rows: list[Row | None] = await self._read(keys, _row, self._last_known)
         except RedisUnavailable:
-            if max_staleness_ms is None or self._last_known is None:
+            served = self._recall(keys, max_staleness_ms)
+            if served is None:
                 raise
-            return self._recall(keys, max_staleness_ms)
+            return served
         return [ServedRow(row, "redis", None) for row in rows]
 
-    def _recall(self, keys: Sequence[str], max_staleness_ms: int) -> list[ServedRow]:
-        assert self._last_known is not None
+    def _recall(self, keys: Sequence[str], max_staleness_ms: int | None) -> list[ServedRow] | None:
+        """The rows last read of ``keys``, if all were read at most ``max_staleness_ms`` ago."""
+        if max_staleness_ms is None or self._last_known is None:
+            return None
         served = []
         for key in keys:
             recalled = self._last_known.recall(key, max_staleness_ms)
             if recalled is None:
-                raise RedisUnavailable("fallback", f"Redis is unavailable and {key!r} was not "
-                                       f"read in the last {max_staleness_ms} ms")
+                return None
             served.append(ServedRow(recalled.value, "cache", recalled.age_ms))
         return served
 
@@ -94,7 +100,13 @@ class FeatureStore:
 
     async def ping(self) -> None:
         """Raise RedisUnavailable unless Redis answers now (never cached)."""
-        await self._redis.execute([("PING",)])
+        await self._execute([("PING",)])
+
+    async def _execute(self, commands: list[Command]) -> list[Any]:
+        if self._breaker is None:
+            return await self._redis.execute(commands)
+        with self._breaker:
+            return await self._redis.execute(commands)
 
     async def _read(self, keys: Sequence[str], decode: Callable[[list[str]], Any],
                     remember: LastKnown[Any] | None = None) -> list[Any]:
@@ -111,7 +123,7 @@ class FeatureStore:
             self._metrics.cache_misses.inc(len(unique) - len(values))
         wanted = [k for k in unique if k not in values]
         if wanted:
-            replies = await self._redis.execute([("HGETALL", key) for key in wanted])
+            replies = await self._execute([("HGETALL", key) for key in wanted])
             for key, reply in zip(wanted, replies, strict=True):
                 values[key] = decode(reply) if reply else None
                 if self._cache is not None:

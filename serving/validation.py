@@ -5,7 +5,8 @@ batch body into the reader's ``BatchRequest`` (users) or the entity's ``EntityBa
 whose types hold the id pattern, the batch size and the feature names; an id in a path is
 matched against the same pattern. Only when decoding fails is the body looked at again, to name
 the error: ``invalid_json``, ``invalid_body``, ``invalid_user_id`` / ``invalid_id``,
-``unknown_feature`` (with the valid names) or ``batch_too_large`` (413, with the limit). An
+``unknown_feature`` (with the valid names), ``invalid_max_staleness_ms`` or ``batch_too_large``
+(413, with the limit). An
 entity the definitions do not declare is a 404 ``unknown_entity`` naming the known ones.
 
 A user id is 1-128 characters among letters, digits and ``. _ - @ :``; an entity id 1-256
@@ -25,6 +26,7 @@ import msgspec
 from featurestream.serving.contract import (
     ENTITY_ID_PATTERN,
     ENTITY_ID_RULE,
+    MAX_STALENESS_MS,
     USER_ID_PATTERN,
     USER_ID_RULE,
     BatchRequest,
@@ -94,6 +96,18 @@ def parse_names(raw: str | None, valid: Sequence[str]) -> tuple[str, ...] | None
     return check_names([n.strip() for n in raw.split(",") if n.strip()], valid)
 
 
+def parse_max_staleness(raw: str | None) -> int | None:
+    """``?max_staleness_ms=N`` -> N (None when absent), or a 400 naming the rule."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    # isascii: str.isdigit also takes other scripts' digits; len: int() of 4,301+ digits raises
+    if not (text.isascii() and text.isdigit() and len(text) <= 12) or (
+            int(text) > MAX_STALENESS_MS):
+        raise _invalid_max_staleness(repr(raw[:40]))
+    return int(text)
+
+
 def parse_batch(body: bytes, contract: ReaderContract) -> BatchRequest:
     """A batch body decoded into the contract's request type, or the 4xx saying what is wrong.
 
@@ -141,11 +155,19 @@ def _batch_error(error: str, data: Any, shape: _BatchShape, valid: Sequence[str]
         if not isinstance(entity_id, str):
             return ApiError(400, ErrorBody(shape.error, f"{where} must be a string"))
         return _invalid_id(entity_id, where, shape)
+    if where == "max_staleness_ms":
+        return _invalid_max_staleness(repr(fields.get(where)))
     if where.startswith("names[") and isinstance(names, list) and all(
             isinstance(n, str) for n in names):
         return _unknown_features([n for n in names if n not in valid], valid)
     place = f" at {where}" if where else ""
     return ApiError(400, ErrorBody("invalid_body", f"{detail}{place}; the body is {shape.shape}"))
+
+
+def _invalid_max_staleness(shown: str) -> ApiError:
+    return ApiError(400, ErrorBody("invalid_max_staleness_ms", f"max_staleness_ms {shown[:40]} "
+                                   f"is invalid: use a whole number of ms from 0 to "
+                                   f"{MAX_STALENESS_MS}"))
 
 
 def _invalid_id(entity_id: str, where: str, shape: _BatchShape) -> ApiError:

@@ -445,7 +445,10 @@ def test_frozen_redis_fails_within_the_timeout_without_hanging_workers(tmp_path:
     server.start()
     seed(server)
     try:
-        with reader_in_thread(settings_for(server, redis_timeout_ms=150)) as url:
+        # the breaker kept closed: every call waits out the timeout (test_reader_breaker.py
+        # has the breaker)
+        with reader_in_thread(settings_for(server, redis_timeout_ms=150,
+                                           breaker_failures=1_000)) as url:
             assert http("GET", url + "/v1/features/user-1").status == 200
             server.freeze()
             with ThreadPoolExecutor(8) as pool:

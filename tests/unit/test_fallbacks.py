@@ -5,13 +5,28 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from featurestream.serving.contract import MAX_STALENESS_MS, ReaderContract
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import RedisUnavailable
+from featurestream.serving.responses import ApiError
+from featurestream.serving.shaping import (
+    Row,
+    batch_body,
+    entity_batch_body,
+    entity_body,
+    features_body,
+)
 from featurestream.serving.store import FeatureStore, ServedRow
+from featurestream.serving.validation import (
+    parse_batch,
+    parse_entity_batch,
+    parse_max_staleness,
+)
 from featurestream.udfs.resilience.last_known import LastKnown
 from featurestream.udfs.store.redis_layout import encode_value
 
@@ -112,3 +127,59 @@ def test_while_redis_is_down_the_last_rows_read_are_served_within_the_staleness(
         asyncio.run(store.rows_with_fallback("user", ["a"], None))
     with pytest.raises(RedisUnavailable):  # one row never read: the whole batch fails
         asyncio.run(store.rows_with_fallback("user", ["a", "c"], 10_000))
+
+
+# --- max_staleness_ms: checks and the stale answers ------------------------------------------
+
+@pytest.mark.parametrize("raw", ["", "-1", "1.5", "abc", "1e3", str(MAX_STALENESS_MS + 1),
+                                 "٣", "9" * 5_000])  # ٣: isdigit, but not ASCII
+def test_a_bad_max_staleness_query_is_a_400_naming_the_rule(raw: str) -> None:
+    with pytest.raises(ApiError) as error:
+        parse_max_staleness(raw)
+    assert error.value.status == 400
+    assert error.value.body.error == "invalid_max_staleness_ms"
+    assert f"0 to {MAX_STALENESS_MS}" in error.value.body.message
+
+
+def test_a_max_staleness_query_is_whole_milliseconds() -> None:
+    assert parse_max_staleness(None) is None
+    assert parse_max_staleness("0") == 0
+    assert parse_max_staleness(" 2500 ") == 2500
+    assert parse_max_staleness(str(MAX_STALENESS_MS)) == MAX_STALENESS_MS
+
+
+@pytest.mark.parametrize("value", ["5", -1, 1.5, True, MAX_STALENESS_MS + 1])
+def test_a_bad_max_staleness_in_a_batch_body_is_a_400(value: object) -> None:
+    contract = ReaderContract({"user": ("clicks_1h",), "item": ("views_1h",)}, 10)
+    for parse, ids in ((lambda b: parse_batch(b, contract), "user_ids"),
+                       (lambda b: parse_entity_batch(b, contract.entities["item"], 10), "ids")):
+        body = msgspec.json.encode({ids: ["a"], "max_staleness_ms": value})
+        with pytest.raises(ApiError) as error:
+            parse(body)
+        assert (error.value.status, error.value.body.error) == (400, "invalid_max_staleness_ms")
+
+
+def test_a_batch_body_may_allow_a_staleness() -> None:
+    contract = ReaderContract({"user": ("clicks_1h",)}, 10)
+    assert parse_batch(b'{"user_ids": ["a"], "max_staleness_ms": 500}',
+                       contract).max_staleness_ms == 500
+    assert parse_batch(b'{"user_ids": ["a"]}', contract).max_staleness_ms is None
+
+
+ROW: Row = {"as_of": 10_000, "updated_at": 10_500, "clicks_1h": 3}
+
+
+def test_only_rows_served_from_cache_say_stale_and_how_old() -> None:
+    fresh = msgspec.to_builtins(features_body("u", ROW, None, 12_000))
+    assert "stale" not in fresh and "cache_age_ms" not in fresh
+    stale = msgspec.to_builtins(features_body("u", ROW, None, 12_000, cache_age_ms=700))
+    assert stale == {**fresh, "stale": True, "cache_age_ms": 700}
+    assert stale["staleness_ms"] == 2_000  # still now - as_of
+    entity = msgspec.to_builtins(entity_body("item", "i", ROW, None, 12_000, cache_age_ms=0))
+    assert (entity["stale"], entity["cache_age_ms"]) == (True, 0)
+    batch = msgspec.to_builtins(batch_body(
+        ["a", "b"], [ServedRow(ROW, "cache", 5), ServedRow(None, "cache", 6)], None, 12_000))
+    assert [(r["found"], r["cache_age_ms"]) for r in batch["results"]] == [(True, 5), (False, 6)]
+    entities = msgspec.to_builtins(entity_batch_body(
+        "item", ["a"], [ServedRow(ROW, "redis", None)], None, 12_000))
+    assert "stale" not in entities["results"][0]

@@ -38,7 +38,7 @@ from featurestream.serving.shaping import (
     seconds_since,
     staleness_ms,
 )
-from featurestream.serving.store import FeatureStore
+from featurestream.serving.store import FeatureStore, ServedRow
 from featurestream.serving.validation import (
     check_entity,
     check_entity_id,
@@ -197,8 +197,13 @@ def test_features_body_has_freshness_and_no_meta_fields() -> None:
     assert list(selected.items()) == [("ctr_1h", None), ("clicks_1h", 3)]
 
 
+def fresh(*rows: Any) -> list[ServedRow]:
+    """``rows`` as read from Redis now."""
+    return [ServedRow(row, "redis", None) for row in rows]
+
+
 def test_batch_body_keeps_request_order_and_marks_missing_users() -> None:
-    body = msgspec.to_builtins(batch_body(["b", "a", "b"], [None, ROW, None], ("clicks_1h",),
+    body = msgspec.to_builtins(batch_body(["b", "a", "b"], fresh(None, ROW, None), ("clicks_1h",),
                                           12_000))
     assert body["results"][0] == {"user_id": "b", "found": False}
     assert body["results"][1]["user_id"] == "a" and body["results"][1]["found"] is True
@@ -214,7 +219,8 @@ def test_scores_body_gives_each_model_its_staleness() -> None:
     assert list(body["scores"]) == ["churn", "risk"]
     assert body["scores"]["churn"] == {"model": "churn", "version": 1, "variant": "latest",
                                        "score": 0.1, "event_id": "e0", "scored_at": 9_500,
-                                       "as_of": 9_000, "staleness_ms": 3_000}
+                                       "as_of": 9_000, "experiment": None,
+                                       "staleness_ms": 3_000}
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -400,7 +406,7 @@ def test_answers_encode_in_the_documented_order_and_omit_what_is_absent() -> Non
     features = msgspec.json.encode(features_body("u", ROW, None, 12_000))
     assert list(orjson.loads(features)) == ["user_id", "as_of", "updated_at", "staleness_ms",
                                             "seconds_since_last_event", "features"]
-    batch = msgspec.json.encode(batch_body(["a", "b"], [ROW, None], ("ctr_1h",), 12_000))
+    batch = msgspec.json.encode(batch_body(["a", "b"], fresh(ROW, None), ("ctr_1h",), 12_000))
     assert batch.endswith(b'"features":{"ctr_1h":null},"found":true},'
                           b'{"user_id":"b","found":false}]}')
     assert msgspec.json.encode(ErrorBody("unknown_user", "no such")) == (
@@ -487,7 +493,7 @@ def test_entity_body_types_values_and_surfaces_warming_up() -> None:
         "staleness_ms": 2_000, "seconds_since_last_event": None,
         "features": {"views_1h": 3, "last_buyer": "u-1", "recent_buyers": ["u-1", "u|2"]},
         "warming_up": {"views_1h": 13_000}}
-    batch = msgspec.to_builtins(entity_batch_body("item", ["x", "sku-1"], [None, ITEM_ROW],
+    batch = msgspec.to_builtins(entity_batch_body("item", ["x", "sku-1"], fresh(None, ITEM_ROW),
                                                   ("last_buyer",), 12_000))
     assert batch["results"][0] == {"entity": "item", "id": "x", "found": False}
     assert batch["results"][1]["features"] == {"last_buyer": "u-1"}
@@ -512,8 +518,10 @@ def test_an_entity_is_read_from_its_own_keys() -> None:
 def test_the_document_has_the_entity_routes_with_the_declared_entities() -> None:
     doc = openapi_document(ROUTES, ENTITIES, False)
     get = doc["paths"]["/v1/features/{entity}/{id}"]["get"]
-    [entity, entity_id, names] = get["parameters"]
-    assert (entity["name"], entity_id["name"], names["name"]) == ("entity", "id", "names")
+    [entity, entity_id, names, staleness] = get["parameters"]
+    assert (entity["name"], entity_id["name"], names["name"], staleness["name"]) == (
+        "entity", "id", "names", "max_staleness_ms")
+    assert (staleness["schema"]["minimum"], staleness["in"]) == (0, "query")
     assert sorted(entity["schema"]["enum"]) == ["item", "user"]
     post = doc["paths"]["/v1/features/{entity}/batch"]["post"]
     assert set(post["responses"]) == {"200", "400", "401", "404", "413", "503"}
