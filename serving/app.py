@@ -26,6 +26,7 @@ from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.status import PipelineStatus
 from featurestream.serving.store import FeatureStore, redis_breaker
+from featurestream.serving.tracking import InvalidationListener
 from featurestream.settings import Settings
 from featurestream.udfs.resilience.last_known import LastKnown
 
@@ -38,9 +39,12 @@ def create_app(settings: Settings) -> Starlette:
     definitions = reader_definitions(settings)
     contract = ReaderContract(served_entities(definitions), settings.max_batch_size)
     redis = RedisClient(parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000)
-    cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries)
+    cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries,
+                      invalidated=settings.cache_invalidation)
              if settings.cache_ttl_ms else None)
     metrics = Metrics()
+    listener = (InvalidationListener(redis, cache, metrics)
+                if cache and settings.cache_invalidation else None)
     auth = bool(settings.auth_token.get_secret_value())
     document = openapi_document(ROUTES, contract, auth)
     drift = DriftMonitor(settings, redis, metrics)
@@ -62,8 +66,13 @@ def create_app(settings: Settings) -> Starlette:
             state = f"not reachable yet ({exc}); /readyz answers 503 until it is"
         log.info("reader worker %d: started; redis at %s %s; entities %s; auth %s; cache %s",
                  os.getpid(), redis.target.describe(), state, ", ".join(contract.entity_names),
-                 "on" if auth else "off", f"{settings.cache_ttl_ms} ms" if cache else "off")
+                 "on" if auth else "off", "off" if not cache else f"{settings.cache_ttl_ms} ms"
+                 + (" + invalidation" if listener else ""))
+        if listener:
+            listener.start()
         yield
+        if listener:
+            await listener.stop()
         await redis.close()
         log.info("reader worker %d: stopped", os.getpid())
 
