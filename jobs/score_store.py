@@ -73,7 +73,7 @@ class ScoreStore:
         for (user_id, _), s in latest.items():
             score = Score(model=s["model"], version=s["version"], variant=s["variant"],
                           score=s["score"], event_id=s["event_id"], scored_at=s["scored_at"],
-                          as_of=s["as_of"] or 0)
+                          as_of=s["as_of"] or 0, experiment=s.get("experiment"))
             self._upsert(keys=[score_key(self._prefix, user_id)],
                          args=upsert_score_args(score, self._ttl), client=pipe)
         pipe.execute()

@@ -15,7 +15,7 @@ SCORE: ScoreRecord = {
     "event_id": "e-1", "user_id": "u-1", "event_type": "purchase", "ts": 5,
     "model": "purchase_risk", "version": 2, "variant": "v2", "score": 0.25,
     "features": {"amount": 3.0}, "features_missing": False, "as_of": 4, "scored_at": 6,
-    "shadow": {"version": 3, "score": None}}
+    "shadow": {"version": 3, "score": None}, "experiment": "exp-2"}
 
 
 @dataclass

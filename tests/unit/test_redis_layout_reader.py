@@ -53,7 +53,8 @@ def test_decode_values_is_exact_beyond_64_bits_and_for_non_finite_floats() -> No
 scores = st.builds(
     Score, model=st.text(min_size=1), version=st.integers(1, 10_000), variant=st.text(),
     score=st.floats(allow_nan=False, allow_infinity=False), event_id=st.text(),
-    scored_at=st.integers(0, 2**53), as_of=st.integers(0, 2**53))
+    scored_at=st.integers(0, 2**53), as_of=st.integers(0, 2**53),
+    experiment=st.none() | st.text())
 
 
 @given(scores)
@@ -66,11 +67,20 @@ def test_the_blob_is_a_json_object_with_the_documented_keys() -> None:
     score = Score("purchase_risk", 3, "v3", 0.25, "evt-1", 1_700_000_000_500, 1_700_000_000_000)
     assert json.loads(encode_score(score)) == {
         "model": "purchase_risk", "version": 3, "variant": "v3", "score": 0.25,
-        "event_id": "evt-1", "scored_at": 1_700_000_000_500, "as_of": 1_700_000_000_000}
+        "event_id": "evt-1", "scored_at": 1_700_000_000_500, "as_of": 1_700_000_000_000,
+        "experiment": None}
     assert upsert_score_args(score, 600) == [
         "purchase_risk", encode_score(score), "1700000000000", "1700000000500", "600"]
     assert decode_scores({b"purchase_risk": encode_score(score).encode()}) == {
         "purchase_risk": score}
+
+
+def test_a_score_stored_before_experiments_reads_as_the_settings_split() -> None:
+    stored = ('{"model":"m","version":1,"variant":"latest","score":0.5,"event_id":"e",'
+              '"scored_at":2,"as_of":1}')
+    assert decode_score(stored).experiment is None
+    with_id = Score("m", 2, "v2", 0.5, "e", 2, 1, experiment="exp-4")
+    assert json.loads(encode_score(with_id))["experiment"] == "exp-4"
 
 
 def test_score_keys_live_beside_user_keys() -> None:

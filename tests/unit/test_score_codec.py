@@ -26,7 +26,7 @@ scores = st.fixed_dictionaries({
     "features_missing": st.booleans(), "as_of": st.none() | LONGS, "scored_at": LONGS,
     "shadow": st.none() | st.fixed_dictionaries({"version": INTS,
                                                  "score": st.none() | DOUBLES}),
-})
+}, optional={"experiment": st.none() | TEXT})
 
 
 @given(scores)
@@ -35,4 +35,19 @@ def test_encoding_is_fastavros_and_decodes_back(score: ScoreRecord) -> None:
     reference = BytesIO()
     schemaless_writer(reference, SCHEMA, score)
     assert encoded[5:] == reference.getvalue()
-    assert CODEC.decode(encoded) == score
+    assert CODEC.decode(encoded) == {"experiment": None} | score
+
+
+@given(scores)
+def test_scores_of_the_schema_before_experiment_still_decode(score: ScoreRecord) -> None:
+    old = FileSchemaRegistry().schema_by_id(10)
+    assert [f["name"] for f in load_schema("score")["fields"]] == [
+        *(f["name"] for f in old["fields"]), "experiment"]
+    body = BytesIO()
+    schemaless_writer(body, old, {k: v for k, v in score.items() if k != "experiment"})
+    assert CODEC.decode(b"\x00" + (10).to_bytes(4, "big") + body.getvalue()) == (
+        score | {"experiment": None})
+
+
+def test_the_current_schema_is_registered_under_a_new_id() -> None:
+    assert FileSchemaRegistry().id_for("scores-value", load_schema("score")) == 11

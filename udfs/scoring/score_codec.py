@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from io import BytesIO
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from fastavro import parse_schema, schemaless_reader
 
@@ -33,7 +33,8 @@ class ScoreRecord(TypedDict):
     """One score on the ``scores`` topic: the fields of ``schemas/score.avsc``, documented there.
 
     A typed dict rather than a class: it is the record fastavro reads and writes, and costs
-    nothing to build on the hot path.
+    nothing to build on the hot path. ``experiment`` (the registry's experiment record id) may be
+    left out: written as null, like a score of the settings' split.
     """
 
     event_id: str
@@ -49,6 +50,7 @@ class ScoreRecord(TypedDict):
     as_of: int | None
     scored_at: int
     shadow: ShadowScore | None
+    experiment: NotRequired[str | None]
 
 
 _DOUBLE = struct.Struct("<d")
@@ -119,7 +121,7 @@ class ScoreCodec:
         writer = self._maps.get(names)
         if writer is None:
             writer = self._maps[names] = _DoubleMap(names)
-        as_of, shadow = score["as_of"], score["shadow"]
+        as_of, shadow, experiment = score["as_of"], score["shadow"], score.get("experiment")
         return b"".join((
             self._header,
             _string(score["event_id"]), _string(score["user_id"]), _string(score["event_type"]),
@@ -131,6 +133,7 @@ class ScoreCodec:
             _long(score["scored_at"]),
             b"\x00" if shadow is None else b"\x02" + _long(shadow["version"]) + (
                 b"\x00" if shadow["score"] is None else b"\x02" + _DOUBLE.pack(shadow["score"])),
+            b"\x00" if experiment is None else b"\x02" + _string(experiment),
         ))
 
     def decode(self, raw: bytes) -> dict[str, Any]:

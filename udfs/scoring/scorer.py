@@ -328,6 +328,7 @@ class BatchScorer:
                                    f"the model returned {score}"), version)
                 continue
             record = self._score_record(item, group, score, scored_at, shadow_score)
+            record["experiment"] = self.models.experiment  # the batch's routes' record id
             batch.scores.append(record)
             batch.outputs[item.index] = encode_sink_frame(
                 self._scores_topic, item.event.user_id.encode(), self._codec.encode(record))

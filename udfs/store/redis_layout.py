@@ -45,7 +45,9 @@ Point-in-time rows
 Scores
     ``{prefix}score:{user_id}``: one hash per user, one field per model name, each holding the
     model's latest :class:`Score` as a JSON object (:func:`encode_score`) with the keys
-    ``model, version, variant, score, event_id, scored_at, as_of``. Writes go through
+    ``model, version, variant, score, event_id, scored_at, as_of, experiment`` (experiment: the
+    registry's experiment record id, null for the settings' split or a score stored before it
+    was recorded). Writes go through
     :data:`UPSERT_SCORE_LUA` (``upsert_score.lua``) with :func:`upsert_score_args`: a score
     replaces the stored one of its model unless that one is newer by ``(as_of, scored_at)``,
     and every write refreshes the key's TTL.
@@ -56,7 +58,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
@@ -214,7 +216,8 @@ class Score:
 
     ``version`` is the model version, ``variant`` the experiment arm that served it,
     ``event_id`` the event that triggered the scoring, ``scored_at`` the wall-clock time (epoch
-    ms) of the scoring and ``as_of`` the event time (epoch ms) of the feature row it scored.
+    ms) of the scoring, ``as_of`` the event time (epoch ms) of the feature row it scored and
+    ``experiment`` the registry's experiment record that routed it (None: the settings' split).
     """
 
     model: str
@@ -224,6 +227,7 @@ class Score:
     event_id: str
     scored_at: int
     as_of: int
+    experiment: str | None = field(default=None, kw_only=True)
 
 
 def score_key(prefix: str, user_id: str) -> str:
@@ -248,7 +252,8 @@ def decode_score(text: str | bytes) -> Score:
         return Score(model=str(data["model"]), version=int(data["version"]),
                      variant=str(data["variant"]), score=float(data["score"]),
                      event_id=str(data["event_id"]), scored_at=int(data["scored_at"]),
-                     as_of=int(data["as_of"]))
+                     as_of=int(data["as_of"]), experiment=None if data.get("experiment") is None
+                     else str(data["experiment"]))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"not a stored score: {text!r} ({exc})") from None
 
