@@ -306,7 +306,8 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{data['rows']:,} labelled rows ({result.unlabelled:,} without a label and "
               f"{result.repeated:,} repeated event_ids left out), event times "
               f"{_iso(data['ts_min'])} .. {_iso(data['ts_max'])}")
-    registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
+    registry = ModelRegistry(settings.effective_models_dir, settings.model_name,
+                             settings.compiled_predictor)  # compiled at publish: no load waits
     sidecar = registry.publish(model_text, metadata)
     m = metadata.metrics
     print(f"{metadata.name} v{metadata.version}: held-out AUC {m['auc_holdout']:.3f} "

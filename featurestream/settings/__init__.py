@@ -37,6 +37,7 @@ from featurestream.udfs.definitions.load import load_definitions
 from featurestream.udfs.definitions.model import DefinitionError, Definitions
 from featurestream.udfs.durations import parse_duration_ms
 from featurestream.udfs.features.routing import DEFAULT_MAX_FUTURE_SKEW_MS
+from featurestream.udfs.scoring.compiled import CHOICES as COMPILED_CHOICES
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
@@ -187,6 +188,9 @@ class Settings(BaseSettings):
     scoring_group: str = "featurestream-scoring"  # consumer group and transactional id prefix
     score_batch_size: WholeNumber = 1_000  # records per micro-batch (Redis round trip, predict)
     model_poll_interval_ms: DurationMs = 5_000  # how often the registry is checked for versions
+    # What scores a version: auto (lleaves: compiled once per version, cached beside it in the
+    # registry, checked against LightGBM), lleaves, or off (Booster.predict); docs/operations.md.
+    compiled_predictor: str = "auto"
     scores_delivery: str = "exactly_once"  # or at_least_once (see README, "The scoring job")
     # The scoring job's checkpoints (offsets only): exactly-once scores appear as each completes.
     scoring_checkpoint_interval_ms: DurationMs = 300
@@ -428,6 +432,8 @@ class Settings(BaseSettings):
             raise bad("scored_event_types", f"list event types among {','.join(EVENT_TYPES)}")
         if not self.model_name or not self.model_name.replace("_", "").isalnum():
             raise bad("model_name", "use letters, digits and underscores, e.g. purchase_risk")
+        if self.compiled_predictor not in COMPILED_CHOICES:
+            raise bad("compiled_predictor", f"use one of {', '.join(COMPILED_CHOICES)}")
         try:
             parse_experiment(self.experiment)
         except ValueError as exc:

@@ -4,6 +4,8 @@ Layout: ``<dir>/<name>-v<version>.txt`` (``Booster.model_to_string()``) and
 ``<dir>/<name>-v<version>.json`` (:class:`~udfs.model_metadata.ModelMetadata`). A version exists
 once its sidecar does: :meth:`ModelRegistry.publish` writes the model file first and renames the
 sidecar into place last, so a reader never sees half a version. Versions are never overwritten.
+Beside a version, its compiled predictor (:mod:`udfs.scoring.compiled`), built at publish or at
+the first load, and reused by every later load in any process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
+from featurestream.udfs.scoring.compiled import (
+    BoosterPredictor,
+    Predictor,
+    check_choice,
+    predictor_for,
+)
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 
 
@@ -26,22 +34,26 @@ class ModelError(Exception):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A version ready to score: its sidecar and its booster."""
+    """A version ready to score: its sidecar, its booster and what scores with it (compiled,
+    or the booster itself)."""
 
     metadata: ModelMetadata
     booster: lgb.Booster
+    predictor: Predictor | None = None  # None: the booster's own predict
 
     def predict(self, vectors: np.ndarray) -> np.ndarray:
         """Scores of a (rows x features) float64 matrix, single-threaded."""
-        return np.asarray(self.booster.predict(vectors, num_threads=1))  # dense: no copy
+        return (self.predictor or BoosterPredictor(self.booster)).predict(vectors)
 
 
 class ModelRegistry:
-    """The versions of one model name in a directory."""
+    """The versions of one model name in a directory. ``compiled``: which compiled predictor
+    scores its versions (:data:`udfs.scoring.compiled.CHOICES`; ``off``: Booster.predict)."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, compiled: str = "auto") -> None:
         self.directory = directory
         self.name = name
+        self.compiled = check_choice(compiled)
         self._sidecar = re.compile(rf"^{re.escape(name)}-v(\d+)\.json$")
 
     def model_path(self, version: int) -> Path:
@@ -95,7 +107,7 @@ class ModelRegistry:
         if booster.feature_name() != list(metadata.features):
             raise ModelError(f"{path}: the booster's features {booster.feature_name()} differ "
                              f"from the sidecar's {list(metadata.features)}")
-        return LoadedModel(metadata, booster)
+        return LoadedModel(metadata, booster, predictor_for(path, booster, self.compiled))
 
     def publish(self, model_text: str, metadata: ModelMetadata) -> Path:
         """Write a new version (model file, then sidecar); returns the sidecar's path."""
@@ -106,7 +118,10 @@ class ModelRegistry:
             raise ValueError(f"{self.name} v{metadata.version} already exists; versions are "
                              "never overwritten")
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.model_path(metadata.version), model_text)
+        model_path = self.model_path(metadata.version)
+        _write_atomically(model_path, model_text)
+        if self.compiled != "off":  # compiled now, so that no load waits for it
+            predictor_for(model_path, lgb.Booster(model_str=model_text), self.compiled)
         sidecar = self.sidecar_path(metadata.version)
         _write_atomically(sidecar, metadata.to_json())
         return sidecar
