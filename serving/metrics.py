@@ -34,8 +34,9 @@ class Metrics:
             "featurestream_reader_request_seconds", "Request latency by route and status.",
             ["route", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.redis_errors = Counter(
-            "featurestream_reader_redis_errors", "Failed Redis calls by kind "
-            "(timeout, connection, reply).", ["kind"], registry=self.registry)
+            "featurestream_reader_redis_errors", "Failed Redis calls by kind (timeout, "
+            "connection, reply; circuit_open: refused by the open circuit breaker without "
+            "calling).", ["kind"], registry=self.registry)
         self.cache_hits = Counter(
             "featurestream_reader_cache_hits", "Keys answered from the in-process cache.",
             registry=self.registry)

@@ -187,7 +187,8 @@ READER_REQUEST_SECONDS = Metric(
                        for s in ("bucket", "count", "sum")))
 READER_REDIS_ERRORS = Metric(
     "featurestream_reader_redis_errors_total", Kind.COUNTER, ("kind",), READER,
-    "Failed Redis calls by kind (timeout, connection, reply).")
+    "Failed Redis calls by kind (timeout, connection, reply; circuit_open: refused by the "
+    "open circuit breaker without calling).")
 READER_CACHE_HITS = Metric(
     "featurestream_reader_cache_hits_total", Kind.COUNTER, (), READER,
     "Keys answered from the in-process cache.")
