@@ -1,13 +1,19 @@
-"""Benchmark of the reader: ``python -m bench.reader`` (about two minutes).
+"""Benchmark of the reader: ``python -m bench.reader`` (about three minutes).
 
 Starts a private redis-server and ``featurestream serve`` on free ports, seeds 10,000 users in
-the feature job's layout, then measures, with the cache off and then on:
+the feature job's layout, then measures, with the cache off, on with its TTL alone (``ttl``)
+and on with Redis invalidating it (``tracked``), while a writer rewrites 1,000 random rows/s
+with the feature job's Lua upsert:
 
 - closed loop (wrk): single-user GET and 100-user batch POST at a few concurrencies, each id
   drawn uniformly from the 10,000 users; the highest concurrency shows saturation throughput;
 - fixed offered load (hey -q): single GET at 2,000 req/s and batch-100 at 200 req/s. hey -q
   rate-limits each of its -c workers, so the load is open only while responses are faster than
-  the per-worker interval; hey repeats one URL/body, so with the cache on these are all hits.
+  the per-worker interval; hey repeats one URL/body, so with the cache on these are all hits;
+- the Redis calls saved: cache hits / lookups over those runs;
+- freshness: the writer rewrites 100 hot users 1,000 times/s (each every ~100 ms) while four
+  clients read them; a value read is stale by how long before the request its successor had
+  been acknowledged to the writer (0 if it had not): p50/p99/max over every read.
 
 Prints a table and writes JSON to bench/results/. Everything here shares the box's two cores
 with the load generators, and with anything else running: ``busy%`` is how busy the cores were
@@ -21,17 +27,25 @@ import csv
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from bisect import bisect_right
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from featurestream.settings import Settings
+from featurestream.udfs.store.redis_layout import UPSERT_ROWS_LUA, upsert_rows_args, user_key
 from testing.reader_fixtures import (
     RedisProcess,
     ServeProcess,
@@ -45,6 +59,11 @@ USERS = 10_000
 BATCH = 100
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {"single": 2.0, "batch": 10.0}  # p99 ms at moderate concurrency / offered load
+CACHES = ("off", "ttl", "tracked")  # off; on, TTL alone; on, invalidated by Redis
+WRITE_RATE = 1_000  # rows/s rewritten during every measurement
+HOT_USERS = 100  # the freshness probe's users, all rewritten at WRITE_RATE
+PROBE_CLIENTS = 4
+FIRST_SEQ = 1_000_000  # the writer's sequence numbers (clicks_1h): above any seeded value
 
 WRK_DONE = """
 done = function(summary, latency, requests)
@@ -105,6 +124,92 @@ def seed(redis_server: RedisProcess) -> None:
     seed_rows(redis_server.client(), "fs:", rows, updated_at=now, ttl_seconds=3_600)
 
 
+class Writer:
+    """Rewrites ``users``' rows at ``rate`` per second in a thread, as the feature job does
+    (its Lua upsert, a pipeline every 10 ms), each row's clicks_1h a new sequence number;
+    remembers when Redis acknowledged each (user -> [(seq, monotonic time)])."""
+
+    TICK_S = 0.01
+
+    def __init__(self, client: redis.Redis, users: list[str], rate: int) -> None:
+        self._client, self._users, self._rate = client, users, rate
+        self._upsert = client.register_script(UPSERT_ROWS_LUA)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.acked: dict[str, list[tuple[int, float]]] = {u: [] for u in users}
+        self.seq = FIRST_SEQ
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        per_tick, rng = max(1, round(self._rate * self.TICK_S)), random.Random(7)
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            pipe = self._client.pipeline(transaction=False)
+            written = []
+            now_ms = int(time.time() * 1000)
+            for user in rng.sample(self._users, min(per_tick, len(self._users))):
+                self.seq += 1
+                row = feature_row(now_ms, version=self.seq, clicks_1h=self.seq)
+                self._upsert(keys=[user_key("fs:", user)],
+                             args=upsert_rows_args([row], now_ms, 3_600), client=pipe)
+                written.append((user, self.seq))
+            pipe.execute()
+            acked_at = time.monotonic()
+            for user, seq in written:
+                self.acked[user].append((seq, acked_at))
+            next_tick += self.TICK_S
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+
+    def staleness_ms(self, user: str, seq: int, sent_at: float) -> float:
+        """How long before ``sent_at`` the value after ``seq`` had been acknowledged (0 if
+        it had not: ``seq`` was still the latest)."""
+        writes = self.acked[user]
+        after = bisect_right(writes, (seq, float("inf")))
+        if after == len(writes) or writes[after][1] >= sent_at:
+            return 0.0
+        return (sent_at - writes[after][1]) * 1000
+
+
+def probe_freshness(url: str, writer: Writer, seconds: int) -> dict[str, Any]:
+    """PROBE_CLIENTS keep-alive clients reading random hot users for ``seconds``; the
+    staleness of every value read (see :meth:`Writer.staleness_ms`)."""
+    host, port = url.removeprefix("http://").split(":")
+    users = list(writer.acked)
+
+    def client(seed: int) -> list[tuple[str, int, float]]:
+        rng, reads = random.Random(seed), []
+        connection = HTTPConnection(host, int(port), timeout=10)
+        deadline = time.monotonic() + seconds
+        while (sent_at := time.monotonic()) < deadline:
+            user = rng.choice(users)
+            connection.request("GET", f"/v1/features/{user}?names=clicks_1h")
+            response = connection.getresponse()
+            body = json.loads(response.read())
+            if response.status == 200:
+                reads.append((user, int(body["features"]["clicks_1h"]), sent_at))
+        connection.close()
+        return reads
+
+    with ThreadPoolExecutor(PROBE_CLIENTS) as pool:
+        reads = [r for rs in pool.map(client, range(PROBE_CLIENTS)) for r in rs]
+    stale = sorted(writer.staleness_ms(*read) for read in reads)
+
+    def pct(p: float) -> float:
+        return stale[min(len(stale) - 1, int(p / 100 * len(stale)))] if stale else 0.0
+
+    return {"reads": len(reads), "reads_per_s": len(reads) / seconds,
+            "stale_share": sum(s > 0 for s in stale) / max(1, len(stale)),
+            "staleness_p50_ms": pct(50), "staleness_p99_ms": pct(99),
+            "staleness_max_ms": stale[-1] if stale else 0.0}
+
+
 def wrk(url: str, script: str, connections: int, seconds: int) -> dict[str, Any]:
     """One closed-loop wrk run; latencies in ms."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
@@ -154,23 +259,31 @@ def box_busy_percent(seconds: float = 0.5) -> float:
     return 100 * (busy1 - busy0) / max(1, total1 - total0)
 
 
-def cache_ratio(url: str) -> float | None:
-    """Cache hits / lookups so far, from /metrics (None when nothing was looked up)."""
+def cache_counts(url: str) -> tuple[float, float]:
+    """Cache hits and lookups so far, from /metrics."""
     values = {}
     for line in http("GET", url + "/metrics").body.splitlines():
         for name in ("hits", "misses"):
             if line.startswith(f"featurestream_reader_cache_{name}_total "):
                 values[name] = float(line.split()[1])
-    total = values.get("hits", 0) + values.get("misses", 0)
-    return values.get("hits", 0) / total if total else None
+    return values.get("hits", 0), values.get("hits", 0) + values.get("misses", 0)
+
+
+def hit_ratio(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Hits / lookups between two :func:`cache_counts` (None when nothing was looked up)."""
+    lookups = after[1] - before[1]
+    return (after[0] - before[0]) / lookups if lookups else None
 
 
 @contextmanager
-def reader(redis_url: str, workdir: Path, cache_ttl_ms: int, workers: int) -> Iterator[str]:
-    """``featurestream serve`` for one configuration; stopped on exit."""
+def reader(redis_url: str, workdir: Path, cache: str, cache_ttl_ms: int,
+           workers: int) -> Iterator[str]:
+    """``featurestream serve`` for one configuration (one of CACHES); stopped on exit."""
     served: ServeProcess = start_serve({
         "FEATURESTREAM_REDIS_URL": redis_url, "FEATURESTREAM_SERVE_WORKERS": str(workers),
-        "FEATURESTREAM_CACHE_TTL_MS": str(cache_ttl_ms)}, workdir / f"serve-{cache_ttl_ms}.log")
+        "FEATURESTREAM_CACHE_TTL_MS": str(0 if cache == "off" else cache_ttl_ms),
+        "FEATURESTREAM_CACHE_INVALIDATION": str(cache == "tracked").lower()},
+        workdir / f"serve-{cache}.log")
     try:
         yield served.url
     finally:
@@ -199,31 +312,59 @@ def run_configuration(url: str, seconds: int, cache: str) -> list[dict[str, Any]
                   "busy_before_pct": busy, **measure()}
         results.append(result)
         print(row(result), flush=True)
-    hit_ratio = cache_ratio(url)
+    ratio = hit_ratio((0, 0), cache_counts(url))
     for result in results:
-        result["cache_hit_ratio"] = hit_ratio
-    if hit_ratio is not None:
-        print(f"(cache hits: {hit_ratio:.0%} of lookups in these runs)", flush=True)
+        result["cache_hit_ratio"] = ratio
+    if ratio is not None:
+        print(f"(cache hits: {ratio:.0%} of lookups in these runs: Redis reads saved)",
+              flush=True)
     return results
 
 
-HEADER = f"{'cache':<6}{'endpoint':<9}{'tool':<8}{'load':<12}{'req/s':>9}{'p50 ms':>9}" \
+def run_freshness(url: str, redis_server: RedisProcess, seconds: int,
+                  cache: str) -> dict[str, Any]:
+    """The freshness probe against one running reader, the hot users rewritten meanwhile."""
+    users = [f"user-{i:05d}" for i in range(HOT_USERS)]
+    before = cache_counts(url)
+    with Writer(redis_server.client(), users, WRITE_RATE) as writer:
+        result = {"cache": cache, **probe_freshness(url, writer, seconds)}
+    result["cache_hit_ratio"] = hit_ratio(before, cache_counts(url))
+    print(freshness_row(result), flush=True)
+    return result
+
+
+FRESHNESS_HEADER = (f"{'cache':<9}{'reads/s':>9}{'hits':>7}{'stale':>8}{'p50 ms':>9}"
+                    f"{'p99 ms':>9}{'max ms':>9}")
+
+
+def freshness_row(r: dict[str, Any]) -> str:
+    """One line of the freshness table."""
+    hits = r["cache_hit_ratio"]
+    return (f"{r['cache']:<9}{r['reads_per_s']:>9.0f}"
+            f"{'-' if hits is None else f'{hits:.0%}':>7}{r['stale_share']:>8.1%}"
+            f"{r['staleness_p50_ms']:>9.1f}{r['staleness_p99_ms']:>9.1f}"
+            f"{r['staleness_max_ms']:>9.1f}")
+
+
+HEADER = f"{'cache':<9}{'endpoint':<9}{'tool':<8}{'load':<12}{'req/s':>9}{'p50 ms':>9}" \
          f"{'p99 ms':>9}{'errors':>8}{'busy%':>7}"
 
 
 def row(r: dict[str, Any]) -> str:
     """One table line."""
-    return (f"{r['cache']:<6}{r['endpoint']:<9}{r['tool']:<8}{r['load']:<12}{r['rps']:>9.0f}"
+    return (f"{r['cache']:<9}{r['endpoint']:<9}{r['tool']:<8}{r['load']:<12}{r['rps']:>9.0f}"
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{r['busy_before_pct']:>7.0f}")
 
 
 def run_reader_bench(seconds: int, workers: int, cache_ttl_ms: int,
-                     caches: tuple[str, ...] = ("off", "on")) -> dict[str, Any]:
-    """Measure every configuration in ``caches``; returns the report (not yet written)."""
+                     caches: tuple[str, ...] = CACHES) -> dict[str, Any]:
+    """Measure every configuration in ``caches`` (of CACHES); returns the report (not yet
+    written)."""
     ensure_tools()
     load_before = os.getloadavg()
     started = time.time()
     results: list[dict[str, Any]] = []
+    freshness: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as tmp:
         workdir = Path(tmp)
         redis_server = RedisProcess(workdir)
@@ -233,9 +374,15 @@ def run_reader_bench(seconds: int, workers: int, cache_ttl_ms: int,
             print(f"bench: {USERS} users seeded; load average {load_before[0]:.2f} on "
                   f"{os.cpu_count()} cores\n{HEADER}", flush=True)
             for cache in caches:
-                ttl = 0 if cache == "off" else cache_ttl_ms
-                with reader(redis_server.url, workdir, ttl, workers) as url:
-                    results += run_configuration(url, seconds, cache)
+                with reader(redis_server.url, workdir, cache, cache_ttl_ms, workers) as url:
+                    with Writer(redis_server.client(), [f"user-{i:05d}" for i in range(USERS)],
+                                WRITE_RATE):
+                        results += run_configuration(url, seconds, cache)
+                    freshness.append(run_freshness(url, redis_server, seconds, cache))
+            print(f"\nfreshness: {HOT_USERS} users rewritten {WRITE_RATE}/s, read by "
+                  f"{PROBE_CLIENTS} clients; staleness of the values read\n{FRESHNESS_HEADER}")
+            for result in freshness:
+                print(freshness_row(result))
         finally:
             redis_server.stop()
     return {
@@ -244,7 +391,8 @@ def run_reader_bench(seconds: int, workers: int, cache_ttl_ms: int,
         "load_average_before": load_before, "load_average_after": os.getloadavg(),
         "users": USERS, "batch_size": BATCH, "workers": workers,
         "cache_ttl_ms": cache_ttl_ms, "measurement_seconds": seconds,
-        "targets_p99_ms": TARGETS, "results": results,
+        "write_rate": WRITE_RATE, "hot_users": HOT_USERS,
+        "targets_p99_ms": TARGETS, "results": results, "freshness": freshness,
     }
 
 
@@ -254,9 +402,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=5, help="length of each measurement")
     parser.add_argument("--workers", type=int, default=Settings().serve_workers,
                         help="reader worker processes (default: the setting's default)")
-    parser.add_argument("--cache-ttl-ms", type=int, default=1_000, help="TTL for the cache-on run")
+    parser.add_argument("--cache-ttl-ms", type=int, default=1_000,
+                        help="the TTL of the cache-on runs")
+    parser.add_argument("--caches", default=",".join(CACHES),
+                        help=f"configurations to measure, among {','.join(CACHES)}")
     args = parser.parse_args(argv)
-    report = run_reader_bench(args.seconds, args.workers, args.cache_ttl_ms)
+    caches = tuple(c for c in args.caches.split(",") if c)
+    if not caches or set(caches) - set(CACHES):
+        parser.error(f"--caches: use some of {','.join(CACHES)}")
+    report = run_reader_bench(args.seconds, args.workers, args.cache_ttl_ms, caches)
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime())
     out = RESULTS / f"reader-{stamp}.json"
