@@ -182,6 +182,40 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop after this many seconds without a record (0: never)")
     consume.add_argument("--features", action="store_true", help="print scores' feature values")
     consume.set_defaults(handler=_lazy("featurestream.cli.consume:consume_command"))
+
+    models = sub.add_parser("models", help="the registry's versions and their rollout: list, "
+                            "show, promote, canary, shadow, rollback (picked up by the running "
+                            "scoring job and reader), compare")
+    models.add_argument("--model", help="the model (default: FEATURESTREAM_MODEL_NAME)")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    handlers = "featurestream.cli.models:"
+    actions.add_parser("list", help="versions: created_at, AUC, live share").set_defaults(
+        handler=_lazy(handlers + "list_command"))
+    show_model = actions.add_parser("show", help="a version's sidecar, or the rollout history")
+    show_model.add_argument("version", nargs="?", metavar="VERSION")
+    show_model.set_defaults(handler=_lazy(handlers + "show_command"))
+    promote = actions.add_parser("promote", help="serve VERSION to every user")
+    promote.add_argument("version", metavar="VERSION")
+    promote.set_defaults(handler=_lazy(handlers + "promote_command"))
+    canary = actions.add_parser("canary", help="serve VERSION to PERCENT of users, the live "
+                                "version to the rest")
+    canary.add_argument("version", metavar="VERSION")
+    canary.add_argument("percent", type=int, metavar="PERCENT", help="1 to 99")
+    canary.set_defaults(handler=_lazy(handlers + "canary_command"))
+    shadow = actions.add_parser("shadow", help="score VERSION beside the served ones, unserved")
+    shadow.add_argument("version", nargs="?", metavar="VERSION")
+    shadow.add_argument("--off", action="store_true", help="no shadow")
+    shadow.set_defaults(handler=_lazy(handlers + "shadow_command"))
+    actions.add_parser("rollback", help="restore the previous rollout").set_defaults(
+        handler=_lazy(handlers + "rollback_command"))
+    compare = actions.add_parser("compare", help="per arm of the scores topic: counts, score "
+                                 "quantiles, AUC with --labels")
+    compare.add_argument("--labels", metavar="FILE", help="event_id,label CSV (generate --labels)")
+    compare.add_argument("--limit", type=int, default=0, metavar="N",
+                         help="the newest N records of each partition (0: all)")
+    compare.add_argument("--experiment", metavar="ID",
+                         help="only the scores of this record (none: the settings' split)")
+    compare.set_defaults(handler=_lazy(handlers + "compare_command"))
     return parser
 
 
