@@ -168,8 +168,9 @@ class Settings(BaseSettings):
     # once while open, let one probe through this long after opening (docs/operations.md).
     breaker_failures: WholeNumber = 5
     breaker_reset_ms: DurationMs = 1_000
-    # Rows last read from Redis, kept for ?max_staleness_ms= while Redis is down (LRU bound).
-    fallback_max_entries: WholeNumber = 100_000
+    # Rows last read from Redis, kept for ?max_staleness_ms= while Redis is down (LRU bound;
+    # ~1.3 KB per row of the built-in user features, so ~25 MB per worker at the default).
+    fallback_max_entries: WholeNumber = 20_000
 
     # -- The scoring job
     models_dir: str = ""  # the model registry directory; empty = <home>/models

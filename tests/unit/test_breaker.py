@@ -13,6 +13,7 @@ from featurestream.serving.breaker import CircuitBreaker
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import RedisUnavailable
 from featurestream.serving.store import FeatureStore, redis_breaker
+from featurestream.settings import Settings, SettingsError
 from featurestream.udfs.resilience.breaker import BreakerPolicy, BreakerState
 
 CLOSED, HALF_OPEN, OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN, BreakerState.OPEN
@@ -186,3 +187,18 @@ def test_the_store_stops_calling_redis_once_its_breaker_opens() -> None:
     assert redis.calls == 2
     assert kinds == ["connection", "connection", "circuit_open", "circuit_open", "circuit_open"]
     assert "circuit breaker open" in str(error.value)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("BREAKER_FAILURES", "0"), ("BREAKER_FAILURES", "many"), ("BREAKER_RESET_MS", "0"),
+    ("BREAKER_RESET_MS", "-1s"), ("FALLBACK_MAX_ENTRIES", "0")])
+def test_bad_breaker_settings_name_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({f"FEATURESTREAM_{variable}": value})
+    assert f"FEATURESTREAM_{variable}" in str(error.value)
+
+
+def test_breaker_settings_take_durations() -> None:
+    settings = Settings.from_env({"FEATURESTREAM_BREAKER_RESET_MS": "2s",
+                                  "FEATURESTREAM_BREAKER_FAILURES": "3"})
+    assert (settings.breaker_reset_ms, settings.breaker_failures) == (2_000, 3)
