@@ -19,7 +19,10 @@ measures, on this machine with everything on it:
 - the reader: single GET and 100-user batch with wrk (saturation) and hey -q (fixed load);
 - backfill: one process replaying 200k generated events from a JSON-lines and an Avro file into
   a training set, beside the Avro decode ceiling (no stack; ``python -m bench backfill`` runs
-  only this section, in about a minute).
+  only this section, in about a minute);
+- predictors: compiled predictors (lleaves; tl2cgen and ONNX Runtime with ``--compare-python``)
+  against ``Booster.predict``, per row and per 1,000 rows (no stack; ``python -m bench
+  predictors`` runs only this section, in about a minute: bench/predictors.py).
 
 Prints one table with each figure next to its ceiling or target, writes JSON to
 ``bench/results/``, and stops everything it started.
@@ -40,6 +43,7 @@ from typing import Any
 
 from bench.backfill import backfill_rows, measure_backfill
 from bench.feature_job import measure_freshness, measure_throughput
+from bench.predictors import predictor_rows, predictors_section
 from bench.raw_limits import measure_raw_limits
 from bench.reader import run_reader_bench
 from bench.scoring_job import run_scoring, scoring_rows, scoring_section
@@ -108,6 +112,9 @@ def table(report: dict[str, Any]) -> str:
     if "backfill" in report:
         for row in backfill_rows(report["backfill"]):
             add(*row)
+    if "predictors" in report:
+        for row in predictor_rows(report["predictors"]):
+            add(*row)
     return "\n".join(lines)
 
 
@@ -154,14 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=600_000,
                         help="backlog size for the throughput runs")
     parser.add_argument("--reader-seconds", type=int, default=3)
-    parser.add_argument("section", nargs="?", choices=("all", "backfill", "scoring"),
+    parser.add_argument("section", nargs="?",
+                        choices=("all", "backfill", "scoring", "predictors"),
                         default="all", help="all (default), or only the backfill section (no "
-                        "stack), or only the scoring section (a stack of its own)")
+                        "stack), or only the scoring section (a stack of its own), or only the "
+                        "compiled predictors (no stack)")
+    parser.add_argument("--compare-python", metavar="PYTHON",
+                        help="predictors: also measure tl2cgen and ONNX Runtime in this "
+                        "interpreter's environment (bench/predictors.py)")
     args = parser.parse_args(argv)
     if args.section == "backfill":
         report = {**_header(), "backfill": dataclasses.asdict(measure_backfill())}
     elif args.section == "scoring":
         report = {**_header(), **scoring_section(args.events)}
+    elif args.section == "predictors":
+        report = {**_header(), "predictors": predictors_section(args.compare_python)}
     else:
         report = run(args.events, args.reader_seconds)
     text = table(report)
