@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     # event goes to scores.dlq (FeaturesNotReady).
     point_in_time_wait_ms: DurationMs = 60_000
     # Version:weight pairs split users by a stable hash, e.g. v3:90,v4:10; empty = latest.
+    # With the shadow, in effect while the registry holds no experiment record (`featurestream
+    # models promote|canary|shadow` write one; it wins; docs/operations.md "Model rollout").
     experiment: str = ""
     shadow_model: str = ""  # a version scored on every record but not served; empty = none
     scoring_group: str = "featurestream-scoring"  # consumer group and transactional id prefix
