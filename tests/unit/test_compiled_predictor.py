@@ -96,6 +96,22 @@ def test_lleaves_alone_differs_where_lightgbm_zeroes_tiny_values(rich: Published
     assert np.max(np.abs(rich.model.predict(probes) - expected)) <= compiled.TOLERANCE
 
 
+def test_lleaves_is_handed_a_c_contiguous_float64_matrix() -> None:
+    """lleaves ravels any other layout into a temporary and reads through a pointer into it
+    after the temporary is gone: whether that reads garbage is luck, so no score test shows it."""
+    handed: list[np.ndarray] = []
+
+    class Recorder:
+        def predict(self, data: np.ndarray, n_jobs: int) -> np.ndarray:
+            handed.append(data)
+            return np.zeros(len(data))
+
+    for matrix in (np.asfortranarray(np.ones((4, 3))), np.ones((8, 3))[::2],
+                   np.ones((4, 3), dtype=np.float32)):
+        compiled.LleavesPredictor(Recorder()).predict(matrix)
+    assert all(m.flags.c_contiguous and m.dtype == np.float64 for m in handed)
+
+
 def test_compiled_at_publish_and_reused_by_later_loads(tmp_path: Path) -> None:
     registry = publish(tmp_path, 1)
     model_path = registry.model_path(1)

@@ -1,10 +1,10 @@
 """Compiled predictors: a version's trees compiled to machine code once, cached beside it.
 
-``Booster.predict`` pays about 90 µs of call overhead per single-row call and about 23 ms per
-1,000 rows on the model ``featurestream train`` publishes; lleaves (LLVM) scores the same rows
-in about 20 µs and 4 ms with outputs equal to 1e-15 (docs/performance.md, "Compiled
-predictors", ``python -m bench predictors``). Treelite/TL2cgen and ONNX Runtime were measured
-and rejected: both slower than lleaves, and neither equal to LightGBM (1e-2 and 0.77).
+``Booster.predict`` takes about 73 µs per single-row call and 12.5 ms per 1,000 rows on the
+model ``featurestream train`` publishes; lleaves (LLVM) scores the same rows in about 18 µs and
+1.0 ms, equal to 1e-15 (docs/performance.md, "Compiled predictors"; ``python -m bench
+predictors``). Treelite/TL2cgen and ONNX Runtime were measured and rejected: slower than lleaves,
+and neither equal to LightGBM (7e-2 and 0.82).
 
 The artefact is ``<name>-v<N>.lleaves-<host>.<sha>.o`` beside the model file: LLVM object code
 for this CPU. ``<host>`` digests the CPU, its features and the lleaves and llvmlite versions, so
@@ -73,11 +73,11 @@ class LleavesPredictor:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         # LightGBM reads |x| <= kZeroThreshold as 0 before any tree (Predictor's dense rows);
-        # lleaves compares x itself, so 1e-36 would cross a split at -1e-35 in one, not the
-        # other. The copy this makes is also the C-contiguous float64 matrix lleaves needs: it
-        # ravels a strided one into a temporary that it then points into.
-        zeroed = np.where(np.abs(matrix) <= _ZERO_THRESHOLD, 0.0, matrix).astype(np.float64,
-                                                                               copy=False)
+        # lleaves compares x itself, so -1e-35, on a split at -1e-35, goes right in one and left
+        # in the other. And lleaves needs a C-contiguous float64 matrix: it ravels any other into
+        # a temporary that it then points into.
+        zeroed = np.ascontiguousarray(np.where(np.abs(matrix) <= _ZERO_THRESHOLD, 0.0, matrix),
+                                      dtype=np.float64)
         return np.asarray(self.model.predict(zeroed, n_jobs=1))
 
 
