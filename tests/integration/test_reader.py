@@ -687,21 +687,25 @@ def test_every_answer_matches_the_served_openapi_document(redis_server: RedisPro
                                                            tmp_path: Path) -> None:
     calls: list[Call] = [("GET", FEATURES_ROUTE, f"/v1/features/{user_id}", None) for user_id in (
         "user-1", "user-2?names=avg_spend_1h,ctr_1h", "user.name@example.com", "nobody",
-        "a%20b", "user-1?names=nope")]
+        "a%20b", "user-1?names=nope", "user-1?max_staleness_ms=5000",
+        "user-1?max_staleness_ms=-1")]
     bodies: list[dict[str, Any] | bytes] = [
         {"user_ids": ["user-1", "nobody", "user-2", "user-1"]},
         {"user_ids": ["user-2"], "names": ["clicks_1h", "ctr_1h"]},
         {"user_ids": ["user-1"], "names": []}, {"user_ids": ["bad id"]},
         {"user_ids": ["user-1"], "names": ["nope"]}, {"user_ids": []},
         {"user_ids": ["user-1"], "extra": 1}, {"user_ids": [f"u{i}" for i in range(51)]},
-        b"[1]"]
+        b"[1]", {"user_ids": ["user-1"], "max_staleness_ms": 5000},
+        {"user_ids": ["user-1"], "max_staleness_ms": "5s"}]
     calls += [("POST", BATCH_ROUTE, BATCH_ROUTE, body) for body in bodies]
     calls += [("GET", ENTITY_ROUTE, f"/v1/features/{path}", None) for path in (
-        "user/user-1", "user/user-2?names=ctr_1h", "user/nobody", "item/sku-1", "user/a%20b")]
+        "user/user-1", "user/user-2?names=ctr_1h", "user/nobody", "item/sku-1", "user/a%20b",
+        "item/sku-1?max_staleness_ms=0", "item/sku-1?max_staleness_ms=1.5")]
     # (an entity route's body schema has any entity's names: no unknown names here)
     entity_bodies: list[dict[str, Any] | bytes] = [
         {"ids": ["user-1", "nobody"]}, {"ids": ["user-2"], "names": ["ctr_1h"]},
-        {"ids": ["bad id"]}, {"ids": []}, {"ids": [f"u{i}" for i in range(51)]}, b"[1]"]
+        {"ids": ["bad id"]}, {"ids": []}, {"ids": [f"u{i}" for i in range(51)]}, b"[1]",
+        {"ids": ["user-1"], "max_staleness_ms": 0}, {"ids": ["user-1"], "max_staleness_ms": -5}]
     calls += [("POST", ENTITY_BATCH_ROUTE, "/v1/features/user/batch", body)
               for body in entity_bodies]
     calls.append(("POST", ENTITY_BATCH_ROUTE, "/v1/features/item/batch", {"ids": ["sku-1"]}))

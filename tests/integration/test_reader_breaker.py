@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from featurestream.settings import Settings
@@ -98,6 +99,14 @@ def assert_stale(body: dict, max_staleness_ms: int) -> None:
     assert 0 <= body["cache_age_ms"] <= max_staleness_ms
 
 
+def assert_documented(url: str, method: str, route: str, reply: Reply) -> None:
+    """``reply`` is a 200 as the reader's own ``/openapi.json`` describes it."""
+    doc = http("GET", url + "/openapi.json").body
+    answer = doc["paths"][route][method]["responses"]["200"]["content"]["application/json"]
+    jsonschema.validate(reply.body, {**answer["schema"], "components": doc["components"]},
+                        cls=jsonschema.Draft202012Validator)
+
+
 def test_stopped_redis_opens_the_breaker_serves_stale_rows_if_allowed_then_recovers(
         server: RedisProcess, tmp_path: Path) -> None:
     with reader_in_thread(settings_for(server, tmp_path)) as url:
@@ -139,6 +148,11 @@ def test_stopped_redis_opens_the_breaker_serves_stale_rows_if_allowed_then_recov
                      {"ids": ["sku-1"], "max_staleness_ms": allow})
         assert items.status == 200
         assert_stale(items.body["results"][0], allow)
+        for method, route, reply in (("get", "/v1/features/{user_id}", single),
+                                     ("post", "/v1/features/batch", batch),
+                                     ("get", "/v1/features/{entity}/{id}", item),
+                                     ("post", "/v1/features/{entity}/batch", items)):
+            assert_documented(url, method, route, reply)
         # rows never read, or read longer ago than allowed: the 503 stands
         unavailable(http("GET", url + f"/v1/features/user-2?max_staleness_ms={allow}"))
         unavailable(http("POST", url + "/v1/features/batch",
