@@ -6,8 +6,8 @@ whose types hold the id pattern, the batch size and the feature names; an id in 
 matched against the same pattern. Only when decoding fails is the body looked at again, to name
 the error: ``invalid_json``, ``invalid_body``, ``invalid_user_id`` / ``invalid_id``,
 ``unknown_feature`` (with the valid names), ``invalid_max_staleness_ms`` or ``batch_too_large``
-(413, with the limit). An
-entity the definitions do not declare is a 404 ``unknown_entity`` naming the known ones.
+(413, with the limit). An entity the definitions do not declare is a 404 ``unknown_entity``
+naming the known ones. ``?max_staleness_ms=`` is checked here too (whole ms, 0 to a day).
 
 A user id is 1-128 characters among letters, digits and ``. _ - @ :``; an entity id 1-256
 among those and ``|``. The reader only ever reads ``{prefix}{entity}:{id}`` of a declared
