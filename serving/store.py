@@ -57,12 +57,6 @@ class FeatureStore:
         self._last_known = last_known  # every row read from Redis, for rows_with_fallback
         self._breaker = breaker
 
-    async def rows(self, entity: str, ids: Sequence[str]) -> list[Row | None]:
-        """Each instance's feature row in order (None for one without a row)."""
-        prefix = self._prefix
-        keys = [entity_key(prefix, entity, i) for i in ids]
-        return await self._read(keys, _row, self._last_known)
-
     async def rows_with_fallback(self, entity: str, ids: Sequence[str],
                                  max_staleness_ms: int | None) -> list[ServedRow]:
         """Each instance's row in order, from Redis; if Redis fails, the last rows read from it

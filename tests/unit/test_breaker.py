@@ -182,7 +182,7 @@ def test_the_store_stops_calling_redis_once_its_breaker_opens() -> None:
     kinds = []
     for _ in range(5):
         with pytest.raises(RedisUnavailable) as error:
-            asyncio.run(store.rows("user", ["a"]))
+            asyncio.run(store.rows_with_fallback("user", ["a"], None))
         kinds.append(error.value.kind)
     assert redis.calls == 2
     assert kinds == ["connection", "connection", "circuit_open", "circuit_open", "circuit_open"]

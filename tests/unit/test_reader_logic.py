@@ -301,7 +301,8 @@ def hashes(*user_ids: str) -> dict[str, dict[str, str]]:
 def test_a_batch_is_one_round_trip_with_duplicates_read_once() -> None:
     redis = FakeRedis(hashes("a", "b"))
     store = FeatureStore(redis, "fs:", None, Metrics())  # type: ignore[arg-type]
-    rows = asyncio.run(store.rows("user", ["b", "x", "a", "b"]))
+    rows = [s.row for s in asyncio.run(store.rows_with_fallback("user", ["b", "x", "a", "b"],
+                                                                None))]
     assert [r is not None for r in rows] == [True, False, True, True]
     assert rows[0] == ROW
     assert redis.round_trips == [[("HGETALL", "fs:user:b"), ("HGETALL", "fs:user:x"),
@@ -312,8 +313,8 @@ def test_the_cache_leaves_only_misses_for_redis() -> None:
     redis = FakeRedis(hashes("a"))
     metrics = Metrics()
     store = FeatureStore(redis, "fs:", TTLCache(60_000, 100), metrics)  # type: ignore[arg-type]
-    asyncio.run(store.rows("user", ["a", "x"]))
-    asyncio.run(store.rows("user", ["x", "a", "b"]))
+    asyncio.run(store.rows_with_fallback("user", ["a", "x"], None))
+    asyncio.run(store.rows_with_fallback("user", ["x", "a", "b"], None))
     assert redis.round_trips[1] == [("HGETALL", "fs:user:b")]
     sample = metrics.registry.get_sample_value
     assert sample("featurestream_reader_cache_hits_total") == 2
@@ -510,7 +511,8 @@ def test_a_users_warming_up_is_a_field_only_when_present() -> None:
 def test_an_entity_is_read_from_its_own_keys() -> None:
     redis = FakeRedis({"fs:item:sku-1": {k: encode_value(v) for k, v in ITEM_ROW.items()}})
     store = FeatureStore(redis, "fs:", None, Metrics())  # type: ignore[arg-type]
-    rows = asyncio.run(store.rows("item", ["sku-1", "nope"]))
+    rows = [s.row for s in asyncio.run(store.rows_with_fallback("item", ["sku-1", "nope"],
+                                                                None))]
     assert rows == [ITEM_ROW, None]
     assert redis.round_trips == [[("HGETALL", "fs:item:sku-1"), ("HGETALL", "fs:item:nope")]]
 
