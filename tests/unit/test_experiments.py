@@ -4,7 +4,6 @@ version rule, and the scoring job's pick-up of a new record at its poll."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelRegistry
 from featurestream.udfs.scoring.variants import LATEST, Arm, VariantAssigner, parse_experiment
 from testing.model_fixtures import NAME, publish
+from tests.unit.test_model_registry import FakeClock, touch_later
 
 
 def test_a_record_round_trips_through_the_registry_file(tmp_path: Path) -> None:
@@ -121,20 +121,6 @@ def test_shares_and_live_match_a_brute_force_count(arms_: list[tuple[int, int]],
     assert rollout.live == {v for v, _ in arms_} | ({shadow} if shadow else set())
     plain = resolve(None, Split(), sorted(published))
     assert plain.live == ({max(published)} if published else set())
-
-
-def touch_later(directory: Path) -> None:
-    """Make sure the directory's mtime moves even on coarse file systems."""
-    stat = directory.stat()
-    os.utime(directory, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_serving_models_pick_up_a_record_at_the_next_poll(tmp_path: Path) -> None:
