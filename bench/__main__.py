@@ -43,6 +43,7 @@ from typing import Any
 
 from bench.backfill import backfill_rows, measure_backfill
 from bench.feature_job import measure_freshness, measure_throughput
+from bench.predict import predict_rows, predict_section
 from bench.predictors import predictor_rows, predictors_section
 from bench.raw_limits import measure_raw_limits
 from bench.reader import run_reader_bench
@@ -115,6 +116,9 @@ def table(report: dict[str, Any]) -> str:
     if "predictors" in report:
         for row in predictor_rows(report["predictors"]):
             add(*row)
+    if "predict" in report:
+        for row in predict_rows(report["predict"]):
+            add(*row)
     return "\n".join(lines)
 
 
@@ -162,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="backlog size for the throughput runs")
     parser.add_argument("--reader-seconds", type=int, default=3)
     parser.add_argument("section", nargs="?",
-                        choices=("all", "backfill", "scoring", "predictors"),
+                        choices=("all", "backfill", "scoring", "predictors", "predict"),
                         default="all", help="all (default), or only the backfill section (no "
                         "stack), or only the scoring section (a stack of its own), or only the "
-                        "compiled predictors (no stack)")
+                        "compiled predictors (no stack), or only request-time scoring (a "
+                        "reader and Redis of its own: bench/predict.py)")
     parser.add_argument("--compare-python", metavar="PYTHON",
                         help="predictors: also measure tl2cgen and ONNX Runtime in this "
                         "interpreter's environment (bench/predictors.py)")
@@ -176,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         report = {**_header(), **scoring_section(args.events)}
     elif args.section == "predictors":
         report = {**_header(), "predictors": predictors_section(args.compare_python)}
+    elif args.section == "predict":
+        report = {**_header(), "predict": predict_section()}
     else:
         report = run(args.events, args.reader_seconds)
     text = table(report)

@@ -70,8 +70,9 @@ class Predictor:
 
     def __init__(self, settings: Settings, definitions: Definitions, store: FeatureStore,
                  metrics: Metrics) -> None:
-        models = ServingModels(ModelRegistry(settings.effective_models_dir, settings.model_name),
-                               parse_experiment(settings.experiment), None,
+        registry = ModelRegistry(settings.effective_models_dir, settings.model_name,
+                                 settings.compiled_predictor)
+        models = ServingModels(registry, parse_experiment(settings.experiment), None,
                                settings.model_poll_interval_ms)
         self.scorer = RequestScorer(models, FeatureCatalog.from_definitions(definitions))
         self._store = store

@@ -157,8 +157,9 @@ def test_a_batch_answers_in_order_with_refusals_per_request(reader: str,
         assert results[i]["score"] == single["score"]
         assert results[i]["features"] == single["features"]
     assert results[0]["features"]["amount"] == 1.0 and results[4]["features"]["amount"] == 5.0
-    nulls = results[3]
-    assert nulls["fallback"] == ("defaults" if nulls["version"] == 1 else nulls["fallback"])
+    nulls = results[3]  # null values take their defaults: the row exists, not a fallback
+    assert nulls["fallback"] == "none" and nulls["entities"]["user"]["found"]
+    assert nulls["features"]["spend_1h"] == 0.0
 
 
 def test_an_item_model_reads_the_item_row(redis_server: RedisProcess,
@@ -307,3 +308,28 @@ def test_the_document_covers_predict(reader: str) -> None:
         operation = document["paths"][path]["post"]
         assert {"200", "400", "404", "413", "503"} <= set(operation["responses"])
         assert "requestBody" in operation
+
+
+def test_redis_down_serves_the_last_row_read_when_allowed(tmp_path: Path,
+                                                         models_dir: Path) -> None:
+    server = RedisProcess(tmp_path / "redis")
+    server.start()
+    user = user_routed_to(1, "user")
+    seed_rows(server.client(), PREFIX, {user: ROWS[user]}, updated_at=NOW)
+    body = {"user_id": user, "type": "purchase", "amount": 2.0, "max_staleness_ms": 60_000}
+    try:
+        with reader_in_thread(settings_for(server, models_dir)) as url:
+            fresh = http("POST", url + "/v1/predict", body).body
+            assert fresh["fallback"] == "none", fresh
+            server.stop()
+            cached = http("POST", url + "/v1/predict", body)
+            assert cached.status == 200, cached.body
+            assert cached.body["fallback"] == "cached_features"
+            assert cached.body["entities"]["user"]["source"] == "cache"
+            assert cached.body["score"] == fresh["score"]
+            strict = http("POST", url + "/v1/predict", {**body, "max_staleness_ms": None})
+            assert strict.status == 503 and strict.body["message"], strict.body
+            never_read = http("POST", url + "/v1/predict", {**body, "user_id": "user-29"})
+            assert never_read.status == 503, never_read.body
+    finally:
+        server.stop()

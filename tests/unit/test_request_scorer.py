@@ -113,18 +113,8 @@ def test_the_request_scorer_scores_as_the_scoring_job(
         assert got.score == stream["score"]  # bit-identical: same vector, same predict
         assert got.features == stream["features"]
         assert got.as_of == stream["as_of"]
-        assert (got.fallback == "defaults") == any(
-            _missing(name, event, rows) for name in stream["features"])
-
-
-def _missing(name: str, event: Event, rows: dict[RowKey, Row | None]) -> bool:
-    """Whether feature ``name`` had no value for ``event`` (its default was used)."""
-    if name in ("amount", "hour_of_day"):
-        return False
-    entity, _, feature = name.rpartition(".")
-    entity_id = event.item_id if entity == "item" else event.user_id
-    row = rows.get((entity or "user", entity_id)) if entity_id is not None else None
-    return row is None or row.get(feature) is None
+        assert (got.fallback == "defaults") == stream["features_missing"]
+        assert got.fallback != "cached_features"
 
 
 def test_fallback_levels(registry: Path) -> None:
@@ -141,8 +131,15 @@ def test_fallback_levels(registry: Path) -> None:
     assert fresh.entities["user"].source == "redis"
     assert isinstance(cached, Prediction) and cached.fallback == "cached_features"
     assert cached.entities["user"].source == CACHED and cached.score == fresh.score
-    assert isinstance(nulled, Prediction) and nulled.fallback == "defaults"
+    assert isinstance(nulled, Prediction) and nulled.fallback == "none", \
+        "a null value in a row is the feature's value (it takes its default), not a fallback"
     assert nulled.features["spend_1h"] == 0.0
+    [unknown] = answer(scorer_, [base._replace(user_id="u-4")], {})
+    assert isinstance(unknown, Refusal), "v2 has no default for purchases_5m"
+    latest_v1 = request_scorer(registry, "v1:1")
+    [unknown] = answer(latest_v1, [base._replace(user_id="u-4")], {})
+    assert isinstance(unknown, Prediction) and unknown.fallback == "defaults"
+    assert not unknown.entities["user"].found and unknown.as_of is None
 
 
 def test_missing_values_without_defaults_are_refused_naming_all(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ Two steps around the caller's one read of every row: :meth:`RequestScorer.route`
 version serves each request and which entity rows it reads; :meth:`RequestScorer.score` takes
 those rows and predicts. Each answer says how degraded it is (:data:`FALLBACKS`): ``none``,
 ``cached_features`` (a row came from the reader's cache because Redis could not answer) or
-``defaults`` (a value was missing -- no row, or a null value -- and the model's default was
-used). A request the model cannot score is a :class:`Refusal` naming why.
+``defaults`` (an entity the model reads has no row, so its features took the model's defaults:
+what the stream's scores call ``features_missing``). A null value in a row that exists (a mean
+over no purchases) also takes its default, as in the stream, but is the feature's own value,
+not a fallback. A request the model cannot score is a :class:`Refusal` naming why.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from featurestream.udfs.contract.events import Event
 from featurestream.udfs.scoring.assembly import VersionVectors
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError
-from featurestream.udfs.scoring.vector import EntityId, FeatureCatalog, Row, VectorPlan
+from featurestream.udfs.scoring.vector import FeatureCatalog, Row, VectorPlan
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem
 
 Fallback = Literal["none", "cached_features", "defaults"]  # least to most degraded
@@ -159,7 +161,7 @@ class RequestScorer:
         """The routed requests scored with ``rows`` (every key of :meth:`keys`), read at
         ``now_ms``: one ``predict`` per version."""
         answers: list[Prediction | Refusal | None] = [None] * len(routed)
-        groups: dict[tuple[str, int], list[tuple[int, Routed, list[float], dict[str, Row]]]] = {}
+        groups: dict[tuple[str, int], list[tuple[int, Routed, list[float]]]] = {}
         for index, item in enumerate(routed):
             if isinstance(item, Refusal):
                 answers[index] = item
@@ -167,18 +169,17 @@ class RequestScorer:
             found = {entity: fetched.row for entity, entity_id in item.ids.items()
                      if entity_id is not None
                      and (fetched := rows[(entity, entity_id)]).row is not None}
-            ids: dict[str, EntityId] = dict(item.ids)
-            vector = self.versions.vector(item.model, item.plan, item.event, found, ids,
+            vector = self.versions.vector(item.model, item.plan, item.event, found, item.ids,
                                           nulls=True)
             if isinstance(vector, Problem):
                 answers[index] = self._refusal(item, found, vector)
                 continue
             metadata = item.model.metadata
             groups.setdefault((metadata.name, metadata.version), []).append(
-                (index, item, vector, found))
+                (index, item, vector))
         for group in groups.values():
             model = group[0][1].model
-            vectors = np.array([vector for _, _, vector, _ in group], dtype=np.float64)
+            vectors = np.array([vector for _, _, vector in group], dtype=np.float64)
             filled = self.versions.filled(vectors, model.metadata)
             try:
                 scores = model.predict(filled).tolist()
@@ -188,29 +189,29 @@ class RequestScorer:
                 for index, *_ in group:
                     answers[index] = failed
                 continue
-            for (index, item, vector, _), values, score in zip(
+            for (index, item, _), values, score in zip(
                     group, filled.tolist(), scores, strict=True):
                 if not math.isfinite(score):
                     answers[index] = Refusal(Reason.PREDICT_FAILED,
                                              f"{_version(model)} returned {score}")
                     continue
-                answers[index] = self._prediction(item, rows, values, score, now_ms,
-                                                  defaults_used=any(map(math.isnan, vector)))
+                answers[index] = self._prediction(item, rows, values, score, now_ms)
         return [answer for answer in answers if answer is not None]
 
     @staticmethod
     def _prediction(item: Routed, rows: Mapping[RowKey, FetchedRow], values: list[float],
-                    score: float, now_ms: int, defaults_used: bool) -> Prediction:
+                    score: float, now_ms: int) -> Prediction:
         metadata = item.model.metadata
         entities: dict[str, EntityRow] = {}
         as_of: int | None = None
         staleness: int | None = None
-        cached = False
+        cached = missing = False
         for entity, entity_id in item.ids.items():
             fetched = rows[(entity, entity_id)] if entity_id is not None else None
             row = fetched.row if fetched is not None else None
             if fetched is None or row is None:
                 entities[entity] = EntityRow(entity_id, False)
+                missing = True
                 continue
             row_as_of = int(row["as_of"])
             stale = max(0, now_ms - row_as_of)
@@ -218,8 +219,7 @@ class RequestScorer:
             cached = cached or fetched.source == CACHED
             as_of = row_as_of if as_of is None else min(as_of, row_as_of)
             staleness = stale if staleness is None else max(staleness, stale)
-        fallback: Fallback = ("defaults" if defaults_used else "cached_features" if cached
-                              else "none")
+        fallback: Fallback = "defaults" if missing else "cached_features" if cached else "none"
         return Prediction(score, metadata.name, metadata.version, item.variant,
                           item.experiment, dict(zip(metadata.features, values, strict=True)),
                           entities, as_of, staleness, fallback)
