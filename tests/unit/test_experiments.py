@@ -4,6 +4,7 @@ version rule, and the scoring job's pick-up of a new record at its poll."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,18 @@ def test_without_a_record_the_latest_is_served(tmp_path: Path) -> None:
     models = ServingModels(publish(tmp_path, 1), (), None, 1_000)
     models.refresh()
     assert models.route("u-1")[:2] == (LATEST, 1)
+
+
+def test_a_record_written_within_the_directory_mtime_tick_is_still_seen(tmp_path: Path) -> None:
+    registry = publish(tmp_path, 1)
+    publish(tmp_path, 2, seed=1)
+    clock = FakeClock()
+    models = ServingModels(registry, (), None, 1_000, clock)
+    record(registry, (Arm(1, 1),), None, "promote v1", "a", 1)
+    models.refresh()
+    stamp = tmp_path.stat()
+    record(registry, (Arm(2, 1),), None, "promote v2", "a", 2)
+    os.utime(tmp_path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # the same coarse tick
+    clock.now = 1.0
+    models.refresh()
+    assert models.route("u-1")[::3] == ("v2", "exp-2")

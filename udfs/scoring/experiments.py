@@ -141,6 +141,16 @@ def read_history(registry: ModelRegistry) -> History:
     return history
 
 
+def history_marker(registry: ModelRegistry) -> tuple[int, int, int]:
+    """Changes at every write of the history (a rename: a new inode), also within one tick of
+    the clock that stamps the directory's mtime, which alone could miss a quick second write."""
+    try:
+        stat = history_path(registry).stat()
+    except FileNotFoundError:
+        return 0, 0, 0
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def write_history(registry: ModelRegistry, history: History) -> None:
     """Replace the model's history atomically (a temporary file renamed into place)."""
     history.validate()

@@ -5,9 +5,9 @@ every user gets the latest version (variant ``latest``). An optional shadow vers
 every record but not served. The experiment and shadow are the registry's current experiment
 record when it has one (``featurestream models canary ...``), else the settings
 (:func:`udfs.scoring.experiments.resolve`). :meth:`ServingModels.refresh` looks at the registry
-at most once per poll interval (the directory's mtime: a new version or a new record) and swaps
-models and split only between micro-batches, so each record is scored exactly once, by the models
-in place when its batch started.
+at most once per poll interval (the directory's mtime: a new version; the record file's identity:
+a new record) and swaps models and split only between micro-batches, so each record is scored
+exactly once, by the models in place when its batch started.
 
 A version that cannot be loaded is kept as its :class:`ModelError`: records routed to it go to
 the dead-letter topic until a later refresh finds it usable.
@@ -21,7 +21,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
 
-from featurestream.udfs.scoring.experiments import Rollout, Split, live_rollout
+from featurestream.udfs.scoring.experiments import (
+    Rollout,
+    Split,
+    history_marker,
+    live_rollout,
+)
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError, ModelRegistry
 from featurestream.udfs.scoring.variants import LATEST, Arm, VariantAssigner
 
@@ -60,7 +65,7 @@ class ServingModels:
         self._poll_interval_s = poll_interval_ms / 1000
         self._clock = clock
         self._next_poll = float("-inf")
-        self._marker: int | None = None
+        self._marker: tuple[int, tuple[int, int, int]] | None = None
         self._loaded: dict[int, Model] = {}
         self.rollout = Rollout(arms, shadow, None, None)
         self._assigner = VariantAssigner(arms) if arms else None
@@ -77,7 +82,7 @@ class ServingModels:
         if now < self._next_poll:
             return
         self._next_poll = now + self._poll_interval_s
-        marker = self.registry.changed_marker()
+        marker = (self.registry.changed_marker(), history_marker(self.registry))
         if marker == self._marker:
             return
         self._marker = marker
