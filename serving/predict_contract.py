@@ -67,6 +67,9 @@ class EntityRead(Struct):
     as_of: AsOf | None = None
     staleness_ms: Staleness | None = None
     source: Source | None = None
+    cache_age_ms: Annotated[int | None, Meta(description=(
+        "From the cache: ms since the row was read from Redis (the most it can lag Redis)."))
+    ] = None
 
 
 class Timing(Struct):

@@ -130,7 +130,8 @@ def test_an_unknown_user_gets_the_defaults_or_a_503_naming_the_features(reader: 
     assert reply.body["fallback"] == "defaults"
     assert reply.body["entities"] == {"user": {"id": reply.body["entities"]["user"]["id"],
                                                "found": False, "as_of": None,
-                                               "staleness_ms": None, "source": None}}
+                                               "staleness_ms": None, "source": None,
+                                           "cache_age_ms": None}}
     assert reply.body["features"]["purchases_5m"] == 0.0
     reply = http("POST", reader + "/v1/predict",
                  {"user_id": user_routed_to(2, "new"), "type": "purchase", "amount": 3.0})
@@ -177,7 +178,8 @@ def test_an_item_model_reads_the_item_row(redis_server: RedisProcess,
     assert with_item["entities"]["item"]["as_of"] == ITEM_ROWS["sku-1"]["as_of"]
     assert with_item["fallback"] == "none" and with_item["variant"] == "latest"
     assert without["entities"]["item"] == {"id": None, "found": False, "as_of": None,
-                                           "staleness_ms": None, "source": None}
+                                           "staleness_ms": None, "source": None,
+                                           "cache_age_ms": None}
     assert without["features"]["item.views_1h"] == -1.0 and without["fallback"] == "defaults"
 
 
@@ -326,6 +328,7 @@ def test_redis_down_serves_the_last_row_read_when_allowed(tmp_path: Path,
             assert cached.status == 200, cached.body
             assert cached.body["fallback"] == "cached_features"
             assert cached.body["entities"]["user"]["source"] == "cache"
+            assert 0 <= cached.body["entities"]["user"]["cache_age_ms"] < 60_000
             assert cached.body["score"] == fresh["score"]
             strict = http("POST", url + "/v1/predict", {**body, "max_staleness_ms": None})
             assert strict.status == 503 and strict.body["message"], strict.body

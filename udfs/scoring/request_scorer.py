@@ -60,10 +60,12 @@ class Refusal:
 
 @dataclass(frozen=True, slots=True)
 class FetchedRow:
-    """An entity's row as the caller read it (None: it has none) and where it came from."""
+    """An entity's row as the caller read it (None: it has none), where it came from and, from
+    the cache, how long ago it was read from Redis (the most it can lag Redis)."""
 
     row: Row | None
     source: str = FRESH
+    cache_age_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +84,14 @@ class Routed:
 @dataclass(frozen=True, slots=True)
 class EntityRow:
     """What a prediction read of one entity: its id, and its row's event time, staleness and
-    source when it had one."""
+    source (and age, from the cache) when it had one."""
 
     id: str | None
     found: bool
     as_of: int | None = None
     staleness_ms: int | None = None
     source: str | None = None
+    cache_age_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +218,8 @@ class RequestScorer:
                 continue
             row_as_of = int(row["as_of"])
             stale = max(0, now_ms - row_as_of)
-            entities[entity] = EntityRow(entity_id, True, row_as_of, stale, fetched.source)
+            entities[entity] = EntityRow(entity_id, True, row_as_of, stale, fetched.source,
+                                         fetched.cache_age_ms)
             cached = cached or fetched.source == CACHED
             as_of = row_as_of if as_of is None else min(as_of, row_as_of)
             staleness = stale if staleness is None else max(staleness, stale)
