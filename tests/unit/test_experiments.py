@@ -46,8 +46,14 @@ def test_a_record_round_trips_through_the_registry_file(tmp_path: Path) -> None:
 
 def test_who_defaults_to_the_os_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("getpass.getuser", lambda: "operator7")
-    assert record(ModelRegistry(tmp_path, NAME), (Arm(1, 1),), None, "promote v1").who == \
-        "operator7"
+    registry = ModelRegistry(tmp_path, NAME)
+    assert record(registry, (Arm(1, 1),), None, "promote v1").who == "operator7"
+
+    def no_passwd_entry() -> str:
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr("getpass.getuser", no_passwd_entry)
+    assert record(registry, (Arm(1, 1),), None, "promote v1").who == f"uid {os.getuid()}"
 
 
 def test_rollback_restores_the_previous_record_then_the_settings(tmp_path: Path) -> None:

@@ -173,10 +173,18 @@ def record(registry: ModelRegistry, arms: Sequence[Arm], shadow: int | None, not
     """Make ``arms`` and ``shadow`` the model's current record (written by ``who``, default the
     OS user, at ``when_ms``, default now); returns it."""
     history = read_history(registry).add(
-        arms, shadow, note, who or getpass.getuser(),
+        arms, shadow, note, who or _os_user(),
         int(time.time() * 1000) if when_ms is None else when_ms)
     write_history(registry, history)
     return history.records[-1]
+
+
+def _os_user() -> str:
+    """The login name; a container user without a passwd entry is its uid."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
 
 
 def roll_back(registry: ModelRegistry) -> Experiment | None:
