@@ -27,8 +27,8 @@ _READING = object()  # the placeholder of a key being read (invalidated mode)
 
 
 class TTLCache:
-    """Values by key for ``ttl_ms`` each, at most ``max_entries`` of them, least recently
-    used out first.
+    """Values by key for ``ttl_ms`` (> 0) each, at most ``max_entries`` of them, least
+    recently used out first.
 
     ``invalidated``: entries are also removed by :meth:`invalidate` and the cache starts
     paused, serving nothing until :meth:`resume` (tracking is on).
@@ -96,8 +96,11 @@ class TTLCache:
         return self._serving
 
     def _store(self, key: Hashable, value: Any) -> None:
+        """Insert as the most recent; then drop the least recent while over the bound or
+        expired (expired entries would otherwise stay until evicted, holding memory)."""
         entries = self._entries
-        entries[key] = (self._clock() + self._ttl_s, value)
+        now = self._clock()
+        entries[key] = (now + self._ttl_s, value)
         entries.move_to_end(key)
-        if len(entries) > self._max_entries:
+        while len(entries) > self._max_entries or entries[next(iter(entries))][0] <= now:
             entries.popitem(last=False)

@@ -158,7 +158,9 @@ class Settings(BaseSettings):
     serve_workers: WholeNumber = 2  # processes, each with one pipelined Redis connection
     auth_token: SecretStr = NO_SECRET  # bearer token required on /v1/*; empty = no auth
     redis_timeout_ms: DurationMs = 100  # bound on every Redis call; past it the request gets a 503
-    cache_ttl_ms: DurationMs = 0  # in-process cache of rows and scores; 0 = off
+    # In-process cache of rows and scores (0 = off); on by default, as invalidation keeps its
+    # reads as fresh as Redis's (docs/performance.md, "Reader cache").
+    cache_ttl_ms: DurationMs = 1_000
     cache_max_entries: WholeNumber = 100_000
     # With the cache on: evict a key as soon as Redis says it changed (client-side caching,
     # CLIENT TRACKING; see docs/performance.md, "Reader cache"); false = the TTL alone.

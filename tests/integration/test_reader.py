@@ -93,7 +93,8 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 def settings_for(redis_server: RedisProcess, **changes: object) -> Settings:
     defaults: dict[str, object] = {"redis_url": redis_server.url, "redis_key_prefix": PREFIX,
                                    "redis_timeout_ms": 100, "max_batch_size": 50,
-                                   "models_dir": str(MODELS_DIR)}
+                                   "models_dir": str(MODELS_DIR),
+                                   "cache_ttl_ms": 0}  # the cache: test_reader_cache.py
     return Settings().replace(**{**defaults, **changes})
 
 

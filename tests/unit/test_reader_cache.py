@@ -45,6 +45,17 @@ def test_entries_expire_after_the_ttl_each_from_its_own_put() -> None:
     assert cache.get("b") is MISS
 
 
+def test_a_put_lets_go_of_expired_entries_at_the_least_recent_end() -> None:
+    clock = Clock()
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=clock)
+    for key in "abc":
+        cache.put(key, 1)
+    clock.now += 1.5
+    cache.put("d", 2)
+    # not observable through get (an expired entry is a miss anyway): the memory is freed
+    assert list(cache._entries) == ["d"]
+
+
 def test_the_bound_holds_whatever_is_put() -> None:
     cache = TTLCache(ttl_ms=1_000, max_entries=3, clock=Clock())
     for i in range(10):
@@ -129,8 +140,10 @@ class Model:
         return next((e for e in self.entries if e[0] == key), None)
 
     def add(self, key: str, value: Any, now: float) -> None:
+        """As the most recent; then the least recent go while over the bound or expired."""
         self.entries = [e for e in self.entries if e[0] != key] + [[key, value, now + self.ttl]]
-        self.entries = self.entries[-self.max_entries:]
+        while len(self.entries) > self.max_entries or self.entries[0][2] <= now:
+            self.entries.pop(0)
 
     def get(self, key: str, now: float) -> Any:
         entry = self.find(key)

@@ -344,13 +344,13 @@ def test_every_route_is_documented_and_auth_is_marked_when_on() -> None:
 def test_reader_settings_from_env() -> None:
     settings = Settings.from_env({"FEATURESTREAM_SERVE_PORT": "9000",
                                   "FEATURESTREAM_REDIS_TIMEOUT_MS": "250ms",
-                                  "FEATURESTREAM_CACHE_TTL_MS": "1s",
+                                  "FEATURESTREAM_CACHE_TTL_MS": "2s",
                                   "FEATURESTREAM_AUTH_TOKEN": "0123456789abcdef"})
     assert (settings.serve_port, settings.redis_timeout_ms, settings.cache_ttl_ms) == (
-        9000, 250, 1000)
+        9000, 250, 2000)
     defaults = Settings()
-    assert (defaults.cache_ttl_ms, defaults.auth_token.get_secret_value(),
-            defaults.serve_workers) == (0, "", 2)
+    assert (defaults.cache_ttl_ms, defaults.cache_invalidation,
+            defaults.auth_token.get_secret_value(), defaults.serve_workers) == (1000, True, "", 2)
 
 
 @pytest.mark.parametrize(("name", "value"), [
