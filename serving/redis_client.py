@@ -334,7 +334,7 @@ class RedisClient:
                 connection.close()
                 raise RedisUnavailable("reply", f"Redis refused the connection: {reply}")
         if tracking is not None and tracking is self._tracking:
-            if connection.tracking is None:  # the redirect client just went: its listener
+            if connection.tracking is None:  # its redirect client is gone: the listener re-tracks
                 log.warning("redis at %s: tracking refused on a new connection (%s); the "
                             "cache is paused until it is back", target.describe(), tracked)
             tracking[1](connection.tracking is not None)

@@ -1,7 +1,8 @@
 """The reader's cache invalidated by a real redis-server (client-side caching): a cached row
 rewritten by HSET or by the feature job's Lua upsert is read fresh long before its TTL; the
 tracking connection killed flushes the cache and tracking comes back; the data connection
-killed flushes it too; a Redis refusing tracking leaves the cache on its TTL."""
+killed, or Redis restarted, flushes it too; a Redis refusing tracking leaves the cache on its
+TTL."""
 
 from __future__ import annotations
 
@@ -126,6 +127,22 @@ def test_killed_data_connection_flushes_the_cache(server: RedisProcess) -> None:
         wait_cached(url)
         write(server, clicks=3, version=3)
         wait_until(lambda: clicks(url) == 3, 10, "the row written after the reconnect")
+
+
+def test_a_redis_restart_flushes_the_cache_and_tracking_comes_back(
+        server: RedisProcess) -> None:
+    write(server, clicks=1, version=1)
+    with reader_in_thread(settings_for(server)) as url:
+        wait_cached(url)
+        server.stop()
+        server.start()  # empty: no persistence
+        write(server, clicks=2, version=2)
+        wait_until(lambda: http("GET", url + "/v1/features/user-1").status == 200, 20,
+                   "the reader to reconnect")
+        assert clicks(url) == 2
+        wait_cached(url)
+        write(server, clicks=3, version=3)
+        wait_until(lambda: clicks(url) == 3, 10, "the row written after the restart")
 
 
 def test_a_redis_refusing_tracking_leaves_the_cache_on_its_ttl(tmp_path: Path) -> None:
