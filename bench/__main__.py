@@ -22,7 +22,10 @@ measures, on this machine with everything on it:
   only this section, in about a minute);
 - predictors: compiled predictors (lleaves; tl2cgen and ONNX Runtime with ``--compare-python``)
   against ``Booster.predict``, per row and per 1,000 rows (no stack; ``python -m bench
-  predictors`` runs only this section, in about a minute: bench/predictors.py).
+  predictors`` runs only this section, in about a minute: bench/predictors.py);
+- request-time scoring: ``/v1/predict`` at 1,000 req/s offered and at saturation, batches of
+  100, and with Redis frozen (a reader and Redis of their own; ``python -m bench predict`` runs
+  only this section, in about two minutes: bench/predict.py).
 
 Prints one table with each figure next to its ceiling or target, writes JSON to
 ``bench/results/``, and stops everything it started.

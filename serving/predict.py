@@ -19,6 +19,7 @@ predictor is first built).
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -134,10 +135,10 @@ class Predictor:
         features_ms = _ms_since(read)
         scoring = perf_counter()
         answers = self.scorer.score(routed, rows, now_ms())
-        for answer in answers:
-            if isinstance(answer, Prediction):
-                self._predictions.labels(answer.model, str(answer.version), answer.variant,
-                                         answer.fallback).inc()
+        counts = Counter((a.model, str(a.version), a.variant, a.fallback)
+                         for a in answers if isinstance(a, Prediction))
+        for labels, count in counts.items():
+            self._predictions.labels(*labels).inc(count)
         return answers, features_ms, round(routing_ms + _ms_since(scoring), 3)
 
     async def _read(self, by_entity: dict[str, list[str]], max_staleness_ms: int | None
