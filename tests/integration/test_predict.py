@@ -17,6 +17,8 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from featurestream.serving.predict_contract import PREDICT_BODY_LIMIT
 from featurestream.settings import Settings
@@ -336,3 +338,29 @@ def test_redis_down_serves_the_last_row_read_when_allowed(tmp_path: Path,
             assert never_read.status == 503, never_read.body
     finally:
         server.stop()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=5), children, max_size=3), max_leaves=6)
+FIELDS = ("user_id", "type", "event_type", "item_id", "amount", "ts", "context", "event_id",
+          "model", "max_staleness_ms")
+valid_values = {"user_id": st.sampled_from(["user-1", "nobody"]),
+                "type": st.sampled_from(["purchase", "view"]), "amount": st.floats(0, 1e9)}
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=6),
+       valid=st.fixed_dictionaries({}, optional=valid_values), batch=st.booleans())
+def test_no_body_is_a_500(reader: str, body: dict, valid: dict, batch: bool) -> None:
+    """Any JSON for any field (or a valid one): a 200, a 4xx with a message, or a 503 naming
+    why the model cannot score it -- never a 500."""
+    request = {**body, **valid}
+    path, sent = ("/v1/predict/batch", {"requests": [request]}) if batch else (
+        "/v1/predict", request)
+    reply = http("POST", reader + path, sent)
+    assert reply.status in (200, 400, 404, 413, 503), reply.body
+    if reply.status != 200:
+        assert reply.body["error"] != "internal" and reply.body["message"]
