@@ -136,6 +136,10 @@ class InvalidationListener:
                 return
             except (RedisUnavailable, OSError, TimeoutError) as exc:
                 self._log(False, str(exc) or type(exc).__name__)
+            except Exception:  # a bug: said once; the cache stays paused until a session works
+                if self._tracked is not False:
+                    log.exception("reader cache: the invalidation listener failed")
+                self._tracked = False
             await asyncio.sleep(RETRY_S)
 
     async def _session(self) -> None:
