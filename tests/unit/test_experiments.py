@@ -97,8 +97,16 @@ def test_validation_names_the_problem(tmp_path: Path, arms: tuple[Arm, ...], sha
 def test_an_unreadable_history_names_the_file_and_the_fix(tmp_path: Path, text: str) -> None:
     registry = ModelRegistry(tmp_path, NAME)
     history_path(registry).write_text(text)
-    with pytest.raises(ExperimentError, match=r"exp|fix or remove"):
+    with pytest.raises(ExperimentError, match=r"experiments\.json: .*fix or remove the file"):
         read_history(registry)
+
+
+def test_an_unreadable_history_file_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path, NAME)
+    history_path(registry).mkdir()  # read_bytes: IsADirectoryError
+    with pytest.raises(ExperimentError, match="fix or remove"):
+        read_history(registry)
+    assert live_rollout(registry, Split()).problem is not None
 
 
 def test_the_record_takes_precedence_over_the_settings(tmp_path: Path) -> None:

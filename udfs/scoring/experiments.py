@@ -132,12 +132,12 @@ def read_history(registry: ModelRegistry) -> History:
     path = history_path(registry)
     try:
         history = _decoder.decode(path.read_bytes())
+        history.validate()
     except FileNotFoundError:
         return History()
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, ExperimentError) as exc:
         raise ExperimentError(f"{path}: {exc}; fix or remove the file (then the settings "
                               "decide the split)") from None
-    history.validate()
     return history
 
 
