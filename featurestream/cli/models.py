@@ -148,12 +148,20 @@ def show_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _unwritable(registry: ModelRegistry, exc: OSError) -> UserFacingError:
+    return UserFacingError(f"cannot write the experiment record into {registry.directory} "
+                           f"({exc.strerror or exc}); let this user write there "
+                           "(FEATURESTREAM_MODELS_DIR)")
+
+
 def _write(registry: ModelRegistry, arms: tuple[Arm, ...], shadow: int | None,
            note: str) -> int:
     try:
         written = record(registry, arms, shadow, note)
     except ExperimentError as exc:
         raise UserFacingError(str(exc)) from None
+    except OSError as exc:
+        raise _unwritable(registry, exc) from None
     print(f"{registry.name}: {_record_line(written)}")
     print("the scoring job applies it at its next registry poll; `featurestream models rollback`"
           " restores the previous split")
@@ -214,6 +222,8 @@ def rollback_command(settings: Settings, args: argparse.Namespace) -> int:
         restored = roll_back(registry)
     except ExperimentError as exc:
         raise UserFacingError(str(exc)) from None
+    except OSError as exc:
+        raise _unwritable(registry, exc) from None
     print(f"{registry.name}: live {_describe(_rollout(settings, registry))}")
     if restored is None:
         print("no record left: the settings decide again")

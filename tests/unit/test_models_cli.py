@@ -130,3 +130,15 @@ def test_compare_groups_by_arm_with_quantiles_and_auc() -> None:
     values = np.array(arms["v1"].scores)
     assert v1[1] == "300" and float(v1[4]) == pytest.approx(np.median(values), abs=1e-4)
     assert v1[-2:] == ["1.000", "300"]
+
+
+def test_an_unwritable_registry_is_exit_2_naming_the_directory(
+        registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("featurestream.cli.models.record", denied)
+    assert models("promote", "v2") == 2
+    err = capsys.readouterr().err
+    assert str(registry.directory) in err and "Permission denied" in err

@@ -146,7 +146,7 @@ def history_marker(registry: ModelRegistry) -> tuple[int, int, int]:
     the clock that stamps the directory's mtime, which alone could miss a quick second write."""
     try:
         stat = history_path(registry).stat()
-    except FileNotFoundError:
+    except OSError:  # none yet (or unreadable: read_history says why)
         return 0, 0, 0
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
