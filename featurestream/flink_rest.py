@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,14 @@ def metric_series(metric_id: str) -> Series:
     labels = {key: value.replace("_", ".") if key == "le" else value
               for key, value in zip(pairs[::2], pairs[1::2], strict=True)}
     return "_".join([*plain, parts[-1]]), tuple(sorted(labels.items()))
+
+
+def metrics_query(path: str, ids: Sequence[str]) -> str:
+    """``path?get=...&agg=sum`` for ``ids``, each percent-encoded: metric ids hold characters a
+    query string changes or rejects (a bucket's ``le.+Inf`` -- a bare ``+`` reads as a space --
+    and an operator named ``a -> b``), and one such id empties the JobManager's whole answer."""
+    names = ",".join(urllib.parse.quote(i, safe="") for i in ids)
+    return f"{path}?get={names}&agg=sum"
 
 
 @dataclass(frozen=True)
@@ -108,7 +117,7 @@ class FlinkRest:
         ids = [m["id"] for m in self.call(path) if m["id"].endswith("." + metric)]
         if not ids:
             return 0.0
-        return sum(float(m["sum"]) for m in self.call(f"{path}?get={','.join(ids)}&agg=sum"))
+        return sum(float(m["sum"]) for m in self.call(metrics_query(path, ids)))
 
     def job_metrics(self, job: Mapping[str, Any], names: Collection[str]) -> dict[Series, float]:
         """The metrics of ``job`` (its :meth:`job` details) in the ``featurestream`` group,
@@ -121,7 +130,7 @@ class FlinkRest:
             ids = [m["id"] for m in self.call(path)
                    if f".{METRIC_GROUP}." in m["id"] or m["id"].rsplit(".", 1)[-1] in names]
             if ids:
-                for metric in self.call(f"{path}?get={','.join(ids)}&agg=sum"):
+                for metric in self.call(metrics_query(path, ids)):
                     key = metric_series(metric["id"])
                     values[key] = values.get(key, 0.0) + float(metric["sum"])
         return values

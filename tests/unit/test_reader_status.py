@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import urllib.parse
 from typing import Any
 
 import msgspec
 import pytest
 
-from featurestream.flink_rest import FlinkRest, metric_series
+from featurestream.flink_rest import FlinkRest, metric_series, metrics_query
 from featurestream.serving.drift import ModelDrift
 from featurestream.serving.routes import ROUTES
 from featurestream.serving.status import FlinkJobs, PipelineStatus, StatusBody
@@ -61,7 +62,8 @@ class FakeFlink(FlinkRest):
         if path == listing:
             return [{"id": i} for i in [*self.metrics, f"{OP}.numRecordsIn"]]
         if path.startswith(listing + "?get="):
-            wanted = path.split("=", 1)[1].split("&")[0].split(",")
+            names = path.split("=", 1)[1].split("&")[0]
+            wanted = [urllib.parse.unquote(n) for n in names.split(",")]
             assert f"{OP}.numRecordsIn" not in wanted  # only ours and the named ones are read
             return [{"id": i, "sum": self.metrics[i]} for i in wanted]
         raise AssertionError(path)
@@ -77,6 +79,18 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_metric_ids_are_percent_encoded_in_the_query() -> None:
+    # a bare '+' reads as a space, and one bad id emptied the JobManager's whole answer
+    ids = ["entity_features_->_redis.featurestream.event_freshness_seconds.le.+Inf.bucket",
+           "entity_features_->_redis.featurestream.rows_written"]
+    query = metrics_query("/jobs/j/vertices/v/subtasks/metrics", ids)
+    path, _, params = query.partition("?")
+    assert path == "/jobs/j/vertices/v/subtasks/metrics"
+    assert "+" not in params and ">" not in params and params.endswith("&agg=sum")
+    names = urllib.parse.unquote(params.removeprefix("get=").removesuffix("&agg=sum"))
+    assert names.split(",") == ids
 
 
 def test_two_samplings_give_rates_and_recent_freshness() -> None:
