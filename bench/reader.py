@@ -17,7 +17,8 @@ with the feature job's Lua upsert:
 
 Prints a table and writes JSON to bench/results/. Everything here shares the box's two cores
 with the load generators, and with anything else running: ``busy%`` is how busy the cores were
-just before each measurement, while the reader was idle.
+just before each measurement, while the reader was idle; ``cpu µs`` is the reader's own CPU
+time (all its processes) per request, which others' load disturbs far less than throughput.
 """
 
 from __future__ import annotations
@@ -259,6 +260,21 @@ def box_busy_percent(seconds: float = 0.5) -> float:
     return 100 * (busy1 - busy0) / max(1, total1 - total0)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its descendants so far, from /proc."""
+    tick, total, pids = os.sysconf("SC_CLK_TCK"), 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        pids += [int(child) for child in children]
+    return total
+
+
 def cache_counts(url: str) -> tuple[float, float]:
     """Cache hits and lookups so far, from /metrics."""
     values = {}
@@ -277,7 +293,7 @@ def hit_ratio(before: tuple[float, float], after: tuple[float, float]) -> float 
 
 @contextmanager
 def reader(redis_url: str, workdir: Path, cache: str, cache_ttl_ms: int,
-           workers: int) -> Iterator[str]:
+           workers: int) -> Iterator[ServeProcess]:
     """``featurestream serve`` for one configuration (one of CACHES); stopped on exit."""
     served: ServeProcess = start_serve({
         "FEATURESTREAM_REDIS_URL": redis_url, "FEATURESTREAM_SERVE_WORKERS": str(workers),
@@ -285,13 +301,14 @@ def reader(redis_url: str, workdir: Path, cache: str, cache_ttl_ms: int,
         "FEATURESTREAM_CACHE_INVALIDATION": str(cache == "tracked").lower()},
         workdir / f"serve-{cache}.log")
     try:
-        yield served.url
+        yield served
     finally:
         served.stop()
 
 
-def run_configuration(url: str, seconds: int, cache: str) -> list[dict[str, Any]]:
+def run_configuration(served: ServeProcess, seconds: int, cache: str) -> list[dict[str, Any]]:
     """Every measurement against one running reader."""
+    url = served.url
     batch_body = json.dumps({"user_ids": [f"user-{i:05d}" for i in range(0, USERS, 100)]})
     single_url = f"{url}/v1/features/user-04242"
     wrk(url, WRK_SINGLE, 4, 1)  # warm-up: connections, caches, branch predictors
@@ -308,8 +325,11 @@ def run_configuration(url: str, seconds: int, cache: str) -> list[dict[str, Any]
     results = []
     for endpoint, tool, load, measure in plan:
         busy = box_busy_percent()  # the reader is idle now: this is everyone else
+        cpu_before = cpu_seconds(served.process.pid)
         result = {"cache": cache, "endpoint": endpoint, "tool": tool, "load": load,
                   "busy_before_pct": busy, **measure()}
+        result["cpu_us_per_request"] = ((cpu_seconds(served.process.pid) - cpu_before) * 1e6
+                                        / max(1, result["requests"]))
         results.append(result)
         print(row(result), flush=True)
     ratio = hit_ratio((0, 0), cache_counts(url))
@@ -347,13 +367,14 @@ def freshness_row(r: dict[str, Any]) -> str:
 
 
 HEADER = f"{'cache':<9}{'endpoint':<9}{'tool':<8}{'load':<12}{'req/s':>9}{'p50 ms':>9}" \
-         f"{'p99 ms':>9}{'errors':>8}{'busy%':>7}"
+         f"{'p99 ms':>9}{'errors':>8}{'busy%':>7}{'cpu µs':>8}"
 
 
 def row(r: dict[str, Any]) -> str:
     """One table line."""
     return (f"{r['cache']:<9}{r['endpoint']:<9}{r['tool']:<8}{r['load']:<12}{r['rps']:>9.0f}"
-            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{r['busy_before_pct']:>7.0f}")
+            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{r['busy_before_pct']:>7.0f}"
+            f"{r['cpu_us_per_request']:>8.0f}")
 
 
 def run_reader_bench(seconds: int, workers: int, cache_ttl_ms: int,
@@ -374,11 +395,11 @@ def run_reader_bench(seconds: int, workers: int, cache_ttl_ms: int,
             print(f"bench: {USERS} users seeded; load average {load_before[0]:.2f} on "
                   f"{os.cpu_count()} cores\n{HEADER}", flush=True)
             for cache in caches:
-                with reader(redis_server.url, workdir, cache, cache_ttl_ms, workers) as url:
+                with reader(redis_server.url, workdir, cache, cache_ttl_ms, workers) as served:
                     with Writer(redis_server.client(), [f"user-{i:05d}" for i in range(USERS)],
                                 WRITE_RATE):
-                        results += run_configuration(url, seconds, cache)
-                    freshness.append(run_freshness(url, redis_server, seconds, cache))
+                        results += run_configuration(served, seconds, cache)
+                    freshness.append(run_freshness(served.url, redis_server, seconds, cache))
             print(f"\nfreshness: {HOT_USERS} users rewritten {WRITE_RATE}/s, read by "
                   f"{PROBE_CLIENTS} clients; staleness of the values read\n{FRESHNESS_HEADER}")
             for result in freshness:
