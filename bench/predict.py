@@ -6,6 +6,7 @@ model trained on generated history (:func:`bench.scoring_job.publish_model`: eve
 feature), then measures with the reader bench's tools (:func:`bench.reader.hey`,
 :func:`bench.reader.wrk`):
 
+- the reader's own time per request (the answers' ``timing.total_ms``, sequential requests);
 - the request scorer's own CPU per call (route, assemble, predict; no HTTP, no Redis) for one
   request and for 100: what runs on the event loop, so whether it needs a thread;
 - ``/v1/predict`` at 1,000 req/s offered (hey -q; ceiling p99 5 ms) and at saturation (wrk,
@@ -94,6 +95,14 @@ def scorer_cpu(settings: Settings) -> dict[str, float]:
     return timings
 
 
+def server_time(url: str, path: str, body: bytes, count: int) -> dict[str, float]:
+    """The reader's own time (the answers' ``timing.total_ms``) over ``count`` sequential
+    requests: what the box's load adds to the clients' figures shows as the gap."""
+    totals = sorted(http("POST", url + path, body).body["timing"]["total_ms"]
+                    for _ in range(count))
+    return {"server_p50_ms": totals[count // 2], "server_p99_ms": totals[count * 99 // 100]}
+
+
 def frozen(url: str, redis: RedisProcess, seconds: int) -> dict[str, Any]:
     """hey -q 1,000/s on one user while Redis is stopped, after the breaker opened; and how
     the answers were labelled (sampled before and after the run)."""
@@ -153,6 +162,14 @@ def predict_section(seconds: int = SECONDS, workers: int = 2) -> dict[str, Any]:
                     ("batch", "wrk", "c=4", lambda: wrk(url, WRK_PREDICT_BATCH, 4, seconds)),
                     ("frozen", "hey -q", "1000/s c=4", lambda: frozen(url, redis, seconds)),
                 ]
+                served_time = {
+                    "single": server_time(url, "/v1/predict", one, 500),
+                    "batch": server_time(url, "/v1/predict/batch", batch, 200)}
+                print(f"bench: server time p50/p99 (timing.total_ms, sequential): single "
+                      f"{served_time['single']['server_p50_ms']:.2f}/"
+                      f"{served_time['single']['server_p99_ms']:.2f} ms, batch "
+                      f"{served_time['batch']['server_p50_ms']:.2f}/"
+                      f"{served_time['batch']['server_p99_ms']:.2f} ms", flush=True)
                 for endpoint, tool, load, measure in plan:
                     busy = box_busy_percent()
                     result = {"endpoint": endpoint, "tool": tool, "load": load,
@@ -164,7 +181,8 @@ def predict_section(seconds: int = SECONDS, workers: int = 2) -> dict[str, Any]:
         finally:
             redis.stop()
     return {"workers": workers, "seconds": seconds, "users": USERS, "batch_size": BATCH,
-            "ceilings_p99_ms": CEILINGS_MS, **cpu, "results": results}
+            "ceilings_p99_ms": CEILINGS_MS, **cpu, "server_time": served_time,
+            "results": results}
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -179,6 +197,10 @@ def predict_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = [("request scorer CPU, 1 / 100 requests (median)",
              f"{report['scorer_1_us']:.0f}/{report['scorer_100_us']:.0f} us",
              "inline on the event loop")]
+    for endpoint, served in report["server_time"].items():
+        rows.append((f"reader's own time (timing.total_ms), {endpoint}, p50/p99",
+                     f"{served['server_p50_ms']:.2f}/{served['server_p99_ms']:.2f} ms",
+                     "sequential requests"))
     names = {"single": "/v1/predict", "batch": f"/v1/predict/batch of {BATCH}",
              "frozen": "/v1/predict, Redis frozen (breaker open)"}
     for r in report["results"]:
