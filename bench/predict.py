@@ -10,7 +10,8 @@ feature), then measures with the reader bench's tools (:func:`bench.reader.hey`,
 - the request scorer's own CPU per call (route, assemble, predict; no HTTP, no Redis) for one
   request and for 100: what runs on the event loop, so whether it needs a thread;
 - ``/v1/predict`` at 1,000 req/s offered (hey -q; ceiling p99 5 ms) and at saturation (wrk,
-  closed loop, random users);
+  closed loop, random users), beside ``GET /v1/features/{user_id}`` at the same offered load
+  (the same box's baseline: what the HTTP path costs without scoring);
 - ``/v1/predict/batch`` of 100 at 20 req/s offered (ceiling p99 20 ms) and at saturation;
 - ``/v1/predict`` with Redis frozen (SIGSTOP) at 1,000 req/s offered, the requests allowing
   cached rows (``max_staleness_ms``), after the breaker opened (ceiling p99 10 ms): the answers'
@@ -38,7 +39,7 @@ from featurestream.udfs.scoring.request_scorer import FetchedRow, RequestScorer
 from featurestream.udfs.scoring.vector import FeatureCatalog
 from testing.reader_fixtures import RedisProcess, feature_row, http, start_serve
 
-CEILINGS_MS = {"single": 5.0, "batch": 20.0, "frozen": 10.0}  # p99
+CEILINGS_MS = {"single": 5.0, "batch": 20.0, "frozen": 10.0, "features": 2.0}  # p99
 BATCH = 100
 SECONDS = 5
 STALENESS_MS = 600_000  # what the frozen-Redis requests allow
@@ -155,6 +156,8 @@ def predict_section(seconds: int = SECONDS, workers: int = 2) -> dict[str, Any]:
                 plan: list[tuple[str, str, str, Callable[[], dict[str, Any]]]] = [
                     ("single", "hey -q", "1000/s c=4",
                      lambda: hey(url + "/v1/predict", 1_000, 4, seconds, one)),
+                    ("features", "hey -q", "1000/s c=4",  # the same box's baseline
+                     lambda: hey(url + "/v1/features/user-04242", 1_000, 4, seconds)),
                     ("single", "wrk", "c=16", lambda: wrk(url, WRK_PREDICT, 16, seconds)),
                     ("single", "wrk", "c=64", lambda: wrk(url, WRK_PREDICT, 64, seconds)),
                     ("batch", "hey -q", "20/s c=2",
@@ -202,6 +205,7 @@ def predict_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"{served['server_p50_ms']:.2f}/{served['server_p99_ms']:.2f} ms",
                      "sequential requests"))
     names = {"single": "/v1/predict", "batch": f"/v1/predict/batch of {BATCH}",
+             "features": "baseline: GET /v1/features/{user_id} (its own target)",
              "frozen": "/v1/predict, Redis frozen (breaker open)"}
     for r in report["results"]:
         ceiling = CEILINGS_MS[r["endpoint"]]
