@@ -105,9 +105,14 @@ class Predictor:
         batch = _decode(body, _BATCH, self.max_batch_size)
         if len(batch.requests) > self.max_batch_size:
             raise _too_many(len(batch.requests), self.max_batch_size)
-        events = [self._event(r, f"request-{i}") for i, r in enumerate(batch.requests)]
-        for request in batch.requests:
-            self._check_model(request)
+        events = []
+        for index, request in enumerate(batch.requests):
+            try:
+                events.append(self._event(request, f"request-{index}"))
+                self._check_model(request)
+            except ApiError as exc:  # name the request
+                exc.body.message = f"requests[{index}]: {exc.body.message}"
+                raise
         answers, features_ms, model_ms = await self._score(events, batch.requests)
         results: list[PredictResult | None] = []
         errors: list[BatchItemError] = []

@@ -266,11 +266,16 @@ def test_unknown_model_names_the_known_one(reader: str) -> None:
      "invalid_body"),
     ({"requests": {"user_id": "user-1"}}, 400, "invalid_body"),
     ({"user_id": "user-1"}, 400, "invalid_body"),
+    ({"requests": [{"user_id": "user-1", "type": "view"}, {"user_id": "user-1"}]}, 400,
+     "invalid_body"),
+    ({"requests": [{"user_id": "user-1", "type": "view", "model": "x"}]}, 404, "unknown_model"),
 ])
 def test_bad_batches(reader: str, body: dict, status: int, error: str) -> None:
     reply = http("POST", reader + "/v1/predict/batch", body)
     assert (reply.status, reply.body["error"]) == (status, error), reply.body
     assert reply.body["message"]
+    if status != 413 and isinstance(body.get("requests"), list) and body["requests"]:
+        assert "requests[" in reply.body["message"], "names the request"
 
 
 def test_huge_bodies_are_a_413(reader: str) -> None:
