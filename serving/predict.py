@@ -149,9 +149,10 @@ class Predictor:
     async def _read(self, by_entity: dict[str, list[str]], max_staleness_ms: int | None
                     ) -> dict[RowKey, FetchedRow]:
         entities = list(by_entity)
-        replies = await asyncio.gather(*(
-            self._store.rows_with_fallback(entity, by_entity[entity], max_staleness_ms)
-            for entity in entities))
+        reads = [self._store.rows_with_fallback(entity, by_entity[entity], max_staleness_ms)
+                 for entity in entities]
+        # One entity (the usual user-only model): awaited here, without a task per read.
+        replies = [await reads[0]] if len(reads) == 1 else await asyncio.gather(*reads)
         rows: dict[RowKey, FetchedRow] = {}
         for entity, served in zip(entities, replies, strict=True):
             for entity_id, row in zip(by_entity[entity], served, strict=True):
