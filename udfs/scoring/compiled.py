@@ -1,8 +1,8 @@
 """Compiled predictors: a version's trees compiled to machine code once, cached beside it.
 
-``Booster.predict`` takes about 73 µs per single-row call and 12.5 ms per 1,000 rows on the
-model ``featurestream train`` publishes; lleaves (LLVM) scores the same rows in about 18 µs and
-1.0 ms, equal to 1e-15 (docs/performance.md, "Compiled predictors"; ``python -m bench
+``Booster.predict`` takes about 44 µs per single-row call and 8 ms per 1,000 rows on the model
+``featurestream train`` publishes; lleaves (LLVM) scores the same rows in about 17 µs and
+1.2 ms, equal to 1e-15 (docs/performance.md, "Compiled predictors"; ``python -m bench
 predictors``). Treelite/TL2cgen and ONNX Runtime were measured and rejected: slower than lleaves,
 and neither equal to LightGBM (7e-2 and 0.82).
 
