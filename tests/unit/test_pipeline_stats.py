@@ -65,7 +65,8 @@ def test_quantile_falls_in_the_bucket_of_the_true_quantile(values: list[float], 
         assert estimate == BOUNDS[-2]
     else:
         lower = max([0.0, *(b for b in BOUNDS if b < upper)])
-        assert lower <= estimate <= upper
+        slack = 1e-12 * upper  # the interpolation's float rounding (0.05000000000000001)
+        assert lower - slack <= estimate <= upper + slack
 
 
 @given(observations, quantiles, quantiles)

@@ -153,7 +153,7 @@ def histogram_quantile(q: float, buckets: Sequence[Bucket]) -> float | None:
     inside = count - below
     if inside <= 0:
         return lower
-    return lower + (upper - lower) * (rank - below) / inside
+    return lower + (upper - lower) * ((rank - below) / inside)  # Prometheus' order of operations
 
 
 
