@@ -33,7 +33,7 @@ def test_a_running_job_gets_its_health_line() -> None:
     assert lines == [
         "flink   up    http://127.0.0.1:8081  pid 12  2 slots",
         "         job featurestream-features  abc  RUNNING",
-        "             lag 12  freshness p99 0.249 s (append), - (event)  "
+        "             lag 12  freshness p99 0.248 s (append), - (event)  "
         "dead letters 3.0/s (MalformedRecord 3.0/s), 5 in all  "
         "checkpoints 7 (1 failed), last 35 ms 3.0 MiB 4 s ago",
         "         job featurestream-scoring  def  RUNNING",
