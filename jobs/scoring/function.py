@@ -59,6 +59,7 @@ class ScoringConfig:
 
     models_dir: Path
     model_name: str
+    compiled_predictor: str  # auto | lleaves | off (udfs.scoring.compiled)
     experiment: tuple[Arm, ...]  # empty: serve the latest version
     shadow_version: int | None
     model_poll_interval_ms: int
@@ -79,6 +80,7 @@ class ScoringConfig:
         s = settings
         return cls(
             models_dir=s.effective_models_dir, model_name=s.model_name,
+            compiled_predictor=s.compiled_predictor,
             experiment=parse_experiment(s.experiment),
             shadow_version=parse_version(s.shadow_model) if s.shadow_model else None,
             model_poll_interval_ms=s.model_poll_interval_ms, schema_registry=s.schema_registry,
@@ -153,7 +155,8 @@ class ScoreFrames(ScalarFunction):
 
     def open(self, function_context: FunctionContext) -> None:
         config = self._config
-        models = ServingModels(ModelRegistry(config.models_dir, config.model_name),
+        models = ServingModels(ModelRegistry(config.models_dir, config.model_name,
+                                             config.compiled_predictor),
                                config.experiment, config.shadow_version,
                                config.model_poll_interval_ms)
         schemas = registry_for(config.schema_registry)
