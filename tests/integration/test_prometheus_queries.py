@@ -43,7 +43,8 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "featurestream.json"
 # Grafana's variables as the dashboard's defaults resolve them (scrapes here are 1 s apart).
 GRAFANA_VALUES = {"$__rate_interval": "20s", "$model": ".*"}
 # Counters with a label registered only when they first count: no series in a healthy run.
-EMPTY_WHEN_HEALTHY = {"Fallbacks and shadow failures B", "Reader Redis errors and cache A"}
+EMPTY_WHEN_HEALTHY = {"Fallbacks and shadow failures B", "Reader Redis errors and cache A",
+                      "Reader circuit breakers B", "Reader fallbacks served A"}  # transitions
 NOT_ON_THE_LOCAL_STACK = {"Consumer lag B"}  # the production stack's Kafka exporter
 BAD_RECORDS = (b"this is not an event", b"[1, 2, 3]")
 
