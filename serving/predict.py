@@ -222,11 +222,13 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[Any], limit: int | None =
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
-        if limit is not None:
+        try:  # the typed decoder stops at the first wrong type: the rest may not be JSON
             data = msgspec.json.decode(body)
-            requests = data.get("requests") if isinstance(data, dict) else None
-            if isinstance(requests, list) and len(requests) > limit:
-                raise _too_many(len(requests), limit) from None
+        except msgspec.DecodeError:
+            data = None  # the type error is the answer
+        requests = data.get("requests") if isinstance(data, dict) else None
+        if limit is not None and isinstance(requests, list) and len(requests) > limit:
+            raise _too_many(len(requests), limit) from None
         detail, _, at = str(exc).partition(" - at `$")
         where = at.rstrip("`").lstrip(".")
         raise _invalid(f"{where}: {detail}" if where else detail) from None

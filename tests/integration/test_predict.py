@@ -238,6 +238,7 @@ HOSTILE = [
     (b'[1, 2]', 400, "invalid_body"),
     (b'', 400, "invalid_json"),
     (b'\xff\xfe', 400, "invalid_json"),
+    (b'{"user_id": null, "type": Infinity}', 400, "invalid_body"),  # a type error first
 ]
 
 
