@@ -3,7 +3,8 @@
 Reads the scores topic from its oldest record up to its end when the export starts
 (:mod:`featurestream.kafka_ranges`: so it ends while the scoring job keeps writing), committed
 records only, partition after partition, and writes one Parquet row per
-score: its metadata (event, model, version, variant, score, as_of, scored_at, shadow) and one
+score: its metadata (event, model, version, variant, experiment, score, as_of, scored_at,
+shadow) and one
 float64 column per feature name of any score (sorted by name: the same file whatever order
 the partitions are read in), named as the training set names them
 (:mod:`udfs.offline.training_set`): the vector each score used, null where a score's model has
@@ -42,7 +43,8 @@ STALL_S = 120.0
 SCORE_SCHEMA = pa.schema([
     ("event_id", pa.string()), ("ts", pa.int64()), ("event_type", pa.string()),
     ("user_id", pa.string()), ("model", pa.string()), ("version", pa.int32()),
-    ("variant", pa.string()), ("score", pa.float64()), ("as_of", pa.int64()),
+    ("variant", pa.string()), ("experiment", pa.string()), ("score", pa.float64()),
+    ("as_of", pa.int64()),
     ("scored_at", pa.int64()), ("features_missing", pa.bool_()),
     ("shadow_version", pa.int32()), ("shadow_score", pa.float64()),
 ])
@@ -52,9 +54,9 @@ def _metadata(score: Mapping[str, Any]) -> tuple[Any, ...]:
     """A decoded score's values of :data:`SCORE_SCHEMA`, in its order."""
     shadow = score["shadow"] or {}
     return (score["event_id"], score["ts"], score["event_type"], score["user_id"],
-            score["model"], score["version"], score["variant"], score["score"], score["as_of"],
-            score["scored_at"], score["features_missing"], shadow.get("version"),
-            shadow.get("score"))
+            score["model"], score["version"], score["variant"], score.get("experiment"),
+            score["score"], score["as_of"], score["scored_at"], score["features_missing"],
+            shadow.get("version"), shadow.get("score"))
 
 
 class ScoresParquet:

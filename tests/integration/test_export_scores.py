@@ -37,7 +37,8 @@ def make_score(i: int) -> ScoreRecord:
     return ScoreRecord(
         event_id=f"e{i}", user_id=f"u{i % 13}", event_type="purchase", ts=START + i,
         model="a" if i % 3 else "b", version=1 + i % 2, variant=f"v{1 + i % 2}",
-        score=i / 1000, features=features, features_missing=False,
+        experiment=None if i % 4 else "exp-2", score=i / 1000, features=features,
+        features_missing=False,
         as_of=None if i % 10 == 0 else START + i - 1, scored_at=START + 10_000 + i,
         shadow=None if i % 3 else {"version": 3, "score": None if i % 2 else 0.5})
 
