@@ -25,6 +25,7 @@ from featurestream.serving.contract import (
     UserId,
 )
 from featurestream.serving.drift import ModelName
+from featurestream.serving.predict_contract import PredictBatchRequest, batch_request
 from featurestream.serving.routes import Endpoint
 
 SCHEMA_REF = "#/components/schemas/{name}"
@@ -38,7 +39,8 @@ ERROR_MEANINGS = {400: "Invalid input (the message says what and how to fix it).
 def openapi_document(endpoints: Sequence[Endpoint], contract: ReaderContract,
                      auth: bool) -> dict[str, Any]:
     """The document of ``endpoints`` under ``contract``; ``auth`` marks the protected ones."""
-    configured: dict[Any, Any] = {BatchRequest: contract.batch_request,
+    configured: dict[Any, Any] = {PredictBatchRequest: batch_request(contract.max_batch_size),
+                                  BatchRequest: contract.batch_request,
                                   EntityBatchRequest: contract.entity_batch_request}
     path_parameters = _path_parameters(contract)
     types: list[Any] = [ErrorBody, *path_parameters.values()]

@@ -39,6 +39,7 @@ from featurestream.serving.predict_contract import (
     PredictResponse,
     PredictResult,
     Timing,
+    batch_request,
 )
 from featurestream.serving.responses import ApiError, JSONResponse
 from featurestream.serving.shaping import now_ms
@@ -60,7 +61,6 @@ from featurestream.udfs.scoring.variants import parse_experiment
 from featurestream.udfs.scoring.vector import FeatureCatalog
 
 _SINGLE = msgspec.json.Decoder(PredictRequest)
-_BATCH = msgspec.json.Decoder(PredictBatchRequest)
 
 
 def _ms_since(start: float) -> float:
@@ -84,6 +84,7 @@ class Predictor:
         self._predictions = metrics.predictions
         self._default_type = settings.scored_event_types[0]
         self.max_batch_size = settings.max_batch_size
+        self._batch = msgspec.json.Decoder(batch_request(settings.max_batch_size))
         self.max_batch_bytes = PREDICT_BODY_LIMIT + settings.max_batch_size * PREDICT_ITEM_BYTES
 
     async def predict(self, body: bytes) -> JSONResponse:
@@ -102,9 +103,7 @@ class Predictor:
         """Many requests' answers, in order; a request that cannot be scored is an entry of
         ``errors``, a malformed one fails the whole batch (400)."""
         start = perf_counter()
-        batch = _decode(body, _BATCH, self.max_batch_size)
-        if len(batch.requests) > self.max_batch_size:
-            raise _too_many(len(batch.requests), self.max_batch_size)
+        batch: PredictBatchRequest = _decode(body, self._batch, self.max_batch_size)
         events = []
         for index, request in enumerate(batch.requests):
             try:

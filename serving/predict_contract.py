@@ -4,8 +4,9 @@ what the OpenAPI document shows."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
+import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from featurestream.serving.contract import AsOf, EntityId, Staleness, UserId
@@ -28,6 +29,10 @@ EpochMs = Annotated[int, Meta(ge=0, description="Event time, epoch ms (default: 
 ModelName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]{1,100}$",
                                 description="A model in the registry (default: the reader's "
                                             "FEATURESTREAM_MODEL_NAME).")]
+Context = Annotated[dict[Annotated[str, Meta(max_length=64)],
+                         Annotated[str, Meta(max_length=1_024)]],
+                    Meta(max_length=32, description="The event's context: up to 32 string "
+                         "pairs, keys up to 64 characters, values up to 1,024.")]
 MaxStaleness = Annotated[int, Meta(ge=0, description=(
     "How old (ms since read from Redis) a cached row may be when Redis cannot answer; absent: "
     "no cached rows (503 while Redis is unavailable)."))]
@@ -45,7 +50,7 @@ class PredictRequest(Struct, forbid_unknown_fields=True):
     item_id: EntityId | None = None
     amount: Amount | None = None
     ts: EpochMs | None = None
-    context: dict[str, str] | None = None
+    context: Context | None = None
     event_id: Annotated[str, Meta(min_length=1, max_length=256, description=(
         "Named in messages only (default: request)."))] | None = None
     model: ModelName | None = None
@@ -56,6 +61,17 @@ class PredictBatchRequest(Struct, forbid_unknown_fields=True):
     """Many events, answered in order, with one read of every row they need."""
 
     requests: Annotated[list[PredictRequest], Meta(min_length=1)]
+
+
+def batch_request(max_batch_size: int) -> type[PredictBatchRequest]:
+    """:class:`PredictBatchRequest` with the reader's batch limit in its type (what the decoder
+    enforces and the document shows)."""
+    limited = cast(type[PredictBatchRequest], msgspec.defstruct(
+        "PredictBatchRequest", [("requests", Annotated[list[PredictRequest], Meta(
+            min_length=1, max_length=max_batch_size)])],
+        bases=(PredictBatchRequest,), forbid_unknown_fields=True))
+    limited.__doc__ = PredictBatchRequest.__doc__
+    return limited
 
 
 class EntityRead(Struct):

@@ -661,6 +661,7 @@ class Conformance:
 FEATURES_ROUTE, SCORES_ROUTE = "/v1/features/{user_id}", "/v1/scores/{user_id}"
 BATCH_ROUTE = "/v1/features/batch"
 DRIFT_ROUTE = "/v1/models/{name}/drift"
+PREDICT_ROUTE, PREDICT_BATCH_ROUTE = "/v1/predict", "/v1/predict/batch"
 ENTITY_ROUTE, ENTITY_BATCH_ROUTE = "/v1/features/{entity}/{id}", "/v1/features/{entity}/batch"
 Call = tuple[str, str, str, dict[str, Any] | bytes | None]  # method, route, path, body
 V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
@@ -670,7 +671,11 @@ V1_CALLS: list[Call] = [("GET", FEATURES_ROUTE, "/v1/features/user-1", None),
                          {"ids": ["user-1"]}),
                         ("GET", SCORES_ROUTE, "/v1/scores/user-1", None),
                         ("GET", DRIFT_ROUTE, f"/v1/models/{model_fixtures.NAME}/drift", None),
-                        ("GET", "/v1/status", "/v1/status", None)]
+                        ("GET", "/v1/status", "/v1/status", None),
+                        ("POST", PREDICT_ROUTE, PREDICT_ROUTE,
+                         {"user_id": "user-1", "type": "purchase", "amount": 1.0}),
+                        ("POST", PREDICT_BATCH_ROUTE, PREDICT_BATCH_ROUTE,
+                         {"requests": [{"user_id": "user-1", "type": "view"}]})]
 
 
 def conformance(settings: Settings, calls: list[Call],
@@ -714,6 +719,16 @@ def test_every_answer_matches_the_served_openapi_document(redis_server: RedisPro
               for user_id in ("user-1", "user-2", "a*")]
     calls += [("GET", DRIFT_ROUTE, f"/v1/models/{name}/drift", None)
               for name in (model_fixtures.NAME, "nope", "a%20b")]
+    purchase: dict[str, Any] = {"user_id": "user-1", "type": "purchase", "amount": 1.0}
+    predict_bodies: list[dict[str, Any] | bytes] = [
+        purchase, {**purchase, "user_id": "nobody"}, {**purchase, "amount": "1"},
+        {**purchase, "model": "nope"}, b"[1]", {**purchase, "context": {"k": "x" * 70_000}}]
+    calls += [("POST", PREDICT_ROUTE, PREDICT_ROUTE, body) for body in predict_bodies]
+    predict_batches: list[dict[str, Any] | bytes] = [
+        {"requests": [purchase, {**purchase, "user_id": "nobody"}]}, {"requests": []},
+        {"requests": [{**purchase, "model": "nope"}]}, {"requests": [purchase] * 51}]
+    calls += [("POST", PREDICT_BATCH_ROUTE, PREDICT_BATCH_ROUTE, body)
+              for body in predict_batches]
     calls += [("GET", route, route, None)
               for route in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/ui")]
     served = conformance(settings_for(redis_server), calls)
