@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -186,6 +187,17 @@ def http(method: str, url: str, body: bytes | dict | None = None,
     text = raw.decode()
     is_json = got.get("content-type", "").startswith("application/json")
     return Reply(status, dict(got), json.loads(text) if is_json else text, seconds)
+
+
+def scrape(url: str, name: str, **labels: str) -> float | None:
+    """The value of the series ``name{labels}`` in the reader's ``/metrics`` (None when
+    absent)."""
+    for line in http("GET", url + "/metrics").body.splitlines():
+        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+        if match and match.group(1) == name and dict(
+                re.findall(r'(\w+)="([^"]*)"', match.group(2) or "")) == labels:
+            return float(match.group(3))
+    return None
 
 
 @contextmanager

@@ -6,7 +6,6 @@ a probe, the breaker closed, fresh rows. Every state is read from ``/metrics``."
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from testing.reader_fixtures import (
     feature_row,
     http,
     reader_in_thread,
+    scrape,
     seed_rows,
     wait_until,
     write_item_definitions,
@@ -65,16 +65,6 @@ def settings_for(server: RedisProcess, tmp_path: Path, **changes: object) -> Set
         "models_dir": str(tmp_path / "models"), "cache_ttl_ms": 0,
         "definitions": str(write_item_definitions(tmp_path)),
         "breaker_failures": FAILURES, "breaker_reset_ms": 300, **changes})
-
-
-def scrape(url: str, name: str, **labels: str) -> float | None:
-    """The value of the series ``name{labels}`` in ``/metrics`` (None when absent)."""
-    for line in http("GET", url + "/metrics").body.splitlines():
-        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
-        if match and match.group(1) == name and dict(
-                re.findall(r'(\w+)="([^"]*)"', match.group(2) or "")) == labels:
-            return float(match.group(3))
-    return None
 
 
 def breaker_state(url: str) -> float | None:
