@@ -15,6 +15,7 @@ from featurestream.devstack import LocalStack
 from featurestream.devstack.private import private_settings
 from featurestream.flink_rest import FlinkRest
 from featurestream.settings import Settings
+from testing.reader_fixtures import RedisProcess
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +27,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
     finally:
         local.down()
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server of the test's own, on a free port (a module may seed it: override)."""
+    process = RedisProcess(tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def flink_get(settings: Settings, path: str) -> Any:

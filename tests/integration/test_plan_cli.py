@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,16 +36,6 @@ item_popularity = FeatureGroup("item_popularity", ITEM, events, [
     Feature("views_1h", "count", window="1h", where=eq("event_type", "view")),
 ])
 '''
-
-
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture()

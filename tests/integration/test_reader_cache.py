@@ -6,7 +6,6 @@ TTL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ pytestmark = pytest.mark.redis
 PREFIX = "fs:"
 TTL_MS = 600_000  # far beyond every wait here: only an invalidation can refresh a cached row
 INVALIDATIONS = "featurestream_reader_cache_invalidations_total"
-
-
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def settings_for(server: RedisProcess, **changes: object) -> Settings:

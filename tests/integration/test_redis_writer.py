@@ -4,9 +4,6 @@ upsert script replaces the whole hash (a field the newer row lacks, e.g. warming
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from featurestream.jobs.redis_target import RedisTarget
@@ -23,16 +20,6 @@ from featurestream.udfs.store.redis_layout import (
 from testing.reader_fixtures import RedisProcess
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture()
-def server(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def row(as_of: int, version: int, events: int) -> dict:
