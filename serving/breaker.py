@@ -46,10 +46,6 @@ class CircuitBreaker:
         """Closed, half-open or open."""
         return self.policy.state
 
-    def refusal(self) -> Exception:
-        """The error a refused call raises (for callers that report outcomes themselves)."""
-        return self._refuse(self)
-
     def __enter__(self) -> None:
         if not self.policy.admit():
             raise self._refuse(self)

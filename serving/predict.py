@@ -9,13 +9,6 @@ naming the served ones, a body over its limit or a batch over ``FEATURESTREAM_MA
 a 413. A model that is missing or cannot be loaded, or that lacks a default for a missing
 value, is a 503 saying which (in a batch: that request's entry in ``errors``).
 
-The model has a circuit breaker (``FEATURESTREAM_BREAKER_FAILURES`` requests in a row whose model
-could not be loaded or failed to predict open it; one probe after
-``FEATURESTREAM_BREAKER_RESET_MS``): while it is open, requests get a 503 ``model_circuit_open``
-at once, without reading rows or running the model, and the breaker's state is a metric like
-Redis's. Refusals that are the request's data (a missing feature without a default) do not
-count against the model.
-
 The model runs inline on the event loop (measured in docs/performance.md: ~50 us of CPU for one
 request, ~1-2 ms for 100, all of route, assembly and predict). The versions are loaded when the
 worker starts; a version published later is loaded by the first request after the poll
@@ -27,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
 
 import msgspec
 
-from featurestream.serving.breaker import CircuitBreaker
 from featurestream.serving.contract import ErrorBody
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.predict_contract import (
@@ -60,7 +52,6 @@ from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.request_scorer import (
     FetchedRow,
     Prediction,
-    Reason,
     Refusal,
     RequestScorer,
     Routed,
@@ -77,25 +68,6 @@ def _ms_since(start: float) -> float:
     return round((perf_counter() - start) * 1000, 3)
 
 
-MODEL_FAILURES = (Reason.MODEL_UNAVAILABLE, Reason.PREDICT_FAILED)  # the model's fault
-
-
-def model_breaker(metrics: Metrics, failures_in_a_row: int, reset_ms: int,
-                  last_failure: Callable[[], str]) -> CircuitBreaker:
-    """The breaker in front of the model: open, it refuses with a 503 at once, naming the last
-    failure."""
-
-    def refuse(breaker: CircuitBreaker) -> Exception:
-        return ApiError(503, ErrorBody(
-            "model_circuit_open", f"the model failed repeatedly (last: {last_failure()}): "
-            f"circuit breaker open, next try in {breaker.policy.retry_after_ms()} ms"),
-            headers={"Retry-After": "1"})
-
-    # No exception type counts: the outcome is reported from the answers (see Predictor._score).
-    return CircuitBreaker("model", metrics, failures_in_a_row=failures_in_a_row,
-                          reset_ms=reset_ms, failures=(), refuse=refuse)
-
-
 class Predictor:
     """The reader's scorer of the configured model (its experiment as the scoring job splits
     it, the registry reloaded as the job reloads it) over the store's rows."""
@@ -108,9 +80,6 @@ class Predictor:
                                settings.model_poll_interval_ms)
         models.refresh()  # loaded (and compiled) now, not by the first request
         self.scorer = RequestScorer(models, FeatureCatalog.from_definitions(definitions))
-        self._last_failure = ""
-        self.breaker = model_breaker(metrics, settings.breaker_failures, settings.breaker_reset_ms,
-                                     lambda: self._last_failure)
         self._store = store
         self._predictions = metrics.predictions
         self._default_type = settings.scored_event_types[0]
@@ -158,10 +127,7 @@ class Predictor:
 
     async def _score(self, events: list[Event], requests: Sequence[PredictRequest]
                      ) -> tuple[list[Prediction | Refusal], float, float]:
-        """Route, read every row the batch needs (one call per entity, concurrently), score;
-        a 503 at once while the model's breaker is open."""
-        if not self.breaker.policy.admit():
-            raise self.breaker.refusal()
+        """Route, read every row the batch needs (one call per entity, concurrently), score."""
         start = perf_counter()
         routed = self.scorer.route(events)
         routing_ms = _ms_since(start)
@@ -173,13 +139,6 @@ class Predictor:
         features_ms = _ms_since(read)
         scoring = perf_counter()
         answers = self.scorer.score(routed, rows, now_ms())
-        failure = next((a for a in answers
-                        if isinstance(a, Refusal) and a.reason in MODEL_FAILURES), None)
-        if failure is None:
-            self.breaker.policy.succeeded()
-        else:
-            self._last_failure = failure.message
-            self.breaker.policy.failed()
         counts = Counter((a.model, str(a.version), a.variant, a.fallback)
                          for a in answers if isinstance(a, Prediction))
         for labels, count in counts.items():

@@ -30,7 +30,6 @@ from testing.reader_fixtures import (
     feature_row,
     http,
     reader_in_thread,
-    scrape,
     seed_rows,
     write_item_definitions,
 )
@@ -199,30 +198,6 @@ def test_a_missing_or_broken_model_is_a_503_naming_it(redis_server: RedisProcess
         reply = http("POST", url + "/v1/predict", body)
         assert reply.status == 503 and reply.body["error"] == "model_unavailable"
         assert "not a LightGBM model" in reply.body["message"]
-
-
-def test_the_model_breaker_opens_on_repeated_failures_and_closes_after_a_probe(
-        redis_server: RedisProcess, tmp_path: Path) -> None:
-    model_fixtures.publish(tmp_path, 1)
-    (tmp_path / f"{model_fixtures.NAME}-v1.txt").write_text("not a model")
-    settings = settings_for(redis_server, tmp_path, experiment="", breaker_failures=3,
-                            breaker_reset_ms=300, model_poll_interval_ms=100)
-    body = {"user_id": "user-1", "type": "purchase", "amount": 1.0}
-    with reader_in_thread(settings) as url:
-        for _ in range(3):
-            reply = http("POST", url + "/v1/predict", body)
-            assert reply.status == 503 and reply.body["error"] == "model_unavailable"
-        reply = http("POST", url + "/v1/predict", body)  # open: refused without the model
-        assert reply.status == 503 and reply.body["error"] == "model_circuit_open"
-        assert "not a LightGBM model" in reply.body["message"], "names the last failure"
-        assert scrape(url, "featurestream_reader_breaker_state", dependency="model") == 2
-        model_fixtures.publish(tmp_path, 2, seed=1)  # a good version: the probe succeeds
-        deadline = time.monotonic() + 10
-        while (reply := http("POST", url + "/v1/predict", body)).status != 200:
-            assert time.monotonic() < deadline, reply.body
-            time.sleep(0.1)
-        assert reply.body["version"] == 2
-        assert scrape(url, "featurestream_reader_breaker_state", dependency="model") == 0
 
 
 def test_a_published_version_is_served_after_the_poll_interval(redis_server: RedisProcess,

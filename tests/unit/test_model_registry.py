@@ -138,3 +138,23 @@ def test_no_model_at_all_routes_to_an_error(tmp_path: Path) -> None:
     assert (variant, version, experiment) == (LATEST, None, None)
     assert models.shadow is None, "no shadow configured"
     assert isinstance(model, ModelError) and "no purchase_risk model" in str(model)
+
+
+def test_a_version_that_cannot_be_read_is_an_error_and_routing_stays_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = publish(tmp_path, 1)
+    publish(tmp_path, 2, seed=1)
+    assert os.stat(registry.sidecar_path(2)).st_mode & 0o777 == 0o644, "readable by the jobs"
+    original = registry.load
+
+    def load(version: int) -> LoadedModel:
+        if version == 2:
+            raise PermissionError(13, "Permission denied", str(registry.sidecar_path(2)))
+        return original(version)
+
+    monkeypatch.setattr(registry, "load", load)
+    models = ServingModels(registry, parse_experiment("v1:50,v2:50"), None, 1_000, FakeClock())
+    models.refresh()
+    routed = {models.route(f"u-{i}").version: models.route(f"u-{i}").model for i in range(50)}
+    assert isinstance(routed[1], LoadedModel)
+    assert isinstance(routed[2], ModelError) and "PermissionError" in str(routed[2])

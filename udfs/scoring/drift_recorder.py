@@ -64,7 +64,10 @@ class DriftRecorder:
         """Count ``batch``'s scored vectors; flush if the interval has passed."""
         with self._lock:
             self._count(batch)
-        self.flush_if_due()
+        try:
+            self.flush_if_due()
+        except Exception as exc:  # telemetry: never fail the job (BackgroundFlush does the same)
+            log.warning("drift counts not written (dropped): %s", exc)
 
     def _count(self, batch: ScoredBatch) -> None:
         for scored in batch.scored:

@@ -96,18 +96,22 @@ class ServingModels:
         self.reloads += 1
 
     def _apply(self, rollout: Rollout) -> None:
-        """Load what ``rollout`` serves and build its routes."""
-        self.rollout = rollout
-        self._assigner = VariantAssigner(rollout.arms) if rollout.arms else None
-        self._loaded = {v: self._load(v) for v in sorted(rollout.live)}
-        if self._assigner:
-            self._routes = {arm.version: Route(arm.label, arm.version, self._loaded[arm.version],
-                                               rollout.experiment)
-                            for arm in self._assigner.arms}
+        """Load what ``rollout`` serves and build its routes, then swap them in together (a
+        load that fails leaves its version a ModelError, never a half-built routing)."""
+        loaded = {v: self._load(v) for v in sorted(rollout.live)}
+        assigner = VariantAssigner(rollout.arms) if rollout.arms else None
+        routes = self._routes
+        latest_route = self._latest
+        if assigner:
+            routes = {arm.version: Route(arm.label, arm.version, loaded[arm.version],
+                                         rollout.experiment)
+                      for arm in assigner.arms}
         elif rollout.latest is not None:
-            latest = self._loaded[rollout.latest]
+            latest = loaded[rollout.latest]
             version = latest.metadata.version if isinstance(latest, LoadedModel) else None
-            self._latest = Route(LATEST, version, latest, rollout.experiment)
+            latest_route = Route(LATEST, version, latest, rollout.experiment)
+        self.rollout, self._assigner, self._loaded = rollout, assigner, loaded
+        self._routes, self._latest = routes, latest_route
 
     def _load(self, version: int) -> Model:
         kept = self._loaded.get(version)
@@ -117,6 +121,9 @@ class ServingModels:
             return self.registry.load(version)
         except ModelError as exc:
             return exc
+        except Exception as exc:  # an unreadable file (permissions, I/O): this version only
+            return ModelError(f"{self.registry.name} v{version} could not be loaded: "
+                              f"{type(exc).__name__}: {exc}")
 
     @property
     def experiment(self) -> str | None:

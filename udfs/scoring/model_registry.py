@@ -128,8 +128,17 @@ class ModelRegistry:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` (not matching any version), then rename."""
+    """Write to a temporary file beside ``path`` (not matching any version), flushed to disk,
+    readable by every user (the jobs and readers may run as others than the publisher: mkstemp
+    makes it 0600), then rename; the temporary file is removed if anything fails."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
