@@ -122,7 +122,7 @@ class Sidecars:
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
-        self._marker: int | None = None
+        self._marker: tuple[int, tuple[int, ...]] | None = None
         self._sources: dict[int, tuple[TrainingDistribution | None, str | None]] = {}
 
     def sources(self, live: Iterable[int]) -> list[VersionSource]:

@@ -158,3 +158,17 @@ def test_a_version_that_cannot_be_read_is_an_error_and_routing_stays_whole(
     routed = {models.route(f"u-{i}").version: models.route(f"u-{i}").model for i in range(50)}
     assert isinstance(routed[1], LoadedModel)
     assert isinstance(routed[2], ModelError) and "PermissionError" in str(routed[2])
+
+
+def test_a_version_published_within_the_polls_clock_tick_is_still_picked_up(
+        tmp_path: Path) -> None:
+    registry = publish(tmp_path, 1)
+    clock = FakeClock()
+    models = ServingModels(registry, (), None, poll_interval_ms=1_000, clock=clock)
+    models.refresh()
+    before = tmp_path.stat()
+    publish(tmp_path, 2, seed=1)
+    os.utime(tmp_path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same tick
+    clock.now = 1.0
+    models.refresh()
+    assert models.route("u-1").version == 2

@@ -65,7 +65,7 @@ class ServingModels:
         self._poll_interval_s = poll_interval_ms / 1000
         self._clock = clock
         self._next_poll = float("-inf")
-        self._marker: tuple[int, tuple[int, int, int]] | None = None
+        self._marker: tuple[tuple[int, tuple[int, ...]], tuple[int, int, int]] | None = None
         self._loaded: dict[int, Model] = {}
         self.rollout = Rollout(arms, shadow, None, None)
         self._assigner = VariantAssigner(arms) if arms else None

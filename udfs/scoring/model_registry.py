@@ -64,12 +64,14 @@ class ModelRegistry:
         """The JSON sidecar of ``version``."""
         return self.directory / f"{self.name}-v{version}.json"
 
-    def changed_marker(self) -> int:
-        """The directory's mtime (ns): it changes whenever a version is published or removed."""
+    def changed_marker(self) -> tuple[int, tuple[int, ...]]:
+        """The directory's mtime (ns) and the published versions: either changes when a version
+        is published or removed (the versions too, because a poll within the clock tick of a
+        publish can see the final mtime without the new sidecar)."""
         try:
-            return self.directory.stat().st_mtime_ns
+            return self.directory.stat().st_mtime_ns, tuple(self.versions())
         except FileNotFoundError:
-            return 0
+            return 0, ()
 
     def versions(self) -> list[int]:
         """The published versions, oldest first."""
