@@ -41,11 +41,14 @@ class RedisUnavailable(Exception):
     """Redis did not answer in time, could not be reached, or answered with an error.
 
     ``kind`` is ``timeout``, ``connection`` or ``reply`` (the label of the error metric).
+    ``about_the_data``: Redis is well and refused what a key holds (``WRONGTYPE``): not a
+    reason to stop asking it (the circuit breaker does not count it).
     """
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, about_the_data: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.about_the_data = about_the_data
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,8 @@ class RedisClient:
             raise
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
-                raise RedisUnavailable("reply", f"Redis answered with an error: {reply}")
+                raise RedisUnavailable("reply", f"Redis answered with an error: {reply}",
+                                       about_the_data=str(reply).startswith("WRONGTYPE"))
         self._state(True, "")
         return replies
 

@@ -99,8 +99,16 @@ class FeatureStore:
     async def _execute(self, commands: list[Command]) -> list[Any]:
         if self._breaker is None:
             return await self._redis.execute(commands)
+        refused: RedisUnavailable | None = None
         with self._breaker:
-            return await self._redis.execute(commands)
+            try:
+                return await self._redis.execute(commands)
+            except RedisUnavailable as exc:
+                if not exc.about_the_data:
+                    raise
+                refused = exc  # Redis answered: a success for the breaker, an error for us
+        assert refused is not None
+        raise refused
 
     async def _read(self, keys: Sequence[str], decode: Callable[[list[str]], Any],
                     remember: LastKnown[Any] | None = None) -> list[Any]:

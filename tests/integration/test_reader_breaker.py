@@ -201,3 +201,14 @@ def test_frozen_redis_opens_the_breaker_after_timeouts_probes_half_open_and_clos
         assert breaker_state(url) == 0
         assert transitions(url, "half_open") >= 2 and transitions(url, "closed") == 1
         assert http("GET", url + "/readyz").status == 200
+
+
+def test_a_key_of_the_wrong_type_is_an_error_for_its_caller_only(server: RedisProcess,
+                                                                 tmp_path: Path) -> None:
+    server.client().set(f"{PREFIX}user:broken", "not a hash")  # HGETALL: WRONGTYPE
+    with reader_in_thread(settings_for(server, tmp_path)) as url:
+        for _ in range(FAILURES + 2):
+            reply = http("GET", url + "/v1/features/broken")
+            assert "WRONGTYPE" in unavailable(reply)
+        assert breaker_state(url) == 0, "Redis answered: the breaker stays closed"
+        assert http("GET", url + "/v1/features/user-1").status == 200
