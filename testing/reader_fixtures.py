@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,22 @@ def http(method: str, url: str, body: bytes | dict | None = None,
     text = raw.decode()
     is_json = got.get("content-type", "").startswith("application/json")
     return Reply(status, dict(got), json.loads(text) if is_json else text, seconds)
+
+
+def declared_oversized_post(url: str, path: str) -> tuple[int, Any]:
+    """POST ``path`` declaring a 10 MiB body and waiting for ``100 Continue`` before sending
+    it: the reader's status and JSON body (a body limit must refuse before the upload)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = HTTPConnection(host, int(port), timeout=5)
+    try:
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Length", str(10 * 2**20))
+        connection.putheader("Expect", "100-continue")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def scrape(url: str, name: str, **labels: str) -> float | None:

@@ -6,12 +6,10 @@ counted by model, version, variant and fallback."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from http.client import HTTPConnection
 from pathlib import Path
 
 import lightgbm as lgb
@@ -27,6 +25,7 @@ from featurestream.udfs.store.redis_layout import RowValue
 from testing import model_fixtures
 from testing.reader_fixtures import (
     RedisProcess,
+    declared_oversized_post,
     feature_row,
     http,
     reader_in_thread,
@@ -284,16 +283,9 @@ def test_huge_bodies_are_a_413(reader: str) -> None:
     reply = http("POST", reader + "/v1/predict", huge)
     assert (reply.status, reply.body["error"]) == (413, "body_too_large")
     assert reply.body["limit"] == PREDICT_BODY_LIMIT
-    host, port = reader.removeprefix("http://").split(":")
-    connection = HTTPConnection(host, int(port), timeout=5)
-    connection.putrequest("POST", "/v1/predict/batch")
-    connection.putheader("Content-Length", str(10 * 2**20))
-    connection.putheader("Expect", "100-continue")
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 413
-    assert json.loads(response.read())["error"] == "body_too_large"
-    connection.close()
+    status, body = declared_oversized_post(reader, "/v1/predict/batch")
+    assert status == 413
+    assert body["error"] == "body_too_large"
 
 
 def test_predictions_are_counted_by_model_version_variant_and_fallback(reader: str) -> None:

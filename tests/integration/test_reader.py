@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.client import HTTPConnection, HTTPResponse
+from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from testing.reader_fixtures import (
     FEATURE_NAMES,
     ITEM_FEATURES,
     RedisProcess,
+    declared_oversized_post,
     feature_row,
     free_port,
     http,
@@ -326,17 +327,9 @@ def test_bad_batch_bodies_are_4xx_with_a_message(reader: str, body: bytes, statu
 
 
 def test_a_declared_oversized_body_is_refused_before_it_is_sent(reader: str) -> None:
-    host, port = reader.removeprefix("http://").split(":")
-    connection = HTTPConnection(host, int(port), timeout=5)
-    connection.putrequest("POST", "/v1/features/batch")
-    connection.putheader("Content-Length", str(10 * 2**20))
-    connection.putheader("Expect", "100-continue")
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 413
-    body = json.loads(response.read())
+    status, body = declared_oversized_post(reader, "/v1/features/batch")
+    assert status == 413
     assert body["error"] == "body_too_large" and body["limit"] == body_limit(50)
-    connection.close()
 
 
 def test_an_oversized_chunked_body_is_refused_while_streaming(reader: str) -> None:

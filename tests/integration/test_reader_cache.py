@@ -17,6 +17,7 @@ from testing.reader_fixtures import (
     feature_row,
     http,
     reader_in_thread,
+    scrape,
     seed_rows,
     wait_until,
 )
@@ -46,14 +47,12 @@ def clicks(url: str) -> int:
     return int(reply.body["features"]["clicks_1h"])
 
 
-def metric(url: str, series: str) -> float:
-    text = http("GET", url + "/metrics").body
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(series))
+def invalidations(url: str, kind: str) -> float:
+    return scrape(url, INVALIDATIONS, kind=kind) or 0
 
 
 def hits(url: str) -> float:
-    return metric(url, "featurestream_reader_cache_hits_total")
+    return scrape(url, "featurestream_reader_cache_hits_total") or 0
 
 
 def wait_cached(url: str) -> None:
@@ -79,7 +78,7 @@ def test_a_row_rewritten_by_hset_or_the_upsert_script_is_read_fresh(
         wait_until(lambda: clicks(url) == 3, 10, "the upserted row to be read")
         wait_cached(url)
         assert clicks(url) == 3
-        assert metric(url, INVALIDATIONS + '{kind="key"}') >= 2
+        assert invalidations(url, "key") >= 2
 
 
 def test_killed_tracking_connection_flushes_the_cache_and_tracking_comes_back(
@@ -88,9 +87,9 @@ def test_killed_tracking_connection_flushes_the_cache_and_tracking_comes_back(
     client = server.client()
     with reader_in_thread(settings_for(server)) as url:
         wait_cached(url)
-        flushes = metric(url, INVALIDATIONS + '{kind="flush"}')
+        flushes = invalidations(url, "flush")
         assert client.client_kill_filter(_type="pubsub") == 1
-        wait_until(lambda: metric(url, INVALIDATIONS + '{kind="flush"}') > flushes, 10,
+        wait_until(lambda: invalidations(url, "flush") > flushes, 10,
                    "the cache to be flushed")
         write(server, clicks=2, version=2)  # nobody listens now: the flush keeps it fresh
         assert clicks(url) == 2
@@ -105,9 +104,9 @@ def test_killed_data_connection_flushes_the_cache(server: RedisProcess) -> None:
     client = server.client()
     with reader_in_thread(settings_for(server)) as url:
         wait_cached(url)
-        flushes = metric(url, INVALIDATIONS + '{kind="flush"}')
+        flushes = invalidations(url, "flush")
         assert client.client_kill_filter(_type="normal", skipme=True) >= 1
-        wait_until(lambda: metric(url, INVALIDATIONS + '{kind="flush"}') > flushes, 10,
+        wait_until(lambda: invalidations(url, "flush") > flushes, 10,
                    "the cache to be flushed")
         write(server, clicks=2, version=2)
         wait_until(lambda: http("GET", url + "/v1/features/user-1").status == 200, 10,
