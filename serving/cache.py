@@ -7,9 +7,12 @@ Hand-written on an OrderedDict rather than ``cachetools.TTLCache`` (also an LRU 
 the invalidation guard below needs a hook into every miss that cachetools has no place for.
 
 Invalidated mode (Redis client-side caching, :mod:`.tracking`): a value may be cached only if
-no invalidation of its key arrived while it was being read. A miss leaves a placeholder; an
-invalidation removes the key, placeholder or value; a put whose placeholder is gone is not
-cached (the value is still returned to its caller). This is the race guard Redis's own
+no invalidation of its key arrived while it was being read. Each miss leaves its own
+placeholder (the :class:`Miss` it returns); an invalidation removes the key, placeholder or
+value; a put is cached only if its own miss is still the key's placeholder (else the value is
+just returned to its caller). One placeholder per miss, not a shared one: a read that started
+before an invalidation must not be cached under the placeholder of a read that started after
+it. This is the race guard Redis's own
 client-side caching guide describes: the reply and the invalidation travel on different
 connections, so either may arrive first. While tracking is down the cache is *paused*: it
 holds nothing and serves nothing, so no entry whose changes nobody watches is ever served.
@@ -22,8 +25,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-MISS = object()  # returned by :meth:`TTLCache.get` when the key is absent or expired
-_READING = object()  # the placeholder of a key being read (invalidated mode)
+
+class Miss:
+    """What :meth:`TTLCache.get` returns for an absent or expired key; in invalidated mode a
+    new one per miss, to hand back to :meth:`TTLCache.put` (the read it started)."""
+
+    __slots__ = ()
+
+
+MISS = Miss()  # the miss of a cache without invalidation (every one alike)
 
 
 class TTLCache:
@@ -44,28 +54,31 @@ class TTLCache:
         self._serving = not invalidated
 
     def get(self, key: Hashable) -> Any:
-        """The cached value (which may be None: "known absent"), or :data:`MISS`; a hit makes
-        the key the most recently used."""
+        """The cached value (which may be None: "known absent"), or a :class:`Miss`; a hit
+        makes the key the most recently used."""
         entries = self._entries
         entry = entries.get(key)
-        if entry is not None and entry[0] > self._clock() and entry[1] is not _READING:
+        if entry is not None and entry[0] > self._clock() and not isinstance(entry[1], Miss):
             entries.move_to_end(key)
             return entry[1]
         if self._guarded and self._serving:
-            self._store(key, _READING)  # the read this miss starts; an invalidation clears it
-        elif entry is not None:
+            miss = Miss()
+            self._store(key, miss)  # the read this miss starts; an invalidation clears it
+            return miss
+        if entry is not None:
             del entries[key]
         return MISS
 
-    def put(self, key: Hashable, value: Any) -> None:
+    def put(self, key: Hashable, value: Any, miss: Miss = MISS) -> None:
         """Cache ``value`` for the TTL as the most recently used key, evicting the least
-        recently used beyond ``max_entries``; in invalidated mode only if the key was not
-        invalidated since its miss (else nothing is cached)."""
+        recently used beyond ``max_entries``; in invalidated mode only if ``miss`` (what
+        :meth:`get` returned) is still the key's placeholder: no invalidation and no later
+        miss since (else nothing is cached)."""
         if not self._serving:
             return
         if self._guarded:
             entry = self._entries.get(key)
-            if entry is None or entry[1] is not _READING:
+            if entry is None or entry[1] is not miss:
                 return
         self._store(key, value)
 

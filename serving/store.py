@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from featurestream.serving.breaker import CircuitBreaker
-from featurestream.serving.cache import MISS, TTLCache
+from featurestream.serving.cache import Miss, TTLCache
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.redis_client import Command, RedisClient, RedisUnavailable
 from featurestream.serving.shaping import Row, ServedRow
@@ -116,20 +116,23 @@ class FeatureStore:
         from Redis are also kept in ``remember``."""
         unique = list(dict.fromkeys(keys))
         values: dict[str, Any] = {}
+        misses: dict[str, Miss] = {}
         if self._cache is not None:
             for key in unique:
                 value = self._cache.get(key)
-                if value is not MISS:
+                if isinstance(value, Miss):
+                    misses[key] = value
+                else:
                     values[key] = value
             self._metrics.cache_hits.inc(len(values))
-            self._metrics.cache_misses.inc(len(unique) - len(values))
+            self._metrics.cache_misses.inc(len(misses))
         wanted = [k for k in unique if k not in values]
         if wanted:
             replies = await self._execute([("HGETALL", key) for key in wanted])
             for key, reply in zip(wanted, replies, strict=True):
                 values[key] = decode(reply) if reply else None
                 if self._cache is not None:
-                    self._cache.put(key, values[key])
+                    self._cache.put(key, values[key], misses[key])
                 if remember is not None:
                     remember.remember(key, values[key])
         return [values[key] for key in keys]

@@ -1,6 +1,7 @@
 """The reader's cache: LRU order, TTL expiry on a fake clock, the bound, invalidation and its
-race guard, pause and resume; and every sequence of operations against a brute-force model
-of an LRU with a TTL (a list of (key, value, expiry), least recently used first)."""
+race guard, pause and resume; every sequence of operations against a brute-force model
+of an LRU with a TTL (a list of (key, value, expiry), least recently used first); and every
+interleaving of reads, writes and replies in invalidated mode never serves a stale value."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from featurestream.serving.cache import MISS, TTLCache
+from featurestream.serving.cache import MISS, Miss, TTLCache
 
 pytestmark = pytest.mark.unit
 
@@ -80,40 +81,86 @@ def test_invalidated_cache_serves_nothing_until_tracking_is_on() -> None:
     cache.put("a", 1)
     assert cache.get("a") is MISS
     cache.resume()
-    assert cache.get("a") is MISS
-    cache.put("a", 1)
+    miss = cache.get("a")
+    assert isinstance(miss, Miss)
+    cache.put("a", 1, miss)
     assert cache.get("a") == 1
 
 
 def test_a_value_read_while_its_key_was_invalidated_is_not_cached() -> None:
     cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
     cache.resume()
-    assert cache.get("a") is MISS  # the read starts
+    miss = cache.get("a")  # the read starts
+    assert isinstance(miss, Miss)
     cache.invalidate(["a"])  # a newer row was written before the reply arrived
-    cache.put("a", "old")
-    assert cache.get("a") is MISS
-    cache.put("a", "new")  # this read started after the invalidation
+    cache.put("a", "old", miss)
+    again = cache.get("a")
+    assert isinstance(again, Miss)
+    cache.put("a", "new", again)  # this read started after the invalidation
     assert cache.get("a") == "new"
+
+
+def test_a_read_from_before_an_invalidation_is_not_cached_under_a_later_reads_miss() -> None:
+    """Two reads of one key in flight, an invalidation between their starts: the older reply
+    (stale) arriving last must not be cached because the newer read left a placeholder."""
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    cache.resume()
+    older = cache.get("a")
+    cache.invalidate(["a"])
+    newer = cache.get("a")
+    assert isinstance(older, Miss) and isinstance(newer, Miss) and older is not newer
+    cache.put("a", "stale", older)
+    assert isinstance(cache.get("a"), Miss)
+    newest = cache.get("a")
+    cache.put("a", "fresh", newest)
+    assert cache.get("a") == "fresh"
 
 
 def test_a_put_without_its_miss_is_not_cached_when_invalidated() -> None:
     cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
     cache.resume()
     cache.put("a", 1)
-    assert cache.get("a") is MISS
+    assert isinstance(cache.get("a"), Miss)
 
 
 def test_pause_flushes_and_reads_in_flight_stay_uncached() -> None:
     cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
     cache.resume()
-    cache.get("a")
-    cache.put("a", 1)
-    cache.get("b")  # in flight when tracking is lost
+    cache.put("a", 1, cache.get("a"))
+    in_flight = cache.get("b")  # when tracking is lost
     cache.pause()
     assert not cache.serving and cache.get("a") is MISS
     cache.resume()
-    cache.put("b", 2)
-    assert cache.get("a") is MISS and cache.get("b") is MISS
+    cache.put("b", 2, in_flight)
+    assert isinstance(cache.get("a"), Miss) and isinstance(cache.get("b"), Miss)
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["read", "write", "reply", "serve"]),
+                          st.integers(0, 1), st.integers(0, 3)), max_size=40))
+def test_no_interleaving_of_reads_writes_and_replies_serves_a_stale_value(
+        steps: list[tuple[str, int, int]]) -> None:
+    """The oracle is Redis itself (a version per key): whatever the order in which reads start,
+    writes invalidate and replies arrive, a value the cache serves is the key's latest."""
+    cache = TTLCache(ttl_ms=1_000, max_entries=10, clock=Clock(), invalidated=True)
+    cache.resume()
+    redis = {0: 0, 1: 0}
+    in_flight: list[tuple[int, int, Any]] = []  # (key, the version read, the miss)
+    for action, key, pick in steps:
+        if action == "read":
+            got = cache.get(key)
+            if isinstance(got, Miss):
+                in_flight.append((key, redis[key], got))
+        elif action == "write":
+            redis[key] += 1
+            cache.invalidate([key])
+        elif action == "reply" and in_flight:
+            read_key, version, miss = in_flight.pop(pick % len(in_flight))
+            cache.put(read_key, version, miss)
+        elif action == "serve":
+            got = cache.get(key)
+            if not isinstance(got, Miss):
+                assert got == redis[key]
 
 
 def test_resume_without_invalidation_is_a_plain_ttl_cache() -> None:
@@ -125,7 +172,7 @@ def test_resume_without_invalidation_is_a_plain_ttl_cache() -> None:
 
 # --- against a brute-force model --------------------------------------------------------------
 
-READING = "<reading>"  # the model's placeholder
+READING = "<reading>"  # the model's placeholders: (READING, the miss's number)
 
 
 class Model:
@@ -135,6 +182,7 @@ class Model:
         self.ttl, self.max_entries = ttl, max_entries
         self.entries: list[list[Any]] = []
         self.guarded, self.serving = invalidated, not invalidated
+        self.misses = 0
 
     def find(self, key: str) -> list[Any] | None:
         return next((e for e in self.entries if e[0] == key), None)
@@ -145,24 +193,33 @@ class Model:
         while len(self.entries) > self.max_entries or self.entries[0][2] <= now:
             self.entries.pop(0)
 
-    def get(self, key: str, now: float) -> Any:
+    def get(self, key: str, now: float) -> tuple[Any, int | None]:
+        """The value or MISS, and the number of the miss (its placeholder) if one was left."""
         entry = self.find(key)
-        if entry is not None and entry[2] > now and entry[1] != READING:
+        if entry is not None and entry[2] > now and not is_reading(entry[1]):
             self.entries.remove(entry)
             self.entries.append(entry)
-            return entry[1]
+            return entry[1], None
         self.entries = [e for e in self.entries if e[0] != key]
         if self.guarded and self.serving:
-            self.add(key, READING, now)
-        return MISS
+            self.misses += 1
+            self.add(key, (READING, self.misses), now)
+            return MISS, self.misses
+        return MISS, None
 
-    def put(self, key: str, value: Any, now: float) -> None:
+    def put(self, key: str, value: Any, now: float, miss: int | None) -> None:
         entry = self.find(key)
-        if self.serving and (not self.guarded or (entry is not None and entry[1] == READING)):
+        if self.serving and (not self.guarded
+                             or (entry is not None and entry[1] == (READING, miss))):
             self.add(key, value, now)
+
 
     def invalidate(self, keys: list[str]) -> None:
         self.entries = [e for e in self.entries if e[0] not in keys]
+
+
+def is_reading(value: Any) -> bool:
+    return isinstance(value, tuple) and value[0] == READING
 
 
 KEYS = st.sampled_from("abcd")
@@ -189,12 +246,19 @@ def test_the_cache_behaves_as_the_brute_force_model(ttl_s: int, max_entries: int
     model = Model(float(ttl_s), max_entries, invalidated)
     cache.resume(invalidated)  # serving from the start (tracking on), as is typical
     model.serving = True
+    misses: dict[str, tuple[Miss, int | None]] = {}  # each key's latest miss (the caller's)
     for op, *args in operations:
         if op == "get":
-            assert cache.get(args[0]) == model.get(args[0], clock.now), (op, args)
+            got, (want, number) = cache.get(args[0]), model.get(args[0], clock.now)
+            if want is MISS:
+                assert isinstance(got, Miss), (op, args)
+                misses[args[0]] = (got, number)
+            else:
+                assert got == want, (op, args)
         elif op == "put":
-            cache.put(args[0], args[1])
-            model.put(args[0], args[1], clock.now)
+            miss, number = misses.get(args[0], (MISS, None))
+            cache.put(args[0], args[1], miss)
+            model.put(args[0], args[1], clock.now, number)
         elif op == "invalidate":
             cache.invalidate(args[0])
             model.invalidate(args[0])
