@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from io import BytesIO
 from typing import Any, NamedTuple, NoReturn, cast
@@ -38,6 +39,7 @@ HEADER_SIZE = 5  # magic byte + 4-byte big-endian schema id
 DEFAULT_SUBJECT = "events-value"
 _LONG_RANGE = range(-(2**63), 2**63)
 _EVENT_TYPE_SET = frozenset(EVENT_TYPES)
+_OBJECT_ADDRESS = re.compile(r"\s*(?:from )?<[\w.]+ object at 0x[0-9a-f]+>")
 
 
 class _Rejected(Exception):
@@ -79,7 +81,10 @@ def read_framed_avro(raw: bytes, cached: Callable[[int], _ReadPlan | None],
             f"a record of schema id {schema_id} cannot be read as {reader_name}: {exc}",
         ) from None
     except Exception as exc:  # fastavro reports corrupt input with many exception types
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # without fastavro's "from <_io.BytesIO object at 0x...>": the same corruption gives
+        # the same message (dead letters are grouped by it), and no memory address leaks
+        text = _OBJECT_ADDRESS.sub("", str(exc))
+        detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         raise _Rejected(
             ErrorClass.MALFORMED_RECORD,
             f"Avro body of {len(raw) - HEADER_SIZE} bytes (schema id {schema_id}) is"
@@ -196,15 +201,18 @@ _HUGE = 2.0**63
 
 def _holds_huge_float(value: dict[str, Any] | list[Any]) -> bool:
     """Whether a parsed JSON object or array holds a float of magnitude 2**63 or more, at any
-    depth."""
-    items: Any = value.values() if type(value) is dict else value
-    for item in items:
-        kind = type(item)
-        if kind is float:
-            if not -_HUGE < item < _HUGE:
-                return True
-        elif (kind is dict or kind is list) and _holds_huge_float(item):
-            return True
+    depth. A loop, not recursion: orjson reads 1,023 levels, deeper than Python's (and the
+    Flink worker's) recursion limit, and a RecursionError here would escape the decoder."""
+    pending: list[Any] = [value]
+    while pending:
+        container = pending.pop()
+        for item in container.values() if type(container) is dict else container:
+            kind = type(item)
+            if kind is float:
+                if not -_HUGE < item < _HUGE:
+                    return True
+            elif kind is dict or kind is list:
+                pending.append(item)
     return False
 
 
@@ -299,7 +307,10 @@ def _event_type(obj: Mapping[str, Any]) -> str:
     if value not in _EVENT_TYPE_SET:
         raise _Rejected(
             ErrorClass.SCHEMA_VIOLATION,
-            f"field 'event_type' is {value!r}, expected one of {', '.join(EVENT_TYPES)}",
+            # quoted up to 40 characters: the message is a DLQ header, and a 1 MB value would
+            # make the dead letter larger than the broker takes
+            f"field 'event_type' is {value[:40]!r}{'...' if len(value) > 40 else ''},"
+            f" expected one of {', '.join(EVENT_TYPES)}",
         )
     return value
 
@@ -362,5 +373,8 @@ def _describe(value: Any) -> str:
     kinds = {bool: "a boolean", str: "a string", int: "an integer", float: "a number",
              list: "an array", dict: "an object"}
     kind = kinds.get(type(value), type(value).__name__)
-    excerpt = json.dumps(value, ensure_ascii=False, default=str)
+    try:
+        excerpt = json.dumps(value, ensure_ascii=False, default=str)
+    except RecursionError:  # orjson reads 1,023 levels, more than json.dumps can write
+        excerpt = "nested too deeply to quote"
     return f"{kind} {excerpt[:40]}{'...' if len(excerpt) > 40 else ''}"
