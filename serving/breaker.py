@@ -1,6 +1,6 @@
-"""A dependency's circuit breaker in the reader: the pure policy
-(:mod:`featurestream.udfs.resilience.breaker`) with its state and transitions as metrics and log
-lines.
+"""The reader's circuit breakers, one per dependency (Redis) and one per model version: the pure
+policy (:mod:`featurestream.udfs.resilience.breaker`) with its state and transitions as metrics
+and log lines.
 
 Guard each call with ``with breaker:`` (sync or async code alike)::
 
@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import TracebackType
 
 from featurestream.serving.metrics import Metrics
 from featurestream.udfs.resilience.breaker import BreakerPolicy, BreakerState
+from featurestream.udfs.scoring.model_registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +65,48 @@ class CircuitBreaker:
         level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
         log.log(level, "circuit breaker %s: %s -> %s", self.name, before.name.lower(),
                 after.name.lower())
+
+
+class ModelBreakers:
+    """A breaker per model version (dependency ``model:NAME:vN``), made on first use: a failing
+    version (a broken canary arm) opens its own breaker only, and its users are served by the
+    other arm meanwhile (:class:`~featurestream.udfs.scoring.request_scorer.RequestScorer`).
+    A version that leaves the rollout has its breaker dropped and its gauge set closed, so an
+    alert never stays on for a version nobody is routed to."""
+
+    def __init__(self, metrics: Metrics, *, failures_in_a_row: int, reset_ms: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._metrics = metrics
+        self._clock = clock
+        self._failures_in_a_row = failures_in_a_row
+        self._reset_ms = reset_ms
+        self._breakers: dict[tuple[str, int], CircuitBreaker] = {}
+
+    def admit(self, model: LoadedModel) -> bool:
+        return self._of(model).policy.admit()
+
+    def succeeded(self, model: LoadedModel) -> None:
+        self._of(model).policy.succeeded()
+
+    def failed(self, model: LoadedModel) -> None:
+        self._of(model).policy.failed()
+
+    def retry_after_ms(self, model: LoadedModel) -> int:
+        return self._of(model).policy.retry_after_ms()
+
+    def retain(self, name: str, versions: Collection[int]) -> None:
+        """Drop the breakers of ``name``'s versions not in ``versions`` (no longer live)."""
+        for key in [k for k in self._breakers if k[0] == name and k[1] not in versions]:
+            breaker = self._breakers.pop(key)
+            self._metrics.breaker_state.labels(breaker.name).set(BreakerState.CLOSED)
+
+    def _of(self, model: LoadedModel) -> CircuitBreaker:
+        key = (model.metadata.name, model.metadata.version)
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            breaker = self._breakers[key] = CircuitBreaker(
+                f"model:{key[0]}:v{key[1]}", self._metrics,
+                failures_in_a_row=self._failures_in_a_row, reset_ms=self._reset_ms,
+                failures=(), refuse=lambda b: RuntimeError(f"{b.name} breaker open"),
+                clock=self._clock)
+        return breaker

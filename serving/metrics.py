@@ -57,7 +57,7 @@ class Metrics:
             registry=self.registry)
         self.predictions = Counter(
             "featurestream_reader_predictions", "Predictions (/v1/predict) by model, version, "
-            "variant and fallback (none, cached_features, defaults).",
+            "variant and fallback (none, cached_features, defaults, fallback_model).",
             ["model", "version", "variant", "fallback"], registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:

@@ -7,7 +7,9 @@ Bad input is a 4xx naming the fix, never a 500: a body that is not JSON or not t
 type (wrong types, an amount out of range, unknown fields) is a 400, an unknown model a 404
 naming the served ones, a body over its limit or a batch over ``FEATURESTREAM_MAX_BATCH_SIZE``
 a 413. A model that is missing or cannot be loaded, or that lacks a default for a missing
-value, is a 503 saying which (in a batch: that request's entry in ``errors``).
+value, is a 503 saying which (in a batch: that request's entry in ``errors``). A version that
+fails to predict, or whose circuit breaker (one per version) is open, hands its requests to the
+experiment's other arm (``fallback_model``), else they get that 503.
 
 The model runs inline on the event loop (measured in docs/performance.md: ~50 us of CPU for one
 request, ~1-2 ms for 100, all of route, assembly and predict). The versions are loaded when the
@@ -26,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from featurestream.serving.breaker import ModelBreakers
 from featurestream.serving.contract import ErrorBody
 from featurestream.serving.metrics import Metrics
 from featurestream.serving.predict_contract import (
@@ -79,7 +82,11 @@ class Predictor:
         models = ServingModels(registry, parse_experiment(settings.experiment), None,
                                settings.model_poll_interval_ms)
         models.refresh()  # loaded (and compiled) now, not by the first request
-        self.scorer = RequestScorer(models, FeatureCatalog.from_definitions(definitions))
+        self._breakers = ModelBreakers(metrics, failures_in_a_row=settings.breaker_failures,
+                                       reset_ms=settings.breaker_reset_ms)
+        self._reloads = models.reloads
+        self.scorer = RequestScorer(models, FeatureCatalog.from_definitions(definitions),
+                                    self._breakers)
         self._store = store
         self._predictions = metrics.predictions
         self._default_type = settings.scored_event_types[0]
@@ -130,6 +137,10 @@ class Predictor:
         """Route, read every row the batch needs (one call per entity, concurrently), score."""
         start = perf_counter()
         routed = self.scorer.route(events)
+        models = self.scorer.models
+        if models.reloads != self._reloads:  # the rollout changed: forget versions gone
+            self._reloads = models.reloads
+            self._breakers.retain(self.scorer.name, models.rollout.live)
         routing_ms = _ms_since(start)
         by_entity: dict[str, list[str]] = {}
         for entity, entity_id in self.scorer.keys(routed):

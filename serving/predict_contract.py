@@ -20,7 +20,10 @@ EventType = Literal["view", "click", "add_to_cart", "purchase"]
 FallbackLevel = Annotated[Fallback, Meta(
     description="How degraded the answer is: none; cached_features (Redis could not answer, "
                 "the reader's last row was used, within max_staleness_ms); defaults (a value "
-                "was missing -- no row, or null -- and the model's default was used).")]
+                "was missing -- no row, or null -- and the model's default was used); "
+                "fallback_model (the version routed to failed to predict or its circuit "
+                "breaker is open: the experiment's other arm scored it, named by version and "
+                "variant).")]
 Source = Annotated[Literal["redis", "cache"], Meta(
     description="Where the row came from: Redis now, or the reader's cache while Redis was "
                 "unavailable.")]

@@ -1,7 +1,8 @@
 """Request-time scoring against the scoring job's own scorer: for any events and rows, the
 request scorer routes each user to the same version and variant, builds the same vector and
 gives the same score as :class:`BatchScorer` given the same rows (hypothesis); answers are
-labelled by fallback level; what cannot be scored is refused naming why."""
+labelled by fallback level; what cannot be scored is refused naming why; a failing version
+opens its own breaker and the experiment's other arm serves its users."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from featurestream.serving.breaker import ModelBreakers
+from featurestream.serving.metrics import Metrics
 from featurestream.serving.predict_contract import EventType
 from featurestream.udfs.contract.events import EVENT_TYPES, Event
+from featurestream.udfs.resilience.breaker import BreakerState
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_registry import LoadedModel, ModelRegistry
 from featurestream.udfs.scoring.request_scorer import (
@@ -202,3 +206,94 @@ def test_rows_are_read_once_per_key(registry: Path) -> None:
 
 def test_the_api_takes_the_event_contracts_types() -> None:
     assert get_args(EventType) == EVENT_TYPES
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def state(metrics: Metrics, dependency: str) -> float | None:
+    return metrics.registry.get_sample_value("featurestream_reader_breaker_state",
+                                             {"dependency": dependency})
+
+
+class Failing(LoadedModel):
+    """A version that raises, counting its calls."""
+
+    calls = 0
+
+    def predict(self, vectors: np.ndarray) -> np.ndarray:
+        Failing.calls += 1
+        raise RuntimeError("boom")
+
+
+ROW: Row = {"as_of": 1_699_999_000_000, "purchases_5m": 2, "spend_1h": 5.0, "views_1h": 3}
+
+
+def breaking(scorer_: RequestScorer, events: list[Event], version: int) -> list[Routed]:
+    """Route ``events``, with ``version``'s model swapped for one that raises."""
+    routed = [r for r in scorer_.route(events) if isinstance(r, Routed)]
+    return [replace(r, model=Failing(r.model.metadata, r.model.booster))
+            if r.model.metadata.version == version else r for r in routed]
+
+
+def test_a_failing_arm_opens_its_own_breaker_and_the_other_arm_serves_its_users(
+        registry: Path) -> None:
+    """v2 (the canary) raises: its users get v1's score labelled fallback_model, v1's users are
+    untouched; after BREAKER_FAILURES calls v2 is not called at all until the reset interval
+    passes; a probe that succeeds closes its breaker and v2 serves its users again."""
+    clock, metrics = Clock(), Metrics()
+    breakers = ModelBreakers(metrics, failures_in_a_row=2, reset_ms=1_000, clock=clock)
+    scorer_ = request_scorer(registry, EXPERIMENT)
+    guarded = RequestScorer(scorer_.models, CATALOG, breakers)
+    only_v1 = request_scorer(registry, "v1:100")
+    events = [Event(f"e{i}", f"u-{i}", "purchase", None, 10.0 + i, 1_700_000_000_000, None)
+              for i in range(20)]
+    routed = breaking(guarded, events, version=2)
+    rows = {key: FetchedRow(ROW) for key in guarded.keys(routed)}
+    on_v2 = {r.event.user_id for r in routed if r.model.metadata.version == 2}
+    assert on_v2 and len(on_v2) < len(events)
+    expected = dict(zip([e.user_id for e in events],
+                        answer(only_v1, events, {key: ROW for key in rows}),
+                        strict=True))
+    Failing.calls = 0
+    for call in range(4):
+        answers = guarded.score(routed, rows, 0)
+        for item, got in zip(routed, answers, strict=True):
+            want = expected[item.event.user_id]
+            assert isinstance(got, Prediction) and isinstance(want, Prediction)
+            assert got.version == 1 and got.variant == "v1" and got.score == want.score
+            assert got.fallback == ("fallback_model" if item.event.user_id in on_v2
+                                    else "none")
+        assert Failing.calls == min(call + 1, 2)  # open after 2: v2 is not called any more
+    assert state(metrics, f"model:{NAME}:v2") == BreakerState.OPEN
+    assert state(metrics, f"model:{NAME}:v1") == BreakerState.CLOSED
+    clock.now += 1.0  # the reset interval: the next call is the probe, and v2 works again
+    healthy = [r for r in guarded.route(events) if isinstance(r, Routed)]
+    answers = guarded.score(healthy, rows, 0)
+    assert {a.version for a in answers if isinstance(a, Prediction)} == {1, 2}
+    assert all(isinstance(a, Prediction) and a.fallback == "none" for a in answers)
+    assert state(metrics, f"model:{NAME}:v2") == BreakerState.CLOSED
+
+
+def test_without_another_arm_a_failing_version_is_refused_and_its_breaker_opens(
+        registry: Path) -> None:
+    clock, metrics = Clock(), Metrics()
+    breakers = ModelBreakers(metrics, failures_in_a_row=2, reset_ms=1_000, clock=clock)
+    guarded = RequestScorer(request_scorer(registry).models, CATALOG, breakers)
+    event = Event("e", "u-1", "purchase", None, 1.0, 1_700_000_000_000, None)
+    routed = breaking(guarded, [event], version=2)
+    rows = {key: FetchedRow(ROW) for key in guarded.keys(routed)}
+    messages = []
+    for _ in range(3):
+        [refused] = guarded.score(routed, rows, 0)
+        assert isinstance(refused, Refusal) and refused.reason is Reason.PREDICT_FAILED
+        messages.append(refused.message)
+    assert "boom" in messages[0] and "circuit breaker open, next try in 1000 ms" in messages[2]
+    breakers.retain(NAME, {1})  # v2 rolled back: its breaker goes, its gauge reads closed
+    assert state(metrics, f"model:{NAME}:v2") == BreakerState.CLOSED
+    assert breakers.admit(routed[0].model)

@@ -136,6 +136,18 @@ class ServingModels:
             return self._latest
         return self._routes[self._assigner.assign(user_id).version]
 
+    def fallback(self, version: int) -> Route | None:
+        """The route to serve ``version``'s users while it cannot predict: the experiment's
+        heaviest other arm with a loaded model (None without an experiment: no other version
+        is live, so there is nothing to fall back to)."""
+        if self._assigner is None:
+            return None
+        others = [arm for arm in self._assigner.arms if arm.version != version
+                  and isinstance(self._routes[arm.version].model, LoadedModel)]
+        if not others:
+            return None
+        return self._routes[max(others, key=lambda arm: arm.weight).version]
+
     @property
     def shadow(self) -> Shadow | None:
         """The shadow, or None when none is configured."""

@@ -202,8 +202,8 @@ READER_CACHE_INVALIDATIONS = Metric(
 
 READER_BREAKER_STATE = Metric(
     "featurestream_reader_breaker_state", Kind.GAUGE, ("dependency",), READER,
-    "Circuit breaker state by dependency (0 closed, 1 half-open, 2 open); the worst of the "
-    "live workers.")
+    "Circuit breaker state by dependency (redis, model:NAME:vN; 0 closed, 1 half-open, 2 "
+    "open); the worst of the live workers.")
 READER_BREAKER_TRANSITIONS = Metric(
     "featurestream_reader_breaker_transitions_total", Kind.COUNTER, ("dependency", "state"),
     READER, "Circuit breaker transitions by dependency and the state entered.")
@@ -215,7 +215,7 @@ READER_PREDICTIONS = Metric(
     "featurestream_reader_predictions_total", Kind.COUNTER,
     ("model", "version", "variant", "fallback"), READER,
     "Predictions (/v1/predict) by model, version, variant and fallback (none, "
-    "cached_features, defaults).")
+    "cached_features, defaults, fallback_model).")
 
 # -- drift and data quality against training (the reader, from the scoring job's drift buckets)
 FEATURE_PSI = Metric(
