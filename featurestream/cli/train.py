@@ -49,7 +49,7 @@ from featurestream.udfs.offline.training_set import (
     read_training_set,
 )
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
-from featurestream.udfs.scoring.model_registry import ModelRegistry
+from featurestream.udfs.scoring.model_registry import ModelRegistry, VersionTaken
 from featurestream.udfs.scoring.vector import RECORD_FEATURES, USER, FeatureCatalog, is_number
 from featurestream.udfs.telemetry.drift import TrainingDistribution
 
@@ -308,7 +308,12 @@ def train_command(settings: Settings, args: argparse.Namespace) -> int:
               f"{_iso(data['ts_min'])} .. {_iso(data['ts_max'])}")
     registry = ModelRegistry(settings.effective_models_dir, settings.model_name,
                              settings.compiled_predictor)  # compiled at publish: no load waits
-    sidecar = registry.publish(model_text, metadata)
+    sidecar = None
+    while sidecar is None:
+        try:
+            sidecar = registry.publish(model_text, metadata)
+        except VersionTaken:  # another train published or is publishing it: take the next
+            metadata = replace(metadata, version=registry.next_version())
     m = metadata.metrics
     print(f"{metadata.name} v{metadata.version}: held-out AUC {m['auc_holdout']:.3f} "
           f"(train {m['auc_train']:.3f}) on {int(m['holdout_examples']):,} held-out examples, "

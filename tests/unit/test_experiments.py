@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_a_record_round_trips_through_the_registry_file(tmp_path: Path) -> None:
     on_disk = json.loads(history_path(registry).read_text())
     assert on_disk["records"][0]["arms"] == [{"version": 1, "weight": 90},
                                              {"version": 2, "weight": 10}]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp file left"
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"], "no temp file left"
     assert registry.versions() == [], "the record is not taken for a version"
 
 
@@ -54,6 +55,26 @@ def test_who_defaults_to_the_os_user(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr("getpass.getuser", no_passwd_entry)
     assert record(registry, (Arm(1, 1),), None, "promote v1").who == f"uid {os.getuid()}"
+
+
+def test_concurrent_commands_lose_no_record(tmp_path: Path) -> None:
+    """Eight ``featurestream models`` commands at once: each read-modify-write holds the lock,
+    so the history ends with all eight records (without it, writers overwrite each other)."""
+    registry = ModelRegistry(tmp_path, NAME)
+    start = threading.Barrier(8)
+
+    def canary(n: int) -> None:
+        start.wait()
+        record(registry, (Arm(1, 100 - n), Arm(2, n)), None, f"canary v2 {n}", "ops", n)
+
+    threads = [threading.Thread(target=canary, args=(n,)) for n in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    history = read_history(registry)
+    assert sorted(r.note for r in history.records) == sorted(f"canary v2 {n}" for n in range(1, 9))
+    assert len({r.id for r in history.records}) == 8
 
 
 def test_rollback_restores_the_previous_record_then_the_settings(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,12 @@ import pytest
 
 from featurestream.udfs.scoring.live_models import ServingModels
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
-from featurestream.udfs.scoring.model_registry import LoadedModel, ModelError, ModelRegistry
+from featurestream.udfs.scoring.model_registry import (
+    LoadedModel,
+    ModelError,
+    ModelRegistry,
+    VersionTaken,
+)
 from featurestream.udfs.scoring.variants import LATEST, parse_experiment
 from testing.model_fixtures import FEATURES, NAME, metadata, publish, train_text
 
@@ -58,6 +64,47 @@ def test_publish_versions_and_load(tmp_path: Path) -> None:
     assert model.predict(np.zeros((3, len(FEATURES)))).shape == (3,)
     with pytest.raises(ValueError, match="never overwritten"):
         registry.publish(train_text(), metadata(2))
+
+
+def test_of_concurrent_publishers_of_one_version_one_wins_whole(tmp_path: Path) -> None:
+    """Eight publishers of v1 at once (two ``train`` runs that both saw v1 free): one publishes
+    it, model file and sidecar both its own; the others get VersionTaken, nothing of theirs
+    is left, and each takes the next version in turn."""
+    registry = ModelRegistry(tmp_path, NAME, "off")
+    texts = [train_text(seed=seed) for seed in range(8)]
+    start, outcomes = threading.Barrier(len(texts)), {}
+
+    def publish_v1(seed: int) -> None:
+        start.wait()
+        try:
+            registry.publish(texts[seed], metadata(1, seed=seed))
+            outcomes[seed] = "published"
+        except VersionTaken:
+            outcomes[seed] = "taken"
+
+    threads = [threading.Thread(target=publish_v1, args=(seed,)) for seed in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    [winner] = [seed for seed, outcome in outcomes.items() if outcome == "published"]
+    assert registry.versions() == [1] and len(outcomes) == len(texts)
+    assert registry.model_path(1).read_text() == texts[winner]
+    assert registry.metadata(1) == metadata(1, seed=winner)
+    assert oct(registry.model_path(1).stat().st_mode & 0o777) == "0o644"
+    for seed in sorted(set(outcomes) - {winner}):  # as `train` retries
+        registry.publish(texts[seed], metadata(registry.next_version(), seed=seed))
+    assert registry.versions() == list(range(1, len(texts) + 1))
+
+
+def test_a_version_claimed_without_a_sidecar_is_skipped_not_overwritten(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path, NAME, "off")
+    publish(tmp_path, 1)
+    registry.model_path(2).write_text("half a model: its publish died")
+    assert registry.versions() == [1] and registry.next_version() == 3
+    with pytest.raises(VersionTaken, match="stopped half-way"):
+        registry.publish(train_text(), metadata(2))
+    assert registry.model_path(2).read_text() == "half a model: its publish died"
 
 
 def test_load_refuses_inconsistent_or_missing_versions(tmp_path: Path) -> None:

@@ -15,12 +15,14 @@ they agree after a ``promote``.
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import os
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -168,14 +170,27 @@ def write_history(registry: ModelRegistry, history: History) -> None:
         raise
 
 
+@contextmanager
+def _changing(registry: ModelRegistry) -> Iterator[None]:
+    """Hold the model's history lock (``flock`` on a file beside it) for a read-modify-write:
+    two ``featurestream models`` commands at once must not both read the same history and
+    lose one record."""
+    registry.directory.mkdir(parents=True, exist_ok=True)
+    lock = registry.directory / f".{history_path(registry).name}.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when closed
+        yield
+
+
 def record(registry: ModelRegistry, arms: Sequence[Arm], shadow: int | None, note: str,
            who: str | None = None, when_ms: int | None = None) -> Experiment:
     """Make ``arms`` and ``shadow`` the model's current record (written by ``who``, default the
     OS user, at ``when_ms``, default now); returns it."""
-    history = read_history(registry).add(
-        arms, shadow, note, who or _os_user(),
-        int(time.time() * 1000) if when_ms is None else when_ms)
-    write_history(registry, history)
+    with _changing(registry):
+        history = read_history(registry).add(
+            arms, shadow, note, who or _os_user(),
+            int(time.time() * 1000) if when_ms is None else when_ms)
+        write_history(registry, history)
     return history.records[-1]
 
 
@@ -189,8 +204,9 @@ def _os_user() -> str:
 
 def roll_back(registry: ModelRegistry) -> Experiment | None:
     """Drop the current record; returns the one in effect again (None: the settings)."""
-    history = read_history(registry).rolled_back()
-    write_history(registry, history)
+    with _changing(registry):
+        history = read_history(registry).rolled_back()
+        write_history(registry, history)
     return history.current
 
 

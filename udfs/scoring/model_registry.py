@@ -3,7 +3,11 @@
 Layout: ``<dir>/<name>-v<version>.txt`` (``Booster.model_to_string()``) and
 ``<dir>/<name>-v<version>.json`` (:class:`~udfs.model_metadata.ModelMetadata`). A version exists
 once its sidecar does: :meth:`ModelRegistry.publish` writes the model file first and renames the
-sidecar into place last, so a reader never sees half a version. Versions are never overwritten.
+sidecar into place last, so a reader never sees half a version. Versions are never overwritten:
+the model file is created exclusively (``O_EXCL``), which claims the version, so of two
+publishers of one version (two ``train`` runs at once) one gets :class:`VersionTaken`; a
+version whose model file exists without a sidecar (being published, or a publish that died) is
+skipped by :meth:`ModelRegistry.next_version`.
 Beside a version, its compiled predictor (:mod:`udfs.scoring.compiled`), built at publish or at
 the first load, and reused by every later load in any process.
 """
@@ -32,6 +36,10 @@ class ModelError(Exception):
     """A version cannot be used: missing, unreadable, or inconsistent with its sidecar."""
 
 
+class VersionTaken(ValueError):
+    """The version is published, or claimed by another publish (take the next one)."""
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A version ready to score: its sidecar, its booster and what scores with it (compiled,
@@ -55,6 +63,7 @@ class ModelRegistry:
         self.name = name
         self.compiled = check_choice(compiled)
         self._sidecar = re.compile(rf"^{re.escape(name)}-v(\d+)\.json$")
+        self._claimed = re.compile(rf"^{re.escape(name)}-v(\d+)\.(?:json|txt)$")
 
     def model_path(self, version: int) -> Path:
         """The LightGBM text file of ``version``."""
@@ -81,8 +90,11 @@ class ModelRegistry:
         return sorted(int(m.group(1)) for m in found if m)
 
     def next_version(self) -> int:
-        """The version the next :meth:`publish` takes."""
-        return max(self.versions(), default=0) + 1
+        """The version the next :meth:`publish` takes: past every published or claimed one."""
+        if not self.directory.is_dir():
+            return 1
+        found = (self._claimed.match(p.name) for p in self.directory.iterdir())
+        return max((int(m.group(1)) for m in found if m), default=0) + 1
 
     def metadata(self, version: int) -> ModelMetadata:
         """The validated sidecar of ``version`` (ModelError if missing or invalid)."""
@@ -112,21 +124,42 @@ class ModelRegistry:
         return LoadedModel(metadata, booster, predictor_for(path, booster, self.compiled))
 
     def publish(self, model_text: str, metadata: ModelMetadata) -> Path:
-        """Write a new version (model file, then sidecar); returns the sidecar's path."""
+        """Write a new version (model file, then sidecar); returns the sidecar's path.
+        :class:`VersionTaken` if the version is published or being published."""
         metadata.validate()
         if metadata.name != self.name:
             raise ValueError(f"metadata names {metadata.name}, registry holds {self.name}")
         if metadata.version in self.versions():
-            raise ValueError(f"{self.name} v{metadata.version} already exists; versions are "
-                             "never overwritten")
+            raise VersionTaken(f"{self.name} v{metadata.version} already exists; versions are "
+                               "never overwritten")
         self.directory.mkdir(parents=True, exist_ok=True)
         model_path = self.model_path(metadata.version)
-        _write_atomically(model_path, model_text)
+        _claim(model_path, model_text, f"{self.name} v{metadata.version}")
         if self.compiled != "off":  # compiled now, so that no load waits for it
             predictor_for(model_path, lgb.Booster(model_str=model_text), self.compiled)
         sidecar = self.sidecar_path(metadata.version)
         _write_atomically(sidecar, metadata.to_json())
         return sidecar
+
+
+def _claim(path: Path, text: str, version: str) -> None:
+    """Create ``path`` exclusively and write ``text`` (flushed, 0644): claims the version. No
+    reader opens it before the sidecar exists; removed again if the write fails."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise VersionTaken(f"{version} is being published by another process (or a publish "
+                           f"of it stopped half-way: {path} has no sidecar); take the next "
+                           "version") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o644)  # whatever the umask: readers may be other users
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _write_atomically(path: Path, text: str) -> None:
