@@ -34,7 +34,9 @@ DRIFT_PSI = 0.2  # the alert rule's threshold
 
 
 def up(settings: Settings, args: argparse.Namespace) -> int:
-    """Start the local stack."""
+    """Start the local stack (with ``--taskmanagers N``: N TaskManagers)."""
+    if args.taskmanagers is not None:
+        settings = settings.replace(taskmanagers=args.taskmanagers)
     LocalStack(settings).up()
     return 0
 

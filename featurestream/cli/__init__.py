@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the embedded local stack (Kafka, Redis, Flink)")
+    up.add_argument("--taskmanagers", type=int, metavar="N",
+                    help="run N Flink TaskManagers, 2 slots each (default: "
+                    "FEATURESTREAM_TASKMANAGERS, 1)")
     up.set_defaults(handler=_lazy("featurestream.devstack.commands:up"))
     down = sub.add_parser("down", help="stop the embedded local stack")
     down.set_defaults(handler=_lazy("featurestream.devstack.commands:down"))

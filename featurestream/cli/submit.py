@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
+from featurestream.devstack import submissions
 from featurestream.devstack.flink_home import pyflink_dir
 from featurestream.devstack.paths import StackPaths
 from featurestream.errors import UserFacingError
@@ -30,7 +29,6 @@ JOB_MODULES = {"features": "featurestream.jobs.features.job",
 # behind. Beside the ``featurestream`` package's own ``__init__``: modules or whole packages.
 SHIPPED = ("featurestream.settings", "featurestream.errors", "featurestream.jdk",
            "featurestream.udfs", "featurestream.jobs", "featurestream.schemas")
-_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 
 
 def stage_python_files(settings: Settings) -> Path:
@@ -81,21 +79,17 @@ def flink_client(settings: Settings) -> Path:
 def submit_job(settings: Settings, job: str, savepoint: str | None = None) -> str:
     """Submit ``job`` (resuming from ``savepoint``, if given) and return its Flink job id."""
     settings.load_definitions()  # a mistake is one line here, not a trace from flink run
-    cmd = flink_run_command(settings, job, flink_client(settings), stage_python_files(settings),
-                            savepoint)
+    client, staged = flink_client(settings), stage_python_files(settings)
+    cmd = flink_run_command(settings, job, client, staged, savepoint)
     # The job's main() runs in this client and reads exactly these settings.
-    result = subprocess.run(cmd, capture_output=True, text=True,
-                            env={**os.environ, **settings.to_env()}, check=False, timeout=300)
-    match = _JOB_ID.search(result.stdout + result.stderr)
-    if result.returncode != 0 or not match:
-        # The messages and causes, not the Java stack frames.
-        output = [line for line in (result.stdout + result.stderr).strip().splitlines()
-                  if line.strip() and not line.lstrip().startswith(("at ", "..."))]
-        raise UserFacingError(
-            f"flink run failed (exit {result.returncode}); is the cluster at "
-            f"{settings.flink_rest_url} up (featurestream status)?\n" + "\n".join(output[-12:])
-        )
-    return match.group(1)
+    job_id = submissions.run_flink(cmd, {**os.environ, **settings.to_env()},
+                                   settings.flink_rest_url)
+    # What `featurestream up` resumes from the job's checkpoints if the JobManager is lost.
+    submissions.record(settings.home, submissions.Submission(
+        job, job_id, settings.flink_rest_url, tuple(flink_run_command(settings, job, client,
+                                                                      staged)),
+        submissions.public_env(settings), settings.effective_checkpoint_dir))
+    return job_id
 
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
 DEFAULT_POINT_IN_TIME_TTL_MS = 6 * 3_600_000  # FEATURESTREAM_POINT_IN_TIME_TTL_MS
+MAX_TASKMANAGERS = 8  # FEATURESTREAM_TASKMANAGERS of the local stack
 MAX_DRIFT_BUCKETS = 1_000  # FEATURESTREAM_DRIFT_WINDOW_MS / FEATURESTREAM_DRIFT_BUCKET_MS
 
 
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
 
     # -- The local stack: where it keeps its runtime files (logs, pids, Flink home, checkpoints)
     home: UserPath = Field(default_factory=_default_home)
+    # How many TaskManagers (JVMs of 2 slots, 4 GiB each) `featurestream up` runs.
+    taskmanagers: WholeNumber = 1
 
     # -- Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -350,6 +353,9 @@ class Settings(BaseSettings):
         for name in ("max_out_of_orderness_ms", "source_idleness_ms"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be zero or positive")
+        if not 1 <= self.taskmanagers <= MAX_TASKMANAGERS:
+            raise bad("taskmanagers", f"use 1 to {MAX_TASKMANAGERS} (each TaskManager of the "
+                      "local stack is a 4 GiB JVM with 2 slots)")
         if self.max_future_skew_ms <= 0:
             raise bad("max_future_skew_ms", "must be positive, e.g. 1h")
         if self.max_parallelism < self.parallelism:

@@ -1,0 +1,155 @@
+"""What was submitted to the local Flink cluster, so that ``featurestream up`` can resume the
+jobs a lost JobManager took with it.
+
+The local JobManager runs without high availability: killed (or stopped by ``down``), it
+forgets its jobs. ``featurestream submit`` records each job here (its ``flink run`` command and
+its non-secret ``FEATURESTREAM_*`` settings, in ``<home>/submitted-jobs.json``); the JobManager
+archives every job that reaches a final state (cancelled, failed, finished) in
+:func:`archive_dir`. A recorded job the running JobManager does not know and that was never
+archived was lost while running: it is resubmitted from its newest retained checkpoint
+(``<checkpoint dir>/<job id>/chk-N`` with a ``_metadata`` file; the jobs retain checkpoints
+on cancellation, see ``jobs/environment.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import msgspec
+from pydantic import SecretStr
+
+from featurestream.devstack.component import Echo
+from featurestream.errors import UserFacingError
+from featurestream.flink_rest import FlinkRest
+from featurestream.settings import PREFIX, Settings, masked_url
+
+RECORD_FILE = "submitted-jobs.json"
+ARCHIVE_DIR = "completed-jobs"  # jobmanager.archive.fs.dir, under the stack's home
+RUN_TIMEOUT_S = 300
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+_CHECKPOINT = re.compile(r"chk-(\d+)")
+
+
+class Submission(msgspec.Struct, frozen=True):
+    """A job submitted with ``flink run``: enough to submit it again from a checkpoint."""
+
+    job: str  # features | scoring
+    job_id: str
+    rest_url: str  # the cluster it runs on
+    command: tuple[str, ...]  # ``flink run ...`` without --fromSavepoint
+    env: dict[str, str]  # the job's FEATURESTREAM_* settings, secrets left out
+    checkpoint_dir: str  # a URL; its checkpoints are in <checkpoint_dir>/<job_id>/chk-N
+
+
+def record_file(home: Path) -> Path:
+    """Where the submissions of the stack in ``home`` are recorded."""
+    return home / RECORD_FILE
+
+
+def archive_dir(home: Path) -> Path:
+    """Where the stack's JobManager archives each job that reached a final state."""
+    return home / "flink" / ARCHIVE_DIR
+
+
+def public_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``FEATURESTREAM_*`` variables without secrets (nor URLs holding a
+    password): those come from the environment of whoever resumes the job."""
+    env = settings.to_env()
+    secret = {PREFIX + name.upper() for name, value in settings
+              if isinstance(value, SecretStr)
+              or (isinstance(value, str) and masked_url(value) != value)}
+    return {name: value for name, value in env.items() if name not in secret}
+
+
+def submissions(home: Path) -> list[Submission]:
+    """Every recorded submission ([] if none or unreadable: nothing to resume)."""
+    try:
+        return msgspec.json.decode(record_file(home).read_bytes(), type=list[Submission])
+    except (OSError, msgspec.DecodeError):
+        return []
+
+
+def record(home: Path, submission: Submission) -> None:
+    """Add ``submission`` to the record."""
+    _write(home, [*submissions(home), submission])
+
+
+def forget(home: Path, job_ids: set[str]) -> None:
+    """Drop these jobs from the record."""
+    _write(home, [s for s in submissions(home) if s.job_id not in job_ids])
+
+
+def _write(home: Path, entries: list[Submission]) -> None:
+    path = record_file(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(msgspec.json.encode(entries))
+    temporary.replace(path)  # atomic: a concurrent reader sees the old or the new record
+
+
+def latest_checkpoint(checkpoint_dir: str, job_id: str) -> Path | None:
+    """The job's newest complete retained checkpoint (``chk-N`` holding ``_metadata``), if its
+    checkpoints are on a local file system."""
+    url = urlparse(checkpoint_dir)
+    if url.scheme != "file":
+        return None
+    directory = Path(unquote(url.path)) / job_id
+    complete = [(int(m.group(1)), path) for path in directory.glob("chk-*")
+                if (m := _CHECKPOINT.fullmatch(path.name)) and (path / "_metadata").is_file()]
+    return max(complete)[1] if complete else None
+
+
+def run_flink(command: Sequence[str], env: Mapping[str, str], rest_url: str) -> str:
+    """Run ``flink run --detached ...`` and return the submitted job's id."""
+    result = subprocess.run(list(command), capture_output=True, text=True, env=dict(env),
+                            check=False, timeout=RUN_TIMEOUT_S)
+    match = _JOB_ID.search(result.stdout + result.stderr)
+    if result.returncode != 0 or not match:
+        # The messages and causes, not the Java stack frames.
+        output = [line for line in (result.stdout + result.stderr).strip().splitlines()
+                  if line.strip() and not line.lstrip().startswith(("at ", "..."))]
+        raise UserFacingError(
+            f"flink run failed (exit {result.returncode}); is the cluster at "
+            f"{rest_url} up (featurestream status)?\n" + "\n".join(output[-12:])
+        )
+    return match.group(1)
+
+
+def resume_command(submission: Submission, checkpoint: Path) -> list[str]:
+    """The submission's ``flink run`` command resuming from ``checkpoint``."""
+    command = list(submission.command)
+    at = command.index("run") + 1
+    return [*command[:at], "--fromSavepoint", str(checkpoint), *command[at:]]
+
+
+def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo) -> list[str]:
+    """Resubmit every recorded job of this cluster that its JobManager lost, each from its
+    newest retained checkpoint; return the new job ids. A lost job without a checkpoint is
+    named with the command to run. Jobs that ended (archived) are dropped from the record."""
+    known = {j["jid"] for j in (rest.call_if_up("/jobs/overview") or {}).get("jobs", [])}
+    archived = {p.name for p in archive_dir(home).glob("*")}
+    mine = [s for s in submissions(home) if s.rest_url == settings.flink_rest_url]
+    forget(home, {s.job_id for s in mine if s.job_id in archived})
+    resumed = []
+    for lost in (s for s in mine if s.job_id not in known | archived):
+        checkpoint = latest_checkpoint(lost.checkpoint_dir, lost.job_id)
+        if checkpoint is None:
+            echo(f"the {lost.job} job {lost.job_id} was lost with the JobManager and has no "
+                 f"retained checkpoint in {lost.checkpoint_dir}/{lost.job_id}; run "
+                 f"`featurestream submit {lost.job}` with its settings to start it afresh")
+            forget(home, {lost.job_id})
+            continue
+        echo(f"resuming the {lost.job} job {lost.job_id} (lost with the JobManager) from "
+             f"{checkpoint}")
+        env = {**os.environ, **settings.to_env(), **lost.env}
+        job_id = run_flink(resume_command(lost, checkpoint), env, settings.flink_rest_url)
+        forget(home, {lost.job_id})
+        record(home, msgspec.structs.replace(lost, job_id=job_id))
+        echo(f"{lost.job} job resumed as {job_id}")
+        resumed.append(job_id)
+    return resumed
