@@ -1,0 +1,195 @@
+"""The production stack's files, checked statically (no container engine or Kubernetes runs
+here): docker-compose.yml validates against the Compose specification's schema and its
+services agree with each other and with the settings module; the Dockerfile's pins are
+pyproject.toml's; the Kubernetes manifests (the Flink Kubernetes Operator's FlinkDeployment for
+each job, the reader) name what exists: the image, the Flink version, the job modules, the
+settings, the volumes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from featurestream.devstack.flink_home import pyflink_dir
+from featurestream.jobs import JOB_NAMES
+from featurestream.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+# compose-spec/compose-spec schema/compose-spec.json at 170098ba07d9 (2026-06-23), vendored.
+COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+JOB_MODULES = {"features": "featurestream.jobs.features.job",
+               "scoring": "featurestream.jobs.scoring.job"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def pins() -> dict[str, str]:
+    """pyproject.toml's ``name==version`` dependencies."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return dict(d.split("==", 1) for d in project["dependencies"] if "==" in d)
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in service.get("environment", {}).items()}
+
+
+def manifests() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            yield path.name, document
+
+
+def test_compose_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(json.loads(COMPOSE_SCHEMA.read_text())).validate(compose)
+    services = compose["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", [])
+        assert set(depends) <= services.keys(), f"{name} depends on a service that is not here"
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+            else:
+                assert source in compose["volumes"], f"{name}: volume {source} is not declared"
+
+
+def test_the_stack_has_what_production_needs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"kafka", "schema-registry", "topics", "redis", "jobmanager", "taskmanager", "reader",
+            "setup"} <= services.keys()
+    assert services["taskmanager"]["deploy"]["replicas"] == 2
+    kraft = environment(services["kafka"])
+    assert kraft["KAFKA_PROCESS_ROLES"] == "broker,controller", "Kafka in KRaft mode"
+
+
+def test_every_featurestream_variable_validates_as_settings(compose: dict[str, Any]) -> None:
+    """Each service's FEATURESTREAM_* values are accepted by the settings module (a typo in a
+    value, not only in a name, fails here rather than at start-up in a container)."""
+    for name, service in compose["services"].items():
+        env = {k: v for k, v in environment(service).items() if k.startswith(PREFIX)}
+        if env:
+            Settings.from_env(env)
+
+
+def test_the_services_addresses_point_at_services_that_listen_there(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    kafka_listeners = environment(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+    registry = environment(services["schema-registry"])
+    for name, service in services.items():
+        env = environment(service)
+        if f"{PREFIX}KAFKA_BOOTSTRAP" in env:
+            assert f"//{env[PREFIX + 'KAFKA_BOOTSTRAP']}" in kafka_listeners, name
+        if f"{PREFIX}REDIS_URL" in env:
+            url = urlsplit(env[PREFIX + "REDIS_URL"])
+            assert url.hostname in services and (url.port or 6379) == 6379, name
+        if f"{PREFIX}SCHEMA_REGISTRY_URL" in env:
+            url = urlsplit(env[PREFIX + "SCHEMA_REGISTRY_URL"])
+            assert url.hostname == registry["SCHEMA_REGISTRY_HOST_NAME"], name
+            assert registry["SCHEMA_REGISTRY_LISTENERS"].endswith(f":{url.port}"), name
+        if f"{PREFIX}FLINK_REST_URL" in env:
+            url = urlsplit(env[PREFIX + "FLINK_REST_URL"])
+            assert url.hostname == "jobmanager" and f"{url.port}:{url.port}" in \
+                services["jobmanager"]["ports"], name
+
+
+def test_every_process_that_reads_models_mounts_the_one_registry(compose: dict[str, Any]) -> None:
+    """train (setup) writes it, the scoring job's TaskManagers and the reader read it."""
+    for name in ("jobmanager", "taskmanager", "reader", "setup"):
+        service = compose["services"][name]
+        models_dir = environment(service)[PREFIX + "MODELS_DIR"]
+        assert any(str(v).split(":")[:2] == ["models", models_dir] for v in service["volumes"]), \
+            f"{name} does not mount the models volume at {models_dir}"
+
+
+def test_the_setup_script_is_valid_shell_and_submits_both_jobs(compose: dict[str, Any]) -> None:
+    script = ROOT / "deploy" / "compose" / "setup.sh"
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "for job in features scoring" in text and set(JOB_NAMES) == {"features", "scoring"}
+    assert compose["services"]["setup"]["entrypoint"][-1] == "/opt/featurestream/deploy/setup.sh"
+
+
+def test_the_dockerfile_pins_are_pyprojects(dockerfile: str) -> None:
+    flink = re.search(r"^FROM flink:(\d+\.\d+\.\d+)-scala_[\d.]+-java(\d+)", dockerfile, re.M)
+    python = re.search(r"^FROM python:(\d+\.\d+)-", dockerfile, re.M)
+    assert flink and python
+    assert flink.group(1) == pins()["apache-flink"]
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert f">={python.group(1)}" in requires
+    assert "pip install --no-cache-dir ." in dockerfile, "the image installs pyproject's pins"
+
+
+def test_the_dockerfile_copies_every_package_and_the_pinned_connector_jars(dockerfile: str) -> None:
+    setup = (ROOT / "setup.py").read_text()
+    folders = set(re.findall(r'"featurestream[\w.]*": "(\w+)"', setup))
+    copied = set(re.findall(r"^COPY (\w+) \1$", dockerfile, re.M))
+    assert folders and folders <= copied, f"not in the image: {sorted(folders - copied)}"
+    jars = re.findall(r'"\$site/lib/([\w.-]+\.jar)"', dockerfile)
+    assert jars and all((pyflink_dir() / "lib" / jar).is_file() for jar in jars), \
+        "the jars the image copies come from the pinned flink libraries package"
+
+
+def test_kubernetes_flink_deployments_run_both_jobs_from_the_image(
+        compose: dict[str, Any], dockerfile: str) -> None:
+    deployments = {d["spec"]["job"]["args"][-1]: d for _, d in manifests()
+                   if d["kind"] == "FlinkDeployment"}
+    assert set(deployments) == set(JOB_MODULES.values())
+    version = pins()["apache-flink"]
+    venv_python = re.search(r"python\.executable: (\S+)\\n", dockerfile)
+    assert venv_python
+    for module, deployment in deployments.items():
+        spec = deployment["spec"]
+        assert deployment["apiVersion"] == "flink.apache.org/v1beta1"
+        assert spec["image"] == compose["services"]["reader"]["image"]
+        assert spec["flinkVersion"] == "v" + "_".join(version.split(".")[:2])
+        jar = spec["job"]["jarURI"].removeprefix("local:///opt/flink/opt/")
+        assert (pyflink_dir() / "opt" / jar).is_file(), f"{jar} is not in Flink {version}"
+        assert spec["job"]["entryClass"] == "org.apache.flink.client.python.PythonDriver"
+        assert spec["job"]["args"][0] == "-pym" and importlib.util.find_spec(module)
+        assert spec["job"]["upgradeMode"] == "savepoint"
+        assert spec["flinkConfiguration"]["high-availability.type"] == "kubernetes"
+        assert spec["flinkConfiguration"]["python.executable"] == venv_python.group(1)
+
+
+def test_kubernetes_settings_validate_and_volumes_exist() -> None:
+    documents = list(manifests())
+    claims = {d["metadata"]["name"] for _, d in documents
+              if d["kind"] == "PersistentVolumeClaim"}
+    config = {d["metadata"]["name"]: d.get("data") or d.get("stringData") for _, d in documents
+              if d["kind"] in ("ConfigMap", "Secret")}
+    for name, document in documents:
+        spec = document.get("spec", {})
+        pod = spec.get("podTemplate", spec.get("template", {}))
+        if not pod:
+            continue
+        for container in pod["spec"]["containers"]:
+            env: dict[str, str] = {}
+            for source in container.get("envFrom", []):
+                reference = source.get("configMapRef") or source.get("secretRef")
+                env.update(config[reference["name"]])
+            env.update({e["name"]: e["value"] for e in container.get("env", [])})
+            Settings.from_env(env)
+        for volume in pod["spec"].get("volumes", []):
+            assert volume["persistentVolumeClaim"]["claimName"] in claims, name
