@@ -86,7 +86,7 @@ def test_the_stack_has_what_production_needs(compose: dict[str, Any]) -> None:
 def test_every_featurestream_variable_validates_as_settings(compose: dict[str, Any]) -> None:
     """Each service's FEATURESTREAM_* values are accepted by the settings module (a typo in a
     value, not only in a name, fails here rather than at start-up in a container)."""
-    for name, service in compose["services"].items():
+    for service in compose["services"].values():
         env = {k: v for k, v in environment(service).items() if k.startswith(PREFIX)}
         if env:
             Settings.from_env(env)
