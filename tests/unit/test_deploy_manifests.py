@@ -177,8 +177,9 @@ def test_kubernetes_settings_validate_and_volumes_exist() -> None:
     documents = list(manifests())
     claims = {d["metadata"]["name"] for _, d in documents
               if d["kind"] == "PersistentVolumeClaim"}
-    config = {d["metadata"]["name"]: d.get("data") or d.get("stringData") for _, d in documents
-              if d["kind"] in ("ConfigMap", "Secret")}
+    config: dict[str, dict[str, str]] = {
+        d["metadata"]["name"]: d.get("data") or d.get("stringData") or {} for _, d in documents
+        if d["kind"] in ("ConfigMap", "Secret")}
     for name, document in documents:
         spec = document.get("spec", {})
         pod = spec.get("podTemplate", spec.get("template", {}))
