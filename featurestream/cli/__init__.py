@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="take a savepoint first and print its path")
     stop.set_defaults(handler=_lazy("featurestream.cli.submit:stop"))
 
+    rematerialize = sub.add_parser(
+        "rematerialize", help="rewrite every entity's row in Redis from the feature job's state "
+        "(after Redis lost its data): stop with a savepoint, resubmit, wait for the rows")
+    rematerialize.add_argument("--timeout", type=float, default=600, metavar="SECONDS",
+                               help="how long to wait for the rewritten rows (default 600)")
+    rematerialize.set_defaults(handler=_lazy("featurestream.cli.rematerialize:"
+                                             "rematerialize_command"))
+
     produce = sub.add_parser("produce", help="send events from a JSON-lines file to Kafka")
     produce.add_argument("file", help="JSON-lines file, one event object per line")
     produce.add_argument("--format", choices=["avro", "json"], default="avro")

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "fs:"
     redis_ttl_seconds: WholeNumber = 7 * 86_400
     redis_batch_size: WholeNumber = 1_000
+    # How long the feature job retries a Redis write that cannot reach Redis (backoff from
+    # 0.1 s doubling to 5 s; meanwhile it backpressures Kafka) before it fails and Flink
+    # restarts it from its last checkpoint. 0 = fail at once.
+    redis_write_retry_ms: DurationMs = 60_000
+    # The feature job writes the row of every entity it restores from a checkpoint or
+    # savepoint (set by `featurestream rematerialize`, after Redis lost its data).
+    rewrite_rows_on_restore: bool = False
 
     # -- Flink and the feature job
     flink_rest_url: str = "http://127.0.0.1:8081"
@@ -374,6 +381,8 @@ class Settings(BaseSettings):
             raise bad("flink_rest_url", "use http://host:port of the JobManager's REST endpoint")
         if self.checkpoint_dir and "://" not in self.checkpoint_dir:
             raise bad("checkpoint_dir", "use a URL such as file:///var/lib/featurestream/ckpt")
+        if self.redis_write_retry_ms < 0:
+            raise bad("redis_write_retry_ms", "use 0 (fail at once) or a duration, e.g. 60s")
         if not self.redis_key_prefix or any(c.isspace() for c in self.redis_key_prefix):
             raise bad("redis_key_prefix", "use a non-empty prefix without spaces, e.g. fs:")
         self._validate_schema_registry(bad)

@@ -140,8 +140,11 @@ class MaterializeFeatures(KeyedProcessFunction):
     _metrics: FlinkMetricGroup  # from open()
 
     def __init__(self, definitions: Definitions, allowed_lateness_ms: int, shards: int,
-                 target: RedisTarget, dlq_topic: str) -> None:
+                 target: RedisTarget, dlq_topic: str, redis_retry_ms: int = 0,
+                 rewrite_restored: bool = False) -> None:
         self._definitions = definitions
+        self._redis_retry_ms = redis_retry_ms
+        self._rewrite_restored = rewrite_restored
         self._allowed_lateness_ms = allowed_lateness_ms
         self._shards = shards
         self._target = target
@@ -153,14 +156,15 @@ class MaterializeFeatures(KeyedProcessFunction):
         few_full_collections()
         self._users = runtime_context.get_map_state(
             MapStateDescriptor("users", Types.STRING(), FRAME_TYPE))
-        writer = self._writer = RedisRowWriter(self._target)
+        writer = self._writer = RedisRowWriter(self._target, self._redis_retry_ms)
         self._metrics = FlinkMetricGroup(runtime_context.get_metrics_group())
         counters = OperatorCounters.register(self._metrics)
         plans = compile_plans(self._definitions)
         writer.publish_layout(describe(plans, self._shards))
         self._operator = FeatureShardOperator(
             {name: FeatureProcessor(plan, self._allowed_lateness_ms)
-             for name, plan in plans.items()}, self._shards, writer, self, counters)
+             for name, plan in plans.items()}, self._shards, writer, self, counters,
+            rewrite_restored=self._rewrite_restored)
         pyflink_compat.before_bundle_commit(runtime_context, self._operator.end_bundle)
 
     def close(self) -> None:

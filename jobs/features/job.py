@@ -51,6 +51,8 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
                 shards=settings.state_shards,
                 target=RedisTarget.from_settings(settings),
                 dlq_topic=settings.events_dlq_topic,
+                redis_retry_ms=settings.redis_write_retry_ms,
+                rewrite_restored=settings.rewrite_rows_on_restore,
             ),
             output_type=FRAME_TYPE,
         )

@@ -96,12 +96,18 @@ class OperatorCounters:
 
 
 class FeatureShardOperator:
-    """The shards of one keyed subtask: events and timers in, rows and dead letters out."""
+    """The shards of one keyed subtask: events and timers in, rows and dead letters out.
+
+    ``rewrite_restored``: a shard loaded from state also writes the row of every entity it
+    restores, changed or not (``featurestream rematerialize``: Redis lost its rows).
+    """
 
     def __init__(self, processors: Mapping[str, FeatureProcessor], shard_count: int,
                  rows: RowSink, dead_letters: DeadLetters, counters: OperatorCounters,
-                 clock: Callable[[], int] = wall_clock_ms) -> None:
+                 clock: Callable[[], int] = wall_clock_ms, rewrite_restored: bool = False
+                 ) -> None:
         self._processors = processors
+        self._rewrite_restored = rewrite_restored  # rows of every restored entity, once
         self._plans = {name: p.plan for name, p in processors.items()}
         self._shard_count = shard_count
         self._rows = rows
@@ -202,6 +208,8 @@ class FeatureShardOperator:
                 state.remove(gone)
             shard = self._shards[key] = EntityShard(self._processors, layout)
             shard.restore(states.items())
+            if self._rewrite_restored:
+                shard.rewrite_rows()
         return shard
 
     def _register_timer(self, shard: EntityShard, timers: ShardTimers) -> None:

@@ -183,6 +183,11 @@ class EntityShard:
         self._changed.clear()
         return rows
 
+    def rewrite_rows(self) -> None:
+        """Build the row of every entity at the end of the bundle, changed or not (the online
+        store rewritten from state)."""
+        self._changed.update(self.entities)
+
     def drop_rows(self) -> None:
         """Forget the changes since the last bundle without building rows (a replay that
         needs no online store)."""
