@@ -127,6 +127,16 @@ def resume_command(submission: Submission, checkpoint: Path) -> list[str]:
     return [*command[:at], "--fromSavepoint", str(checkpoint), *command[at:]]
 
 
+def unresumable(lost: Submission) -> str:
+    """What to run for a lost job whose checkpoint :func:`latest_checkpoint` cannot find."""
+    where = f"{lost.checkpoint_dir.rstrip('/')}/{lost.job_id}"
+    if urlparse(lost.checkpoint_dir).scheme == "file":
+        return (f"it has no complete checkpoint in {where}: start it afresh with "
+                f"`featurestream submit {lost.job}` (with its settings)")
+    return (f"resume it with `featurestream submit {lost.job} --from-savepoint "
+            f"{where}/chk-N` (with its settings), chk-N the newest holding a _metadata file")
+
+
 def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo) -> list[str]:
     """Resubmit every recorded job of this cluster that its JobManager lost, each from its
     newest retained checkpoint; return the new job ids. A lost job without a checkpoint is
@@ -139,9 +149,8 @@ def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo
     for lost in (s for s in mine if s.job_id not in known | archived):
         checkpoint = latest_checkpoint(lost.checkpoint_dir, lost.job_id)
         if checkpoint is None:
-            echo(f"the {lost.job} job {lost.job_id} was lost with the JobManager and has no "
-                 f"retained checkpoint in {lost.checkpoint_dir}/{lost.job_id}; run "
-                 f"`featurestream submit {lost.job}` with its settings to start it afresh")
+            echo(f"the {lost.job} job {lost.job_id} was lost with the JobManager; "
+                 + unresumable(lost))
             forget(home, {lost.job_id})
             continue
         echo(f"resuming the {lost.job} job {lost.job_id} (lost with the JobManager) from "

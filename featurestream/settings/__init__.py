@@ -361,8 +361,8 @@ class Settings(BaseSettings):
             if getattr(self, name) < 0:
                 raise bad(name, "must be zero or positive")
         if not 1 <= self.taskmanagers <= MAX_TASKMANAGERS:
-            raise bad("taskmanagers", f"use 1 to {MAX_TASKMANAGERS} (each TaskManager of the "
-                      "local stack is a 4 GiB JVM with 2 slots)")
+            raise bad("taskmanagers", f"use 1 to {MAX_TASKMANAGERS}, also as `featurestream up "
+                      "--taskmanagers N` (each is a 4 GiB JVM with 2 slots)")
         if self.max_future_skew_ms <= 0:
             raise bad("max_future_skew_ms", "must be positive, e.g. 1h")
         if self.max_parallelism < self.parallelism:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from featurestream.devstack import submissions
@@ -92,3 +93,12 @@ def test_the_resume_command_adds_the_checkpoint_after_run() -> None:
     assert submissions.resume_command(submission("a"), Path("/ckpt/a/chk-3")) == [
         "/home/flink/bin/flink", "run", "--fromSavepoint", "/ckpt/a/chk-3", "--detached",
         "--python", "job.py"]
+
+
+def test_a_lost_job_without_a_local_checkpoint_names_the_command() -> None:
+    local = submissions.unresumable(submission("a"))
+    assert "no complete checkpoint in file:///ckpt/a" in local
+    assert "`featurestream submit features`" in local
+    remote = submissions.unresumable(msgspec.structs.replace(submission("a"),
+                                                             checkpoint_dir="s3://b/ckpt/"))
+    assert "`featurestream submit features --from-savepoint s3://b/ckpt/a/chk-N`" in remote
