@@ -56,7 +56,13 @@ def rematerialize_command(settings: Settings, args: argparse.Namespace) -> int:
         ) from None
     print(f"savepoint: {savepoint}")
     print("resubmitting it from the savepoint, rewriting every restored row ...", flush=True)
-    new_id = submit_job(settings.replace(rewrite_rows_on_restore=True), FEATURES, savepoint)
+    try:
+        new_id = submit_job(settings.replace(rewrite_rows_on_restore=True), FEATURES, savepoint)
+    except UserFacingError as exc:
+        raise UserFacingError(f"{exc}\nThe {name} job is stopped: once the cause is fixed, "
+                              f"resume it with `FEATURESTREAM_REWRITE_ROWS_ON_RESTORE=true "
+                              f"featurestream submit features --from-savepoint {savepoint}`"
+                              ) from None
     print(f"job id: {new_id}", flush=True)
     started = time.monotonic()
     rows = wait_for_first_checkpoint(rest, new_id, args.timeout)
