@@ -103,7 +103,8 @@ def test_a_hostile_corpus_in_a_valid_stream(stack: LocalStack,
 
         wait_for(counted, 30, f"dead letters by reason in the metrics: {dict(reasons)}")
         chaos(ChaosRow(
-            "hostile input: 22-record corpus in a valid stream", len(records), len(rows), 0, 0,
+            f"hostile input: {len(corpus)}-record corpus in a valid stream", len(records),
+            len(rows), 0, 0,
             0, None, f"{len(bad)} bad records in the DLQ once each by reason "
             f"({len(reasons)} reasons, metric equal); 1 MB and 10 MB valid records counted; "
             "rows = oracle; no job failure"))

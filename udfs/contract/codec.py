@@ -239,7 +239,7 @@ def read_json_object(raw: bytes, expected: str) -> dict[str, Any]:
 
 def _read_json_slowly(raw: bytes) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         _reject_non_json(raw, f"invalid UTF-8 at byte {exc.start} ({exc.reason})")
     except RecursionError:
@@ -248,6 +248,29 @@ def _read_json_slowly(raw: bytes) -> Any:
         _reject_non_json(raw, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")
     except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
         _reject_non_json(raw, f"invalid JSON: {exc}")
+    if _holds_lone_surrogate(value):  # orjson refuses these; the standard library reads them
+        _reject_non_json(raw, "a \\u escape is a lone UTF-16 surrogate, not a character")
+    return value
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string (or key) with a lone surrogate such as
+    ``"\\ud800"``: no text, it cannot be encoded (an id with one failed the sharding stage)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif kind is dict:
+            pending += item
+            pending += item.values()
+        elif kind is list:
+            pending += item
+    return False
 
 
 def _json_fields(raw: bytes) -> dict[str, Any]:
