@@ -37,5 +37,22 @@ class RedisTarget:
                 f"point_in_time_ttl_ms={self.point_in_time_ttl_ms})")
 
     def connect(self) -> redis.Redis:
-        """A client with its own connection pool (made in a function's ``open()``)."""
-        return redis.Redis.from_url(self.url)
+        """A client with its own connection pool (made in a function's ``open()``), its login
+        checked: a wrong user or password, or an ACL without PING, is a :class:`RedisLoginError`
+        naming the setting now, not a bare AuthenticationError at the first write. An
+        unreachable Redis is not an error yet: the first write's retries and failure handle it."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.ping()
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            client.close()
+            raise RedisLoginError(
+                f"Redis at {masked_url(self.url)} refused the login ({exc}); fix the user and "
+                "password in FEATURESTREAM_REDIS_URL, or the ACL user (docs/security.md)") from None
+        except redis.RedisError:
+            pass
+        return client
+
+
+class RedisLoginError(Exception):
+    """Redis refused the job's user or password: no restart will fix it."""

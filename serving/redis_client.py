@@ -336,7 +336,9 @@ class RedisClient:
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 connection.close()
-                raise RedisUnavailable("reply", f"Redis refused the connection: {reply}")
+                raise RedisUnavailable("reply", f"Redis refused the connection: {reply}; "
+                                       "check the user, password and database in "
+                                       "FEATURESTREAM_REDIS_URL")
         if tracking is not None and tracking is self._tracking:
             if connection.tracking is None:  # its redirect client is gone: the listener re-tracks
                 log.warning("redis at %s: tracking refused on a new connection (%s); the "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +21,7 @@ from featurestream.errors import UserFacingError
 from featurestream.flink_rest import FlinkRest
 from featurestream.jobs import JOB_NAMES
 from featurestream.settings import Settings
+from featurestream.settings.handover import job_environment
 
 JOB_MODULES = {"features": "featurestream.jobs.features.job",
                "scoring": "featurestream.jobs.scoring.job"}
@@ -81,9 +81,10 @@ def submit_job(settings: Settings, job: str, savepoint: str | None = None) -> st
     settings.load_definitions()  # a mistake is one line here, not a trace from flink run
     client, staged = flink_client(settings), stage_python_files(settings)
     cmd = flink_run_command(settings, job, client, staged, savepoint)
-    # The job's main() runs in this client and reads exactly these settings.
-    job_id = submissions.run_flink(cmd, {**os.environ, **settings.to_env()},
-                                   settings.flink_rest_url)
+    # The job's main() runs in this client and reads exactly these settings (the secret ones
+    # from a private file: Flink's client logs the environment it starts Python with).
+    with job_environment(settings) as env:
+        job_id = submissions.run_flink(cmd, env, settings.flink_rest_url)
     # What `featurestream up` resumes from the job's checkpoints if the JobManager is lost.
     submissions.record(settings.home, submissions.Submission(
         job, job_id, settings.flink_rest_url, tuple(flink_run_command(settings, job, client,

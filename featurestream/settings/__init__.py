@@ -13,6 +13,7 @@ is masked: none of them appears in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,8 @@ from featurestream.udfs.scoring.compiled import CHOICES as COMPILED_CHOICES
 from featurestream.udfs.scoring.variants import parse_experiment, parse_version
 
 PREFIX = "FEATURESTREAM_"
+# A JSON file of secret FEATURESTREAM_* variables that from_env reads over the environment.
+SECRETS_FILE = PREFIX + "SECRETS_FILE"
 DEFAULT_POINT_IN_TIME_TTL_MS = 6 * 3_600_000  # FEATURESTREAM_POINT_IN_TIME_TTL_MS
 MAX_TASKMANAGERS = 8  # FEATURESTREAM_TASKMANAGERS of the local stack
 MAX_DRIFT_BUCKETS = 1_000  # FEATURESTREAM_DRIFT_WINDOW_MS / FEATURESTREAM_DRIFT_BUCKET_MS
@@ -300,14 +303,28 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``FEATURESTREAM_*`` variables over the defaults and validate them."""
-        source = _Environment(cls, os.environ if environ is None else environ)
-        return cls._validated(source())
+        """Read ``FEATURESTREAM_*`` variables over the defaults and validate them (and the
+        secret ones from :data:`SECRETS_FILE`, when it names a file: see :meth:`secret_env`)."""
+        environ = os.environ if environ is None else environ
+        if environ.get(SECRETS_FILE):
+            secrets = json.loads(Path(environ[SECRETS_FILE]).read_text(encoding="utf-8"))
+            environ = {**environ, **secrets}
+        return cls._validated(_Environment(cls, environ)())
 
     def to_env(self) -> dict[str, str]:
         """Every field as its ``FEATURESTREAM_*`` variable, secrets included (``from_env``
-        reads them back; ``featurestream submit`` hands them to the job's ``main()``)."""
+        reads them back)."""
         return {PREFIX + name.upper(): _render(value, reveal=True) for name, value in self}
+
+    def secret_env(self) -> dict[str, str]:
+        """The variables of :meth:`to_env` that hold a secret: the secret fields and URLs with
+        a password. ``featurestream submit`` hands these to the job's ``main()`` in a file
+        (:data:`SECRETS_FILE`), not its environment: Flink's client logs the environment of
+        the Python process it starts, hiding only names with "password", "secret" or
+        "token"."""
+        return {PREFIX + name.upper(): _render(value, reveal=True) for name, value in self
+                if isinstance(value, SecretStr) or (isinstance(value, str)
+                                                    and masked_url(value) != value)}
 
     def replace(self, **changes: Any) -> Settings:
         """A validated copy with some fields changed."""
