@@ -13,7 +13,6 @@ on cancellation, see ``jobs/environment.py``).
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -21,12 +20,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import msgspec
-from pydantic import SecretStr
 
 from featurestream.devstack.component import Echo
 from featurestream.errors import UserFacingError
 from featurestream.flink_rest import FlinkRest
-from featurestream.settings import PREFIX, Settings, masked_url
+from featurestream.settings import Settings
+from featurestream.settings.handover import job_environment
 
 RECORD_FILE = "submitted-jobs.json"
 ARCHIVE_DIR = "completed-jobs"  # jobmanager.archive.fs.dir, under the stack's home
@@ -59,11 +58,8 @@ def archive_dir(home: Path) -> Path:
 def public_env(settings: Settings) -> dict[str, str]:
     """The settings as ``FEATURESTREAM_*`` variables without secrets (nor URLs holding a
     password): those come from the environment of whoever resumes the job."""
-    env = settings.to_env()
-    secret = {PREFIX + name.upper() for name, value in settings
-              if isinstance(value, SecretStr)
-              or (isinstance(value, str) and masked_url(value) != value)}
-    return {name: value for name, value in env.items() if name not in secret}
+    secret = settings.secret_env()
+    return {name: value for name, value in settings.to_env().items() if name not in secret}
 
 
 def submissions(home: Path) -> list[Submission]:
@@ -155,8 +151,9 @@ def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo
             continue
         echo(f"resuming the {lost.job} job {lost.job_id} (lost with the JobManager) from "
              f"{checkpoint}")
-        env = {**os.environ, **settings.to_env(), **lost.env}
-        job_id = run_flink(resume_command(lost, checkpoint), env, settings.flink_rest_url)
+        # Its own settings over these (the secret ones handed over in a file, as on submit)
+        with job_environment(Settings.from_env({**settings.to_env(), **lost.env})) as env:
+            job_id = run_flink(resume_command(lost, checkpoint), env, settings.flink_rest_url)
         forget(home, {lost.job_id})
         record(home, msgspec.structs.replace(lost, job_id=job_id))
         echo(f"{lost.job} job resumed as {job_id}")
