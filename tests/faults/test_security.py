@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 import redis
 from pydantic import SecretStr
+from redis.client import Monitor
 
 from featurestream.cli.submit import submit_job
 from featurestream.devstack import LocalStack
@@ -234,7 +237,7 @@ def test_hostile_ids_never_read_outside_the_prefix(
                                       definitions=str(write_item_definitions(tmp_path)),
                                       models_dir=str(tmp_path / "models"))
         requests = 0
-        with reader_in_thread(settings) as url:
+        with monitored(process) as commands, reader_in_thread(settings) as url:
             assert http("GET", url + "/v1/features/u1").status == 200  # the reader reads
             for raw in HOSTILE_IDS:
                 path_id = quote(raw.encode("utf-8", "surrogateescape"), safe="%")
@@ -255,11 +258,40 @@ def test_hostile_ids_never_read_outside_the_prefix(
                     # a valid id (``:`` is allowed) reads fs:<entity>:<id>: not found
                     assert reply.status < 500 or reply.status == 503, (raw, reply)
                     assert str(OUTSIDE_MARKER) not in str(reply.body), (raw, reply)
+        # What Redis itself saw: every key the reader named is under the prefix.
+        keyed = [c for c in commands if c.split(" ", 1)[0].upper() not in KEYLESS]
+        assert keyed and all(c.split(" ", 1)[1].startswith("fs:") for c in keyed), [
+            c for c in keyed if not c.split(" ", 1)[1].startswith("fs:")][:5]
     finally:
         process.stop()
     chaos(ChaosRow("reader hostile ids", requests, requests, 0, 0, 0, None,
                    f"{len(HOSTILE_IDS)} ids on every id route: no 500, none read a key "
                    "outside fs:"))
+
+
+KEYLESS = {"PING", "AUTH", "SELECT", "CLIENT", "SUBSCRIBE", "ECHO"}
+
+
+@contextmanager
+def monitored(process: RedisProcess) -> Iterator[list[str]]:
+    """Every command the server runs meanwhile (MONITOR: ``NAME arg ...``), others' included."""
+    commands: list[str] = []
+    stop = f"monitor-stop-{free_port()}"
+
+    def listen(monitor: Monitor) -> None:
+        for command in monitor.listen():
+            if command["command"] == f"ECHO {stop}":
+                return
+            commands.append(command["command"])
+
+    with process.client().monitor() as monitor:
+        thread = threading.Thread(target=listen, args=(monitor,), daemon=True)
+        thread.start()
+        try:
+            yield commands
+        finally:
+            process.client().echo(stop)
+            thread.join(10)
 
 
 def _json(body: dict) -> bytes:
