@@ -21,7 +21,8 @@ _ROWS: list[ChaosRow] = []
 @pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = Path(tmp_path_factory.mktemp("featurestream-faults"))
-    local = LocalStack(private_settings(home, checkpoint_interval_ms=2_000))
+    # Two TaskManagers: a scenario kills one while jobs at parallelism 2 span both.
+    local = LocalStack(private_settings(home, checkpoint_interval_ms=2_000, taskmanagers=2))
     local.up()
     try:
         yield local
