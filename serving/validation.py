@@ -133,7 +133,11 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[_Request], shape: _BatchS
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:  # JSON, but not the request type
-        raise _batch_error(str(exc), msgspec.json.decode(body), shape, valid, limit) from None
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError:  # a wrong type first, then not JSON ('"x" 1'): the type's
+            data = None  # 400 (this decode raised out of the handler: a 500, found by fuzzing)
+        raise _batch_error(str(exc), data, shape, valid, limit) from None
     except msgspec.DecodeError as exc:
         message = f"the body is not valid JSON: {exc}"
         raise ApiError(400, ErrorBody("invalid_json", message)) from None

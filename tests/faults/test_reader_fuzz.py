@@ -20,7 +20,7 @@ from schemathesis.core.result import Ok
 
 from testing import model_fixtures
 from testing.chaos import ChaosRow
-from testing.reader_fixtures import RedisProcess, reader_in_thread
+from testing.reader_fixtures import RedisProcess, http, reader_in_thread
 from tests.integration.test_reader_breaker import seed, settings_for
 
 pytestmark = pytest.mark.redis
@@ -85,3 +85,14 @@ def test_no_request_built_from_the_openapi_document_gets_a_500(
         statuses.total(), 0, 0, 0, None,
         f"{len(operations)} operations, valid and invalid requests: no 500; answers "
         + ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items()))))
+
+
+@pytest.mark.parametrize("body", [b'"user_id": 0', b"[1] x", b'{"user_ids": ["a"]} x'])
+@pytest.mark.parametrize("route", ["/v1/features/batch", "/v1/features/item/batch",
+                                   "/v1/predict", "/v1/predict/batch"])
+def test_a_wrong_type_then_no_json_is_a_400(reader: str, route: str, body: bytes) -> None:
+    """What the fuzzing found: msgspec reports the wrong type before the broken JSON after it,
+    and the batch routes' second, untyped decode for the message raised (a 500)."""
+    reply = http("POST", reader + route, body, {"Content-Type": "application/json"})
+    assert reply.status == 400, reply.body
+    assert reply.body["error"] in ("invalid_body", "invalid_json"), reply.body
