@@ -24,7 +24,15 @@ from featurestream.udfs.store.redis_layout import (
     upsert_rows_args,
     user_key,
 )
-from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage, dlq_frame
+from featurestream.udfs.wire.dead_letters import (
+    HEADER_ORIGINAL_BYTES,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    ErrorClass,
+    Problem,
+    Stage,
+    dlq_frame,
+)
 from featurestream.udfs.wire.frames import (
     SourceRecord,
     decode_sink_frame,
@@ -97,6 +105,24 @@ def test_dlq_frame_keeps_original_bytes_and_names_the_error() -> None:
         "__connect.errors.exception.class.name": b"MalformedRecord",
         "__connect.errors.exception.message": b"bad magic byte",
     }
+
+
+def test_a_dead_letter_is_bounded_so_the_producer_never_refuses_it() -> None:
+    """A 2 MiB bad record with a 5 KB key and a long message: its dead letter keeps the first
+    512 KiB and says how large the record was (the Java producer refuses records over 1 MiB,
+    and the job would fail on it at every replay); one under the bound is kept whole."""
+    record = SourceRecord("events", 0, 7, 1000, bytes(range(256)) * 8192)
+    problem = Problem(Stage.DECODE, ErrorClass.MALFORMED_RECORD, "x" * 5_000)
+    frame = dlq_frame("events.dlq", record, problem, key=b"k" * 5_000)
+    _, key, headers, value = decode_sink_frame(frame)
+    assert len(frame) < 600 * 1024 < 1024 * 1024
+    assert value == record.value[:MAX_VALUE_BYTES] and key == b"k" * MAX_KEY_BYTES
+    assert dict(headers)[HEADER_ORIGINAL_BYTES] == str(len(record.value)).encode()
+    message = dict(headers)["__connect.errors.exception.message"].decode()
+    assert message.startswith("x" * 1_000) and message.endswith("(5,000 characters)")
+    whole = SourceRecord("events", 0, 8, 1000, b"y" * MAX_VALUE_BYTES)
+    _, _, headers, value = decode_sink_frame(dlq_frame("events.dlq", whole, problem))
+    assert value == whole.value and HEADER_ORIGINAL_BYTES not in dict(headers)
 
 
 @given(st.lists(st.binary(max_size=200), max_size=20))

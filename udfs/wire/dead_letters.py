@@ -81,6 +81,15 @@ HEADER_STAGE = "__connect.errors.stage"
 HEADER_EXCEPTION_CLASS = "__connect.errors.exception.class.name"
 HEADER_EXCEPTION_MESSAGE = "__connect.errors.exception.message"
 HEADER_MODEL_VERSION = "__connect.errors.model.version"  # scoring: the version routed to
+HEADER_ORIGINAL_BYTES = "featurestream.original.bytes"  # the value's full size, when it was cut
+
+# A dead letter keeps at most this much of the record's value (and of its key and message):
+# Kafka's Java producer refuses a record over max.request.size (1 MiB by default) and the job
+# would fail on it at every replay -- one oversized bad record would stop the pipeline. The
+# whole record stays in its topic, at the partition and offset the headers name.
+MAX_VALUE_BYTES = 512 * 1024
+MAX_KEY_BYTES = 1024
+MAX_MESSAGE_CHARS = 1000
 
 
 def dlq_headers(record: SourceRecord, problem: Problem,
@@ -95,7 +104,7 @@ def dlq_headers(record: SourceRecord, problem: Problem,
         (HEADER_OFFSET, str(record.offset).encode()),
         (HEADER_STAGE, problem.stage.encode()),
         (HEADER_EXCEPTION_CLASS, (problem.exception_class or problem.error_class).encode()),
-        (HEADER_EXCEPTION_MESSAGE, problem.message.encode()),
+        (HEADER_EXCEPTION_MESSAGE, _bounded(problem.message).encode()),
     ]
     if model_version is not None:
         headers.append((HEADER_MODEL_VERSION, str(model_version).encode()))
@@ -104,6 +113,21 @@ def dlq_headers(record: SourceRecord, problem: Problem,
 
 def dlq_frame(dlq_topic: str, record: SourceRecord, problem: Problem, key: bytes | None = None,
               model_version: int | None = None) -> bytes:
-    """A sink frame for ``dlq_topic`` whose value is the record's original bytes."""
-    return encode_sink_frame(dlq_topic, key, record.value,
-                             dlq_headers(record, problem, model_version))
+    """A sink frame for ``dlq_topic`` whose value is the record's original bytes (the first
+    :data:`MAX_VALUE_BYTES` of them, with :data:`HEADER_ORIGINAL_BYTES` saying how many there
+    were, when there are more)."""
+    headers = dlq_headers(record, problem, model_version)
+    value = record.value
+    if len(value) > MAX_VALUE_BYTES:
+        headers.append((HEADER_ORIGINAL_BYTES, str(len(value)).encode()))
+        value = value[:MAX_VALUE_BYTES]
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        key = key[:MAX_KEY_BYTES]
+    return encode_sink_frame(dlq_topic, key, value, headers)
+
+
+def _bounded(message: str) -> str:
+    """``message``, cut to :data:`MAX_MESSAGE_CHARS` characters (saying so)."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}... ({len(message):,} characters)"
