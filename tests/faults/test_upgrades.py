@@ -1,14 +1,14 @@
 """Upgrades and rescaling with savepoints (issue 13, scenarios 2 and 3), on the faults stack.
 
 1. Upgrade: the feature and scoring jobs run on a stream; ``featurestream stop JOB --savepoint``
-   (the CLI, as a user runs it), events arrive while both are down, then ``featurestream submit
-   JOB --from-savepoint PATH`` with a new build (other batching settings: different code paths
-   over the same state) and, for the feature job, changed definitions (a feature added on an
-   existing window). Every row equals the oracle over all events, before and after: windows
-   continue, nothing is reset or counted twice; the added feature counts from the change; every
-   purchase is scored once.
-2. Rescale: the feature job at P=1, resumed at P=2, then at P=1 again, events between each
-   savepoint: every row equals the oracle of an uninterrupted run after each step.
+   (the CLI, as a user runs it: the scoring job while events flow), more events while both are
+   down, then ``featurestream submit JOB --from-savepoint PATH`` with a new build (other batch
+   sizes: different code paths over the same state) and, for the feature job, changed
+   definitions (a feature added on an existing window). Every row equals the oracle over all
+   events, before and after: windows continue, nothing is reset or counted twice; the added
+   feature counts from the change; every purchase is scored exactly once.
+2. Rescale: the feature job at P=1, resumed at P=2, then at P=1 again, each savepoint taken
+   while events flow: after each step every row equals the oracle of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,23 @@ def submit_from(settings: Settings, job: str, savepoint: str) -> str:
     return found.group(1)
 
 
+def stopped_while_flowing(settings: Settings, job: str, records: list[tuple[str, bytes, int]]
+                          ) -> dict[str, str]:
+    """Stop ``job`` with a savepoint while ``records`` are produced at a steady rate (over
+    ~3 s: the stop lands mid-stream); its savepoint, by job."""
+    def flow() -> None:
+        size = -(-len(records) // 15)
+        for start in range(0, len(records), size):
+            produce(settings, records[start:start + size])
+            time.sleep(0.2)
+
+    with ThreadPoolExecutor(1) as pool:
+        flowing = pool.submit(flow)
+        savepoint = stop_with_savepoint(settings, job)
+        flowing.result()
+    return {job: savepoint}
+
+
 def settled_rows(settings: Settings, events: Sequence[Event], job_id: str) -> dict[str, dict]:
     """Each user's row once it is as of the user's newest event and rows stopped changing."""
     newest = {user: max(e.ts for e in mine) for user, mine in by_user(events).items()}
@@ -163,23 +181,30 @@ def test_upgrade_with_savepoints_continues_both_jobs(stack: LocalStack, tmp_path
     jobs = {"features": submit_job(before, "features"), "scoring": ""}
     try:
         jobs["scoring"] = submit_job(before, "scoring")
-        produce(before, encoded(encoder, first))
-        assert not mismatches(settled_rows(before, first, jobs["features"]), first)
-
-        started = time.monotonic()
-        savepoints = {job: stop_with_savepoint(before, job) for job in ("scoring", "features")}
+        wait_for(lambda: all(v["status"] == "RUNNING" for v in flink_get(
+            before, f"/jobs/{jobs['scoring']}")["vertices"]), 60, "the scoring job's tasks",
+            lambda: job_diagnostics(before, jobs["scoring"]))
+        scoring_stopped = time.monotonic()
+        savepoints = stopped_while_flowing(before, "scoring", encoded(encoder, first))
+        wrong = mismatches(settled_rows(before, first, jobs["features"]), first)
+        assert not wrong, "before the upgrade:\n" + "\n".join(wrong[:5])
+        # The feature job stops between records: the added feature counts what the new job
+        # reads, so the oracle needs to know which job read each event.
+        features_stopped = time.monotonic()
+        savepoints["features"] = stop_with_savepoint(before, "features")
         produce(before, encoded(encoder, during))  # while both are down
         write_definitions(definitions, before, upgraded=True)
         jobs = {job: submit_from(after, job, savepoints[job]) for job in ("features", "scoring")}
         produce(after, encoded(encoder, later))
         rows = settled_rows(after, events, jobs["features"])
-        recovery_s = time.monotonic() - started
+        features_recovery_s = time.monotonic() - features_stopped
         wrong = mismatches(rows, events) + big_spend_mismatches(rows, [*during, *later])
         topics = Topics(after)
         # The rows are in, so the scores are on their way: read until each purchase has one
         # (a score repeated later would need a restart: none, checked below).
         wait_for(lambda: topics.read()[0] >= len(purchases), 60, "every purchase scored",
                  lambda: job_diagnostics(after, jobs["scoring"]))
+        scoring_recovery_s = time.monotonic() - scoring_stopped
         restarts = {job: len(job_exceptions(after, job_id)) for job, job_id in jobs.items()}
         assert_scored_from_captures(after, redis.Redis.from_url(after.redis_url), topics.scores,
                                     {e.event_id: e for e in events})
@@ -192,12 +217,12 @@ def test_upgrade_with_savepoints_continues_both_jobs(stack: LocalStack, tmp_path
     lost = sorted(set(purchases) - set(scored))
     duplicated = sum(n - 1 for n in scored.values())
     chaos(ChaosRow("upgrade: feature job (savepoint, new build and definitions)", len(events),
-                   len(rows), len(wrong), 0, 0, recovery_s,
+                   len(rows), len(wrong), 0, 0, features_recovery_s,
                    "rows = oracle over all events before and after; added feature counts from "
                    "the change"))
     chaos(ChaosRow("upgrade: scoring job (savepoint, new build)", len(purchases), len(scored),
-                   0, len(lost), duplicated, recovery_s,
-                   "every purchase scored exactly once across the upgrade"))
+                   0, len(lost), duplicated, scoring_recovery_s,
+                   "stopped mid-stream: every purchase scored exactly once across the upgrade"))
     assert not wrong, "\n".join(wrong[:5])
     assert not lost and not duplicated, (lost[:5], duplicated)
     assert set(scored) == set(purchases) and not topics.dead
@@ -210,7 +235,7 @@ def test_rescale_one_two_one_equals_an_uninterrupted_run(stack: LocalStack,
     encoder = EventEncoder(registry_for(settings.schema_registry))
     events = stream(seed=67, count=1800)
     steps = [(1, events[:600]), (2, events[600:1200]), (1, events[1200:])]
-    job_id, savepoint, stopped_at, recovery_s = "", "", 0.0, 0.0
+    job_id, stopped_at, recovery_s = "", 0.0, 0.0
     seen: list[Event] = []
     rows: dict[str, dict] = {}
     wrong: list[str] = []
@@ -218,28 +243,29 @@ def test_rescale_one_two_one_equals_an_uninterrupted_run(stack: LocalStack,
     try:
         for parallelism, batch in steps:
             at = settings.replace(parallelism=parallelism)
-            job_id = (submit_from(at, "features", savepoint) if savepoint
-                      else submit_job(at, "features"))
+            if job_id:  # stopped mid-stream: the batch's first third flows meanwhile
+                stopped_at = time.monotonic()
+                savepoint = stopped_while_flowing(at, "features", encoded(encoder, batch[:200]))
+                job_id = submit_from(at, "features", savepoint["features"])
+                produce(at, encoded(encoder, batch[200:]))
+            else:
+                job_id = submit_job(at, "features")
+                produce(at, encoded(encoder, batch))
             assert {v["parallelism"] for v in flink_get(at, f"/jobs/{job_id}")["vertices"]} == {
                 parallelism}, "the job did not run at the parallelism asked for"
-            produce(at, encoded(encoder, batch))
             seen += batch
             rows = settled_rows(at, seen, job_id)
-            if savepoint:
+            if stopped_at:
                 recovery_s = max(recovery_s, time.monotonic() - stopped_at)
             wrong = [f"at P={parallelism}: {w}" for w in mismatches(rows, seen)]
-            if wrong or job_exceptions(at, job_id):
+            restarts = job_exceptions(at, job_id)
+            if wrong or restarts:
                 break
-            if len(seen) < len(events):
-                stopped_at = time.monotonic()
-                savepoint = stop_with_savepoint(at, "features")
-                job_id = ""
     finally:
         if job_id:
-            restarts = job_exceptions(settings, job_id)
             cancel_job(settings, job_id)
-    chaos(ChaosRow("rescale: feature job P=1 -> 2 -> 1 from savepoints", len(seen), len(rows),
-                   len(wrong), 0, 0, recovery_s,
+    chaos(ChaosRow("rescale: feature job P=1 -> 2 -> 1, savepoints taken mid-stream", len(seen),
+                   len(rows), len(wrong), 0, 0, recovery_s,
                    "after each step, rows = oracle of an uninterrupted run"))
     assert not wrong, "\n".join(wrong[:5])
     assert len(seen) == len(events) and not restarts, restarts[:1]
