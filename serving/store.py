@@ -13,21 +13,17 @@ from featurestream.serving.shaping import Row, ServedRow
 from featurestream.udfs.resilience.last_known import LastKnown
 from featurestream.udfs.store.redis_layout import (
     Score,
+    decode_rows,
     decode_scores,
-    decode_values,
     entity_key,
     score_key,
 )
 
 
-def _row(reply: list[str]) -> Row:
-    """A feature row from an HGETALL reply ``[field, value, field, value, ...]``."""
-    return dict(zip(reply[::2], decode_values(reply[1::2]), strict=True))
-
-
-def _scores(reply: list[str]) -> dict[str, Score]:
-    """The scores from an HGETALL reply."""
-    return decode_scores(dict(zip(reply[::2], reply[1::2], strict=True)))
+def _scores(replies: list[list[str]]) -> list[dict[str, Score]]:
+    """The scores from HGETALL replies."""
+    return [decode_scores(dict(zip(reply[::2], reply[1::2], strict=True)))
+            for reply in replies]
 
 
 def redis_breaker(metrics: Metrics, failures_in_a_row: int, reset_ms: int) -> CircuitBreaker:
@@ -67,7 +63,7 @@ class FeatureStore:
         """
         keys = [entity_key(self._prefix, entity, i) for i in ids]
         try:
-            rows: list[Row | None] = await self._read(keys, _row, self._last_known)
+            rows: list[Row | None] = await self._read(keys, decode_rows, self._last_known)
         except RedisUnavailable:
             served = self._recall(keys, max_staleness_ms)
             if served is None:
@@ -110,10 +106,11 @@ class FeatureStore:
         assert refused is not None
         raise refused
 
-    async def _read(self, keys: Sequence[str], decode: Callable[[list[str]], Any],
+    async def _read(self, keys: Sequence[str], decode: Callable[[list[list[str]]], list[Any]],
                     remember: LastKnown[Any] | None = None) -> list[Any]:
-        """The values of ``keys`` (decoded), from the cache or one Redis round trip; those read
-        from Redis are also kept in ``remember``."""
+        """The values of ``keys`` (``decode`` makes them of the non-empty replies, all at
+        once), from the cache or one Redis round trip; those read from Redis are also kept in
+        ``remember``."""
         unique = list(dict.fromkeys(keys))
         values: dict[str, Any] = {}
         misses: dict[str, Miss] = {}
@@ -129,8 +126,9 @@ class FeatureStore:
         wanted = [k for k in unique if k not in values]
         if wanted:
             replies = await self._execute([("HGETALL", key) for key in wanted])
+            decoded = iter(decode([reply for reply in replies if reply]))
             for key, reply in zip(wanted, replies, strict=True):
-                values[key] = decode(reply) if reply else None
+                values[key] = next(decoded) if reply else None
                 if self._cache is not None:
                     self._cache.put(key, values[key], misses[key])
                 if remember is not None:

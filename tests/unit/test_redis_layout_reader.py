@@ -20,6 +20,7 @@ from featurestream.udfs.store.redis_layout import (
     RowValue,
     Score,
     decode_row,
+    decode_rows,
     decode_score,
     decode_scores,
     decode_value,
@@ -141,6 +142,19 @@ def test_entity_keys_and_users_keep_their_keys() -> None:
 
 scalars = st.one_of(st.none(), st.integers(), st.floats(), st.text(), st.booleans())
 row_values = st.one_of(scalars, st.lists(scalars, max_size=6))
+
+
+@given(st.lists(st.dictionaries(st.text(min_size=1, max_size=8), row_values, max_size=8),
+                max_size=6))
+def test_decode_rows_is_each_rows_values_decoded_one_by_one(rows: list[dict[str, RowValue]]
+                                                            ) -> None:
+    """A batch read's rows parsed in one go equal each value decoded on its own, whatever one
+    row holds (a list, a huge integer, a non-finite float sends all to the slow path)."""
+    replies = [[text for name, value in row.items() for text in (name, encode_value(value))]
+               for row in rows]
+    expected = [{name: decode_value(text) for name, text in zip(r[::2], r[1::2], strict=True)}
+                for r in replies]
+    assert repr(decode_rows(replies)) == repr(expected)
 
 
 @given(row_values)
