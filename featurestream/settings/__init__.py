@@ -307,8 +307,7 @@ class Settings(BaseSettings):
         secret ones from :data:`SECRETS_FILE`, when it names a file: see :meth:`secret_env`)."""
         environ = os.environ if environ is None else environ
         if environ.get(SECRETS_FILE):
-            secrets = json.loads(Path(environ[SECRETS_FILE]).read_text(encoding="utf-8"))
-            environ = {**environ, **secrets}
+            environ = {**environ, **_secrets(environ[SECRETS_FILE])}
         return cls._validated(_Environment(cls, environ)())
 
     def to_env(self) -> dict[str, str]:
@@ -520,6 +519,19 @@ def _one_line(exc: ValidationError, values: Mapping[str, Any]) -> SettingsError:
         return SettingsError(f"{PREFIX}{name.upper()}: {fix}")
     shown = masked_url(_render(values.get(name, error.get("input"))))
     return SettingsError(f"{PREFIX}{name.upper()}={shown!r}: {fix}")
+
+
+def _secrets(path: str) -> dict[str, str]:
+    """The variables in a :data:`SECRETS_FILE` (a JSON object of strings)."""
+    try:
+        secrets = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        secrets = exc
+    if not (isinstance(secrets, dict) and all(isinstance(v, str) for v in secrets.values())):
+        raise SettingsError(f"{SECRETS_FILE}={path!r}: not a readable JSON object of strings "
+                            f"({type(secrets).__name__}); featurestream submit writes it for "
+                            "the job's main(): unset it")
+    return secrets
 
 
 def _render(value: Any, reveal: bool = False) -> str:

@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from featurestream.serving.app import create_app
-from featurestream.settings import SECRETS_FILE, Settings
+from featurestream.settings import SECRETS_FILE, Settings, SettingsError
 from featurestream.settings.handover import job_environment
 
 pytestmark = pytest.mark.unit
@@ -45,6 +45,16 @@ def test_a_job_gets_its_secrets_from_a_private_file_not_its_environment() -> Non
         assert secrets_file.parent.stat().st_mode & 0o077 == 0  # only this user can look in
         assert Settings.from_env(env) == settings  # what the job's main() reads
     assert not secrets_file.exists()
+
+
+@pytest.mark.parametrize("content", [None, "not json", '["a list"]', '{"X": 1}'])
+def test_an_unreadable_secrets_file_is_an_error_naming_it(tmp_path: Path,
+                                                          content: str | None) -> None:
+    path = tmp_path / "secrets.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SettingsError, match=SECRETS_FILE):
+        Settings.from_env({SECRETS_FILE: str(path)})
 
 
 def test_secret_env_holds_exactly_the_secret_values() -> None:
