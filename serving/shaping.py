@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
+import msgspec
 from msgspec import UNSET
 
 from featurestream.serving.contract import (
@@ -38,8 +39,7 @@ _Answer = TypeVar("_Answer", bound=Features)
 _EntityAnswer = TypeVar("_EntityAnswer", bound=EntityFeatures)
 
 
-@dataclass(frozen=True, slots=True)
-class ServedRow:
+class ServedRow(msgspec.Struct, frozen=True):
     """An instance's row as served: read from Redis now (``source`` "redis", ``staleness_ms``
     None), or, while Redis is down, the last one read (``source`` "cache", ``staleness_ms`` =
     ms since it was read from Redis). ``row`` None: the instance has no row."""

@@ -7,7 +7,6 @@ opens its own breaker and the experiment's other arm serves its users."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import get_args
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from featurestream.serving.breaker import ModelBreakers
 from featurestream.serving.metrics import Metrics
