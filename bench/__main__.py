@@ -3,8 +3,12 @@
 Starts a private local stack (tansu, redis-server, Flink) on free ports in a temporary home and
 measures, on this machine with everything on it:
 
-- raw ceilings: confluent-kafka consume-only and with json.loads, Avro decode, Redis pipelined
-  HSET and single GET;
+- raw limits: confluent-kafka consume-only (one Python consumer: not the job's client, so not
+  its ceiling) and with json.loads, Avro decode, Redis pipelined HSET and single GET;
+- the feature job's ceilings at parallelism 1 and 2 (bench/ceilings.py): Flink's own Kafka
+  source into a discarding sink, and that source batched into a Python operator that only
+  counts; the job's figures are printed as a share of each (``python -m bench ceilings`` runs
+  only these and the feature job's two throughput runs, in about five minutes);
 - the feature job: sustained events/s at parallelism 1 and 2 (preloaded backlog; the last run
   over ~100k equally active users, with the resident memory of the whole stack as it ends; one
   more at P=2 with an item entity and approximate distinct counts beside the user features,
@@ -45,6 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.backfill import backfill_rows, measure_backfill
+from bench.ceiling_job import MODES
+from bench.ceilings import measure_ceiling
 from bench.feature_job import measure_freshness, measure_throughput
 from bench.predict import predict_rows, predict_section
 from bench.predictors import predictor_rows, predictors_section
@@ -73,6 +79,7 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
             print(f"bench: raw limits {report['raw']}", flush=True)
             # Warm-up, not reported: a fresh TaskManager JVM runs the first job's code cold.
             measure_throughput(stack, 2, WARM_UP_EVENTS, 10_000, 0.9)
+            report["ceilings"] = ceilings(stack, events)
             report["feature_throughput"] = [
                 dataclasses.asdict(measure_throughput(stack, p, n, users, skew))
                 for p, n, users, skew in ((1, events, 10_000, 0.9), (2, events, 10_000, 0.9),
@@ -89,6 +96,29 @@ def run(events: int, reader_seconds: int) -> dict[str, Any]:
     report["reader"] = run_reader_bench(reader_seconds, workers=2, cache_ttl_ms=1_000,
                                         caches=("off",))["results"]
     report["backfill"] = dataclasses.asdict(measure_backfill())
+    return report
+
+
+def ceilings(stack: LocalStack, events: int) -> list[dict[str, Any]]:
+    """The feature job's ceilings at parallelism 1 and 2 (bench/ceilings.py)."""
+    return [dataclasses.asdict(measure_ceiling(stack, mode, p, events, 10_000))
+            for p in (1, 2) for mode in MODES]
+
+
+def ceilings_section(events: int) -> dict[str, Any]:
+    """The ceilings and the feature job's throughput at P=1 and P=2, on a stack of its own."""
+    report = _header()
+    with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as home:
+        stack = LocalStack(private_settings(Path(home)), echo=lambda line: None)
+        print("bench: starting a private stack ...", flush=True)
+        stack.up()
+        try:
+            measure_throughput(stack, 2, WARM_UP_EVENTS, 10_000, 0.9)  # warm-up
+            report["ceilings"] = ceilings(stack, events)
+            report["feature_throughput"] = [dataclasses.asdict(
+                measure_throughput(stack, p, events, 10_000, 0.9)) for p in (1, 2)]
+        finally:
+            stack.down()
     return report
 
 
@@ -110,6 +140,8 @@ def table(report: dict[str, Any]) -> str:
 
     if "raw" in report:
         _stack_rows(report, add)
+    elif "ceilings" in report:  # the ceilings section alone
+        _throughput_rows(report, add)
     elif "scoring_throughput" in report:  # the scoring section alone
         for row in scoring_rows(report, None):
             add(*row)
@@ -130,22 +162,19 @@ def _stack_rows(report: dict[str, Any], add: Callable[[str, str, str], None]) ->
     raw = report["raw"]
     consume = raw["kafka_consume_per_s"]
 
-    add("kafka consume-only (1 consumer)", f"{consume:,.0f}/s", "")
+    add("kafka consume-only (1 Python consumer)", f"{consume:,.0f}/s", "not the job's client")
     add("kafka consume + json.loads", f"{raw['kafka_consume_json_per_s']:,.0f}/s", "")
     add("avro decode (EventDecoder)", f"{raw['avro_decode_per_s']:,.0f}/s", "")
     add("redis pipelined HSET", f"{raw['redis_pipelined_hset_per_s']:,.0f}/s", "")
     add("redis single HGETALL p50 / p99",
         f"{raw['redis_get_p50_us']:.0f}/{raw['redis_get_p99_us']:.0f} us", "")
-    for t in report["feature_throughput"]:
-        rate = t["events_per_s"]
-        add(f"feature job, parallelism {t['parallelism']}, {t['users']:,} users",
-            f"{rate:,.0f}/s", f"{rate / consume:.0%} of consume; target 30,000 at P=2")
+    _throughput_rows(report, add)
     t = report["feature_throughput"][-1]
     add(f"stack memory (RSS, all processes), {t['users_with_rows']:,} users in state",
         f"{t['stack_rss_mib']['total']:,.0f} MiB", "target < 6,144 MiB")
     t = report["feature_items"]
     add("feature job, P=2, users + items (approx distinct), events/s",
-        f"{t['events_per_s']:,.0f}/s", f"{t['events_per_s'] / consume:.0%} of consume")
+        f"{t['events_per_s']:,.0f}/s", _share(report, t))
     add(f"  memory per active key ({t['users_with_rows']:,} users, "
         f"{t['items_with_rows']:,} items)", f"{t['bytes_per_key'] / 1024:,.1f} KiB",
         "stack RSS over the idle stack / keys")
@@ -161,6 +190,25 @@ def _stack_rows(report: dict[str, Any], add: Callable[[str, str, str], None]) ->
             f"{r['rps']:,.0f} {r['p50_ms']:.1f}/{r['p99_ms']:.1f}", target)
 
 
+def _throughput_rows(report: dict[str, Any], add: Callable[[str, str, str], None]) -> None:
+    """The ceilings, then each feature job run as a share of its parallelism's ceilings."""
+    names = {"discard": "ceiling: Flink Kafka source -> discarding sink",
+             "python": "ceiling: same source, batches into Python, no work"}
+    for c in report["ceilings"]:
+        add(f"{names[c['mode']]}, P={c['parallelism']}", f"{c['events_per_s']:,.0f}/s", "")
+    for t in report["feature_throughput"]:
+        add(f"feature job, parallelism {t['parallelism']}, {t['users']:,} users",
+            f"{t['events_per_s']:,.0f}/s", _share(report, t) + "; target 30,000 at P=2")
+
+
+def _share(report: dict[str, Any], run: dict[str, Any]) -> str:
+    """A feature job run's events/s as a share of the ceilings at its parallelism."""
+    by_mode = {c["mode"]: c["events_per_s"] for c in report["ceilings"]
+               if c["parallelism"] == run["parallelism"]}
+    return (f"{run['events_per_s'] / by_mode['discard']:.0%} of the Kafka source, "
+            f"{run['events_per_s'] / by_mode['python']:.0%} of the Python hand-off")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print the table and write the JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
@@ -169,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="backlog size for the throughput runs")
     parser.add_argument("--reader-seconds", type=int, default=3)
     parser.add_argument("section", nargs="?",
-                        choices=("all", "backfill", "scoring", "predictors", "predict"),
-                        default="all", help="all (default), or only the backfill section (no "
+                        choices=("all", "ceilings", "backfill", "scoring", "predictors",
+                                 "predict"),
+                        default="all", help="all (default), or only the ceilings and the feature "
+                        "job's throughput (a stack of its own), or only the backfill section (no "
                         "stack), or only the scoring section (a stack of its own), or only the "
                         "compiled predictors (no stack), or only request-time scoring (a "
                         "reader and Redis of its own: bench/predict.py)")
@@ -180,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.section == "backfill":
         report = {**_header(), "backfill": dataclasses.asdict(measure_backfill())}
+    elif args.section == "ceilings":
+        report = ceilings_section(args.events)
     elif args.section == "scoring":
         report = {**_header(), **scoring_section(args.events)}
     elif args.section == "predictors":

@@ -59,16 +59,18 @@ class Freshness:
     p99_ms: float
 
 
-def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600) -> float:
-    """Records/s between 20% and 90% of ``total``, sampling ``count()`` every second (Flink
-    refreshes its REST metrics once a second; sampling faster only loads the JobManager)."""
+def steady_rate(count: Callable[[], int], total: int, timeout_s: float = 600,
+                interval_s: float = 1.0) -> float:
+    """Records/s between 20% and 90% of ``total``, sampling ``count()`` every ``interval_s``
+    (Flink refreshes its REST metrics once a second; sampling those faster only loads the
+    JobManager)."""
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         samples.append((time.monotonic(), count()))
         if samples[-1][1] >= total * 0.9:
             break
-        time.sleep(1.0)
+        time.sleep(interval_s)
     low = next(((t, n) for t, n in samples if n >= total * 0.2), samples[0])
     high = samples[-1]
     if high[1] < total * 0.9 or high[0] <= low[0]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -57,16 +58,24 @@ def _source(module: str) -> Path:
 def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Path,
                       savepoint: str | None = None) -> list[str]:
     """The ``flink run`` command line submitting ``job`` detached (resuming ``savepoint``)."""
+    module = staged / Path(*JOB_MODULES[job].split("."))
+    return flink_run_program(settings, Path(f"{module}.py"), flink_bin, staged, savepoint)
+
+
+def flink_run_program(settings: Settings, script: Path, flink_bin: Path, staged: Path,
+                      savepoint: str | None = None, args: Sequence[str] = ()) -> list[str]:
+    """The ``flink run`` command line running the PyFlink program ``script`` (given ``args``)
+    detached, with the staged packages shipped beside it (the benchmark's ceiling jobs too)."""
     rest = urlparse(settings.flink_rest_url)
-    script = staged / Path(*JOB_MODULES[job].split("."))
     resume = [] if savepoint is None else ["--fromSavepoint", savepoint]
     return [
         str(flink_bin), "run", "--detached", *resume,
         "--jobmanager", f"{rest.hostname}:{rest.port or 8081}",
-        "--python", f"{script}.py",
+        "--python", str(script),
         "--pyFiles", str(staged),
         "--pyExecutable", settings.python_executable,
         "--pyClientExecutable", settings.python_executable,
+        *args,
     ]
 
 
@@ -122,7 +131,11 @@ def stop(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     directory = settings.effective_savepoint_dir
     print(f"stopping {name} ({job_id}) with a savepoint in {directory} ...", flush=True)
-    location = rest.stop_with_savepoint(job_id, directory)
+    try:
+        location = rest.stop_with_savepoint(job_id, directory)
+    except RuntimeError as exc:  # Flink refused the savepoint (e.g. tasks still deploying)
+        raise UserFacingError(f"{exc}\n{name} keeps running: retry once all its tasks run "
+                              "(featurestream status)") from None
     print(f"savepoint: {location}")
     print(f"resume with: featurestream submit {args.job} --from-savepoint {location}")
     return 0
