@@ -529,8 +529,9 @@ def _secrets(path: str) -> dict[str, str]:
         secrets = exc
     if not (isinstance(secrets, dict) and all(isinstance(v, str) for v in secrets.values())):
         raise SettingsError(f"{SECRETS_FILE}={path!r}: not a readable JSON object of strings "
-                            f"({type(secrets).__name__}); featurestream submit writes it for "
-                            "the job's main(): unset it")
+                            f"({type(secrets).__name__}); point it at a JSON object of "
+                            "FEATURESTREAM_* values (featurestream submit writes one for the "
+                            "job's main(); on Kubernetes, mount the Secret there), or unset it")
     return secrets
 
 

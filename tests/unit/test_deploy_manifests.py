@@ -13,7 +13,7 @@ import re
 import subprocess
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,7 +23,7 @@ import yaml
 
 from featurestream.devstack.flink_home import pyflink_dir
 from featurestream.jobs import JOB_NAMES
-from featurestream.settings import PREFIX, Settings
+from featurestream.settings import PREFIX, SECRETS_FILE, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 # compose-spec/compose-spec schema/compose-spec.json at 170098ba07d9 (2026-06-23), vendored.
@@ -123,6 +123,18 @@ def test_every_process_that_reads_models_mounts_the_one_registry(compose: dict[s
             f"{name} does not mount the models volume at {models_dir}"
 
 
+def test_the_jobs_checkpoint_on_the_volume_every_flink_process_mounts(
+        compose: dict[str, Any]) -> None:
+    """The submitting process's FEATURESTREAM_CHECKPOINT_DIR is the jobs' (it overrides the
+    cluster's): it must be the shared volume, or a task restored on the other TaskManager
+    finds no state."""
+    services = compose["services"]
+    directory = urlsplit(environment(services["setup"])[PREFIX + "CHECKPOINT_DIR"]).path
+    for name in ("jobmanager", "taskmanager"):
+        assert any(str(v).split(":")[:2] == ["checkpoints", directory]
+                   for v in services[name]["volumes"]), f"{name} does not mount {directory}"
+
+
 def test_the_setup_script_is_valid_shell_and_submits_both_jobs(compose: dict[str, Any]) -> None:
     script = ROOT / "deploy" / "compose" / "setup.sh"
     subprocess.run(["sh", "-n", str(script)], check=True)
@@ -173,24 +185,43 @@ def test_kubernetes_flink_deployments_run_both_jobs_from_the_image(
         assert spec["flinkConfiguration"]["python.executable"] == venv_python.group(1)
 
 
-def test_kubernetes_settings_validate_and_volumes_exist() -> None:
+def test_kubernetes_settings_validate_secrets_are_files_and_volumes_exist(
+        tmp_path: Path) -> None:
+    """Every pod's settings validate, the secret ones read from the Secret mounted as the file
+    FEATURESTREAM_SECRETS_FILE names -- never as environment variables (Flink logs the
+    environment of the job's Python); every volume claim exists."""
     documents = list(manifests())
     claims = {d["metadata"]["name"] for _, d in documents
               if d["kind"] == "PersistentVolumeClaim"}
-    config: dict[str, dict[str, str]] = {
-        d["metadata"]["name"]: d.get("data") or d.get("stringData") or {} for _, d in documents
-        if d["kind"] in ("ConfigMap", "Secret")}
+    configs: dict[str, dict[str, str]] = {
+        d["metadata"]["name"]: d["data"] for _, d in documents if d["kind"] == "ConfigMap"}
+    secrets: dict[str, dict[str, str]] = {
+        d["metadata"]["name"]: d["stringData"] for _, d in documents if d["kind"] == "Secret"}
+    pods = 0
     for name, document in documents:
         spec = document.get("spec", {})
         pod = spec.get("podTemplate", spec.get("template", {}))
         if not pod:
             continue
+        pods += 1
+        volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
         for container in pod["spec"]["containers"]:
             env: dict[str, str] = {}
             for source in container.get("envFrom", []):
-                reference = source.get("configMapRef") or source.get("secretRef")
-                env.update(config[reference["name"]])
-            env.update({e["name"]: e["value"] for e in container.get("env", [])})
-            Settings.from_env(env)
-        for volume in pod["spec"].get("volumes", []):
-            assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+                assert "secretRef" not in source, f"{name}: secrets in the environment"
+                env.update(configs[source["configMapRef"]["name"]])
+            for variable in container.get("env", []):
+                assert "valueFrom" not in variable, f"{name}: a secret in the environment"
+                env[variable["name"]] = variable["value"]
+            path = PurePosixPath(env[SECRETS_FILE])
+            [mount] = [m for m in container["volumeMounts"]
+                       if path.parent == PurePosixPath(m["mountPath"])]
+            secret = secrets[volumes[mount["name"]]["secret"]["secretName"]]
+            local = tmp_path / f"{name}-{path.name}"
+            local.write_text(secret[path.name])
+            settings = Settings.from_env({**env, SECRETS_FILE: str(local)})
+            assert settings.redis_url.startswith("redis://:CHANGE-ME@"), name
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, name
+    assert pods == 3
