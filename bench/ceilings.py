@@ -39,10 +39,11 @@ SOURCE_RECORDS = 'flink_taskmanager_job_task_operator_numRecordsOut{'
 SAMPLE_S = 0.05  # the discarding job reads a backlog in a second or two
 
 
-def source_records(stack: LocalStack) -> int:
-    """Records the Kafka source emitted, summed over its subtasks, read live from every
-    TaskManager's Prometheus reporter (Flink's REST metrics lag by up to a second: too coarse
-    for a job that reads the whole backlog in about that)."""
+def source_records(stack: LocalStack, job_id: str) -> int:
+    """Records job ``job_id``'s Kafka source emitted, summed over its subtasks, read live from
+    every TaskManager's Prometheus reporter (Flink's REST metrics lag by up to a second: too
+    coarse for a job that reads the whole backlog in about that)."""
+    mine = f'job_id="{job_id}"'  # not a cancelled run's series still reported
     total = 0.0
     for taskmanager in stack.flink.taskmanagers():
         url = taskmanager.metrics_url()
@@ -50,7 +51,8 @@ def source_records(stack: LocalStack) -> int:
             continue
         with urllib.request.urlopen(url, timeout=5) as reply:
             for line in reply.read().decode().splitlines():
-                if line.startswith(SOURCE_RECORDS) and 'operator_name="Source: events"' in line:
+                if (line.startswith(SOURCE_RECORDS) and mine in line
+                        and 'operator_name="Source: events"' in line):
                     total += float(line.rsplit(" ", 1)[1])
     return int(total)
 
@@ -67,7 +69,8 @@ def measure_ceiling(stack: LocalStack, mode: str, parallelism: int, events: int,
         job_id = submissions.run_flink(command, env, settings.flink_rest_url)
     try:
         if mode == "discard":
-            rate = steady_rate(lambda: source_records(stack), events, interval_s=SAMPLE_S)
+            rate = steady_rate(lambda: source_records(stack, job_id), events,
+                               interval_s=SAMPLE_S)
         else:
             rate = steady_rate(lambda: events_counted(settings, job_id), events)
         echo(f"ceiling {mode} P={parallelism}: {rate:,.0f} events/s")

@@ -137,10 +137,6 @@ class Predictor:
         """Route, read every row the batch needs (one call per entity, concurrently), score."""
         start = perf_counter()
         routed = self.scorer.route(events)
-        models = self.scorer.models
-        if models.reloads != self._reloads:  # the rollout changed: forget versions gone
-            self._reloads = models.reloads
-            self._breakers.retain(self.scorer.name, models.rollout.live)
         routing_ms = _ms_since(start)
         by_entity: dict[str, list[str]] = {}
         for entity, entity_id in self.scorer.keys(routed):
@@ -150,6 +146,12 @@ class Predictor:
         features_ms = _ms_since(read)
         scoring = perf_counter()
         answers = self.scorer.score(routed, rows, now_ms())
+        models = self.scorer.models
+        if models.reloads != self._reloads:  # the rollout changed: forget versions gone
+            # (after scoring: a request routed before another's reload, across the read's
+            # await, may just have made a breaker for a version no longer live)
+            self._reloads = models.reloads
+            self._breakers.retain(self.scorer.name, models.rollout.live)
         counts = Counter((a.model, str(a.version), a.variant, a.fallback)
                          for a in answers if isinstance(a, Prediction))
         for labels, count in counts.items():

@@ -23,7 +23,8 @@ FallbackLevel = Annotated[Fallback, Meta(
                 "was missing -- no row, or null -- and the model's default was used); "
                 "fallback_model (the version routed to failed to predict or its circuit "
                 "breaker is open: the experiment's other arm scored it, named by version and "
-                "variant).")]
+                "variant; an entity only that arm reads was not read, so its features took "
+                "that version's defaults).")]
 Source = Annotated[Literal["redis", "cache"], Meta(
     description="Where the row came from: Redis now, or the reader's cache while Redis was "
                 "unavailable.")]
