@@ -108,8 +108,10 @@ class FlinkCluster:
 
     def start(self, echo: Echo) -> None:
         """Start whichever of the JobManager and the TaskManagers is not running and wait until
-        each is ready; after a lost JobManager, resume its jobs."""
-        if not self._jobmanager_up():
+        each is ready; after a lost JobManager, resume its jobs (only then: a JobManager that
+        stayed up still runs them, however slowly it answers now)."""
+        restarted = not self._jobmanager_up()
+        if restarted:
             self._start_jobmanager(echo)
         dead = [tm for tm in self.taskmanagers() if tm.pid() is None]
         if dead:
@@ -124,7 +126,8 @@ class FlinkCluster:
                 tm.ident)
             echo(f"flink taskmanager ready in {seconds:.1f} s (taskmanager {tm.index}; "
                  f"{self._slots()})")
-        submissions.resume_lost_jobs(self.settings.home, self.rest, self.settings, echo)
+        if restarted:
+            submissions.resume_lost_jobs(self.settings.home, self.rest, self.settings, echo)
 
     def _start_jobmanager(self, echo: Echo) -> None:
         """(Re)start the JobManager; TaskManagers still running tasks of a lost one are stopped
@@ -205,8 +208,11 @@ class FlinkCluster:
                 if any(m in process.cmdline(pid) for m in WORKER_MARKERS) and self._owns(pid)]
 
     def _orphaned_workers(self) -> list[int]:
-        """Python workers of this FLINK_HOME whose TaskManager is gone (a live one's stay)."""
-        live = set(self.taskmanager_pids())
+        """Python workers of this FLINK_HOME whose TaskManager is gone (a live one's stay,
+        beyond FEATURESTREAM_TASKMANAGERS too: a larger earlier ``up`` may have left some)."""
+        every = taskmanagers(self.paths, self.endpoints.flink_taskmanager_metrics,
+                             self.settings.taskmanagers)
+        live = {pid for tm in every if (pid := tm.pid()) is not None}
         return [pid for pid in self.python_workers() if not live & _ancestors(pid)]
 
     def _owns(self, pid: int) -> bool:

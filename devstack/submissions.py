@@ -137,7 +137,12 @@ def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo
     """Resubmit every recorded job of this cluster that its JobManager lost, each from its
     newest retained checkpoint; return the new job ids. A lost job without a checkpoint is
     named with the command to run. Jobs that ended (archived) are dropped from the record."""
-    known = {j["jid"] for j in (rest.call_if_up("/jobs/overview") or {}).get("jobs", [])}
+    try:  # not call_if_up: a JobManager that does not answer is no proof its jobs are gone
+        known = {j["jid"] for j in rest.call("/jobs/overview").get("jobs", [])}
+    except (OSError, ValueError) as exc:
+        echo(f"could not list the JobManager's jobs ({exc}); none resumed: run featurestream "
+             "up again")
+        return []
     archived = {p.name for p in archive_dir(home).glob("*")}
     mine = [s for s in submissions(home) if s.rest_url == settings.flink_rest_url]
     forget(home, {s.job_id for s in mine if s.job_id in archived})
