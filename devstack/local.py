@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from featurestream.devstack import submissions
 from featurestream.devstack.component import Component, ComponentStatus, Echo
 from featurestream.devstack.endpoints import Endpoints
 from featurestream.devstack.flink import FlinkCluster
@@ -39,15 +40,21 @@ class LocalStack:
         return self.paths.flink_home
 
     def up(self) -> None:
-        """Start what is not running (after checking all of it can start); create the topics."""
+        """Start what is not running (after checking all of it can start); create the topics.
+        A broker started here is empty: the jobs still running are resumed with their source
+        positions reset (``submissions.reset_source_positions``)."""
         for component in self.components:
             component.check_startable(self.echo)
+        new_broker = not self.kafka.running()
         for component in self.components:
             if component.running():
                 self.echo(f"{component.name} already up on {component.address}")
             else:
                 component.start(self.echo)
         self.kafka.ensure_topics(self.echo)
+        if new_broker:
+            submissions.reset_source_positions(self.settings.home, self.flink.rest,
+                                               self.settings, self.echo)
 
     def down(self) -> None:
         """Stop everything this stack started (Flink first); idempotent."""

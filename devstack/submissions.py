@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -23,13 +24,15 @@ import msgspec
 
 from featurestream.devstack.component import Echo
 from featurestream.errors import UserFacingError
-from featurestream.flink_rest import FlinkRest
+from featurestream.flink_rest import FINAL_STATES, FlinkRest
+from featurestream.jobs import JOB_NAMES
 from featurestream.settings import Settings
 from featurestream.settings.handover import job_environment
 
 RECORD_FILE = "submitted-jobs.json"
 ARCHIVE_DIR = "completed-jobs"  # jobmanager.archive.fs.dir, under the stack's home
 RUN_TIMEOUT_S = 300
+TASKS_RUNNING_TIMEOUT_S = 120  # a job resumed moments ago deploys its tasks first
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 _CHECKPOINT = re.compile(r"chk-(\d+)")
 
@@ -164,3 +167,79 @@ def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo
         echo(f"{lost.job} job resumed as {job_id}")
         resumed.append(job_id)
     return resumed
+
+
+def next_source_epoch(settings: Settings) -> Settings:
+    """``settings`` in a source epoch no earlier submission used (the clock's seconds): its
+    jobs' Kafka sources get new uids, so they restore no positions."""
+    return settings.replace(source_epoch=max(int(time.time()), settings.source_epoch + 1))
+
+
+def dropping_old_sources(command: Sequence[str]) -> list[str]:
+    """``command`` (``flink run ...``) allowed to resume a savepoint holding state no operator
+    claims: the sources of an older epoch (every other operator keeps its uid and its state)."""
+    at = list(command).index("run") + 1
+    return [*command[:at], "--allowNonRestoredState", *command[at:]]
+
+
+def reset_source_positions(home: Path, rest: FlinkRest, settings: Settings,
+                           echo: Echo) -> list[str]:
+    """After the local broker restarted empty, stop each featurestream job still running with
+    a savepoint and resume it in a new source epoch (windows kept, every partition read from
+    its earliest offset); return the new job ids. The jobs' positions are past the ends of the
+    new, empty logs, and tansu answers a fetch there with no records, not out-of-range: they
+    would skip each partition's first events silently. A job that cannot be stopped or
+    resumed is named with the commands to run."""
+    jobs = (rest.call_if_up("/jobs/overview") or {}).get("jobs", [])
+    running = {j["jid"]: j["name"] for j in jobs if j["state"] not in FINAL_STATES}
+    if not running:
+        return []
+    recorded = {s.job_id: s for s in submissions(home) if s.rest_url == settings.flink_rest_url}
+    resumed = []
+    for job_id, name in running.items():
+        job = next((key for key, value in JOB_NAMES.items() if value == name), None)
+        if job is None:
+            continue
+        echo(f"the {job} job {job_id} runs from a broker that is gone (its Kafka positions are "
+             "past the new, empty logs): resuming it with its source positions reset")
+        submission = recorded.get(job_id)
+        try:
+            if submission is None:
+                raise UserFacingError("it was not submitted with `featurestream submit` here")
+            resumed.append(_resume_in_new_epoch(home, rest, settings, submission, echo))
+        except (OSError, RuntimeError, UserFacingError) as exc:
+            echo(f"could not resume the {job} job {job_id} ({exc}); run `featurestream stop "
+                 f"{job} --savepoint`, then `featurestream submit {job} --from-savepoint PATH "
+                 "--reset-source-positions` (with its settings)")
+    return resumed
+
+
+def _resume_in_new_epoch(home: Path, rest: FlinkRest, settings: Settings,
+                         submission: Submission, echo: Echo) -> str:
+    """Stop ``submission``'s job with a savepoint, resume it in a new source epoch, record
+    it; return its new id."""
+    job_settings = Settings.from_env({**settings.to_env(), **submission.env})
+    _wait_for_tasks(rest, submission.job_id)
+    savepoint = rest.stop_with_savepoint(submission.job_id, job_settings.effective_savepoint_dir)
+    echo(f"{submission.job} job {submission.job_id} stopped with a savepoint: {savepoint}")
+    job_settings = next_source_epoch(job_settings)
+    command = dropping_old_sources(resume_command(submission, Path(savepoint)))
+    with job_environment(job_settings) as env:
+        job_id = run_flink(command, env, settings.flink_rest_url)
+    forget(home, {submission.job_id})
+    record(home, msgspec.structs.replace(submission, job_id=job_id,
+                                         env=public_env(job_settings)))
+    echo(f"{submission.job} job resumed as {job_id} (source epoch {job_settings.source_epoch}, "
+         "every partition from its earliest offset)")
+    return job_id
+
+
+def _wait_for_tasks(rest: FlinkRest, job_id: str) -> None:
+    """Wait until every task of the job runs (Flink takes a savepoint only then)."""
+    deadline = time.monotonic() + TASKS_RUNNING_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = rest.job(job_id)
+        if job["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in job["vertices"]):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"its tasks did not all run within {TASKS_RUNNING_TIMEOUT_S} s")

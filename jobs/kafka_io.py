@@ -85,8 +85,14 @@ def batched(frames: DataStream, max_records: int, linger_ms: int) -> DataStream:
 def events_frames(env: StreamExecutionEnvironment, settings: Settings, group_id: str,
                   uid: str, topics: Sequence[str] | None = None) -> DataStream:
     """The events topics (default: the events topic) as source frames, for a job's ``main()``
-    (``uid`` names the source's offsets in checkpoints and savepoints: keep it stable)."""
+    (``uid`` names the source's offsets in checkpoints and savepoints: keep it stable; a
+    ``source_epoch`` other than 0 renames it, so a resumed job restores no offsets)."""
     source = framed_source(settings.kafka_bootstrap, topics or [settings.events_topic], group_id,
                            settings.kafka_fetch_max_wait_ms, settings.kafka_java_properties)
     return env.from_source(source, WatermarkStrategy.no_watermarks(), "events",
-                           type_info=FRAME_TYPE).uid(uid)
+                           type_info=FRAME_TYPE).uid(source_uid(uid, settings.source_epoch))
+
+
+def source_uid(uid: str, epoch: int) -> str:
+    """The uid of a Kafka source in ``epoch`` (0: ``uid`` itself, what older savepoints hold)."""
+    return uid if epoch == 0 else f"{uid}-epoch-{epoch}"

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("job", choices=["features", "scoring"], help="which job to submit")
     submit.add_argument("--from-savepoint", metavar="PATH",
                         help="resume from this savepoint (printed by `featurestream stop`)")
+    submit.add_argument("--reset-source-positions", action="store_true",
+                        help="with --from-savepoint: keep the windows, drop the Kafka positions "
+                        "and read every partition from its earliest offset (after the broker "
+                        "lost its logs)")
     submit.set_defaults(handler=_lazy("featurestream.cli.submit:submit"))
 
     stop = sub.add_parser("stop", help="stop a running job (with --savepoint: resumable)")

@@ -85,11 +85,17 @@ def flink_client(settings: Settings) -> Path:
     return local if local.exists() else pyflink_dir() / "bin" / "flink"
 
 
-def submit_job(settings: Settings, job: str, savepoint: str | None = None) -> str:
-    """Submit ``job`` (resuming from ``savepoint``, if given) and return its Flink job id."""
+def submit_job(settings: Settings, job: str, savepoint: str | None = None,
+               reset_source_positions: bool = False) -> str:
+    """Submit ``job`` (resuming from ``savepoint``, if given; without its Kafka source
+    positions if ``reset_source_positions``: a new source epoch) and return its Flink job id."""
     settings.load_definitions()  # a mistake is one line here, not a trace from flink run
+    if reset_source_positions:
+        settings = submissions.next_source_epoch(settings)
     client, staged = flink_client(settings), stage_python_files(settings)
     cmd = flink_run_command(settings, job, client, staged, savepoint)
+    if reset_source_positions:
+        cmd = submissions.dropping_old_sources(cmd)
     # The job's main() runs in this client and reads exactly these settings (the secret ones
     # from a private file: Flink's client logs the environment it starts Python with).
     with job_environment(settings) as env:
@@ -104,9 +110,13 @@ def submit_job(settings: Settings, job: str, savepoint: str | None = None) -> st
 
 def submit(settings: Settings, args: argparse.Namespace) -> int:
     """CLI handler: submit, then print the job id and the web UI link."""
+    if args.reset_source_positions and not args.from_savepoint:
+        raise UserFacingError("--reset-source-positions resumes a savepoint without its Kafka "
+                              "positions: add --from-savepoint PATH")
     resume = f" from {args.from_savepoint}" if args.from_savepoint else ""
+    resume += " with its source positions reset" if args.reset_source_positions else ""
     print(f"submitting the {args.job} job to {settings.flink_rest_url}{resume} ...", flush=True)
-    job_id = submit_job(settings, args.job, args.from_savepoint)
+    job_id = submit_job(settings, args.job, args.from_savepoint, args.reset_source_positions)
     print(f"job id: {job_id}")
     print(f"web UI: {settings.flink_rest_url.rstrip('/')}/#/job/running/{job_id}/overview")
     return 0

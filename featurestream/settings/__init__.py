@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # How long a consumer's fetch may wait for data (tansu answers only when it ends).
     kafka_fetch_max_wait_ms: DurationMs = 20
     consumer_group: str = "featurestream-features"
+    # Not 0: appended to the jobs' Kafka source uids, so a job resumed from a savepoint drops
+    # its source positions (it reads each partition from its earliest offset) and keeps every
+    # other state. `featurestream submit --reset-source-positions` (and `up`, after the local
+    # broker restarted empty) sets a new one; 0 = the original uids.
+    source_epoch: WholeNumber = 0
 
     # -- Schema registry: a Confluent-compatible registry; empty URL = the file-backed
     # registry built from schemas/. Basic auth (user:password) or a static bearer token.
@@ -373,7 +378,7 @@ class Settings(BaseSettings):
                      "source_batch_linger_ms", "kafka_fetch_max_wait_ms"):
             if getattr(self, name) <= 0:
                 raise bad(name, "must be a positive integer")
-        for name in ("max_out_of_orderness_ms", "source_idleness_ms"):
+        for name in ("max_out_of_orderness_ms", "source_idleness_ms", "source_epoch"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be zero or positive")
         if not 1 <= self.taskmanagers <= MAX_TASKMANAGERS:
