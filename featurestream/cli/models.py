@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ from featurestream.udfs.scoring.experiments import (
     ExperimentError,
     Rollout,
     Split,
+    changing,
     live_rollout,
     read_history,
     record,
@@ -154,6 +156,18 @@ def _unwritable(registry: ModelRegistry, exc: OSError) -> UserFacingError:
                            "(FEATURESTREAM_MODELS_DIR)")
 
 
+@contextmanager
+def _deciding(registry: ModelRegistry) -> Iterator[None]:
+    """The history lock around a command's read-decide-write (its change is decided from the
+    record in place when it is written), or the error naming an unwritable registry."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(changing(registry))
+        except OSError as exc:
+            raise _unwritable(registry, exc) from None
+        yield
+
+
 def _write(registry: ModelRegistry, arms: tuple[Arm, ...], shadow: int | None,
            note: str) -> int:
     try:
@@ -172,9 +186,10 @@ def promote_command(settings: Settings, args: argparse.Namespace) -> int:
     """Serve VERSION to every user (the shadow stays unless it is VERSION)."""
     registry = _registry(settings, args)
     version = _published(registry, args.version)
-    shadow = _rollout(settings, registry).shadow
-    return _write(registry, (Arm(version, 100),), None if shadow == version else shadow,
-                  f"promote {version_label(version)}")
+    with _deciding(registry):
+        shadow = _rollout(settings, registry).shadow
+        return _write(registry, (Arm(version, 100),), None if shadow == version else shadow,
+                      f"promote {version_label(version)}")
 
 
 def canary_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -185,15 +200,16 @@ def canary_command(settings: Settings, args: argparse.Namespace) -> int:
                               "featurestream models promote VERSION)")
     registry = _registry(settings, args)
     version = _published(registry, args.version)
-    rollout = _rollout(settings, registry)
-    others = {v: share for v, share in rollout.shares.items() if v != version}
-    if not others:
-        raise UserFacingError(f"{version_label(version)} is the only live version: nothing to "
-                              "canary it against; promote another version first")
-    base = max(others, key=lambda v: (others[v], v))
-    shadow = None if rollout.shadow == version else rollout.shadow
-    return _write(registry, (Arm(base, 100 - args.percent), Arm(version, args.percent)), shadow,
-                  f"canary {version_label(version)} {args.percent}")
+    with _deciding(registry):
+        rollout = _rollout(settings, registry)
+        others = {v: share for v, share in rollout.shares.items() if v != version}
+        if not others:
+            raise UserFacingError(f"{version_label(version)} is the only live version: nothing "
+                                  "to canary it against; promote another version first")
+        base = max(others, key=lambda v: (others[v], v))
+        shadow = None if rollout.shadow == version else rollout.shadow
+        return _write(registry, (Arm(base, 100 - args.percent), Arm(version, args.percent)),
+                      shadow, f"canary {version_label(version)} {args.percent}")
 
 
 def shadow_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -201,18 +217,19 @@ def shadow_command(settings: Settings, args: argparse.Namespace) -> int:
     if bool(args.version) == args.off:
         raise UserFacingError("give a VERSION to shadow or --off, not both or neither")
     registry = _registry(settings, args)
-    rollout = _rollout(settings, registry)
-    arms = rollout.arms or tuple(Arm(v, 100) for v in rollout.shares)
-    if not arms:
-        raise UserFacingError(f"no {registry.name} version is published; featurestream train "
-                              "publishes one")
-    if args.off:
-        return _write(registry, arms, None, "shadow off")
-    version = _published(registry, args.version)
-    if version in rollout.shares:
-        raise UserFacingError(f"{version_label(version)} is served ({_describe(rollout)}); a "
-                              "shadow is a version that is not: shadow another one")
-    return _write(registry, arms, version, f"shadow {version_label(version)}")
+    with _deciding(registry):
+        rollout = _rollout(settings, registry)
+        arms = rollout.arms or tuple(Arm(v, 100) for v in rollout.shares)
+        if not arms:
+            raise UserFacingError(f"no {registry.name} version is published; featurestream "
+                                  "train publishes one")
+        if args.off:
+            return _write(registry, arms, None, "shadow off")
+        version = _published(registry, args.version)
+        if version in rollout.shares:
+            raise UserFacingError(f"{version_label(version)} is served ({_describe(rollout)}); "
+                                  "a shadow is a version that is not: shadow another one")
+        return _write(registry, arms, version, f"shadow {version_label(version)}")
 
 
 def rollback_command(settings: Settings, args: argparse.Namespace) -> int:

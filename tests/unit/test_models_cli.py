@@ -4,6 +4,7 @@ exit code 2 with a message naming the fix, and ``compare``'s per-arm statistics.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,32 @@ def models(*args: str) -> int:
 def current(registry: ModelRegistry) -> tuple[tuple[Arm, ...], int | None] | None:
     record = read_history(registry).current
     return None if record is None else (record.arms, record.shadow)
+
+
+def test_concurrent_commands_each_decide_from_the_others_record(
+        registry: ModelRegistry, capsys: pytest.CaptureFixture[str]) -> None:
+    """`canary v2 10` and `shadow v1` at once, ten times: whichever writes second decides from
+    the first's record, so the end has both the canary split and the shadow (deciding outside
+    the lock, one command's change could be overwritten by the other's stale split)."""
+    for _ in range(10):
+        assert models("promote", "3") == 0 and models("shadow", "--off") == 0
+        start = threading.Barrier(2)
+        outcomes: list[int] = []
+
+        def run(*args: str, start: threading.Barrier = start,
+                outcomes: list[int] = outcomes) -> None:
+            start.wait()
+            outcomes.append(models(*args))
+
+        threads = [threading.Thread(target=run, args=a)
+                   for a in (("canary", "v2", "10"), ("shadow", "v1"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert outcomes == [0, 0]
+        assert current(registry) == ((Arm(3, 90), Arm(2, 10)), 1)
+    capsys.readouterr()
 
 
 def test_canary_promote_shadow_and_rollback_write_the_records(

@@ -20,6 +20,7 @@ import getpass
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -170,23 +171,34 @@ def write_history(registry: ModelRegistry, history: History) -> None:
         raise
 
 
+_held = threading.local()  # the history locks this thread holds (by path): re-entrant
+
+
 @contextmanager
-def _changing(registry: ModelRegistry) -> Iterator[None]:
-    """Hold the model's history lock (``flock`` on a file beside it) for a read-modify-write:
-    two ``featurestream models`` commands at once must not both read the same history and
-    lose one record."""
+def changing(registry: ModelRegistry) -> Iterator[None]:
+    """Hold the model's history lock (``flock`` on a file beside it) for a read-decide-write:
+    two ``featurestream models`` commands at once must not both decide from the same history
+    (one's change lost). Re-entrant within a thread: :func:`record` inside it takes it too."""
     registry.directory.mkdir(parents=True, exist_ok=True)
     lock = registry.directory / f".{history_path(registry).name}.lock"
-    with open(lock, "a") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # released when closed
+    held: set[Path] = _held.__dict__.setdefault("paths", set())
+    if lock in held:
         yield
+        return
+    with open(lock, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)  # released when closed
+        held.add(lock)
+        try:
+            yield
+        finally:
+            held.discard(lock)
 
 
 def record(registry: ModelRegistry, arms: Sequence[Arm], shadow: int | None, note: str,
            who: str | None = None, when_ms: int | None = None) -> Experiment:
     """Make ``arms`` and ``shadow`` the model's current record (written by ``who``, default the
     OS user, at ``when_ms``, default now); returns it."""
-    with _changing(registry):
+    with changing(registry):
         history = read_history(registry).add(
             arms, shadow, note, who or _os_user(),
             int(time.time() * 1000) if when_ms is None else when_ms)
@@ -204,7 +216,7 @@ def _os_user() -> str:
 
 def roll_back(registry: ModelRegistry) -> Experiment | None:
     """Drop the current record; returns the one in effect again (None: the settings)."""
-    with _changing(registry):
+    with changing(registry):
         history = read_history(registry).rolled_back()
         write_history(registry, history)
     return history.current
