@@ -42,7 +42,6 @@ import dataclasses
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +57,7 @@ from bench.raw_limits import measure_raw_limits
 from bench.reader import run_reader_bench
 from bench.scoring_job import run_scoring, scoring_rows, scoring_section
 from featurestream.devstack import LocalStack
-from featurestream.devstack.private import private_settings
+from featurestream.devstack.private import private_stack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # The memory run: uniform users, enough events that ~100k of the 120k have state at the end.
@@ -70,28 +69,23 @@ READER_SETTLE_S = 15  # the stack's processes take a while to go; the reader's t
 def run(events: int, reader_seconds: int) -> dict[str, Any]:
     """Every measurement; returns the report."""
     report = _header()
-    with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as home:
-        stack = LocalStack(private_settings(Path(home)), echo=lambda line: None)
-        print("bench: starting a private stack ...", flush=True)
-        stack.up()
-        try:
-            report["raw"] = measure_raw_limits(stack.settings)
-            print(f"bench: raw limits {report['raw']}", flush=True)
-            # Warm-up, not reported: a fresh TaskManager JVM runs the first job's code cold.
-            measure_throughput(stack, 2, WARM_UP_EVENTS, 10_000, 0.9)
-            report["ceilings"] = ceilings(stack, events)
-            report["feature_throughput"] = [
-                dataclasses.asdict(measure_throughput(stack, p, n, users, skew))
-                for p, n, users, skew in ((1, events, 10_000, 0.9), (2, events, 10_000, 0.9),
-                                          (2, MEMORY_EVENTS, MEMORY_USERS, 0.0))]
-            report["feature_items"] = dataclasses.asdict(
-                measure_throughput(stack, 2, events, 10_000, 0.9, items=True))
-            report["feature_freshness"] = [
-                dataclasses.asdict(measure_freshness(stack, rate, 20, 10_000, p))
-                for rate, p in ((5_000, 1), (5_000, 2), (10_000, 2), (1_000, 1))]
-            report |= run_scoring(stack, events)
-        finally:
-            stack.down()
+    print("bench: starting a private stack ...", flush=True)
+    with private_stack(echo=lambda line: None) as stack:
+        report["raw"] = measure_raw_limits(stack.settings)
+        print(f"bench: raw limits {report['raw']}", flush=True)
+        # Warm-up, not reported: a fresh TaskManager JVM runs the first job's code cold.
+        measure_throughput(stack, 2, WARM_UP_EVENTS, 10_000, 0.9)
+        report["ceilings"] = ceilings(stack, events)
+        report["feature_throughput"] = [
+            dataclasses.asdict(measure_throughput(stack, p, n, users, skew))
+            for p, n, users, skew in ((1, events, 10_000, 0.9), (2, events, 10_000, 0.9),
+                                      (2, MEMORY_EVENTS, MEMORY_USERS, 0.0))]
+        report["feature_items"] = dataclasses.asdict(
+            measure_throughput(stack, 2, events, 10_000, 0.9, items=True))
+        report["feature_freshness"] = [
+            dataclasses.asdict(measure_freshness(stack, rate, 20, 10_000, p))
+            for rate, p in ((5_000, 1), (5_000, 2), (10_000, 2), (1_000, 1))]
+        report |= run_scoring(stack, events)
     time.sleep(READER_SETTLE_S)
     report["reader"] = run_reader_bench(reader_seconds, workers=2, cache_ttl_ms=1_000,
                                         caches=("off",))["results"]
@@ -108,17 +102,12 @@ def ceilings(stack: LocalStack, events: int) -> list[dict[str, Any]]:
 def ceilings_section(events: int) -> dict[str, Any]:
     """The ceilings and the feature job's throughput at P=1 and P=2, on a stack of its own."""
     report = _header()
-    with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as home:
-        stack = LocalStack(private_settings(Path(home)), echo=lambda line: None)
-        print("bench: starting a private stack ...", flush=True)
-        stack.up()
-        try:
-            measure_throughput(stack, 2, WARM_UP_EVENTS, 10_000, 0.9)  # warm-up
-            report["ceilings"] = ceilings(stack, events)
-            report["feature_throughput"] = [dataclasses.asdict(
-                measure_throughput(stack, p, events, 10_000, 0.9)) for p in (1, 2)]
-        finally:
-            stack.down()
+    print("bench: starting a private stack ...", flush=True)
+    with private_stack(echo=lambda line: None) as stack:
+        measure_throughput(stack, 2, WARM_UP_EVENTS, 10_000, 0.9)  # warm-up
+        report["ceilings"] = ceilings(stack, events)
+        report["feature_throughput"] = [dataclasses.asdict(
+            measure_throughput(stack, p, events, 10_000, 0.9)) for p in (1, 2)]
     return report
 
 

@@ -19,12 +19,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import statistics
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -37,7 +35,7 @@ from featurestream.devstack import LocalStack
 from featurestream.devstack.component import Echo
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
-from featurestream.devstack.private import isolated, private_settings
+from featurestream.devstack.private import isolated, private_stack
 from featurestream.flink_rest import FlinkRest
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.redis_writer import RedisRowWriter
@@ -293,16 +291,11 @@ def run_scoring(stack: LocalStack, events: int, echo: Echo = print) -> dict[str,
 def scoring_section(events: int, echo: Echo = print) -> dict[str, Any]:
     """``python -m bench scoring``: :func:`run_scoring` on a private stack of its own, after an
     unreported warm-up run (a fresh TaskManager JVM runs the first job's code cold)."""
-    with tempfile.TemporaryDirectory(prefix="featurestream-bench-") as home:
-        stack = LocalStack(private_settings(Path(home)), echo=lambda line: None)
-        echo("bench: starting a private stack ...")
-        stack.up()
-        try:
-            publish_model(stack.settings)
-            measure_scoring_throughput(stack, WARM_UP_EVENTS, 1, echo=lambda line: None)
-            return run_scoring(stack, events, echo)
-        finally:
-            stack.down()
+    echo("bench: starting a private stack ...")
+    with private_stack(echo=lambda line: None) as stack:
+        publish_model(stack.settings)
+        measure_scoring_throughput(stack, WARM_UP_EVENTS, 1, echo=lambda line: None)
+        return run_scoring(stack, events, echo)
 
 
 def scoring_rows(report: Mapping[str, Any], consume: float | None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from featurestream.devstack.component import Echo
 from featurestream.devstack.local import LocalStack
 from featurestream.settings import Settings
 
@@ -47,6 +51,20 @@ def private_settings(home: Path, **changes: Any) -> Settings:
         flink_rest_url=f"http://127.0.0.1:{flink}",
         **changes,
     )
+
+
+@contextmanager
+def private_stack(home: Path | None = None, echo: Echo = print,
+                  **changes: Any) -> Iterator[LocalStack]:
+    """A whole local stack on free ports in ``home`` (default: a temporary directory), up
+    for the ``with`` block and down after it."""
+    with tempfile.TemporaryDirectory(prefix="featurestream-") as temporary:
+        stack = LocalStack(private_settings(home or Path(temporary), **changes), echo=echo)
+        stack.up()
+        try:
+            yield stack
+        finally:
+            stack.down()
 
 
 def isolated(stack: LocalStack, name: str, **changes: Any) -> Settings:

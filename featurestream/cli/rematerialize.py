@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from featurestream.cli.submit import submit_job
+from featurestream.cli.submit import running_job_id, submit_job
 from featurestream.errors import UserFacingError
 from featurestream.flink_rest import FINAL_STATES, FlinkRest
 from featurestream.jobs import JOB_NAMES
@@ -31,13 +31,8 @@ PROGRESS_EVERY_S = 2.0
 def rematerialize_command(settings: Settings, args: argparse.Namespace) -> int:
     """CLI handler: stop the feature job with a savepoint, resubmit it rewriting every
     restored row, and wait (with progress) until its first checkpoint says they are written."""
-    rest = FlinkRest(settings.flink_rest_url)
     name = JOB_NAMES[FEATURES]
-    try:
-        job_id = rest.running_job(name)
-    except OSError as exc:
-        raise UserFacingError(f"cannot reach Flink at {settings.flink_rest_url} ({exc}); check "
-                              "FEATURESTREAM_FLINK_REST_URL or run `featurestream up`") from None
+    rest, job_id = running_job_id(settings, FEATURES)
     if job_id is None:
         raise UserFacingError(
             f"no {name} job is running at {settings.flink_rest_url}: rematerialize rewrites the "

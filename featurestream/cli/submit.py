@@ -122,16 +122,22 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def stop(settings: Settings, args: argparse.Namespace) -> int:
-    """CLI handler: stop a running job, with a savepoint when asked (then print its path, for
-    ``featurestream submit JOB --from-savepoint PATH``)."""
+def running_job_id(settings: Settings, job: str) -> tuple[FlinkRest, str | None]:
+    """Flink's REST client and the id of ``job``'s running job (None: it is not running); an
+    error naming the setting when Flink cannot be reached."""
     rest = FlinkRest(settings.flink_rest_url)
-    name = JOB_NAMES[args.job]
     try:
-        job_id = rest.running_job(name)
+        return rest, rest.running_job(JOB_NAMES[job])
     except OSError as exc:
         raise UserFacingError(f"cannot reach Flink at {settings.flink_rest_url} ({exc}); check "
                               "FEATURESTREAM_FLINK_REST_URL or run `featurestream up`") from None
+
+
+def stop(settings: Settings, args: argparse.Namespace) -> int:
+    """CLI handler: stop a running job, with a savepoint when asked (then print its path, for
+    ``featurestream submit JOB --from-savepoint PATH``)."""
+    name = JOB_NAMES[args.job]
+    rest, job_id = running_job_id(settings, args.job)
     if job_id is None:
         raise UserFacingError(f"no {name} job is running at {settings.flink_rest_url}")
     if not args.savepoint:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from featurestream.devstack import LocalStack
-from featurestream.devstack.private import private_settings
+from featurestream.devstack.private import private_stack
 from testing.chaos import ChaosRow, markdown_table
 
 ARTEFACT = Path(__file__).resolve().parents[2] / "build" / "test-artefacts" / "chaos.md"
@@ -20,14 +20,10 @@ _ROWS: list[ChaosRow] = []
 
 @pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    home = Path(tmp_path_factory.mktemp("featurestream-faults"))
     # Two TaskManagers: a scenario kills one while jobs at parallelism 2 span both.
-    local = LocalStack(private_settings(home, checkpoint_interval_ms=2_000, taskmanagers=2))
-    local.up()
-    try:
+    with private_stack(Path(tmp_path_factory.mktemp("featurestream-faults")),
+                       checkpoint_interval_ms=2_000, taskmanagers=2) as local:
         yield local
-    finally:
-        local.down()
 
 
 @pytest.fixture()

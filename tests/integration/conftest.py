@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from featurestream.devstack import LocalStack
-from featurestream.devstack.private import private_settings
+from featurestream.devstack.private import private_stack
 from featurestream.flink_rest import FlinkRest
 from featurestream.settings import Settings
 from testing.reader_fixtures import RedisProcess
@@ -20,13 +20,9 @@ from testing.reader_fixtures import RedisProcess
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    home = Path(tmp_path_factory.mktemp("featurestream-home"))
-    local = LocalStack(private_settings(home, checkpoint_interval_ms=2_000))
-    local.up()
-    try:
+    with private_stack(Path(tmp_path_factory.mktemp("featurestream-home")),
+                       checkpoint_interval_ms=2_000) as local:
         yield local
-    finally:
-        local.down()
 
 
 @pytest.fixture()
