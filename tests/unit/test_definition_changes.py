@@ -144,6 +144,31 @@ def test_added_features_start_empty_and_warm_up_for_a_window() -> None:
     assert warm and cold  # rows before and after the warm-up ended
 
 
+def test_after_a_change_every_restored_row_shows_the_added_feature_at_once() -> None:
+    """1m -> 1m and 1h: at the first checkpoint after the restart (its marker touches every
+    shard) each entity's row is written again, with the 1 h features at 0 and warming up --
+    not only at the entity's next event; a restart without a change rewrites nothing."""
+    before, after = user_definitions(("1m",)), user_definitions(("1m", "1h"))
+    harness = ShardHarness(before, shard_count=4)
+    feed(harness, stream(300, users=7))
+    harness.checkpoint()
+    last = harness.latest_rows()
+    harness.restart(after)
+    first = len(harness.rows)
+    harness.checkpoint()
+    rewritten = dict(harness.rows[first:])
+    assert set(rewritten) == set(last) and len(harness.rows) - first == len(last) == 7
+    for key, row in rewritten.items():
+        assert as_of(row) == as_of(last[key])
+        assert row["events_1h"] == 0 and "events_1h" in row["warming_up"], key
+        assert {n: row[n] for n in last[key] if n != "warming_up"} == {
+            n: v for n, v in last[key].items() if n != "warming_up"}, key
+    harness.restart()  # the same definitions again: nothing to show
+    first = len(harness.rows)
+    harness.checkpoint()
+    assert harness.rows[first:] == []
+
+
 def test_a_feature_removed_then_added_back_warms_up_again() -> None:
     """Its old state went with the first change: it starts empty like any added feature."""
     without = validate([FeatureGroup("user_activity", USER, EVENTS, tuple(

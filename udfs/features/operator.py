@@ -99,7 +99,9 @@ class FeatureShardOperator:
     """The shards of one keyed subtask: events and timers in, rows and dead letters out.
 
     ``rewrite_restored``: a shard loaded from state also writes the row of every entity it
-    restores, changed or not (``featurestream rematerialize``: Redis lost its rows).
+    restores, changed or not (``featurestream rematerialize``: Redis lost its rows). A shard
+    whose stored layout the definitions changed does so too: every row then shows the added
+    features (warming up) at once, not only at each entity's next event.
     """
 
     def __init__(self, processors: Mapping[str, FeatureProcessor], shard_count: int,
@@ -208,7 +210,7 @@ class FeatureShardOperator:
                 state.remove(gone)
             shard = self._shards[key] = EntityShard(self._processors, layout)
             shard.restore(states.items())
-            if self._rewrite_restored:
+            if self._rewrite_restored or (entry is not None and encoded != entry):
                 shard.rewrite_rows()
         return shard
 
