@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,10 @@ def private_stack(home: Path | None = None, echo: Echo = print,
                   **changes: Any) -> Iterator[LocalStack]:
     """A whole local stack on free ports in ``home`` (default: a temporary directory), up
     for the ``with`` block and down after it."""
-    with tempfile.TemporaryDirectory(prefix="featurestream-") as temporary:
-        stack = LocalStack(private_settings(home or Path(temporary), **changes), echo=echo)
+    with ExitStack() as cleanup:
+        if home is None:
+            home = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="featurestream-")))
+        stack = LocalStack(private_settings(home, **changes), echo=echo)
         stack.up()
         try:
             yield stack
