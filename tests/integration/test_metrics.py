@@ -90,11 +90,14 @@ def test_feature_job_metrics_reach_prometheus_with_their_labels_and_move(
         return latest[0]
 
     def batch(seed: int, count: int, age_ms: int) -> list[Event]:
-        """``count`` events over ``count / 100`` seconds of event time ending ``age_ms`` ago."""
-        start = int(time.time() * 1000) - age_ms - count * 10
-        config = StreamConfig(users=30, items=100, events_per_second=100.0, seed=seed,
-                              start_ts=start)
-        return list(itertools.islice(generate_events(config), count))
+        """``count`` events over about ``count / 100`` seconds, the newest ``age_ms`` old.
+
+        Arrivals are random, so the span varies: the events are shifted to end exactly there.
+        """
+        config = StreamConfig(users=30, items=100, events_per_second=100.0, seed=seed)
+        events = list(itertools.islice(generate_events(config), count))
+        shift = int(time.time() * 1000) - age_ms - max(e.ts for e in events)
+        return [e._replace(ts=e.ts + shift) for e in events]
 
     try:
         # Warm up: the job is running and reading before the measured events go in.
