@@ -128,6 +128,9 @@ class Settings(BaseSettings):
 
     # -- Redis (a password goes in the URL: redis://:password@host:port/db; masked in output)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The URL names a Redis Cluster (any one of its nodes; the rest are discovered): writes
+    # and reads are routed by slot, and keys carry the entity id in a hash tag.
+    redis_cluster: bool = False
     redis_key_prefix: str = "fs:"
     redis_ttl_seconds: WholeNumber = 7 * 86_400
     redis_batch_size: WholeNumber = 1_000

@@ -86,9 +86,16 @@ UPSERT_SCORE_LUA = _script("upsert_score.lua")
 ROWS_PER_UPSERT = 100  # rows per script call: each call holds Redis for well under a millisecond
 
 
-def entity_key(prefix: str, entity: str, entity_id: str) -> str:
-    """The Redis key of an entity instance's feature hash."""
-    return f"{prefix}{entity}:{entity_id}"
+def hash_tagged(entity_id: str, cluster: bool) -> str:
+    """``entity_id`` as it appears in keys: on Redis Cluster in a hash tag (``{u-1}``), so the
+    keys of one entity instance (its row; a user's score hash too) share one slot and one node;
+    on a single Redis as it is (the keys of every earlier release)."""
+    return f"{{{entity_id}}}" if cluster else entity_id
+
+
+def entity_key(prefix: str, entity: str, entity_id: str, *, cluster: bool = False) -> str:
+    """The Redis key of an entity instance's feature hash (``cluster``: hash-tagged)."""
+    return f"{prefix}{entity}:{hash_tagged(entity_id, cluster)}"
 
 
 def layout_key(prefix: str) -> str:
@@ -97,9 +104,9 @@ def layout_key(prefix: str) -> str:
     return f"{prefix}_meta:features_layout"
 
 
-def user_key(prefix: str, user_id: str) -> str:
+def user_key(prefix: str, user_id: str, *, cluster: bool = False) -> str:
     """The Redis key of a user's feature hash (``{prefix}user:{user_id}``)."""
-    return entity_key(prefix, "user", user_id)
+    return entity_key(prefix, "user", user_id, cluster=cluster)
 
 
 _JSON_STARTS = frozenset('"[{tf')  # first characters of the JSON texts (never of a number's)
@@ -245,9 +252,10 @@ class Score:
     experiment: str | None = field(default=None, kw_only=True)
 
 
-def score_key(prefix: str, user_id: str) -> str:
-    """The Redis key of a user's score hash (one field per model)."""
-    return f"{prefix}score:{user_id}"
+def score_key(prefix: str, user_id: str, *, cluster: bool = False) -> str:
+    """The Redis key of a user's score hash (one field per model; ``cluster``: hash-tagged,
+    in the slot of the user's row)."""
+    return f"{prefix}score:{hash_tagged(user_id, cluster)}"
 
 
 def encode_score(score: Score) -> str:
