@@ -50,8 +50,22 @@ def pins() -> dict[str, str]:
     return dict(d.split("==", 1) for d in project["dependencies"] if "==" in d)
 
 
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in service.get("environment", {}).items()}
+CLUSTER_ENV = ROOT / "deploy" / "compose" / "redis-cluster.env"
+_VARIABLE = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def variables(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of a compose ``--env-file``."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def environment(service: dict[str, Any], given: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as compose resolves it: ``${NAME:-default}`` takes ``given``'s
+    value (the variables of an ``--env-file``), else the default."""
+    given = given or {}
+    return {k: _VARIABLE.sub(lambda m: given.get(m[1], m[2]), str(v))
+            for k, v in service.get("environment", {}).items()}
 
 
 def manifests() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -83,13 +97,50 @@ def test_the_stack_has_what_production_needs(compose: dict[str, Any]) -> None:
     assert kraft["KAFKA_PROCESS_ROLES"] == "broker,controller", "Kafka in KRaft mode"
 
 
-def test_every_featurestream_variable_validates_as_settings(compose: dict[str, Any]) -> None:
+@pytest.mark.parametrize("env_file", [None, CLUSTER_ENV], ids=["redis", "redis-cluster"])
+def test_every_featurestream_variable_validates_as_settings(
+        compose: dict[str, Any], env_file: Path | None) -> None:
     """Each service's FEATURESTREAM_* values are accepted by the settings module (a typo in a
-    value, not only in a name, fails here rather than at start-up in a container)."""
+    value, not only in a name, fails here rather than at start-up in a container), as they
+    are by default and with the Redis Cluster's env file."""
+    given = variables(env_file) if env_file else {}
     for service in compose["services"].values():
-        env = {k: v for k, v in environment(service).items() if k.startswith(PREFIX)}
+        env = {k: v for k, v in environment(service, given).items() if k.startswith(PREFIX)}
         if env:
+            assert "${" not in "".join(env.values()), env
             Settings.from_env(env)
+
+
+def test_the_redis_cluster_profile_forms_a_cluster_the_services_point_at(
+        compose: dict[str, Any]) -> None:
+    """3 masters with a replica each, formed from the addresses the nodes have; with the env
+    file every service that talks to Redis names one of them, in cluster mode."""
+    services = compose["services"]
+    nodes = {name: service for name, service in services.items()
+             if service.get("profiles") == ["redis-cluster"] and "networks" in service}
+    assert len(nodes) == 6
+    addresses = {f"{n['networks']['default']['ipv4_address']}:6379" for n in nodes.values()}
+    for node in nodes.values():
+        command = node["command"]
+        assert command[command.index("--cluster-enabled") + 1] == "yes"
+    init = services["redis-cluster-init"]
+    create = init["command"][0].split("--cluster create", 1)[1].split()
+    assert set(create[:6]) == addresses and create[6:9] == ["--cluster-replicas", "1",
+                                                            "--cluster-yes"]
+    assert set(init["depends_on"]) == nodes.keys()
+    assert services["setup"]["depends_on"]["redis-cluster-init"] == {
+        "condition": "service_completed_successfully", "required": False}
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert all(a.startswith(subnet.rsplit(".", 1)[0] + ".") for a in addresses)
+    given = variables(CLUSTER_ENV)
+    talkers = [name for name, service in services.items()
+               if PREFIX + "REDIS_URL" in environment(service)]
+    assert {"jobmanager", "taskmanager", "reader", "setup"} <= set(talkers)
+    for name in talkers:
+        env = environment(services[name], given)
+        assert Settings.from_env({k: v for k, v in env.items() if k.startswith(PREFIX)}
+                                 ).redis_cluster, name
+        assert urlsplit(env[PREFIX + "REDIS_URL"]).netloc in addresses, name
 
 
 def test_the_services_addresses_point_at_services_that_listen_there(
