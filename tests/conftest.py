@@ -13,9 +13,14 @@ modules declare their tier with ``pytestmark``; a test without a tier fails coll
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from testing.redis_cluster import LocalRedisCluster
 
 TIERS = ("unit", "redis", "flink")
 UNIT_DIR = Path(__file__).parent / "unit"
@@ -31,3 +36,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if untiered:
         raise pytest.UsageError(f"tests without a tier marker ({', '.join(TIERS)}; see "
                                 f"tests/conftest.py): {', '.join(untiered[:5])}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A real local Redis Cluster (3 masters, 3 replicas; ``testing.redis_cluster``) shared by
+    the session's tests; its ``url`` names one node. Call ``flush()`` for a clean slate."""
+    from testing.redis_cluster import redis_cluster as start  # only where a test asks for it
+
+    with start() as cluster:
+        yield cluster
