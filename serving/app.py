@@ -22,6 +22,7 @@ from featurestream.serving.metrics import Metrics
 from featurestream.serving.openapi import openapi_document
 from featurestream.serving.predict import Predictor
 from featurestream.serving.redis_client import RedisClient, RedisUnavailable, parse_redis_url
+from featurestream.serving.redis_cluster_client import ClusterClient, check_cluster_settings
 from featurestream.serving.responses import ApiError, error_response
 from featurestream.serving.routes import ROUTES, Reader, build_routes
 from featurestream.serving.status import PipelineStatus
@@ -38,20 +39,25 @@ def create_app(settings: Settings) -> Starlette:
     are wrong); Redis is first contacted at start-up, not here."""
     definitions = reader_definitions(settings)
     contract = ReaderContract(served_entities(definitions), settings.max_batch_size)
-    redis = RedisClient(parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000)
+    check_cluster_settings(settings)
+    target, timeout_s = parse_redis_url(settings.redis_url), settings.redis_timeout_ms / 1000
+    redis = (ClusterClient(target, timeout_s) if settings.redis_cluster
+             else RedisClient(target, timeout_s))
     cache = (TTLCache(settings.cache_ttl_ms, settings.cache_max_entries,
                       invalidated=settings.cache_invalidation)
              if settings.cache_ttl_ms else None)
     metrics = Metrics()
     listener = (InvalidationListener(redis, cache, metrics)
-                if cache and settings.cache_invalidation else None)
+                if cache and settings.cache_invalidation and isinstance(redis, RedisClient)
+                else None)
     auth = bool(settings.auth_token.get_secret_value())
     document = openapi_document(ROUTES, contract, auth)
     drift = DriftMonitor(settings, redis, metrics)
     store = FeatureStore(redis, settings.redis_key_prefix, cache, metrics,
                          LastKnown(settings.fallback_max_entries),
                          redis_breaker(metrics, settings.breaker_failures,
-                                       settings.breaker_reset_ms))
+                                       settings.breaker_reset_ms),
+                         cluster=settings.redis_cluster)
     reader = Reader(settings=settings, store=store,
                     metrics=metrics, contract=contract, openapi=msgspec.json.encode(document),
                     drift=drift, status=PipelineStatus(settings, drift),
@@ -65,7 +71,7 @@ def create_app(settings: Settings) -> Starlette:
         except RedisUnavailable as exc:
             state = f"not reachable yet ({exc}); /readyz answers 503 until it is"
         log.info("reader worker %d: started; redis at %s %s; entities %s; auth %s; cache %s",
-                 os.getpid(), redis.target.describe(), state, ", ".join(contract.entity_names),
+                 os.getpid(), redis.describe(), state, ", ".join(contract.entity_names),
                  "on" if auth else "off", "off" if not cache else f"{settings.cache_ttl_ms} ms"
                  + (" + invalidation" if listener else ""))
         if listener:

@@ -29,7 +29,7 @@ from starlette.responses import Response
 
 from featurestream.serving.contract import ErrorBody
 from featurestream.serving.metrics import Metrics
-from featurestream.serving.redis_client import Command, RedisClient, RedisUnavailable
+from featurestream.serving.redis_client import Command, RedisCalls, RedisUnavailable
 from featurestream.serving.responses import ApiError, JSONResponse
 from featurestream.serving.shaping import now_ms
 from featurestream.settings import Settings
@@ -223,7 +223,7 @@ class DriftMonitor:
     """The reader's view of drift: the sidecars of each model asked for (kept while the
     registry holds it), and the window's buckets read from Redis in one round trip."""
 
-    def __init__(self, settings: Settings, redis: RedisClient, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, redis: RedisCalls, metrics: Metrics) -> None:
         self._settings = settings
         self._redis = redis
         self._metrics = metrics

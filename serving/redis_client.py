@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -230,10 +230,13 @@ class RedisClient:
         self._up: bool | None = None  # last known state, to log each change once
         self._tracking: tuple[int, Callable[[bool], None]] | None = None
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+    async def execute(self, commands: Sequence[Command], *,
+                      inline_errors: bool = False) -> list[Any]:
         """Send ``commands`` in one round trip and return their replies (RedisUnavailable).
 
-        No commands: no replies, at once, without connecting.
+        No commands: no replies, at once, without connecting. ``inline_errors``: an error
+        reply is returned in its place (a ``hiredis.ReplyError``: the cluster client reads
+        its redirects) instead of raised.
         """
         if not commands:
             return []
@@ -258,12 +261,14 @@ class RedisClient:
         except RedisUnavailable as exc:
             self._state(False, str(exc))
             raise
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise RedisUnavailable("reply", f"Redis answered with an error: {reply}",
-                                       about_the_data=str(reply).startswith("WRONGTYPE"))
+        if not inline_errors:
+            raise_reply_errors(replies)
         self._state(True, "")
         return replies
+
+    def describe(self) -> str:
+        """Where it connects, without credentials."""
+        return self.target.describe()
 
     @property
     def timeout_s(self) -> float:
@@ -359,6 +364,31 @@ class RedisClient:
                 else:
                     log.warning("redis at %s: unavailable (%s)", self.target.describe(), detail)
             self._up = up
+
+
+def raise_reply_errors(replies: Sequence[Any]) -> None:
+    """RedisUnavailable for the first error reply (``about_the_data`` for ``WRONGTYPE``)."""
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            raise RedisUnavailable("reply", f"Redis answered with an error: {reply}",
+                                   about_the_data=str(reply).startswith("WRONGTYPE"))
+
+
+class RedisCalls(Protocol):
+    """What the reader's stores need of Redis: :class:`RedisClient`, or on Redis Cluster
+    :class:`~featurestream.serving.redis_cluster_client.ClusterClient`."""
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Replies in command order (RedisUnavailable)."""
+        ...
+
+    def describe(self) -> str:
+        """Where, without credentials."""
+        ...
+
+    async def close(self) -> None:
+        """Close every connection."""
+        ...
 
 
 def _tracking_error(reply: hiredis.ReplyError) -> Exception:

@@ -25,6 +25,7 @@ from uvicorn.supervisors import Multiprocess
 from featurestream.errors import UserFacingError
 from featurestream.serving.entities import reader_definitions
 from featurestream.serving.redis_client import parse_redis_url
+from featurestream.serving.redis_cluster_client import check_cluster_settings
 from featurestream.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError(f"FEATURESTREAM_REDIS_URL: {exc}; use "
                             "redis://[:password@]host:port/db or rediss:// for TLS") from None
     reader_definitions(settings)  # a mistake in them fails here, once, not in every worker
+    check_cluster_settings(settings)
     sock = _bind(settings.serve_host, settings.serve_port)
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-reader-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir

@@ -8,7 +8,7 @@ from typing import Any
 from featurestream.serving.breaker import CircuitBreaker
 from featurestream.serving.cache import Miss, TTLCache
 from featurestream.serving.metrics import Metrics
-from featurestream.serving.redis_client import Command, RedisClient, RedisUnavailable
+from featurestream.serving.redis_client import Command, RedisCalls, RedisUnavailable
 from featurestream.serving.shaping import Row, ServedRow
 from featurestream.udfs.resilience.last_known import LastKnown
 from featurestream.udfs.store.redis_layout import (
@@ -43,11 +43,12 @@ class FeatureStore:
     lacks, through the Redis circuit breaker. Callers pass a declared entity and checked ids
     (:mod:`.validation`)."""
 
-    def __init__(self, redis: RedisClient, prefix: str, cache: TTLCache | None,
+    def __init__(self, redis: RedisCalls, prefix: str, cache: TTLCache | None,
                  metrics: Metrics, last_known: LastKnown[Row | None] | None = None,
-                 breaker: CircuitBreaker | None = None) -> None:
+                 breaker: CircuitBreaker | None = None, *, cluster: bool = False) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._cluster = cluster  # keys hash-tagged (Redis Cluster)
         self._cache = cache
         self._metrics = metrics
         self._last_known = last_known  # every row read from Redis, for rows_with_fallback
@@ -61,7 +62,7 @@ class FeatureStore:
         Redis's error when it fails and any row has no such fallback (all or nothing: a batch
         never mixes in rows it cannot vouch for).
         """
-        keys = [entity_key(self._prefix, entity, i) for i in ids]
+        keys = [entity_key(self._prefix, entity, i, cluster=self._cluster) for i in ids]
         try:
             rows: list[Row | None] = await self._read(keys, decode_rows, self._last_known)
         except RedisUnavailable:
@@ -85,7 +86,8 @@ class FeatureStore:
 
     async def scores(self, user_id: str) -> dict[str, Score] | None:
         """The user's latest score per model (None for a user without scores)."""
-        [scores] = await self._read([score_key(self._prefix, user_id)], _scores)
+        [scores] = await self._read([score_key(self._prefix, user_id, cluster=self._cluster)],
+                                    _scores)
         return scores
 
     async def ping(self) -> None:
