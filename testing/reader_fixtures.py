@@ -119,15 +119,18 @@ def feature_row(as_of: int, version: int = 1, **values: FeatureValue) -> dict[st
 
 
 def seed_rows(client: redis.Redis, prefix: str, rows: Mapping[str, Mapping[str, RowValue]],
-              updated_at: int, ttl_seconds: int = 3600, entity: str = "user") -> None:
+              updated_at: int, ttl_seconds: int = 3600, entity: str = "user",
+              cluster: bool = False) -> None:
     """Write rows (id -> row) exactly as the feature job does: the upsert script, one
-    pipeline."""
+    pipeline (``cluster``: hash-tagged keys, ``client`` a RedisCluster, one call per row: its
+    pipelines refuse scripts)."""
     upsert = client.register_script(UPSERT_ROWS_LUA)
-    pipe = client.pipeline(transaction=False)
+    pipe = client if cluster else client.pipeline(transaction=False)
     for entity_id, row in rows.items():
-        upsert(keys=[entity_key(prefix, entity, entity_id)],
+        upsert(keys=[entity_key(prefix, entity, entity_id, cluster=cluster)],
                args=upsert_rows_args([row], updated_at, ttl_seconds), client=pipe)
-    pipe.execute()
+    if not cluster:
+        pipe.execute()
 
 
 ITEM_FEATURES = ("views_1h", "last_buyer", "recent_buyers", "buyers_24h")
@@ -156,10 +159,11 @@ def write_item_definitions(directory: Path) -> Path:
 
 
 def seed_score(client: redis.Redis, prefix: str, user_id: str, score: Score,
-               ttl_seconds: int = 3600) -> int:
-    """Write a score as the scoring job does; 1 if stored, 0 if an older one was ignored."""
+               ttl_seconds: int = 3600, cluster: bool = False) -> int:
+    """Write a score as the scoring job does; 1 if stored, 0 if an older one was ignored
+    (``cluster``: the hash-tagged key, ``client`` a RedisCluster)."""
     upsert = client.register_script(UPSERT_SCORE_LUA)
-    return int(upsert(keys=[score_key(prefix, user_id)],
+    return int(upsert(keys=[score_key(prefix, user_id, cluster=cluster)],
                       args=upsert_score_args(score, ttl_seconds)))
 
 

@@ -179,8 +179,8 @@ class FakeNodeClient:
 
 def client_over(cluster: FakeCluster, seed: Node) -> ClusterClient:
     client = ClusterClient(RedisTarget(seed.host, seed.port), timeout_s=1.0)
-    clients: dict[Node, FakeNodeClient] = {}
-    client._client = lambda node: clients.setdefault(  # type: ignore[method-assign,assignment]
+    clients: dict[Node, Any] = {}
+    client._client = lambda node: clients.setdefault(  # type: ignore[method-assign]
         node, FakeNodeClient(cluster, node))
     return client
 
