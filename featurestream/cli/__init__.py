@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --from-savepoint: keep the windows, drop the Kafka positions "
                         "and read every partition from its earliest offset (after the broker "
                         "lost its logs)")
+    submit.add_argument("--ship-deps", action="store_true",
+                        help="for TaskManagers without this package's dependencies: ship them "
+                        "with the job (pinned wheels, built once and cached; needs pip and a "
+                        "package index here, none on the cluster)")
     submit.set_defaults(handler=_lazy("featurestream.cli.submit:submit"))
 
     stop = sub.add_parser("stop", help="stop a running job (with --savepoint: resumable)")

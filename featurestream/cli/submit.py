@@ -2,8 +2,9 @@
 
 The job's code travels with it (``--pyFiles``: a staged copy of this distribution's packages),
 so the same command works against a remote cluster whose TaskManagers have the package's
-dependencies installed. The job's ``main()`` runs in the client and reads the same
-``FEATURESTREAM_*`` settings as this command.
+dependencies installed; with ``--ship-deps`` those travel too (:mod:`ship`). The job's
+``main()`` runs in the client (this Python) and reads the same ``FEATURESTREAM_*`` settings as
+this command; the TaskManagers run FEATURESTREAM_PYTHON_EXECUTABLE.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from featurestream.cli import ship
 from featurestream.devstack import submissions
+from featurestream.devstack.endpoints import LOOPBACK
 from featurestream.devstack.flink_home import pyflink_dir
 from featurestream.devstack.paths import StackPaths
 from featurestream.errors import UserFacingError
@@ -56,16 +60,21 @@ def _source(module: str) -> Path:
 
 
 def flink_run_command(settings: Settings, job: str, flink_bin: Path, staged: Path,
-                      savepoint: str | None = None) -> list[str]:
-    """The ``flink run`` command line submitting ``job`` detached (resuming ``savepoint``)."""
+                      savepoint: str | None = None, shipped: Sequence[str] = ()) -> list[str]:
+    """The ``flink run`` command line submitting ``job`` detached (resuming ``savepoint``;
+    with the ``shipped`` dependency options)."""
     module = staged / Path(*JOB_MODULES[job].split("."))
-    return flink_run_program(settings, Path(f"{module}.py"), flink_bin, staged, savepoint)
+    return flink_run_program(settings, Path(f"{module}.py"), flink_bin, staged, savepoint,
+                             shipped=shipped)
 
 
 def flink_run_program(settings: Settings, script: Path, flink_bin: Path, staged: Path,
-                      savepoint: str | None = None, args: Sequence[str] = ()) -> list[str]:
+                      savepoint: str | None = None, args: Sequence[str] = (),
+                      shipped: Sequence[str] = ()) -> list[str]:
     """The ``flink run`` command line running the PyFlink program ``script`` (given ``args``)
-    detached, with the staged packages shipped beside it (the benchmark's ceiling jobs too)."""
+    detached, with the staged packages shipped beside it (the benchmark's ceiling jobs too).
+    The program's ``main()`` runs in this Python (it has the package); the TaskManagers' in
+    ``settings.python_executable``."""
     rest = urlparse(settings.flink_rest_url)
     resume = [] if savepoint is None else ["--fromSavepoint", savepoint]
     return [
@@ -73,8 +82,9 @@ def flink_run_program(settings: Settings, script: Path, flink_bin: Path, staged:
         "--jobmanager", f"{rest.hostname}:{rest.port or 8081}",
         "--python", str(script),
         "--pyFiles", str(staged),
+        *shipped,
         "--pyExecutable", settings.python_executable,
-        "--pyClientExecutable", settings.python_executable,
+        "--pyClientExecutable", sys.executable,
         *args,
     ]
 
@@ -86,14 +96,17 @@ def flink_client(settings: Settings) -> Path:
 
 
 def submit_job(settings: Settings, job: str, savepoint: str | None = None,
-               reset_source_positions: bool = False) -> str:
+               reset_source_positions: bool = False, with_deps: bool = False,
+               echo: ship.Echo = print) -> str:
     """Submit ``job`` (resuming from ``savepoint``, if given; without its Kafka source
-    positions if ``reset_source_positions``: a new source epoch) and return its Flink job id."""
+    positions if ``reset_source_positions``: a new source epoch; ``with_deps``: shipping its
+    third-party dependencies, see :mod:`ship`) and return its Flink job id."""
     settings.load_definitions()  # a mistake is one line here, not a trace from flink run
     if reset_source_positions:
         settings = submissions.next_source_epoch(settings)
     client, staged = flink_client(settings), stage_python_files(settings)
-    cmd = flink_run_command(settings, job, client, staged, savepoint)
+    shipped = ship.ship_deps(staged, settings.home, echo).flink_options() if with_deps else []
+    cmd = flink_run_command(settings, job, client, staged, savepoint, shipped)
     if reset_source_positions:
         cmd = submissions.dropping_old_sources(cmd)
     # The job's main() runs in this client and reads exactly these settings (the secret ones
@@ -103,7 +116,7 @@ def submit_job(settings: Settings, job: str, savepoint: str | None = None,
     # What `featurestream up` resumes from the job's checkpoints if the JobManager is lost.
     submissions.record(settings.home, submissions.Submission(
         job, job_id, settings.flink_rest_url, tuple(flink_run_command(settings, job, client,
-                                                                      staged)),
+                                                                      staged, shipped=shipped)),
         submissions.public_env(settings), settings.effective_checkpoint_dir))
     return job_id
 
@@ -116,10 +129,23 @@ def submit(settings: Settings, args: argparse.Namespace) -> int:
     resume = f" from {args.from_savepoint}" if args.from_savepoint else ""
     resume += " with its source positions reset" if args.reset_source_positions else ""
     print(f"submitting the {args.job} job to {settings.flink_rest_url}{resume} ...", flush=True)
-    job_id = submit_job(settings, args.job, args.from_savepoint, args.reset_source_positions)
+    if args.job == "scoring" and (note := registry_note(settings)):
+        print(note)
+    job_id = submit_job(settings, args.job, args.from_savepoint, args.reset_source_positions,
+                        args.ship_deps)
     print(f"job id: {job_id}")
     print(f"web UI: {settings.flink_rest_url.rstrip('/')}/#/job/running/{job_id}/overview")
     return 0
+
+
+def registry_note(settings: Settings) -> str | None:
+    """A warning when a remote cluster's TaskManagers would look for models in the default
+    registry, a directory on this machine's disk."""
+    if settings.models_dir or urlparse(settings.flink_rest_url).hostname in LOOPBACK:
+        return None
+    return (f"note: FEATURESTREAM_MODELS_DIR is unset, so the TaskManagers read models from "
+            f"{settings.effective_models_dir} on their own disks; set it to shared storage "
+            "every TaskManager and the reader see at the same path")
 
 
 def running_job_id(settings: Settings, job: str) -> tuple[FlinkRest, str | None]:

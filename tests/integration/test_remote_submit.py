@@ -1,0 +1,103 @@
+"""``featurestream submit`` against a second Flink cluster whose TaskManagers run a Python with
+PyFlink but without featurestream or its dependencies (``testing.bare_python``): a plain submit
+fails with ModuleNotFoundError, ``--ship-deps`` runs the feature job there, against the test
+stack's Kafka and Redis, with rows equal to the oracle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from featurestream.cli.submit import submit_job
+from featurestream.devstack import LocalStack
+from featurestream.devstack.endpoints import Endpoints
+from featurestream.devstack.flink import FlinkCluster
+from featurestream.devstack.paths import StackPaths
+from featurestream.devstack.private import free_ports, isolated
+from featurestream.settings import Settings
+from featurestream.udfs.contract.codec import EventEncoder
+from featurestream.udfs.contract.schema_registry import registry_for
+from testing.bare_python import bare_python
+from tests.integration.conftest import cancel_job, job_diagnostics, job_exceptions, wait_for
+from tests.integration.test_feature_job import (
+    assert_rows_equal_oracle,
+    encoded,
+    good_events,
+    produce,
+    wait_until_stable,
+)
+
+pytestmark = pytest.mark.flink
+
+
+@pytest.fixture(scope="module")
+def bare_cluster(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[Settings]:
+    """A second session cluster (same pyflink/bin, its own home, conf and ports) whose
+    TaskManager runs the bare Python; its settings (Kafka and Redis: the test stack's)."""
+    home = Path(tmp_path_factory.mktemp("remote-cluster"))
+    [rest] = free_ports(1)
+    settings = stack.settings.replace(
+        home=home, flink_rest_url=f"http://127.0.0.1:{rest}",
+        python_executable=str(bare_python(home / "bare-python")))
+    cluster = FlinkCluster(settings, StackPaths(home), Endpoints.from_settings(settings))
+    cluster.start(print)
+    try:
+        yield settings
+    finally:
+        cluster.stop(print)
+
+
+def on_cluster(stack: LocalStack, cluster: Settings, name: str) -> Settings:
+    """The test stack's slice ``name`` (topics, Redis prefix), submitted to ``cluster``."""
+    return isolated(stack, name).replace(home=cluster.home,
+                                         flink_rest_url=cluster.flink_rest_url,
+                                         python_executable=cluster.python_executable)
+
+
+def test_plain_submit_fails_without_the_package(stack: LocalStack,
+                                                bare_cluster: Settings) -> None:
+    settings = on_cluster(stack, bare_cluster, "remote-plain")
+    job_id = submit_job(settings, "features")
+    try:
+        wait_for(lambda: any("ModuleNotFoundError" in trace
+                             for trace in job_exceptions(settings, job_id)),
+                 120, "the job to fail with ModuleNotFoundError",
+                 lambda: job_diagnostics(settings, job_id))
+    finally:
+        cancel_job(settings, job_id)
+
+
+def test_ship_deps_runs_the_feature_job(stack: LocalStack, bare_cluster: Settings) -> None:
+    settings = on_cluster(stack, bare_cluster, "remote-shipped")
+    started = time.monotonic()
+    job_id = submit_job(settings, "features", with_deps=True)
+    submitted = time.monotonic()
+    try:
+        events, by_user = good_events(seed=31, count=300)
+        produce(settings, encoded(EventEncoder(registry_for(settings.schema_registry)), events))
+        rows = wait_until_stable(settings, sorted(by_user), lambda: True,
+                                 lambda: job_diagnostics(settings, job_id))
+        print(f"--ship-deps: submitted in {submitted - started:.1f} s, rows stable "
+              f"{time.monotonic() - submitted:.1f} s later")
+        assert_rows_equal_oracle(rows, by_user)
+        assert job_exceptions(settings, job_id) == [], "the job failed and restarted"
+    finally:
+        cancel_job(settings, job_id)
+
+
+def test_ship_deps_on_a_cluster_that_has_the_package(stack: LocalStack) -> None:
+    settings = isolated(stack, "shipped-anyway")
+    job_id = submit_job(settings, "features", with_deps=True)
+    try:
+        events, by_user = good_events(seed=37, count=100)
+        produce(settings, encoded(EventEncoder(registry_for(settings.schema_registry)), events))
+        rows = wait_until_stable(settings, sorted(by_user), lambda: True,
+                                 lambda: job_diagnostics(settings, job_id))
+        assert_rows_equal_oracle(rows, by_user)
+        assert job_exceptions(settings, job_id) == [], "the job failed and restarted"
+    finally:
+        cancel_job(settings, job_id)
