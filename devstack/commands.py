@@ -21,6 +21,7 @@ import redis
 from featurestream.devstack.component import ComponentStatus
 from featurestream.devstack.local import LocalStack
 from featurestream.flink_rest import CheckpointStats, FlinkRest
+from featurestream.jobs.redis_target import sync_client
 from featurestream.serving.drift import DriftQuery, Sidecars, unknown_model
 from featurestream.serving.status import sample_jobs
 from featurestream.settings import Settings, masked_url
@@ -106,17 +107,17 @@ def model_report(settings: Settings) -> ModelReport:
     if problem is not None:
         return split(problem="no version published")
     query = DriftQuery.of(settings, Sidecars(registry), int(time.time() * 1000))
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2,
-                                  socket_connect_timeout=2)
     try:
-        pipe = client.pipeline(transaction=False)
-        for key in query.all_keys:
-            pipe.hgetall(key)
-        hashes = [{f.decode(): v.decode() for f, v in r.items()} for r in pipe.execute()]
+        client = sync_client(settings.redis_url, settings.redis_cluster, 2)
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key in query.all_keys:
+                pipe.hgetall(key)
+            hashes = [{f.decode(): v.decode() for f, v in r.items()} for r in pipe.execute()]
+        finally:
+            client.close()
     except redis.RedisError:
         return split(problem=f"Redis at {masked_url(settings.redis_url)} did not answer")
-    finally:
-        client.close()
     scored = [(v.version, f.feature, f.psi) for v in query.answer(hashes).versions
               for f in v.features if f.psi is not None]
     if not scored:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from featurestream.settings import DEFAULT_POINT_IN_TIME_TTL_MS, Settings, masked_url
 
@@ -16,7 +18,9 @@ class RedisTarget:
 
     ``key_prefix``, ``ttl_seconds`` and ``point_in_time_ttl_ms`` are the layout's
     (:mod:`udfs.store.redis_layout`); ``batch_size`` is how many users' rows the feature job
-    buffers before it writes them.
+    buffers before it writes them; ``cluster``: the URL names a node of a Redis Cluster;
+    ``write_retry_ms``: how long a write is retried while Redis (a cluster: failing over)
+    cannot take it (:mod:`.redis_retry`).
     """
 
     url: str
@@ -24,24 +28,30 @@ class RedisTarget:
     ttl_seconds: int
     batch_size: int
     point_in_time_ttl_ms: int = DEFAULT_POINT_IN_TIME_TTL_MS
+    cluster: bool = False
+    write_retry_ms: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisTarget:
         """The target the settings name (``FEATURESTREAM_REDIS_*``)."""
         return cls(settings.redis_url, settings.redis_key_prefix, settings.redis_ttl_seconds,
-                   settings.redis_batch_size, settings.point_in_time_ttl_ms)
+                   settings.redis_batch_size, settings.point_in_time_ttl_ms,
+                   settings.redis_cluster, settings.redis_write_retry_ms)
 
     def __repr__(self) -> str:  # the URL may carry a password: never show it
         return (f"RedisTarget(url={masked_url(self.url)!r}, key_prefix={self.key_prefix!r}, "
                 f"ttl_seconds={self.ttl_seconds}, batch_size={self.batch_size}, "
-                f"point_in_time_ttl_ms={self.point_in_time_ttl_ms})")
+                f"point_in_time_ttl_ms={self.point_in_time_ttl_ms}, cluster={self.cluster}, "
+                f"write_retry_ms={self.write_retry_ms})")
 
-    def connect(self) -> redis.Redis:
+    def connect(self) -> redis.Redis | RedisCluster:
         """A client with its own connection pool (made in a function's ``open()``), its login
         checked: a wrong user or password, or an ACL without PING, is a :class:`RedisLoginError`
         naming the setting now, not a bare AuthenticationError at the first write. An
-        unreachable Redis is not an error yet: the first write's retries and failure handle it."""
-        client = redis.Redis.from_url(self.url)
+        unreachable Redis is not an error yet: the first write's retries and failure handle it
+        (a cluster client needs one node to read the slot map from: none is a ConnectionError
+        now, and Flink restarts the function)."""
+        client = sync_client(self.url, self.cluster)
         try:
             client.ping()
         except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
@@ -52,6 +62,24 @@ class RedisTarget:
         except redis.RedisError:
             pass
         return client
+
+
+def sync_client(url: str, cluster: bool, timeout_s: float | None = None
+                ) -> redis.Redis | RedisCluster:
+    """The redis-py client of ``url``: a :class:`RedisCluster` (``cluster``: the URL names any
+    one node; the others, and which serves which slot, are discovered from it) or a plain
+    client; ``timeout_s`` bounds connecting and every call (None: no bound). The one place the
+    jobs and the CLI make their synchronous clients (``FEATURESTREAM_REDIS_CLUSTER``).
+
+    A cluster client reads the slot map as it is made: no node answering is a
+    :class:`redis.ConnectionError` (redis-py's RedisClusterException is no RedisError)."""
+    if cluster:
+        try:
+            return RedisCluster.from_url(url, socket_timeout=timeout_s,
+                                         socket_connect_timeout=timeout_s)
+        except RedisClusterException as exc:
+            raise redis.ConnectionError(str(exc)) from None
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 class RedisLoginError(Exception):

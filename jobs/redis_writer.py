@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from redis.backoff import ExponentialBackoff
 from redis.client import Pipeline
-from redis.retry import Retry
+from redis.cluster import RedisCluster
 
+from featurestream.jobs.node_pipelines import NodePipelines, refresh_slots, slot_of
+from featurestream.jobs.redis_retry import WriteRetry
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.features.shard import CapturedRow
 from featurestream.udfs.store.redis_layout import (
@@ -19,16 +20,12 @@ from featurestream.udfs.store.redis_layout import (
     UPSERT_ROWS_LUA,
     RowValue,
     encode_point_in_time,
+    entity_key,
     layout_key,
     point_in_time_key,
     upsert_rows_args,
 )
-
-T = TypeVar("T")
-# Waits between attempts: 0.1 s, doubling, at most 5 s (so a Redis that comes back is
-# written to within 5 s).
-BACKOFF_BASE_S = 0.05
-BACKOFF_CAP_S = 5.0
+from featurestream.udfs.store.slot_groups import script_calls
 
 
 class RedisRowWriter:
@@ -47,17 +44,23 @@ class RedisRowWriter:
     (the feature job's bundle) waits, so Flink backpressures the source and nothing piles up
     in memory; past it the job fails and restarts from its last checkpoint. Retrying is safe:
     the upsert keeps the newer row and ``SET NX`` the first.
+
+    On Redis Cluster (``target.cluster``) the keys carry the entity id in a hash tag, each
+    script call carries rows of one slot only (:func:`~udfs.store.slot_groups.script_calls`),
+    and each master gets its calls in a pipeline of its own
+    (:class:`~.node_pipelines.NodePipelines`); a failover's errors are retried as above, with
+    the slot map read again before each attempt (:mod:`.redis_retry`).
     """
 
     def __init__(self, target: RedisTarget, retry_ms: int = 0) -> None:
         self._client = target.connect()
         self._upsert = self._client.register_script(UPSERT_ROWS_LUA)
         self._prefix = target.key_prefix
+        self._cluster = target.cluster
         self._ttl = target.ttl_seconds
         self._batch_size = target.batch_size
         self._pit_ttl_ms = target.point_in_time_ttl_ms
-        self._retry_s = retry_ms / 1000
-        self._retry = Retry(ExponentialBackoff(cap=BACKOFF_CAP_S, base=BACKOFF_BASE_S), -1)
+        self._retried = WriteRetry(retry_ms, target.cluster, self._refresh_slots)
         self._pending: dict[str, dict[str, RowValue]] = {}
         self._captured: list[CapturedRow] = []
 
@@ -84,7 +87,10 @@ class RedisRowWriter:
         if not self._pending and not self._captured:
             return
         now_ms = int(time.time() * 1000)
-        self._retried(lambda: self._pipeline(now_ms).execute())
+        if self._cluster:
+            self._retried(lambda: self._node_pipelines(now_ms).execute())
+        else:
+            self._retried(lambda: self._pipeline(now_ms).execute())
         self._pending.clear()
         self._captured.clear()
 
@@ -111,12 +117,28 @@ class RedisRowWriter:
                          client=pipe)
         return pipe
 
-    def _retried(self, write: Callable[[], T]) -> T:
-        """``write()``, retried with backoff while Redis cannot be reached, for up to
-        ``retry_ms``."""
-        deadline = time.monotonic() + self._retry_s
+    def _node_pipelines(self, now_ms: int) -> NodePipelines:
+        """The buffered rows as one pipeline per cluster master, each script call's rows of
+        one slot (new ones per attempt, from the slot map as it is now)."""
+        assert isinstance(self._client, RedisCluster)
+        prefix = self._prefix
+        pipes = NodePipelines(self._client)
+        for captured in self._captured:
+            entity, _, entity_id = captured.key.partition(":")
+            key = point_in_time_key(prefix, entity, captured.event_id)
+            pipes.for_key(key).set(key, encode_point_in_time(entity_id, captured.row), nx=True,
+                                   px=self._pit_ttl_ms)
+        rows = {}
+        for state_key, row in self._pending.items():
+            entity, _, entity_id = state_key.partition(":")
+            rows[entity_key(prefix, entity, entity_id, cluster=True)] = row
+        for keys in script_calls(list(rows), ROWS_PER_UPSERT, slot_of):
+            self._upsert(keys=keys, args=upsert_rows_args([rows[k] for k in keys], now_ms,
+                                                          self._ttl),
+                         client=pipes.for_key(keys[0]))
+        return pipes
 
-        def give_up_past_deadline(error: Exception) -> None:
-            if time.monotonic() >= deadline:
-                raise error
-        return self._retry.call_with_retry(write, give_up_past_deadline)
+    def _refresh_slots(self, error: Exception) -> None:
+        """Before a retry on a cluster: read the slot map again (a failover moves slots)."""
+        if isinstance(self._client, RedisCluster):
+            refresh_slots(self._client)

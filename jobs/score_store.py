@@ -7,12 +7,23 @@ keeps the newer of two scores, so replayed batches after a restart never roll a 
 back. :class:`ScoreStore` is both of :class:`~udfs.scoring.scorer.BatchScorer`'s Redis ports and
 the :class:`~udfs.scoring.drift_recorder.DriftSink` (hashes of
 :func:`~udfs.telemetry.drift.drift_key`).
+
+On Redis Cluster (``target.cluster``) score keys carry the user id in a hash tag (the slot of
+the user's row), the captured rows are read with one ``MGET`` per slot and the scores written
+with one pipeline per master (each script call has one key), and every call is retried through
+a failover for up to ``target.write_retry_ms`` (:mod:`.redis_retry`). On a single Redis a
+failing call fails the job, which restarts from its checkpoint, as it always did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
+from redis.cluster import RedisCluster
+
+from featurestream.jobs.node_pipelines import NodePipelines, refresh_slots
+from featurestream.jobs.redis_retry import WriteRetry
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.udfs.scoring.score_codec import ScoreRecord
 from featurestream.udfs.scoring.scorer import CapturedKey
@@ -27,6 +38,8 @@ from featurestream.udfs.store.redis_layout import (
 )
 from featurestream.udfs.wire.dead_letters import ErrorClass, Problem, Stage
 
+T = TypeVar("T")
+
 
 class ScoreStore:
     """Pipelined reads of captured feature rows and writes of users' latest scores."""
@@ -36,12 +49,27 @@ class ScoreStore:
         self._upsert = self._client.register_script(UPSERT_SCORE_LUA)
         self._prefix = target.key_prefix
         self._ttl = target.ttl_seconds
+        self._cluster = target.cluster
+        self._retry = WriteRetry(target.write_retry_ms, cluster=True,
+                                 before_retry=self._refresh_slots)
+
+    def _call(self, call: Callable[[], T]) -> T:
+        """``call()``; on a cluster retried through a failover."""
+        return self._retry(call) if self._cluster else call()
+
+    def _refresh_slots(self, error: Exception) -> None:
+        assert isinstance(self._client, RedisCluster)
+        refresh_slots(self._client)
 
     def captured(self, keys: Sequence[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
         """The rows captured for ``(entity, id, event id)`` in one round trip; keys not
         captured (yet) are left out."""
-        values = self._client.mget([point_in_time_key(self._prefix, entity, event_id)
-                                    for entity, _, event_id in keys])
+        names = [point_in_time_key(self._prefix, entity, event_id)
+                 for entity, _, event_id in keys]
+        if isinstance(self._client, RedisCluster):  # keys of many slots: one MGET per slot
+            values = self._call(lambda: self._client.mget_nonatomic(names))
+        else:
+            values = self._client.mget(names)
         found: dict[CapturedKey, Row | Problem | None] = {}
         for key, value in zip(keys, values, strict=True):
             if value is None:
@@ -69,18 +97,33 @@ class ScoreStore:
         latest = {(s["user_id"], s["model"]): s for s in scores}  # batch order: last wins
         if not latest:
             return
-        pipe = self._client.pipeline(transaction=False)
+        upserts = []
         for (user_id, _), s in latest.items():
             score = Score(model=s["model"], version=s["version"], variant=s["variant"],
                           score=s["score"], event_id=s["event_id"], scored_at=s["scored_at"],
                           as_of=s["as_of"] or 0, experiment=s.get("experiment"))
-            self._upsert(keys=[score_key(self._prefix, user_id)],
-                         args=upsert_score_args(score, self._ttl), client=pipe)
+            upserts.append((score_key(self._prefix, user_id, cluster=self._cluster),
+                            upsert_score_args(score, self._ttl)))
+        if isinstance(self._client, RedisCluster):
+            self._call(lambda: self._node_pipelines(upserts).execute())
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, args in upserts:
+            self._upsert(keys=[key], args=args, client=pipe)
         pipe.execute()
+
+    def _node_pipelines(self, upserts: Sequence[tuple[str, list[str]]]) -> NodePipelines:
+        """The score upserts in one pipeline per master (new ones per attempt)."""
+        assert isinstance(self._client, RedisCluster)
+        pipes = NodePipelines(self._client)
+        for key, args in upserts:
+            self._upsert(keys=[key], args=args, client=pipes.for_key(key))
+        return pipes
 
     def add_counts(self, counts: Mapping[str, Mapping[str, int]], ttl_seconds: int) -> None:
         """``HINCRBY`` each key's fields and ``EXPIRE`` it, in one round trip: counts from
-        several tasks add up in the same bucket."""
+        several tasks add up in the same bucket. Never retried (a repeat could count twice):
+        drift is telemetry, a failed flush's counts are dropped (``BackgroundFlush``)."""
         pipe = self._client.pipeline(transaction=False)
         for key, fields in counts.items():
             for name, count in fields.items():

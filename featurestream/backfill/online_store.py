@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import redis
 
 from featurestream.errors import UserFacingError
-from featurestream.jobs.redis_target import RedisTarget
+from featurestream.jobs.redis_target import RedisTarget, sync_client
 from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.settings import Settings, masked_url
 from featurestream.udfs.features.processor import Row
@@ -19,8 +19,7 @@ from featurestream.udfs.features.processor import Row
 def check_reachable(settings: Settings) -> None:
     """Fail before the replay, not after it, when Redis cannot be written."""
     try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                      socket_connect_timeout=5)
+        client = sync_client(settings.redis_url, settings.redis_cluster, 5)
         try:
             client.ping()
         finally:

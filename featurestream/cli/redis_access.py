@@ -7,20 +7,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.cluster import RedisCluster
 
 from featurestream.errors import UserFacingError
+from featurestream.jobs.redis_target import sync_client
 from featurestream.settings import Settings, masked_url
+
+TIMEOUT_S = 5.0
 
 
 @contextmanager
-def redis_client(settings: Settings) -> Iterator[redis.Redis]:
-    """A client of ``FEATURESTREAM_REDIS_URL`` for one command, closed afterwards."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                  socket_connect_timeout=5)
+def redis_client(settings: Settings) -> Iterator[redis.Redis | RedisCluster]:
+    """A client of ``FEATURESTREAM_REDIS_URL`` for one command (a cluster client with
+    ``FEATURESTREAM_REDIS_CLUSTER``), closed afterwards."""
+    try:
+        client = sync_client(settings.redis_url, settings.redis_cluster, TIMEOUT_S)
+    except redis.RedisError as exc:
+        raise _unreadable(settings, exc) from None
     try:
         yield client
     except redis.RedisError as exc:
-        raise UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)} ({exc}); "
-                              "check FEATURESTREAM_REDIS_URL or run `featurestream up`") from None
+        raise _unreadable(settings, exc) from None
     finally:
         client.close()
+
+
+def _unreadable(settings: Settings, exc: redis.RedisError) -> UserFacingError:
+    cluster = " (a node of the Redis Cluster: FEATURESTREAM_REDIS_CLUSTER=true)" \
+        if settings.redis_cluster else ""
+    return UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)}{cluster} "
+                           f"({exc}); check FEATURESTREAM_REDIS_URL or run `featurestream up`")

@@ -20,6 +20,7 @@ from featurestream.cli.submit import running_job_id, submit_job
 from featurestream.errors import UserFacingError
 from featurestream.flink_rest import FINAL_STATES, FlinkRest
 from featurestream.jobs import JOB_NAMES
+from featurestream.jobs.redis_target import sync_client
 from featurestream.settings import Settings, masked_url
 
 FEATURES = "features"
@@ -69,16 +70,17 @@ def rematerialize_command(settings: Settings, args: argparse.Namespace) -> int:
 def check_redis(settings: Settings) -> None:
     """Fail before stopping anything if Redis does not answer (the rows could not be
     written)."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        client.ping()
+        client = sync_client(settings.redis_url, settings.redis_cluster, 5)
+        try:
+            client.ping()
+        finally:
+            client.close()
     except redis.RedisError as exc:
         raise UserFacingError(
             f"Redis at {masked_url(settings.redis_url)} does not answer ({exc}): start it (or "
             "fix FEATURESTREAM_REDIS_URL) before rematerializing; the job was left running"
         ) from None
-    finally:
-        client.close()
 
 
 def wait_for_first_checkpoint(rest: FlinkRest, job_id: str, timeout_s: float) -> int:

@@ -40,7 +40,7 @@ from featurestream.udfs.offline.replay import Replay
 from featurestream.udfs.scoring.model_metadata import ModelMetadata
 from featurestream.udfs.scoring.model_registry import ModelError, ModelRegistry
 from featurestream.udfs.scoring.vector import FeatureCatalog, UnknownFeature, VectorPlan
-from featurestream.udfs.store.redis_layout import decode_row
+from featurestream.udfs.store.redis_layout import decode_row, hash_untagged
 from featurestream.udfs.wire.dead_letters import Problem
 
 _SCAN_BATCH = 1_000
@@ -128,18 +128,20 @@ def online_rows(settings: Settings, definitions: Definitions) -> Iterator[tuple[
             for key in client.scan_iter(match=f"{prefix}{entity.name}:*", count=_SCAN_BATCH):
                 keys.append(key)
                 if len(keys) == _SCAN_BATCH:
-                    yield from _read(client, keys, len(prefix))
+                    yield from _read(client, keys, len(prefix), settings.redis_cluster)
                     keys = []
-            yield from _read(client, keys, len(prefix))
+            yield from _read(client, keys, len(prefix), settings.redis_cluster)
 
 
-def _read(client: Any, keys: list[bytes], cut: int) -> Iterator[tuple[str, dict]]:
+def _read(client: Any, keys: list[bytes], cut: int, cluster: bool
+          ) -> Iterator[tuple[str, dict]]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hgetall(key)
     for key, fields in zip(keys, pipe.execute(), strict=True):
         if fields:
-            yield key.decode()[cut:], decode_row(fields)
+            entity, _, tagged = key.decode()[cut:].partition(":")
+            yield f"{entity}:{hash_untagged(tagged, cluster)}", decode_row(fields)
 
 
 def check_rows(settings: Settings, definitions: Definitions, replay: Replay) -> RowCheck:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -401,6 +401,8 @@ class Settings(BaseSettings):
         self.kafka_client_properties()  # parsed and checked now, not when a client starts
         if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise bad("redis_url", "use redis://[:password@]host:port/db or rediss:// for TLS")
+        if self.redis_cluster:
+            self._validate_redis_cluster(bad)
         if urlsplit(self.flink_rest_url).scheme not in ("http", "https"):
             raise bad("flink_rest_url", "use http://host:port of the JobManager's REST endpoint")
         if self.checkpoint_dir and "://" not in self.checkpoint_dir:
@@ -413,6 +415,21 @@ class Settings(BaseSettings):
         self._validate_scoring(bad)
         self._validate_drift(bad)  # the scoring job's and the reader's
         self._validate_reader(bad)
+
+    def _validate_redis_cluster(self, bad: Callable[[str, str], SettingsError]) -> None:
+        """A cluster is reached over TCP and has database 0 only."""
+        url = urlsplit(self.redis_url)
+        if url.scheme == "unix":
+            raise bad("redis_url", "FEATURESTREAM_REDIS_CLUSTER=true needs the TCP address of "
+                      "any node of the cluster, redis://[:password@]host:port (rediss:// for "
+                      "TLS), not a unix socket; or set FEATURESTREAM_REDIS_CLUSTER=false for a "
+                      "single Redis")
+        dbs = {url.path.strip("/") or "0", *parse_qs(url.query).get("db", [])}
+        if dbs != {"0"}:
+            raise bad("redis_url", "a Redis Cluster has database 0 only: end "
+                      "FEATURESTREAM_REDIS_URL with /0 (or no /db) while "
+                      "FEATURESTREAM_REDIS_CLUSTER=true; or set FEATURESTREAM_REDIS_CLUSTER=false "
+                      "for a single Redis")
 
     def _validate_schema_registry(self, bad: Callable[[str, str], SettingsError]) -> None:
         """The remote registry's address, credentials and TLS files."""

@@ -93,6 +93,12 @@ def hash_tagged(entity_id: str, cluster: bool) -> str:
     return f"{{{entity_id}}}" if cluster else entity_id
 
 
+def hash_untagged(text: str, cluster: bool) -> str:
+    """Inverse of :func:`hash_tagged`: the entity id in the last part of a key (found by
+    ``SCAN``)."""
+    return text[1:-1] if cluster and text[:1] == "{" and text[-1:] == "}" else text
+
+
 def entity_key(prefix: str, entity: str, entity_id: str, *, cluster: bool = False) -> str:
     """The Redis key of an entity instance's feature hash (``cluster``: hash-tagged)."""
     return f"{prefix}{entity}:{hash_tagged(entity_id, cluster)}"
