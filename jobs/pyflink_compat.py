@@ -1,7 +1,8 @@
 """Every use of a PyFlink private API, in one place (PyFlink as pinned in pyproject.toml).
 
 PyFlink's Python API covers less than the jobs need: Kafka framers, Java operators, keying in
-Java, side outputs and table conversions without an extra Python stage, an end-of-bundle hook.
+Java, side outputs and table conversions without an extra Python stage, an end-of-bundle hook,
+switching the current key.
 Each function says which private behaviour it relies on, and ``tests/unit/test_pyflink_compat.py``
 checks each against the installed PyFlink without a cluster, so an upgrade that changes one
 fails there in seconds instead of in a long integration run -- or silently in production.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pyflink.common import Row
 from pyflink.common.typeinfo import TypeInformation
 from pyflink.datastream import DataStream, KeyedStream, OutputTag, RuntimeContext
 from pyflink.table import StreamTableEnvironment, Table
@@ -97,3 +99,18 @@ def before_bundle_commit(runtime_context: RuntimeContext, end_bundle: Callable[[
         commit()
 
     backend.commit = end_bundle_then_commit
+
+
+def switch_key(runtime_context: RuntimeContext, key: int) -> None:
+    """Make ``key`` the current key of the keyed state and timers of a Python function whose
+    stream :func:`key_by_in_java` keyed by ``Row.of(key)``.
+
+    The feature job's keyed subtask gets one record per batch holding the groups of all the
+    shards it owns, and works on each under that shard's key. PyFlink offers no key switch.
+    Relies on: the runtime context's ``_keyed_state_backend.set_current_key(Row(key))``, the
+    call the keyed operation itself makes before each element and timer (it caches the old
+    key's state, and ``commit()`` writes every cached key's), and the timer service registering
+    timers under the backend's current key. The key must be in one of this subtask's key
+    groups: Flink's state backend would not check it before writing.
+    """
+    runtime_context._keyed_state_backend.set_current_key(Row(key))

@@ -5,7 +5,8 @@ Events are records of a source (a :class:`Record`, or a built-in :class:`Event` 
 ``events`` source). Each is framed as the Kafka consumer frames it and grouped by the real
 :class:`EventRouter` (its decoders read the record back from the frame), so every entity a
 source feeds gets the event in the shard of its state key; the harness keys shard ``i`` by
-``i`` and sends one shard record per shard per bundle. Each shard's map state is a dict, its
+``i``, owns every shard (one keyed subtask) and sends one subtask record per bundle, through
+its wire format. Each shard's map state is a dict, its
 timers a set; timers fire in time order when the watermark advances; a bundle ends after every
 call and its rows are collected (sorted by state key within a bundle: Redis keeps no order).
 :meth:`checkpoint` sends the checkpoint marker to every shard, as the sharding stage does, and
@@ -33,9 +34,12 @@ from featurestream.udfs.features.processor import EntityState, FeatureProcessor,
 from featurestream.udfs.features.routing import (
     EventRouter,
     ShardEvent,
+    ShardGroup,
+    SubtaskRecord,
     checkpoint_marker,
-    encode_shard_record,
-    shard_record,
+    decode_subtask_record,
+    encode_subtask_record,
+    subtask_record,
 )
 from featurestream.udfs.features.shard import CapturedRow, EntityShard, entity_of
 from featurestream.udfs.telemetry.catalog import FlinkPath, Metric
@@ -228,8 +232,9 @@ class ShardHarness:
         """Events delivered in one bundle (rows coalesce per entity instance)."""
         groups, failed = self.router.group_by_shard([self.frame(e) for e in events])
         self.failed += failed
-        for number, shard_events in groups.items():
-            self._deliver(number, encode_shard_record(shard_record(number, shard_events)))
+        if groups:
+            self._deliver(subtask_record([ShardGroup(number, shard_events)
+                                          for number, shard_events in groups.items()]))
         self.operator.end_bundle()
 
     def frame(self, event: Event | Record) -> bytes:
@@ -257,8 +262,7 @@ class ShardHarness:
 
     def checkpoint(self) -> None:
         """Send every shard the checkpoint marker, then snapshot Flink's side."""
-        for number in range(self.shard_count):
-            self._deliver(number, encode_shard_record(checkpoint_marker(number)))
+        self._deliver(checkpoint_marker(range(self.shard_count)))
         self.operator.end_bundle()
         self.snapshot = Snapshot(copy.deepcopy(self.map_states), copy.deepcopy(self.timers),
                                  self.watermark)
@@ -312,8 +316,11 @@ class ShardHarness:
     def _map_state(self, number: int) -> MapState:
         return self.map_states.setdefault(number, MapState())
 
-    def _deliver(self, number: int, record: bytes) -> None:
-        self.operator.process(number, record, self._map_state(number), HarnessTimers(self, number))
+    def _deliver(self, record: SubtaskRecord) -> None:
+        """``record`` over the wire, each group under its shard's key, as Flink scopes it."""
+        for group in decode_subtask_record(encode_subtask_record(record)).groups:
+            self.operator.process(group, self._map_state(group.key),
+                                  HarnessTimers(self, group.key))
 
 
 def as_of(row: Row) -> int:

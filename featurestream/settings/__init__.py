@@ -163,7 +163,9 @@ class Settings(BaseSettings):
     # Flink's key groups: the most the job can ever be rescaled to (fixed with its state).
     max_parallelism: WholeNumber = 128
     # The feature job keys its state by shard of users (fixed with its state; >= parallelism).
-    state_shards: WholeNumber = 16
+    # By default one shard per key group: the job rescales to any parallelism up to the max.
+    state_shards: WholeNumber = Field(
+        default_factory=lambda fields: fields.get("max_parallelism", 128))
     # Kafka records cross into Python in batches of up to this many, or after this long.
     source_batch_size: WholeNumber = 1_000
     source_batch_linger_ms: DurationMs = 10
@@ -394,8 +396,9 @@ class Settings(BaseSettings):
                       f"({self.parallelism}); it is fixed for the life of the job's state")
         if not self.parallelism <= self.state_shards <= self.max_parallelism:
             raise bad("state_shards", f"use FEATURESTREAM_PARALLELISM ({self.parallelism}) to "
-                      f"FEATURESTREAM_MAX_PARALLELISM ({self.max_parallelism}); it is fixed for "
-                      "the life of the feature job's state")
+                      f"FEATURESTREAM_MAX_PARALLELISM ({self.max_parallelism}), or leave it unset "
+                      "(= max parallelism, one shard per key group); it is fixed for the life "
+                      "of the feature job's state")
         if not all(":" in hp for hp in self.kafka_bootstrap.split(",")):
             raise bad("kafka_bootstrap", "use host:port[,host:port...]")
         self.kafka_client_properties()  # parsed and checked now, not when a client starts

@@ -32,12 +32,12 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
 
     ``tests/unit/test_pyflink_compat.py`` builds the same graph and checks its operators.
     """
+    keys = shard_keys(settings.state_shards, settings.max_parallelism)
     sharded = batched(frames, settings.source_batch_size, settings.source_batch_linger_ms).process(
-        ShardEvents(definitions, settings.schema_registry, settings.events_dlq_topic,
-                    shard_keys(settings.state_shards, settings.max_parallelism),
+        ShardEvents(definitions, settings.schema_registry, settings.events_dlq_topic, keys,
                     settings.max_future_skew_ms,
                     scored_events(definitions, settings.scored_event_types),
-                    settings.source_idleness_ms),
+                    settings.source_idleness_ms, settings.max_parallelism),
         output_type=FRAME_TYPE,
     ).name("decode and shard events").uid("shard-events")
     by_shard = pyflink_compat.key_by_in_java(sharded, lambda j_records: (
@@ -48,7 +48,8 @@ def build_feature_job(frames: DataStream, dlq_sink: Sink, settings: Settings,
             MaterializeFeatures(
                 definitions=definitions,
                 allowed_lateness_ms=settings.effective_allowed_lateness_ms(definitions),
-                shards=settings.state_shards,
+                shard_keys=keys,
+                max_parallelism=settings.max_parallelism,
                 target=RedisTarget.from_settings(settings),
                 dlq_topic=settings.events_dlq_topic,
                 redis_retry_ms=settings.redis_write_retry_ms,

@@ -5,7 +5,8 @@ PyFlink without a cluster: an upgrade that changes any of it fails here.
   backend, calls ``commit()`` when its bundle finishes (so Redis writes happen then), keys the
   state by ``Row(key)`` and hands the function the key and the value of ``Row(key, value)``;
   Beam finishes every operation at the end of a bundle.
-- Keying in Java: a shard record's key lands in the key group ``ShardKeys`` picked for it.
+- Switching the key: state and timers follow the backend's current key, set to ``Row(key)``.
+- Keying in Java: a subtask record's key lands in the key group ``ShardKeys`` picked for it.
 - The Java builders, ``transform``, side outputs, the keyed stream and the table conversion:
   the feature job's graph builds with only two Python operators, and the scoring job's
   table-to-stream conversion yields Java byte arrays.
@@ -41,9 +42,10 @@ from featurestream.settings import Settings
 from featurestream.udfs.features.routing import (
     MARKER_TIME,
     ShardEvent,
+    ShardGroup,
     checkpoint_marker,
-    encode_shard_record,
-    shard_record,
+    encode_subtask_record,
+    subtask_record,
 )
 
 CALLS: list[tuple[Any, ...]] = []  # what the probe and the backend saw, in order
@@ -73,16 +75,50 @@ class RecordingBackend(RemoteKeyedStateBackend):
         super().commit()
 
 
-def keyed_operation() -> tuple[StatefulOperation, RecordingBackend]:
-    """PyFlink's keyed process operation running :class:`Probe`, as a Python worker builds it
-    (``beam_operations.create_data_stream_keyed_process_function``), on a real backend."""
+class Switcher(KeyedProcessFunction):
+    """Works on another key as ``MaterializeFeatures`` does for each shard group of a record:
+    switches to ``value`` (a key), registers a timer, switches back."""
+
+    def open(self, runtime_context: Any) -> None:
+        self.runtime_context = runtime_context
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        backend = self.runtime_context._keyed_state_backend
+        pyflink_compat.switch_key(self.runtime_context, value)
+        CALLS.append(("state key", backend.get_current_key(), backend._encoded_current_key))
+        ctx.timer_service().register_event_time_timer(60_000)
+        pyflink_compat.switch_key(self.runtime_context, ctx.get_current_key())
+        CALLS.append(("state key", backend.get_current_key(), backend._encoded_current_key))
+        yield from ()
+
+
+KEY_CODER = coders.from_type_info(Types.ROW([Types.INT()]))  # Row(key), as Java keys state
+
+
+def keyed_operation(function: KeyedProcessFunction | None = None
+                    ) -> tuple[StatefulOperation, RecordingBackend]:
+    """PyFlink's keyed process operation running ``function`` (a :class:`Probe`), as a Python
+    worker builds it (``beam_operations.create_data_stream_keyed_process_function``), on a real
+    backend."""
     no_state_service = SimpleNamespace(_state_cache=None, _underlying=None, _context=None)
-    key_coder = coders.from_type_info(Types.ROW([Types.INT()]))
-    backend = RecordingBackend(no_state_service, key_coder, None, 1000, 1000, 1000)
+    backend = RecordingBackend(no_state_service, KEY_CODER, None, 1000, 1000, 1000)
     spec = flink_fn_execution_pb2.UserDefinedDataStreamFunction(
         function_type=flink_fn_execution_pb2.UserDefinedDataStreamFunction.KEYED_PROCESS,
-        payload=pickle.dumps(Probe()))
+        payload=pickle.dumps(function or Probe()))
     return StatefulOperation(spec, backend, None), backend
+
+
+def test_switching_the_key_moves_state_requests_and_timers_to_that_key() -> None:
+    CALLS.clear()
+    operation, _ = keyed_operation(Switcher())
+    timers = operation.internal_timer_service
+    timers._set_timer = lambda kind, ts, key, namespace: CALLS.append(("timer", ts, key))
+    operation.open()
+    list(operation.process_element(Row(7, -5, Row(42, 43))))
+    encoded = KEY_CODER.get_impl().encode
+    want = [("state key", Row(43), encoded(Row(43))), ("timer", 60_000, Row(43)),
+            ("state key", Row(42), encoded(Row(42)))]
+    assert want == CALLS
 
 
 def test_a_bundle_ends_with_our_hook_then_the_keyed_state_commit() -> None:
@@ -133,7 +169,7 @@ def kafka_frames(env: StreamExecutionEnvironment) -> DataStream:
                            WatermarkStrategy.no_watermarks(), "events", type_info=FRAME_TYPE)
 
 
-def test_a_shard_record_is_keyed_into_the_key_group_shard_keys_picked(
+def test_a_subtask_record_is_keyed_into_the_key_group_shard_keys_picked(
         env: StreamExecutionEnvironment) -> None:
     jvm = get_gateway().jvm
     records = java_package().ShardRecords
@@ -143,17 +179,21 @@ def test_a_shard_record_is_keyed_into_the_key_group_shard_keys_picked(
         return jvm.org.apache.flink.types.Row.of(to_jarray(jvm.java.lang.Object, [key]))
 
     event = ShardEvent("user", "user:u", 1_700_000_000_000, 0, ("view", None, None), b"frame")
-    for shards, max_parallelism in ((16, 128), (7, 4096), (1, 128)):
+    for shards, max_parallelism in ((16, 128), (7, 4096), (1, 128), (128, 128)):
         for shard, key in enumerate(shard_keys(shards, max_parallelism)):
-            for record in (shard_record(key, [event]), checkpoint_marker(key)):
-                encoded = encode_shard_record(record)
+            for record in (subtask_record([ShardGroup(key, [event]), ShardGroup(-1, [event])]),
+                           checkpoint_marker([key, -1])):
+                encoded = encode_subtask_record(record)
                 keyed = records.WithShardKey().map(encoded)
                 state_key = records.ShardKey().getKey(keyed)
                 assert state_key.equals(row_of(key))  # what ShardKeys hashes
                 assert bytes(keyed.getField(1)) == encoded
                 assert assign(state_key, max_parallelism) == shard * max_parallelism // shards
                 assert records.newestEventTime(encoded) == record.newest_ts
-    assert records.newestEventTime(encode_shard_record(checkpoint_marker(3))) == MARKER_TIME
+    assert records.newestEventTime(encode_subtask_record(checkpoint_marker([3]))) == MARKER_TIME
+    # Each key is the smallest of its key group: the 16 shards of earlier releases kept theirs.
+    for shard, key in enumerate(shard_keys(16, 128)):
+        assert all(assign(row_of(k), 128) != shard * 8 for k in range(key))
 
 
 def test_the_feature_job_builds_with_two_python_operators(

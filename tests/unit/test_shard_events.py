@@ -1,7 +1,7 @@
 """Decode and shard: every entity a source feeds gets the event in the stable shard of its state
 key, in arrival order, with the fields its plan reads; failures (undecodable, unknown topic,
-empty key, too far in the future) kept apart; shard records (events or checkpoint markers)
-round-trip through their byte layout, whose header Java reads."""
+empty key, too far in the future) kept apart; subtask records (shard groups of events or
+checkpoint markers) round-trip through their byte layout, whose header Java reads."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from featurestream.udfs.features.routing import (
     MARKER_TIME,
     EventRouter,
     ShardEvent,
-    ShardRecord,
+    ShardGroup,
+    SubtaskRecord,
     checkpoint_marker,
-    decode_shard_record,
-    encode_shard_record,
+    decode_subtask_record,
+    encode_subtask_record,
     shard_of,
-    shard_record,
+    subtask_record,
 )
 from featurestream.udfs.wire.dead_letters import ErrorClass, Stage
 from featurestream.udfs.wire.frames import encode_source_frame
@@ -80,13 +81,14 @@ def test_each_entity_gets_its_events_grouped_by_shard_in_arrival_order() -> None
         want.append(ShardEvent("user", f"user:{e.user_id}", e.ts, 0, (e.event_type, e.amount),
                                source_frame))
     assert got == want
-    for shard, members in groups.items():
+    for members in groups.values():
         assert [m.ts for m in members] == sorted(m.ts for m in members)  # arrival order
-        record = shard_record(shard + 100, members)
-        assert record == ShardRecord(shard + 100, max(m.ts for m in members), members)
-        assert decode_shard_record(encode_shard_record(record)) == record
-        assert all(type(m) is ShardEvent for m in decode_shard_record(
-            encode_shard_record(record)).events)
+    shard_groups = [ShardGroup(shard + 100, members) for shard, members in groups.items()]
+    record = subtask_record(shard_groups)
+    assert record == SubtaskRecord(shard_groups[0].key, max(m.ts for m in got), shard_groups)
+    decoded = decode_subtask_record(encode_subtask_record(record))
+    assert decoded == record
+    assert all(type(m) is ShardEvent for group in decoded.groups for m in group.events)
 
 
 def test_composite_keys_unknown_topics_and_empty_keys() -> None:
@@ -146,15 +148,17 @@ def test_a_future_event_past_the_calendar_still_gets_a_message() -> None:
     assert "(out of the calendar's range) is " in problem.message
 
 
-def test_a_shard_record_header_is_its_key_and_newest_event_time() -> None:
+def test_a_subtask_record_header_is_its_first_shard_key_and_newest_event_time() -> None:
     """What ``ShardRecords.java`` reads: i32 key, i64 newest event time, big-endian."""
     events = [ShardEvent("user", "user:u", ts, 0, (None,), b"f") for ts in (5, -3, 2**40)]
-    encoded = encode_shard_record(shard_record(-7, events))
+    encoded = encode_subtask_record(subtask_record([ShardGroup(-7, events[:1]),
+                                                    ShardGroup(9, events[1:])]))
     assert struct.unpack_from(">iq", encoded) == (-7, 2**40)
-    marker = encode_shard_record(checkpoint_marker(12))
-    assert marker == struct.pack(">iq", 12, MARKER_TIME)
-    assert decode_shard_record(marker).is_checkpoint_marker
-    assert not decode_shard_record(encoded).is_checkpoint_marker
+    marker = encode_subtask_record(checkpoint_marker([12, 4]))
+    assert struct.unpack_from(">iq", marker) == (12, MARKER_TIME)
+    assert [(g.key, g.is_checkpoint_marker) for g in decode_subtask_record(marker).groups] == [
+        (12, True), (4, True)]
+    assert not any(g.is_checkpoint_marker for g in decode_subtask_record(encoded).groups)
 
 
 def test_shards_are_stable_across_processes() -> None:

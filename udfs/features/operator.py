@@ -3,7 +3,7 @@
 The job keys its state by shard (``shard_of(entity key)``); this class holds every shard a
 worker owns and does all of the keyed work: it loads a shard from its map state the first time
 the shard is touched (reconciling the stored layout with the definitions, or refusing what
-cannot be carried over: :mod:`udfs.features.layout`), counts a shard record's events into the
+cannot be carried over: :mod:`udfs.features.layout`), counts a shard group's events into the
 shard's entities, sends the rejected ones to the dead letters, keeps one event-time timer per
 shard, stores the changed entities when a checkpoint marker arrives, and at the end of each
 bundle writes the changed entities' rows and the rows captured for scored events
@@ -27,7 +27,7 @@ from typing import Protocol
 
 from featurestream.udfs.features.layout import LAYOUT_ENTRY, ShardLayout, reconcile
 from featurestream.udfs.features.processor import FeatureProcessor, Row
-from featurestream.udfs.features.routing import ShardEvent, decode_shard_record
+from featurestream.udfs.features.routing import ShardEvent, ShardGroup
 from featurestream.udfs.features.shard import CapturedRow, EntityShard, entity_of
 from featurestream.udfs.telemetry.catalog import CAPTURED_ROWS, EVENTS_IN, ROWS_WRITTEN
 from featurestream.udfs.telemetry.freshness import Freshness, wall_clock_ms
@@ -125,8 +125,9 @@ class FeatureShardOperator:
         """The shards in memory, by shard key."""
         return self._shards
 
-    def process(self, key: int, record: bytes, state: ShardState, timers: ShardTimers) -> None:
-        """A shard record (``routing.encode_shard_record``) for the shard with key ``key``.
+    def process(self, group: ShardGroup, state: ShardState, timers: ShardTimers) -> None:
+        """A shard group (of a ``routing.SubtaskRecord``): events for the shard with key
+        ``group.key``, or its checkpoint marker.
 
         Its events are counted (the rejected ones go to the dead letters), or, for a checkpoint
         marker, the entities that events changed since the last one are stored and the entities
@@ -134,9 +135,8 @@ class FeatureShardOperator:
         (a marker may be the first to touch a shard whose states changed definitions
         rescheduled).
         """
-        shard = self._shard(key, state)
-        shard_record = decode_shard_record(record)
-        if shard_record.is_checkpoint_marker:
+        shard = self._shard(group.key, state)
+        if group.is_checkpoint_marker:
             if shard.layout_changed:
                 state.put(LAYOUT_ENTRY, shard.layout.to_bytes())
                 shard.layout_changed = False
@@ -146,7 +146,7 @@ class FeatureShardOperator:
                 state.remove(gone)
             self._register_timer(shard, timers)
             return
-        events = shard_record.events
+        events = group.events
         self._counters.events_in.inc(len(events))
         rejected = shard.add_events(events, timers.current_watermark())
         for event, problem in rejected:

@@ -2,27 +2,31 @@
 
 The sharding stage (the first Python stage of the feature job) decodes a batch of source
 frames with the decoder of their topic's source, and, for each entity a group computes from that
-source, sends the event to the entity's state shard, grouped per shard as one
-:class:`ShardRecord`. An event whose entity key is null does not count for that entity (an item
-entity skips events without an item). The frame rides along with each event, so a late or
-expired event still goes to the DLQ with its original bytes and Kafka coordinates.
+source, sends the event to the entity's state shard, grouped per shard (a
+:class:`ShardGroup`); the groups of the shards one keyed subtask owns travel together, as one
+:class:`SubtaskRecord` (:mod:`udfs.features.placement`). An event whose entity key is null does
+not count for that entity (an item entity skips events without an item). The frame rides along
+with each event, so a late or expired event still goes to the DLQ with its original bytes and
+Kafka coordinates.
 
 An event stamped more than ``max_future_skew_ms`` ahead of the wall clock (a producer's bad
 clock, microseconds taken for milliseconds) goes to the failures as a ``FutureEvent`` and never
 reaches a shard record: a record's event time drives the watermark, and one event in the year
 3000 would otherwise put every later valid event behind it, as late.
 
-A shard record is bytes in this layout (big-endian), written by :func:`encode_shard_record` and
-read back by :func:`decode_shard_record`::
+A subtask record is bytes in this layout (big-endian), written by :func:`encode_subtask_record`
+and read back by :func:`decode_subtask_record`::
 
-    i32 shard key | i64 event time | events (a pickle; empty for a checkpoint marker)
+    i32 routing key | i64 event time | groups (a pickle of [(shard key, [event, ...]), ...])
 
-The Java side reads only the header (``ShardRecords.java``: the record's event time for the
-watermark, its shard key for the key-by), so neither crosses back into Python. The events are
-a pickle of plain tuples: both ends run the same code and Python, the record never leaves the
-job, and plain tuples pickle several times faster than named ones. A checkpoint marker (an
-empty batch, :data:`udfs.wire.frames.CHECKPOINT_MARKER`) is passed on to every shard as a
-record without events. A record's event time is the sharding subtask's
+The routing key is the shard key of the record's first group: it sends the record to the keyed
+subtask that owns all of its shards. The Java side reads only the header (``ShardRecords.java``:
+the record's event time for the watermark, its routing key for the key-by), so neither crosses
+back into Python. The events are plain tuples: both ends run the same code and Python, the
+record never leaves the job, and plain tuples pickle several times faster than named ones. A
+checkpoint marker (an empty batch, :data:`udfs.wire.frames.CHECKPOINT_MARKER`) is passed on to
+every shard as a group without events, one record per keyed subtask. A record's event time is
+the sharding subtask's
 (:mod:`udfs.features.event_time`: its slowest partition's), markers included, or
 :data:`MARKER_TIME`, which never moves the watermark.
 """
@@ -60,17 +64,24 @@ class ShardEvent(NamedTuple):
     scored: str | None = None
 
 
-class ShardRecord(NamedTuple):
-    """The events of one shard from one batch, or a checkpoint marker (no events)."""
+class ShardGroup(NamedTuple):
+    """The events of one shard from one batch, or its checkpoint marker (no events)."""
 
     key: int  # the shard's Flink key (``ShardKeys.java``)
-    newest_ts: int  # the record's event time
     events: list[ShardEvent]
 
     @property
     def is_checkpoint_marker(self) -> bool:
         """True for the marker every shard gets just before a checkpoint barrier."""
         return not self.events
+
+
+class SubtaskRecord(NamedTuple):
+    """The groups of one batch for the shards of one keyed subtask (or their markers)."""
+
+    key: int  # the Flink key that routes it: its first group's shard key
+    newest_ts: int  # the record's event time
+    groups: list[ShardGroup]
 
 
 MARKER_TIME = -(2**63)  # an event time that never moves the watermark
@@ -273,33 +284,30 @@ class EventRouter:
         return groups, failed
 
 
-def shard_record(key: int, events: Sequence[ShardEvent], time: int | None = None
-                 ) -> ShardRecord:
-    """The record of ``events`` (not empty) for the shard with Flink key ``key``; its event
-    time is ``time`` (:class:`udfs.features.event_time.PartitionTime`), by default its newest
-    event's."""
-    return ShardRecord(key, max(event.ts for event in events) if time is None else time,
-                       list(events))
+def subtask_record(groups: Sequence[ShardGroup], time: int | None = None) -> SubtaskRecord:
+    """The record of ``groups`` (not empty, all of one keyed subtask); its event time is
+    ``time`` (:class:`udfs.features.event_time.PartitionTime`), by default its newest event's."""
+    if time is None:
+        time = max(event.ts for group in groups for event in group.events)
+    return SubtaskRecord(groups[0].key, time, list(groups))
 
 
-def checkpoint_marker(key: int, time: int = MARKER_TIME) -> ShardRecord:
-    """The checkpoint marker for the shard with Flink key ``key``; its ``time``
-    (:class:`udfs.features.event_time.PartitionTime`) may move the watermark."""
-    return ShardRecord(key, time, [])
+def checkpoint_marker(keys: Sequence[int], time: int = MARKER_TIME) -> SubtaskRecord:
+    """The checkpoint marker for the shards with Flink keys ``keys`` (all of one keyed
+    subtask); its ``time`` (:class:`udfs.features.event_time.PartitionTime`) may move the
+    watermark."""
+    return SubtaskRecord(keys[0], time, [ShardGroup(key, []) for key in keys])
 
 
-def encode_shard_record(record: ShardRecord) -> bytes:
+def encode_subtask_record(record: SubtaskRecord) -> bytes:
     """The record in the layout of the module docstring."""
-    header = _HEADER.pack(record.key, record.newest_ts)
-    if not record.events:
-        return header
-    return header + pickle.dumps(list(map(tuple, record.events)), protocol=5)
+    return _HEADER.pack(record.key, record.newest_ts) + pickle.dumps(
+        [(key, list(map(tuple, events))) for key, events in record.groups], protocol=5)
 
 
-def decode_shard_record(data: bytes) -> ShardRecord:
-    """Inverse of :func:`encode_shard_record`."""
+def decode_subtask_record(data: bytes) -> SubtaskRecord:
+    """Inverse of :func:`encode_subtask_record`."""
     key, newest_ts = _HEADER.unpack_from(data)
-    if len(data) == _HEADER.size:
-        return ShardRecord(key, newest_ts, [])
-    events = pickle.loads(memoryview(data)[_HEADER.size:])
-    return ShardRecord(key, newest_ts, list(map(_as_shard_event, events)))
+    groups = pickle.loads(memoryview(data)[_HEADER.size:])
+    return SubtaskRecord(key, newest_ts, [ShardGroup(shard, list(map(_as_shard_event, events)))
+                                          for shard, events in groups])

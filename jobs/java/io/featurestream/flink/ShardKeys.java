@@ -1,5 +1,7 @@
 package io.featurestream.flink;
 
+import java.util.Arrays;
+
 import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.types.Row;
 
@@ -11,16 +13,28 @@ import org.apache.flink.types.Row;
 public final class ShardKeys {
     private ShardKeys() {}
 
-    /** For each shard i, the smallest int key whose key group is i * maxParallelism / shards. */
+    /**
+     * For each shard i, the smallest int key whose key group is i * maxParallelism / shards
+     * (shards at most maxParallelism: one key group each). One pass over the keys, so one shard
+     * per key group of a large max parallelism takes about maxParallelism * ln(maxParallelism)
+     * hashes.
+     */
     public static int[] forShards(int shards, int maxParallelism) {
-        int[] keys = new int[shards];
+        int[] shardOfKeyGroup = new int[maxParallelism];
+        Arrays.fill(shardOfKeyGroup, -1);
         for (int shard = 0; shard < shards; shard++) {
-            int wanted = (int) ((long) shard * maxParallelism / shards);
-            int key = 0;
-            while (KeyGroupRangeAssignment.assignToKeyGroup(Row.of(key), maxParallelism) != wanted) {
-                key++;
+            shardOfKeyGroup[(int) ((long) shard * maxParallelism / shards)] = shard;
+        }
+        int[] keys = new int[shards];
+        int missing = shards;
+        for (int key = 0; missing > 0; key++) {
+            int keyGroup = KeyGroupRangeAssignment.assignToKeyGroup(Row.of(key), maxParallelism);
+            int shard = shardOfKeyGroup[keyGroup];
+            if (shard >= 0) {
+                keys[shard] = key;
+                shardOfKeyGroup[keyGroup] = -1;
+                missing--;
             }
-            keys[shard] = key;
         }
         return keys;
     }

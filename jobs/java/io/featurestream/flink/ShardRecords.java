@@ -15,11 +15,12 @@ import org.apache.flink.streaming.api.datastream.KeyedStream;
 import org.apache.flink.types.Row;
 
 /**
- * The feature job's shard records, read in Java: the record's event time for the watermark and
- * its shard key for the key-by, so that neither costs a Python operator.
+ * The feature job's subtask records, read in Java: the record's event time for the watermark and
+ * its routing key for the key-by, so that neither costs a Python operator.
  *
- * <p>A shard record is (big-endian) i32 shard key, i64 newest event time, then the events (a
- * Python pickle, empty for a checkpoint marker). The Python twin is udfs/features/routing.py.
+ * <p>A subtask record is (big-endian) i32 routing key (the shard key of its first group: all of
+ * its shards belong to the keyed subtask that key's key group goes to), i64 event time, then the
+ * (shard key, events) groups (a Python pickle). The Python twin is udfs/features/routing.py.
  */
 public final class ShardRecords {
     /** What PyFlink's keyed Python operator takes: Row(key, value). */
@@ -31,8 +32,8 @@ public final class ShardRecords {
     private ShardRecords() {}
 
     /**
-     * Shard records with event time (bounded out-of-orderness, idleness) keyed by shard, in the
-     * form PyFlink's keyed Python operator expects. Row.of(key) decides the key group, as
+     * Subtask records with event time (bounded out-of-orderness, idleness) keyed by routing key,
+     * in the form PyFlink's keyed Python operator expects. Row.of(key) decides the key group, as
      * {@link ShardKeys} assumes.
      */
     public static KeyedStream<Row, Row> keyByShard(
