@@ -23,6 +23,7 @@ import yaml
 
 from featurestream.devstack.flink_home import pyflink_dir
 from featurestream.jobs import JOB_NAMES
+from featurestream.serving.redis_cluster_client import check_cluster_settings
 from featurestream.settings import PREFIX, SECRETS_FILE, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,8 +139,10 @@ def test_the_redis_cluster_profile_forms_a_cluster_the_services_point_at(
     assert {"jobmanager", "taskmanager", "reader", "setup"} <= set(talkers)
     for name in talkers:
         env = environment(services[name], given)
-        assert Settings.from_env({k: v for k, v in env.items() if k.startswith(PREFIX)}
-                                 ).redis_cluster, name
+        settings = Settings.from_env({k: v for k, v in env.items() if k.startswith(PREFIX)})
+        assert settings.redis_cluster, name
+        if name == "reader":
+            check_cluster_settings(settings)  # what the reader refuses on a cluster at start-up
         assert urlsplit(env[PREFIX + "REDIS_URL"]).netloc in addresses, name
 
 
