@@ -1,13 +1,14 @@
 """``featurestream submit JOB --ship-deps``: the jobs' third-party dependencies travel with the
 job, for clusters whose TaskManager Python has PyFlink but not this package's dependencies.
 
-What ships: the distributions the staged code imports (as this package requires them, extras
-included) and all they require, pinned to the versions installed here, minus what PyFlink
-requires (every PyFlink TaskManager has those). Flink installs them on each TaskManager with
-``pip install --ignore-installed --prefix <dir> -r requirements.txt --no-index --find-links
-<wheelhouse>`` (``--pyRequirements requirements.txt#wheelhouse``). As pip ignores what is
-installed there, the wheelhouse holds the whole closure of the requirements (numpy too), so no
-TaskManager needs a package index. The code itself still travels as ``--pyFiles``.
+What ships: the distributions the job's code imports (its module and every staged module it
+reaches; as this package requires them, extras included) and all they require, pinned to the
+versions installed here, minus what PyFlink requires (every PyFlink TaskManager has those).
+Flink installs them on each TaskManager with ``pip install --ignore-installed --prefix <dir>
+-r requirements.txt --no-index --find-links <wheelhouse>`` (``--pyRequirements
+requirements.txt#wheelhouse``). As pip ignores what is installed there, the wheelhouse holds
+the whole closure of the requirements (numpy too), so no TaskManager needs a package index.
+The code itself still travels as ``--pyFiles``.
 
 The wheelhouse is built once per lock (the pins, this Python and platform) under
 ``<home>/ship-deps/<key>``: a second submit reuses it.
@@ -85,16 +86,43 @@ def closure(requirements: Iterable[Requirement], dists: Distributions) -> dict[s
     return {name: dists.version(name) for name in sorted(extras)}
 
 
-def imported_modules(staged: Path) -> set[str]:
-    """The top-level modules the staged code imports (lazy imports in functions included)."""
+def imported_modules(staged: Path, root: str) -> set[str]:
+    """The top-level modules imported by ``root`` and every staged module it reaches (lazy
+    imports in functions included; the code imports absolutely): the features job needs
+    neither lightgbm nor llvmlite, which the scoring job loads."""
     found: set[str] = set()
-    for source in staged.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                found |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                found.add(node.module.split(".")[0])
+    seen: set[str] = set()
+    pending = [root]
+    while pending:
+        module = pending.pop()
+        source = _module_file(staged, module)
+        if module in seen or source is None:
+            continue
+        seen.add(module)
+        parts = module.split(".")
+        pending += [".".join(parts[:i]) for i in range(1, len(parts))]  # parents' __init__
+        for name in _imports(source):
+            found.add(name.split(".")[0])
+            pending.append(name)
     return found
+
+
+def _module_file(staged: Path, module: str) -> Path | None:
+    """The staged file of ``module`` (``__init__.py`` for a package), if staged."""
+    base = staged / Path(*module.split("."))
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
+
+
+def _imports(source: Path) -> set[str]:
+    """What a file imports: ``a.b`` for ``import a.b``; ``a`` and ``a.x`` for ``from a import
+    x`` (``a.x`` may be a module)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
 
 
 def job_requirements(modules: Iterable[str], own: Iterable[str],
@@ -128,10 +156,11 @@ class Lock:
         return "".join(f"{name}=={version}\n" for name, version in self.shipped.items())
 
 
-def lock_for(staged: Path, dists: Distributions | None = None) -> Lock:
-    """The lock of what the staged code needs beyond PyFlink, at the versions installed here."""
+def lock_for(staged: Path, job_module: str, dists: Distributions | None = None) -> Lock:
+    """The lock of what the job's staged code needs beyond PyFlink, at the versions installed
+    here."""
     dists = dists or InstalledDistributions()
-    wanted = job_requirements(imported_modules(staged), dists.requires(PACKAGE),
+    wanted = job_requirements(imported_modules(staged, job_module), dists.requires(PACKAGE),
                               importlib.metadata.packages_distributions())
     given = closure([Requirement(PYFLINK)], dists)
     shipped = {n: v for n, v in closure(wanted, dists).items() if n not in given}
@@ -156,11 +185,11 @@ class ShippedDeps:
                                               *self.wheelhouse.iterdir()))
 
 
-def ship_deps(staged: Path, home: Path, echo: Echo = print) -> ShippedDeps:
-    """The wheelhouse for the staged code's dependencies, built (one line per step) unless the
-    cache under ``home`` has it for the same lock."""
-    echo("ship-deps 1/3: pinning the jobs' dependencies beyond PyFlink's ...")
-    lock = lock_for(staged)
+def ship_deps(staged: Path, job_module: str, home: Path, echo: Echo = print) -> ShippedDeps:
+    """The wheelhouse for the dependencies of the job ``job_module`` (staged), built (one line
+    per step) unless the cache under ``home`` has it for the same lock."""
+    echo("ship-deps 1/3: pinning the job's dependencies beyond PyFlink's ...")
+    lock = lock_for(staged, job_module)
     target = home / CACHE_DIR / lock.key
     built = ShippedDeps(target / REQUIREMENTS, target / WHEELHOUSE)
     echo(f"ship-deps 2/3: {len(lock.shipped)} distributions to install, {len(lock.wheels)} "

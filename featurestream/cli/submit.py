@@ -105,7 +105,8 @@ def submit_job(settings: Settings, job: str, savepoint: str | None = None,
     if reset_source_positions:
         settings = submissions.next_source_epoch(settings)
     client, staged = flink_client(settings), stage_python_files(settings)
-    shipped = ship.ship_deps(staged, settings.home, echo).flink_options() if with_deps else []
+    shipped = (ship.ship_deps(staged, JOB_MODULES[job], settings.home, echo).flink_options()
+               if with_deps else [])
     cmd = flink_run_command(settings, job, client, staged, savepoint, shipped)
     if reset_source_positions:
         cmd = submissions.dropping_old_sources(cmd)

@@ -17,8 +17,10 @@ from featurestream.cli.ship import (
     lock_for,
     ship_deps,
 )
-from featurestream.cli.submit import registry_note, stage_python_files
+from featurestream.cli.submit import JOB_MODULES, registry_note, stage_python_files
 from featurestream.settings import Settings
+
+JOB = JOB_MODULES["features"]
 
 
 class FakeDistributions:
@@ -63,12 +65,16 @@ def test_job_requirements_keep_imported_distributions_but_not_pyflinks() -> None
     assert [str(r) for r in kept] == ["redis[hiredis]>=5", "Pydantic-Settings>=2"]
 
 
-def test_imported_modules_include_lazy_imports_but_not_relative_ones(tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "a.py").write_text(
-        "import os.path\nfrom msgspec import Struct\nfrom . import b\n"
-        "def f():\n    import lightgbm.basic\n")
-    assert imported_modules(tmp_path) == {"os", "msgspec", "lightgbm"}
+def test_imported_modules_are_those_the_job_reaches_lazy_ones_included(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("import orjson\n")
+    (tmp_path / "pkg" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "job.py").write_text("import os.path\nfrom pkg.sub import a\n")
+    (tmp_path / "pkg" / "sub" / "a.py").write_text(
+        "from msgspec import Struct\ndef f():\n    import lightgbm.basic\n")
+    (tmp_path / "pkg" / "unreached.py").write_text("import scipy\n")
+    assert imported_modules(tmp_path, "pkg.job") == {"os", "pkg", "msgspec", "lightgbm",
+                                                     "orjson"}
 
 
 def test_the_lock_names_its_pins_and_the_key_changes_with_them() -> None:
@@ -79,7 +85,7 @@ def test_the_lock_names_its_pins_and_the_key_changes_with_them() -> None:
 
 
 def test_the_jobs_lock_ships_their_dependencies_beyond_pyflink(tmp_path: Path) -> None:
-    lock = lock_for(stage_python_files(Settings().replace(home=tmp_path)))
+    lock = lock_for(stage_python_files(Settings().replace(home=tmp_path)), JOB)
     assert {"pydantic-settings", "msgspec", "lightgbm", "hiredis"} <= lock.shipped.keys()
     # PyFlink's (the cluster has them), the jars and this package itself never ship.
     assert not {"apache-flink", "apache-beam", "pandas", "pyarrow",
@@ -100,13 +106,13 @@ def test_a_second_ship_reuses_the_wheelhouse(tmp_path: Path,
     monkeypatch.setattr(ship, "_pip_wheel", fake_pip_wheel)
     staged = stage_python_files(Settings().replace(home=tmp_path))
     lines: list[str] = []
-    first = ship_deps(staged, tmp_path, lines.append)
-    second = ship_deps(staged, tmp_path, lines.append)
+    first = ship_deps(staged, JOB, tmp_path, lines.append)
+    second = ship_deps(staged, JOB, tmp_path, lines.append)
     assert first == second and len(built) == 1
     assert "cached wheelhouse" in lines[-1]
     assert first.flink_options() == ["--pyRequirements",
                                      f"{first.requirements}#{first.wheelhouse}"]
-    assert first.requirements.read_text() == lock_for(staged).requirements_text()
+    assert first.requirements.read_text() == lock_for(staged, JOB).requirements_text()
 
 
 def test_remote_scoring_without_a_models_dir_gets_a_note() -> None:
