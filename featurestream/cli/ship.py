@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -199,13 +200,18 @@ def ship_deps(staged: Path, job_module: str, home: Path, echo: Echo = print) -> 
         return built
     echo(f"ship-deps 3/3: building the wheelhouse in {target} (pip wheel) ...")
     started = time.monotonic()
-    partial = target.with_name(f"{lock.key}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / WHEELHOUSE).mkdir(parents=True)
-    _pip_wheel(lock.wheels, partial / WHEELHOUSE)
-    (partial / REQUIREMENTS).write_text(lock.requirements_text())
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)  # complete or absent: an interrupted build is never reused
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f"{lock.key}.partial-", dir=target.parent))
+    try:
+        (partial / WHEELHOUSE).mkdir()
+        _pip_wheel(lock.wheels, partial / WHEELHOUSE)
+        (partial / REQUIREMENTS).write_text(lock.requirements_text())
+        partial.rename(target)  # complete or absent: an interrupted build is never reused
+    except OSError:
+        if not built.requirements.exists():  # else a concurrent submit built it first
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     echo(f"ship-deps: wheelhouse ready in {time.monotonic() - started:.1f} s "
          f"({_mb(built.size_bytes())})")
     return built

@@ -18,6 +18,7 @@ from featurestream.cli.ship import (
     ship_deps,
 )
 from featurestream.cli.submit import JOB_MODULES, registry_note, stage_python_files
+from featurestream.errors import UserFacingError
 from featurestream.settings import Settings
 
 JOB = JOB_MODULES["features"]
@@ -120,3 +121,16 @@ def test_remote_scoring_without_a_models_dir_gets_a_note() -> None:
     assert "FEATURESTREAM_MODELS_DIR" in (registry_note(remote) or "")
     assert registry_note(remote.replace(models_dir="/mnt/models")) is None
     assert registry_note(Settings().replace(flink_rest_url="http://127.0.0.1:8081")) is None
+
+
+def test_a_failed_build_leaves_nothing_to_reuse(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_pip_wheel(pins: dict[str, str], directory: Path) -> None:
+        (directory / "half.whl").write_text("half")
+        raise UserFacingError("pip wheel could not fetch the pinned dependencies")
+
+    monkeypatch.setattr(ship, "_pip_wheel", failing_pip_wheel)
+    staged = stage_python_files(Settings().replace(home=tmp_path))
+    with pytest.raises(UserFacingError):
+        ship_deps(staged, JOB, tmp_path, lambda line: None)
+    assert list((tmp_path / ship.CACHE_DIR).iterdir()) == []
