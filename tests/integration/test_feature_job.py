@@ -13,13 +13,13 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
-import redis
 
 from featurestream.cli.submit import submit_job
 from featurestream.devstack import LocalStack
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.kafka_producer import EventProducer
 from featurestream.devstack.private import isolated
+from featurestream.jobs.redis_target import sync_client
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
@@ -91,8 +91,8 @@ def wait_until_stable(settings: Settings, users: list[str], ready: Callable[[], 
     """Poll until every user has a row, ``ready()`` holds and rows stop changing for 5 s; with
     ``decayed`` (events by user), until some row has also fallen back as its events aged out
     (the job's event time moves on after its start-up hold, at the latest with a checkpoint)."""
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = [user_key(settings.redis_key_prefix, u) for u in users]
+    client = sync_client(settings.redis_url, settings.redis_cluster)
+    keys = [user_key(settings.redis_key_prefix, u, cluster=settings.redis_cluster) for u in users]
     deadline = time.monotonic() + timeout_s
     last, stable_since, rows = None, time.monotonic(), []
     while time.monotonic() < deadline:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from featurestream.cli.submit import submit_job
 from featurestream.cli.train import TrainingRun, train
@@ -162,10 +163,12 @@ def predict(settings: Settings, version: int, features: dict[str, float]) -> flo
 Captured = tuple[str, dict[str, RowValue] | None]  # the entity id and its row (None: no row)
 
 
-def captured_rows(client: redis.Redis, prefix: str, entity: str, event_ids: Sequence[str]
-                  ) -> dict[str, Captured]:
+def captured_rows(client: redis.Redis | RedisCluster, prefix: str, entity: str,
+                  event_ids: Sequence[str]) -> dict[str, Captured]:
     """The rows of ``entity`` captured for ``event_ids``, by event id (absent: not captured)."""
-    values = client.mget([point_in_time_key(prefix, entity, e) for e in event_ids])
+    keys = [point_in_time_key(prefix, entity, e) for e in event_ids]
+    values = client.mget_nonatomic(keys) if isinstance(client, RedisCluster) else \
+        client.mget(keys)
     return {event_id: decode_point_in_time(value)
             for event_id, value in zip(event_ids, values, strict=True) if value is not None}
 
@@ -194,9 +197,9 @@ def expected_vector(metadata: ModelMetadata, event: Event,
     return vector
 
 
-def assert_scored_from_captures(settings: Settings, client: redis.Redis, scores: list[dict],
-                                events: Mapping[str, Event], entities: Sequence[str] = ("user",)
-                                ) -> None:
+def assert_scored_from_captures(settings: Settings, client: redis.Redis | RedisCluster,
+                                scores: list[dict], events: Mapping[str, Event],
+                                entities: Sequence[str] = ("user",)) -> None:
     """Every score's recorded vector (and ``as_of``, ``features_missing``) is the one of the
     rows the feature job captured for its event, of each of ``entities`` (those the models
     read), with the model's defaults; an event without an entity's id has no capture of it."""
