@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
@@ -19,9 +19,9 @@ Command = tuple[str, ...]
 NO_KEY = -1  # the "slot" of a command without a key
 
 
-@dataclass(frozen=True, order=True)
-class Node:
-    """A cluster node's address (a master, as far as the slot map knows)."""
+class Node(NamedTuple):
+    """A cluster node's address (a master, as far as the slot map knows). A named tuple: it
+    is hashed once per command routed, and a tuple's hash is C (a dataclass's is Python)."""
 
     host: str
     port: int

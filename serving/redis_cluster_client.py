@@ -105,8 +105,9 @@ class ClusterClient:
         answered: list[tuple[list[int], list[Any]]] = []
         while True:
             slots = await self._slot_map()
+            asked = attempt.asked
             groups, unserved = group_by_node(
-                (i, attempt.asked.get(i) or slots.node_of(command_slot(commands[i])))
+                (i, asked[i] if i in asked else slots.node_of(command_slot(commands[i])))
                 for i in left)
             results = await asyncio.gather(
                 *(self._send(node, [commands[i] for i in idx], [i in attempt.asked for i in idx])
