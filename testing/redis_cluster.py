@@ -1,7 +1,8 @@
 """A real local Redis Cluster for tests: 3 masters and 3 replicas, each a private
 redis-server (``--cluster-enabled yes``, no persistence) on a free port, joined with
 ``redis-cli --cluster create``; plus what fault tests need: find a master and its replica,
-fail one over by hand (``CLUSTER FAILOVER`` on the replica), stop or freeze a node.
+fail one over by hand (``CLUSTER FAILOVER`` on the replica), lose a master (its replica is
+elected) and restart it, stop or freeze any node.
 
 Use :func:`redis_cluster` (a context manager) or the session fixture ``redis_cluster`` of
 ``tests/conftest.py``.
@@ -133,6 +134,31 @@ class LocalRedisCluster:
                    f"port {old_master.port}")
         self.wait_healthy()
         return replica, old_master
+
+    def lose(self, master: RedisProcess) -> RedisProcess:
+        """Stop ``master`` (the process gone, its data with it) and wait until its replica was
+        elected in its place and the cluster is ok again; returns the new master. The lost
+        node stays down until :meth:`restart`."""
+        master_id = next(r.node_id for r in self.roles() if r.port == master.port)
+        replica = self.node(next(r.port for r in self.roles() if r.master_id == master_id))
+        master.stop()
+
+        def promoted() -> bool:
+            try:
+                return _role(replica) == "master"
+            except redis.RedisError:
+                return False
+
+        wait_until(promoted, READY_TIMEOUT_S, f"port {replica.port} to be elected in place of "
+                   f"the lost port {master.port}")
+        self.wait_healthy()
+        return replica
+
+    def restart(self, node: RedisProcess) -> None:
+        """Start a stopped node again: it rejoins (its ``nodes.conf`` is kept), as a replica
+        when its slots moved meanwhile; wait until the cluster is whole."""
+        node.start()
+        self.wait_healthy()
 
     def wait_healthy(self) -> None:
         """Wait until every running node says ``cluster_state:ok`` with every slot served,

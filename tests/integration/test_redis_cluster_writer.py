@@ -1,8 +1,9 @@
 """The jobs' Redis writers and the CLI against a real Redis Cluster (3 masters, 3 replicas;
 ``FEATURESTREAM_REDIS_CLUSTER=true``): rows, captured rows and scores read back exactly from
-hash-tagged keys on every master, the newer row or score wins in every slot, a flush running
-through a manual failover loses nothing, and ``featurestream features`` / the online-store
-backfill / ``verify``'s row reader see the same rows."""
+hash-tagged keys on every master, the newer row or score wins in every slot, writes running
+through a manual failover or the loss of a master (its replica elected) lose nothing, and
+``featurestream features`` / the online-store backfill / ``verify``'s row reader see the same
+rows."""
 
 from __future__ import annotations
 
@@ -129,49 +130,84 @@ def test_the_newer_row_and_score_win_in_every_slot(cluster: LocalRedisCluster) -
     writer.close()
 
 
-def test_writes_running_through_a_manual_failover_lose_nothing(
-        cluster: LocalRedisCluster) -> None:
-    writer = RedisRowWriter(target(cluster), retry_ms=30_000)
-    store = ScoreStore(target(cluster, retry_ms=30_000))
-    rounds = []
-    failed_over = threading.Event()
-    errors: list[BaseException] = []
+class Writes(threading.Thread):
+    """Rounds of rows of every user and their scores (round r: ``as_of`` r), through the
+    writers with a 30 s retry budget, until :meth:`finish` and at least 5 rounds."""
 
-    def write() -> None:
+    def __init__(self, cluster: LocalRedisCluster) -> None:
+        super().__init__()
+        self.writer = RedisRowWriter(target(cluster), retry_ms=30_000)
+        self.store = ScoreStore(target(cluster, retry_ms=30_000))
+        self.rounds: list[int] = []
+        self.errors: list[BaseException] = []
+        self._finish = threading.Event()
+
+    def run(self) -> None:
         try:
             r = 0
-            while r < 5 or not failed_over.is_set():
+            while r < 5 or not self._finish.is_set():
                 r += 1
                 for i, user in enumerate(USERS):
-                    writer.add(f"user:{user}", row(r, 1, i))
-                writer.flush()
-                store.write_latest([score(user, "m", r, r / 100) for user in USERS])
-                rounds.append(r)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+                    self.writer.add(f"user:{user}", row(r, 1, i))
+                self.writer.flush()
+                self.store.write_latest([score(user, "m", r, r / 100) for user in USERS])
+                self.rounds.append(r)
+        except BaseException as exc:  # reported by finish()
+            self.errors.append(exc)
 
-    thread = threading.Thread(target=write)
-    thread.start()
-    try:
-        while len(rounds) < 2 and thread.is_alive():
+    def wait_rounds(self, n: int) -> None:
+        while len(self.rounds) < n and self.is_alive():
             threading.Event().wait(0.01)
-        new_master, old_master = cluster.failover()
-        failed_over.set()
-    finally:
-        failed_over.set()
-        thread.join(timeout=120)
-    assert not errors, errors
+
+    def finish(self) -> int:
+        """Stop after the round under way (at least 5); the last round, all written."""
+        self._finish.set()
+        self.join(timeout=120)
+        self.store.close()
+        self.writer.close()
+        assert not self.errors, self.errors
+        return self.rounds[-1]
+
+
+def assert_round_stored(cluster: LocalRedisCluster, last: int) -> None:
     client = cluster.client()
-    last = rounds[-1]
-    assert last >= 5
-    roles = {role.port: role.master_id for role in cluster.roles()}
-    assert roles[new_master.port] == "" and roles[old_master.port] != ""
     for i, user in enumerate(USERS):
         assert stored(client, user_key(PREFIX, user, cluster=True)) == row(last, 1, i), user
         latest = decode_scores(client.hgetall(score_key(PREFIX, user, cluster=True)))
         assert latest["m"].as_of == last
-    store.close()
-    writer.close()
+
+
+def test_writes_running_through_a_manual_failover_lose_nothing(
+        cluster: LocalRedisCluster) -> None:
+    writes = Writes(cluster)
+    writes.start()
+    try:
+        writes.wait_rounds(2)
+        new_master, old_master = cluster.failover()
+    finally:
+        last = writes.finish()
+    roles = {role.port: role.master_id for role in cluster.roles()}
+    assert roles[new_master.port] == "" and roles[old_master.port] != ""
+    assert_round_stored(cluster, last)
+
+
+def test_writes_wait_out_a_lost_master_until_its_replica_is_elected(
+        cluster: LocalRedisCluster) -> None:
+    master, _ = cluster.master_and_replica()
+    writes = Writes(cluster)
+    writes.start()
+    try:
+        writes.wait_rounds(2)
+        lost_at = len(writes.rounds)
+        new_master = cluster.lose(master)  # refused connections, then CLUSTERDOWN, then MOVED
+    finally:
+        last = writes.finish()
+    try:
+        assert last > lost_at
+        assert new_master.port in {role.port for role in cluster.roles() if not role.master_id}
+        assert_round_stored(cluster, last)
+    finally:
+        cluster.restart(master)
 
 
 def test_the_cli_reads_and_backfills_the_cluster(cluster: LocalRedisCluster) -> None:
