@@ -11,7 +11,6 @@ Use :func:`redis_cluster` (a context manager) or the session fixture ``redis_clu
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 import redis
 from redis.cluster import RedisCluster
 
+from featurestream.devstack.process import port_open
 from testing.reader_fixtures import RedisProcess, wait_until
 
 BUS_OFFSET = 10_000  # a node's cluster bus listens on its port + 10000 (so the port <= 55535)
@@ -203,23 +203,14 @@ def _replicas_seen(node: RedisProcess) -> int:
 
 
 def _cluster_port(taken: set[int]) -> int:
-    """A port free with its bus port, both below the kernel's ephemeral range (32768 up), so
-    no outgoing connection takes them meanwhile; added to ``taken`` (ports not yet bound)."""
+    """A port nothing listens on, nor on its bus port, both below the kernel's ephemeral range
+    (32768 up), so no outgoing connection takes them meanwhile; added to ``taken`` (ports not
+    yet bound)."""
     while True:
         port = random.randrange(12_000, 22_000)
-        if port not in taken and all(_bindable(p) for p in (port, port + BUS_OFFSET)):
+        if port not in taken and not any(port_open(p) for p in (port, port + BUS_OFFSET)):
             taken.add(port)
             return port
-
-
-def _bindable(port: int) -> bool:
-    """True if 127.0.0.1:``port`` can be bound now."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _role(node: RedisProcess) -> str:
