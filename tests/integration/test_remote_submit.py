@@ -1,7 +1,8 @@
 """``featurestream submit`` against a second Flink cluster whose TaskManagers run a Python with
 PyFlink but without featurestream or its dependencies (``testing.bare_python``): a plain submit
-fails with ModuleNotFoundError, ``--ship-deps`` runs the feature job there, against the test
-stack's Kafka and Redis, with rows equal to the oracle."""
+fails with ModuleNotFoundError; ``--ship-deps`` runs the feature job there, against the test
+stack's Kafka and Redis, with rows equal to the oracle, and the scoring job with its models from
+a registry both the client and the TaskManager read at one path (shared storage)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from featurestream.cli.submit import submit_job
+from featurestream.cli.train import TrainingRun, train
 from featurestream.devstack import LocalStack
 from featurestream.devstack.endpoints import Endpoints
 from featurestream.devstack.flink import FlinkCluster
@@ -20,6 +22,7 @@ from featurestream.devstack.private import free_ports, isolated
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.schema_registry import registry_for
+from featurestream.udfs.scoring.model_registry import ModelRegistry
 from testing.bare_python import bare_python
 from tests.integration.conftest import cancel_job, job_diagnostics, job_exceptions, wait_for
 from tests.integration.test_feature_job import (
@@ -29,6 +32,7 @@ from tests.integration.test_feature_job import (
     produce,
     wait_until_stable,
 )
+from tests.integration.test_scoring_job import Topics, capture_ahead, purchases
 
 pytestmark = pytest.mark.flink
 
@@ -96,4 +100,29 @@ def test_ship_deps_runs_the_feature_job(stack: LocalStack, bare_cluster: Setting
 
 
 def test_ship_deps_on_a_cluster_that_has_the_package(stack: LocalStack) -> None:
-    assert_shipped_job_matches_oracle(isolated(stack, "shipped-anyway"), seed=37, count=100)
+    assert_shipped_job_matches_oracle(isolated(stack, "shipped-anyway"), seed=37, count=40)
+
+
+def test_ship_deps_runs_the_scoring_job_from_a_shared_registry(
+        stack: LocalStack, bare_cluster: Settings, tmp_path: Path) -> None:
+    # Not the default <home>/models: the client's home is not the TaskManager's.
+    settings = on_cluster(stack, bare_cluster, "remote-scoring").replace(
+        models_dir=str(tmp_path / "models"), scoring_group="remote-scorer")
+    model_text, metadata = train(settings, TrainingRun(events=10_000, users=200, rounds=10))
+    registry = ModelRegistry(settings.effective_models_dir, settings.model_name)
+    registry.publish(model_text, metadata)
+    version = registry.versions()[-1]
+    events = purchases("remote", 30, 1_700_000_000_000)
+    capture_ahead(settings, events)
+    job_id = submit_job(settings, "scoring", with_deps=True)
+    try:
+        encoder = EventEncoder(registry_for(settings.schema_registry))
+        produce(settings, [(e.user_id, encoder.avro(e), e.ts) for e in events])
+        topics = Topics(settings)
+        wait_for(topics.settled(len(events), 0), 240, "every purchase scored",
+                 lambda: job_diagnostics(settings, job_id))
+        assert sorted(s["event_id"] for s in topics.scores) == sorted(e.event_id for e in events)
+        assert {s["version"] for s in topics.scores} == {version}
+        assert job_exceptions(settings, job_id) == [], "the job failed and restarted"
+    finally:
+        cancel_job(settings, job_id)
