@@ -141,7 +141,9 @@ class MaterializeFeatures(KeyedProcessFunction):
     operator under its own shard's key (:class:`ShardScope`), so state and timers stay per
     shard -- per key group with the default shard count -- and move with their key
     group when the job rescales. A group of a shard this subtask does not own fails the job:
-    its state would be written under a key group of another subtask.
+    its state would be written under a key group of another subtask. The first record loads
+    every shard of the subtask: restored state the definitions or the shard count cannot carry
+    over is refused before a row is written.
 
     The operator's end of bundle runs at the end of every bundle, just before PyFlink commits
     the bundle's keyed state (:func:`pyflink_compat.before_bundle_commit`), and a checkpoint
@@ -169,6 +171,7 @@ class MaterializeFeatures(KeyedProcessFunction):
         self._dlq_topic = dlq_topic
         self._writer: RedisRowWriter | None = None
         self._rejected: list[tuple[ShardEvent, Problem]] = []
+        self._opened = False  # every shard of the subtask loaded
 
     def open(self, runtime_context: RuntimeContext) -> None:
         few_full_collections()
@@ -204,6 +207,11 @@ class MaterializeFeatures(KeyedProcessFunction):
         record = routing.decode_subtask_record(value)
         owned, runtime_context = self._owned, self._runtime_context
         scope = ShardScope(runtime_context, self._users, ctx.timer_service(), record.key)
+        if not self._opened:
+            for key in sorted(owned):
+                scope.select(key)
+                self._operator.open_shard(key, scope)
+            self._opened = True
         for group in record.groups:
             if group.key not in owned:
                 raise RuntimeError(

@@ -46,3 +46,16 @@ def test_state_of_sixteen_shards_is_refused_naming_the_setting_to_continue_from_
         "this state was written with 16 state shards, but FEATURESTREAM_STATE_SHARDS is 128: "
         "set it back to 16 (the shard count is fixed for the life of the state)")
     assert restored.rows == []
+
+
+def test_opening_a_shard_refuses_its_state_before_any_event() -> None:
+    """The keyed adapter opens every shard of its subtask at its first record, so a shard
+    without state cannot write a row from empty state before one with old state refuses."""
+    old = ShardHarness(user_definitions(("1m",)), shard_count=16)
+    old.process(Event("e", "u1", "view", None, None, 60_000, None))
+    old.checkpoint()
+    restored = ShardHarness(user_definitions(("1m",)), shard_count=128)
+    restored.map_states = {n * 8: MapState(m) for n, m in old.map_states.items()}
+    restored.operator.open_shard(1, MapState())  # no state: opens
+    with pytest.raises(StoredLayoutMismatch, match="set it back to 16"):
+        restored.operator.open_shard(0, restored.map_states[0])

@@ -158,6 +158,12 @@ class FeatureShardOperator:
         self._counted.append(events)
         self._register_timer(shard, timers)
 
+    def open_shard(self, key: int, state: ShardState) -> None:
+        """Load the shard with key ``key`` now, not at its first event: state it cannot carry
+        over (:mod:`udfs.features.layout`) is refused before any row of another shard is
+        written from empty state."""
+        self._shard(key, state)
+
     def on_timer(self, key: int, timestamp: int, state: ShardState, timers: ShardTimers
                  ) -> None:
         """The shard's timer for ``timestamp`` fired: process the expiries now due."""
