@@ -25,6 +25,7 @@ from featurestream.devstack import LocalStack
 from featurestream.devstack.private import isolated
 from featurestream.flink_rest import FlinkRest
 from featurestream.jobs import JOB_NAMES
+from featurestream.jobs.redis_target import sync_client
 from featurestream.settings import Settings
 from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
@@ -46,11 +47,11 @@ def failures(settings: Settings, job_id: str) -> int:
 
 
 def rows(settings: Settings, users: list[str]) -> dict[str, dict]:
-    """Every user's row as stored (an empty dict: no row)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    """Every user's row as stored (an empty dict: no row), on a Redis Cluster too."""
+    client = sync_client(settings.redis_url, settings.redis_cluster)
     pipe = client.pipeline(transaction=False)
     for user in users:
-        pipe.hgetall(user_key(settings.redis_key_prefix, user))
+        pipe.hgetall(user_key(settings.redis_key_prefix, user, cluster=settings.redis_cluster))
     return {user: decode_row(h) for user, h in zip(users, pipe.execute(), strict=True)}
 
 
