@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from featurestream.cli import ship
+from featurestream.cli import build_parser, ship
 from featurestream.cli.ship import (
     Lock,
     closure,
@@ -134,3 +134,9 @@ def test_a_failed_build_leaves_nothing_to_reuse(tmp_path: Path,
     with pytest.raises(UserFacingError):
         ship_deps(staged, JOB, tmp_path, lambda line: None)
     assert list((tmp_path / ship.CACHE_DIR).iterdir()) == []
+
+
+def test_the_cli_takes_ship_deps_and_leaves_it_off_by_default() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["submit", "features", "--ship-deps"]).ship_deps is True
+    assert parser.parse_args(["submit", "scoring"]).ship_deps is False
