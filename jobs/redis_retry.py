@@ -2,9 +2,9 @@
 doubling to 5 s (so a Redis that comes back is written to within 5 s), for up to a deadline.
 
 On Redis Cluster a failover is routine, not an outage: while a replica takes over, the nodes
-answer ``CLUSTERDOWN``/``TRYAGAIN``, refuse connections or redirect, and the new master may not
-have the upsert scripts (``NOSCRIPT``). redis-py follows single redirects itself; everything
-that outlives its own few retries is retried here, the caller reading the slot map again first.
+answer ``CLUSTERDOWN``/``TRYAGAIN``, refuse connections or redirect (``MOVED``). A batch that
+meets any of these is retried whole here, the caller reading the slot map again first (redis-py
+follows redirects itself only for the commands it routes, e.g. the scoring job's ``MGET``s).
 The writes are idempotent (the upserts keep the newer row or score, ``SET NX`` the first
 capture), so repeating a whole batch after a partial failure is safe.
 """
