@@ -6,5 +6,6 @@ Started with ``featurestream serve`` (:mod:`featurestream.serving.server`); one 
 ``validation`` (request checks against them),
 ``shaping`` (answers and freshness), ``responses`` (JSON and errors), ``openapi`` (the document,
 generated from the route table and the types), ``store`` (reads through the cache),
-``redis_client`` (pipelined, time-bounded Redis), ``cache``, ``metrics``.
+``redis_client`` (pipelined, time-bounded Redis), ``redis_cluster_client`` and
+``cluster_routing`` (the same over a Redis Cluster), ``cache``, ``metrics``.
 """

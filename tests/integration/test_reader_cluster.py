@@ -1,8 +1,9 @@
 """The reader against a real Redis Cluster (3 masters, 3 replicas; ``testing.redis_cluster``)
 answers every read route exactly as against a single redis-server seeded with the same rows
 and scores (the jobs' layout, hash-tagged keys on the cluster), batches spanning every master
-included; hostile ids read nothing outside their entity's keys on any node; the start-up
-refusal of cache invalidation names the settings. The routing logic without a cluster:
+included; hostile ids read nothing outside their entity's keys on any node; a master lost is
+a 503 until its replica takes over, then reads recover; the start-up refusal of cache
+invalidation names the settings. The routing logic without a cluster:
 ``tests/unit/test_cluster_routing.py``; a failover under load:
 ``tests/faults/test_redis_cluster_failover.py``."""
 
@@ -34,6 +35,7 @@ from testing.reader_fixtures import (
     write_item_definitions,
 )
 from testing.redis_cluster import LocalRedisCluster
+from testing.redis_cluster import redis_cluster as private_cluster
 
 pytestmark = pytest.mark.redis
 
@@ -216,3 +218,35 @@ def test_cache_invalidation_on_a_cluster_is_refused_naming_the_settings(
     on = Settings().replace(redis_url=redis_cluster.url, redis_cluster=True)
     with pytest.raises(SettingsError, match="FEATURESTREAM_CACHE_INVALIDATION"):
         check_cluster_settings(on)
+
+
+def test_a_lost_master_is_a_503_until_its_replica_takes_over_then_reads_recover(
+        models_dir: Path, definitions: Path) -> None:
+    """A private cluster (this one loses a node): a master stopped, a batch over every master
+    is a 503 ``redis_unavailable`` (never a 500 or a hang) until the cluster promotes its
+    replica; then the same reader, without a restart, answers it in full again."""
+    with private_cluster() as cluster:
+        seed(cluster.client(), cluster=True)
+        settings = settings_for(cluster.url, models_dir, definitions, redis_cluster=True,
+                                redis_timeout_ms=250, breaker_reset_ms=200)
+        with reader_in_thread(settings) as url:
+            def batch() -> Any:
+                return http("POST", url + "/v1/features/batch", {"user_ids": USERS}, timeout=5)
+
+            healthy = batch()
+            assert healthy.status == 200
+            master, _ = cluster.master_and_replica()
+            master.stop()
+            statuses = []
+
+            def served_again() -> bool:
+                reply = batch()
+                assert reply.status in (200, 503), reply.body  # a hang: http's timeout raises
+                if reply.status == 503:
+                    assert reply.body["error"] == "redis_unavailable", reply.body
+                statuses.append(reply.status)
+                return reply.status == 200
+
+            wait_until(served_again, 30, "the replica promoted and the batch served")
+            assert statuses[0] == 503  # the loss was seen before the promotion
+            assert stable(batch().body) == stable(healthy.body)
