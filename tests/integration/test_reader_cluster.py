@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from featurestream.serving.cluster_routing import command_slot
 from featurestream.serving.redis_cluster_client import check_cluster_settings
 from featurestream.settings import Settings, SettingsError
 from featurestream.udfs.store.redis_layout import Score, user_key
+from featurestream.udfs.telemetry.drift import DriftCounts, bucket_start, drift_key
 from testing import model_fixtures
 from testing.reader_fixtures import (
     RedisProcess,
@@ -55,7 +57,17 @@ VOLATILE = frozenset({"staleness_ms", "seconds_since_last_event", "timing", "cac
 
 
 def seed(client: Any, cluster: bool) -> None:
+    """The rows, scores and drift buckets, written as the jobs write them."""
     seed_rows(client, PREFIX, ROWS, updated_at=NOW - 500, cluster=cluster)
+    counts = DriftCounts(model_fixtures.FEATURES, model_fixtures.training_distribution())
+    counts.add(np.random.default_rng(5).normal(size=(400, len(model_fixtures.FEATURES))) * 10,
+               np.full(400, 0.5))
+    fields = counts.take()
+    bucket_ms = Settings().drift_bucket_ms
+    for back in range(4):  # four buckets of the window, on whichever slots their keys have
+        key = drift_key(PREFIX, model_fixtures.NAME, 1,
+                        bucket_start(NOW - back * bucket_ms, bucket_ms))
+        client.hset(key, mapping={name: value // 4 for name, value in fields.items()})
     seed_rows(client, PREFIX, ITEMS, updated_at=NOW - 500, entity="item", cluster=cluster)
     for i, user in enumerate(SCORED):
         for model in ("purchase_risk", "churn"):
@@ -172,6 +184,18 @@ def test_predictions_equal_a_single_redis(single: str, clustered: str) -> None:
         assert reply.status == 200, reply.body
     batch = same_answer(single, clustered, "POST", "/v1/predict/batch", {"requests": requests})
     assert batch.status == 200 and len(batch.body["results"]) == len(requests)
+
+
+def test_drift_over_buckets_of_every_slot_equals_a_single_redis(single: str,
+                                                                clustered: str) -> None:
+    """The window's buckets (one key each, spread over the slots) read from every master."""
+    path = f"/v1/models/{model_fixtures.NAME}/drift"
+    one, many = http("GET", single + path), http("GET", clustered + path)
+    assert one.status == many.status == 200, many.body
+    assert many.body["versions"][0]["samples"] == 400 // 4 * 4, many.body
+    one.body.pop("as_of")  # the moment of the request
+    many.body.pop("as_of")
+    assert many.body == one.body
 
 
 def test_hostile_ids_read_nothing_outside_their_keys_on_any_node(
