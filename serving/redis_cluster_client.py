@@ -9,9 +9,10 @@ own :class:`RedisClient` (one connection per node, the single-Redis path's speed
 replies are put back in order. While the cluster changes, within the same time bound: a
 ``MOVED`` reply (a failover, a finished migration) refreshes the map and asks the new master;
 ``ASK`` asks the named node once (``ASKING``); ``TRYAGAIN``/``CLUSTERDOWN`` are asked again
-after a short pause. A node that cannot be reached refreshes the map: if another node serves its
-slots now, they are asked there, else the call fails with that node's RedisUnavailable, so the
-breaker, the 503s and the fallbacks work as on one Redis.
+after a short pause. A node that cannot be reached, or stays silent for most of the bound,
+refreshes the map: if another node serves its slots now, they are asked there, else the call
+fails with that node's RedisUnavailable, so the breaker, the 503s and the fallbacks work as on
+one Redis.
 
 Reads only go to masters (a replica may lag behind a row the feature job wrote). No client-side
 caching invalidation on a cluster (:func:`check_cluster_settings`): ``CLIENT TRACKING``'s
@@ -52,6 +53,10 @@ from featurestream.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 RETRY_PAUSE_S = 0.005  # between attempts while the cluster reconfigures
+# A node's own bound, as a share of the call's: a node silent that long fails (its connection
+# dropped, the slot map asked for again) inside the call's bound, so a master that vanished
+# without a word is replaced once the cluster promotes its replica.
+NODE_TIMEOUT_SHARE = 0.8
 ASKING: Command = ("ASKING",)
 
 
@@ -179,7 +184,8 @@ class ClusterClient:
         client = self._nodes.get(node)
         if client is None:
             target = replace(self.target, host=node.host, port=node.port, unix_path="")
-            client = self._nodes[node] = RedisClient(target, self._timeout_s)
+            client = self._nodes[node] = RedisClient(target,
+                                                     self._timeout_s * NODE_TIMEOUT_SHARE)
         return client
 
     async def _slot_map(self, avoid: Node | None = None) -> SlotMap:

@@ -244,11 +244,13 @@ def test_cache_invalidation_on_a_cluster_is_refused_naming_the_settings(
         check_cluster_settings(on)
 
 
+@pytest.mark.parametrize("lose", ["stop", "freeze"])
 def test_a_lost_master_is_a_503_until_its_replica_takes_over_then_reads_recover(
-        models_dir: Path, definitions: Path) -> None:
-    """A private cluster (this one loses a node): a master stopped, a batch over every master
-    is a 503 ``redis_unavailable`` (never a 500 or a hang) until the cluster promotes its
-    replica; then the same reader, without a restart, answers it in full again."""
+        models_dir: Path, definitions: Path, lose: str) -> None:
+    """A private cluster (this one loses a node): a master stopped (connections refused) or
+    frozen (SIGSTOP: silent), a batch over every master is a 503 ``redis_unavailable`` (never
+    a 500 or a hang) until the cluster promotes its replica; then the same reader, without a
+    restart, answers it in full again."""
     with private_cluster() as cluster:
         seed(cluster.client(), cluster=True)
         settings = settings_for(cluster.url, models_dir, definitions, redis_cluster=True,
@@ -260,7 +262,7 @@ def test_a_lost_master_is_a_503_until_its_replica_takes_over_then_reads_recover(
             healthy = batch()
             assert healthy.status == 200
             master, _ = cluster.master_and_replica()
-            master.stop()
+            master.stop() if lose == "stop" else master.freeze()
             statuses = []
 
             def served_again() -> bool:
