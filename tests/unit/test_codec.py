@@ -308,3 +308,17 @@ def test_the_fast_json_reader_gives_the_standard_librarys_values_and_verdicts(
         assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
     else:
         assert isinstance(got, Problem) and got.error_class == ErrorClass.MALFORMED_RECORD
+
+
+def test_a_record_of_another_schema_is_incompatible_in_a_few_words(tmp_path: Path) -> None:
+    """fastavro's reason prints both schemas whole (kilobytes with their docs): the dead
+    letter's message keeps the reason and the writer's schema id only."""
+    other = {"type": "record", "name": "io.example.Other", "doc": "x" * 5_000,
+             "fields": [{"name": "amount", "type": "double", "doc": "y" * 5_000}]}
+    registry = write_manifest(tmp_path, {12: other})
+    result = EventDecoder(registry).decode(frame(12, fastavro.parse_schema(other),
+                                                 {"amount": 1.0}))
+    assert isinstance(result, Problem)
+    assert result.error_class == ErrorClass.INCOMPATIBLE_SCHEMA
+    assert result.message.startswith("a record of schema id 12 cannot be read as")
+    assert "Schema mismatch" in result.message and len(result.message) < 200, result.message

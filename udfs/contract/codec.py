@@ -50,6 +50,13 @@ class _Rejected(Exception):
         self.problem = Problem(Stage.DECODE, error_class, message)
 
 
+def _resolution_reason(exc: SchemaResolutionError) -> str:
+    """fastavro's reason without the whole schemas it prints (``Schema mismatch: {...} is not
+    {...}``: kilobytes of docs in a DLQ header); the schema id says which writer it was."""
+    text = str(exc)
+    return text[:text.index(" {")].rstrip(":") if " {" in text else text[:200]
+
+
 class _ReadPlan(NamedTuple):
     """How to read the records of one writer schema id (schemas parsed once)."""
 
@@ -78,7 +85,8 @@ def read_framed_avro(raw: bytes, cached: Callable[[int], _ReadPlan | None],
     except SchemaResolutionError as exc:
         raise _Rejected(
             ErrorClass.INCOMPATIBLE_SCHEMA,
-            f"a record of schema id {schema_id} cannot be read as {reader_name}: {exc}",
+            f"a record of schema id {schema_id} cannot be read as {reader_name}: "
+            f"{_resolution_reason(exc)}",
         ) from None
     except Exception as exc:  # fastavro reports corrupt input with many exception types
         # without fastavro's "from <_io.BytesIO object at 0x...>": the same corruption gives
