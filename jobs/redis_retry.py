@@ -19,10 +19,13 @@ from typing import TypeVar
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
     ClusterError,
     ConnectionError,
+    NoPermissionError,
     NoScriptError,
     ReadOnlyError,
+    RedisClusterException,
     SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
@@ -35,9 +38,27 @@ BACKOFF_CAP_S = 5.0
 # redis-py's own default: what a single Redis answers while it cannot be reached.
 UNREACHABLE = (ConnectionError, TimeoutError, socket.timeout)
 # ... and what a cluster answers during a failover (ClusterError: CLUSTERDOWN, MASTERDOWN;
-# AskError: ASK and MOVED past redis-py's own retries; READONLY: a demoted master).
+# AskError: ASK and MOVED past redis-py's own retries; READONLY: a demoted master;
+# RedisClusterException, no RedisError: redis-py reading the slot map when no node answers or
+# the slots are not all covered yet, raised even from its own ConnectionError handlers).
 FAILING_OVER = (ClusterError, TryAgainError, AskError, SlotNotCoveredError, ReadOnlyError,
-                NoScriptError)
+                NoScriptError, RedisClusterException)
+LOGIN_REFUSED = (AuthenticationError, NoPermissionError)
+
+
+def login_refusal(error: BaseException) -> BaseException | None:
+    """The error in ``error``'s cause chain that says Redis refused the login (a wrong user or
+    password, an ACL without the command), or None. redis-py's cluster client wraps it in a
+    RedisClusterException when it reads the slot map, and no retry can fix it."""
+    link: BaseException | None = error
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:
+        if isinstance(link, LOGIN_REFUSED) or any(
+                word in str(link) for word in ("WRONGPASS", "NOPERM")):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return None
 
 
 class WriteRetry:
@@ -59,7 +80,7 @@ class WriteRetry:
         deadline = time.monotonic() + self._retry_s
 
         def give_up_past_deadline(error: Exception) -> None:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or login_refusal(error):
                 raise error
             self._before_retry(error)
         return self._retry.call_with_retry(write, give_up_past_deadline)

@@ -9,6 +9,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
+from featurestream.jobs.redis_retry import LOGIN_REFUSED, login_refusal
 from featurestream.settings import DEFAULT_POINT_IN_TIME_TTL_MS, Settings, masked_url
 
 
@@ -51,17 +52,23 @@ class RedisTarget:
         unreachable Redis is not an error yet: the first write's retries and failure handle it
         (a cluster client needs one node to read the slot map from: none is a ConnectionError
         now, and Flink restarts the function)."""
-        client = sync_client(self.url, self.cluster)
+        try:
+            client = sync_client(self.url, self.cluster)
+        except LOGIN_REFUSED as exc:  # a cluster client logs in to read the slot map
+            raise self._login_error(exc) from None
         try:
             client.ping()
-        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+        except LOGIN_REFUSED as exc:
             client.close()
-            raise RedisLoginError(
-                f"Redis at {masked_url(self.url)} refused the login ({exc}); fix the user and "
-                "password in FEATURESTREAM_REDIS_URL, or the ACL user (docs/security.md)") from None
+            raise self._login_error(exc) from None
         except redis.RedisError:
             pass
         return client
+
+    def _login_error(self, refusal: Exception) -> RedisLoginError:
+        return RedisLoginError(
+            f"Redis at {masked_url(self.url)} refused the login ({refusal}); fix the user and "
+            "password in FEATURESTREAM_REDIS_URL, or the ACL user (docs/security.md)")
 
 
 def sync_client(url: str, cluster: bool, timeout_s: float | None = None
@@ -71,13 +78,20 @@ def sync_client(url: str, cluster: bool, timeout_s: float | None = None
     client; ``timeout_s`` bounds connecting and every call (None: no bound). The one place the
     jobs and the CLI make their synchronous clients (``FEATURESTREAM_REDIS_CLUSTER``).
 
-    A cluster client reads the slot map as it is made: no node answering is a
-    :class:`redis.ConnectionError` (redis-py's RedisClusterException is no RedisError)."""
+    A cluster client reads the slot map as it is made: a refused login is raised as Redis
+    answered it (AuthenticationError, NoPermissionError), no node answering is a
+    :class:`redis.ConnectionError` (redis-py wraps both in a RedisClusterException, no
+    RedisError)."""
     if cluster:
         try:
             return RedisCluster.from_url(url, socket_timeout=timeout_s,
                                          socket_connect_timeout=timeout_s)
         except RedisClusterException as exc:
+            refusal = login_refusal(exc)
+            if isinstance(refusal, LOGIN_REFUSED):
+                raise refusal from None
+            if refusal is not None:
+                raise redis.AuthenticationError(str(refusal)) from None
             raise redis.ConnectionError(str(exc)) from None
     return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from featurestream.errors import UserFacingError
 from featurestream.jobs.redis_target import sync_client
@@ -26,13 +27,13 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis | RedisCluster]:
         raise _unreadable(settings, exc) from None
     try:
         yield client
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:  # the latter: no node answers
         raise _unreadable(settings, exc) from None
     finally:
         client.close()
 
 
-def _unreadable(settings: Settings, exc: redis.RedisError) -> UserFacingError:
+def _unreadable(settings: Settings, exc: Exception) -> UserFacingError:
     cluster = " (a node of the Redis Cluster: FEATURESTREAM_REDIS_CLUSTER=true)" \
         if settings.redis_cluster else ""
     return UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)}{cluster} "

@@ -18,9 +18,11 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from featurestream.backfill.online_store import check_reachable, write_online_store
+from featurestream.cli.redis_access import redis_client
 from featurestream.cli.rematerialize import check_redis
 from featurestream.cli.verify import online_rows
-from featurestream.jobs.redis_target import RedisTarget
+from featurestream.errors import UserFacingError
+from featurestream.jobs.redis_target import RedisLoginError, RedisTarget
 from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.jobs.score_store import ScoreStore
 from featurestream.settings import Settings
@@ -237,3 +239,38 @@ def test_the_cli_reads_and_backfills_the_cluster(cluster: LocalRedisCluster) -> 
     assert shown[2] == {"user_id": "nobody", "missing": True}
     some = features("--limit", "50")
     assert sorted(line["user_id"] for line in some) == sorted(USERS[:40])
+
+
+@pytest.fixture()
+def acl_user(cluster: LocalRedisCluster) -> Iterator[str]:
+    """A user ``fs-writer`` with password ``right-secret`` on every node (ACLs are per node),
+    removed afterwards."""
+    for node in cluster.nodes:
+        node.client().acl_setuser("fs-writer", enabled=True, passwords=["+right-secret"],
+                                  keys=["*"], channels=["*"], commands=["+@all"])
+    yield "fs-writer"
+    for node in cluster.nodes:
+        node.client().acl_deluser("fs-writer")
+
+
+def test_a_wrong_password_stops_the_jobs_and_the_cli_naming_the_setting(
+        cluster: LocalRedisCluster, acl_user: str) -> None:
+    wrong = cluster.url.replace("redis://", f"redis://{acl_user}:wrong-secret@")
+    for connect in (lambda: RedisRowWriter(target_at(wrong)), lambda: ScoreStore(target_at(wrong))):
+        with pytest.raises(RedisLoginError) as refused:
+            connect()
+        assert "FEATURESTREAM_REDIS_URL" in str(refused.value)
+        assert "wrong-secret" not in str(refused.value)
+    settings = Settings(redis_url=wrong, redis_cluster=True, redis_key_prefix=PREFIX)
+    with pytest.raises(UserFacingError) as unreadable, redis_client(settings):
+        pass
+    assert "FEATURESTREAM_REDIS_URL" in str(unreadable.value)
+    assert "WRONGPASS" in str(unreadable.value) or "invalid username-password" in str(
+        unreadable.value)
+    assert "wrong-secret" not in str(unreadable.value)
+    right = cluster.url.replace("redis://", f"redis://{acl_user}:right-secret@")
+    ScoreStore(target_at(right)).close()  # the same user with its password logs in
+
+
+def target_at(url: str) -> RedisTarget:
+    return RedisTarget(url, PREFIX, 600, 10_000, cluster=True)
