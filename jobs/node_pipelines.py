@@ -101,8 +101,9 @@ def _send_all(pipes: Sequence[Pipeline]) -> list[list[Any]]:
     return [[c.result for c in node.commands] for node in sent]
 
 
-def refresh_slots(client: RedisCluster) -> None:
-    """Read the slot map again (after a failover moved slots); if no node answers now, the
-    next attempt's error says so."""
-    with suppress(redis.RedisError, RedisClusterException):
-        client.nodes_manager.initialize()
+def refresh_slots(client: redis.Redis | RedisCluster) -> None:
+    """A cluster client's slot map read again (after a failover moved slots; a single Redis has
+    none); if no node answers now, the next attempt's error says so."""
+    if isinstance(client, RedisCluster):
+        with suppress(redis.RedisError, RedisClusterException):
+            client.nodes_manager.initialize()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from redis.client import Pipeline
@@ -60,7 +60,8 @@ class RedisRowWriter:
         self._ttl = target.ttl_seconds
         self._batch_size = target.batch_size
         self._pit_ttl_ms = target.point_in_time_ttl_ms
-        self._retried = WriteRetry(retry_ms, target.cluster, self._refresh_slots)
+        self._retried = WriteRetry(retry_ms, target.cluster,
+                                   lambda error: refresh_slots(self._client))
         self._pending: dict[str, dict[str, RowValue]] = {}
         self._captured: list[CapturedRow] = []
 
@@ -101,19 +102,14 @@ class RedisRowWriter:
 
     def _pipeline(self, now_ms: int) -> Pipeline:
         """The buffered rows as one pipeline (a new one per attempt: a failed one is reset)."""
-        keys = list(self._pending)
-        prefix = self._prefix
         pipe = self._client.pipeline(transaction=False)
-        for captured in self._captured:
-            entity, _, entity_id = captured.key.partition(":")
-            pipe.set(point_in_time_key(prefix, entity, captured.event_id),
-                     encode_point_in_time(entity_id, captured.row), nx=True,
-                     px=self._pit_ttl_ms)
+        self._set_captured(lambda key: pipe)
+        rows = self._rows_by_key()
+        keys = list(rows)
         for start in range(0, len(keys), ROWS_PER_UPSERT):
             chunk = keys[start:start + ROWS_PER_UPSERT]
-            self._upsert(keys=[prefix + k for k in chunk],
-                         args=upsert_rows_args([self._pending[k] for k in chunk], now_ms,
-                                               self._ttl),
+            self._upsert(keys=chunk, args=upsert_rows_args([rows[k] for k in chunk], now_ms,
+                                                           self._ttl),
                          client=pipe)
         return pipe
 
@@ -121,24 +117,27 @@ class RedisRowWriter:
         """The buffered rows as one pipeline per cluster master, each script call's rows of
         one slot (new ones per attempt, from the slot map as it is now)."""
         assert isinstance(self._client, RedisCluster)
-        prefix = self._prefix
         pipes = NodePipelines(self._client)
-        for captured in self._captured:
-            entity, _, entity_id = captured.key.partition(":")
-            key = point_in_time_key(prefix, entity, captured.event_id)
-            pipes.for_key(key).set(key, encode_point_in_time(entity_id, captured.row), nx=True,
-                                   px=self._pit_ttl_ms)
-        rows = {}
-        for state_key, row in self._pending.items():
-            entity, _, entity_id = state_key.partition(":")
-            rows[entity_key(prefix, entity, entity_id, cluster=True)] = row
+        self._set_captured(pipes.for_key)
+        rows = self._rows_by_key()
         for keys in script_calls(list(rows), ROWS_PER_UPSERT, slot_of):
             self._upsert(keys=keys, args=upsert_rows_args([rows[k] for k in keys], now_ms,
                                                           self._ttl),
                          client=pipes.for_key(keys[0]))
         return pipes
 
-    def _refresh_slots(self, error: Exception) -> None:
-        """Before a retry on a cluster: read the slot map again (a failover moves slots)."""
-        if isinstance(self._client, RedisCluster):
-            refresh_slots(self._client)
+    def _set_captured(self, pipeline_of: Callable[[str], Pipeline]) -> None:
+        """Queue each captured row's ``SET NX`` on the pipeline ``pipeline_of`` its key."""
+        for captured in self._captured:
+            entity, _, entity_id = captured.key.partition(":")
+            key = point_in_time_key(self._prefix, entity, captured.event_id)
+            pipeline_of(key).set(key, encode_point_in_time(entity_id, captured.row), nx=True,
+                                 px=self._pit_ttl_ms)
+
+    def _rows_by_key(self) -> dict[str, dict[str, RowValue]]:
+        """The buffered rows by Redis key (:func:`~udfs.store.redis_layout.entity_key`)."""
+        rows = {}
+        for state_key, row in self._pending.items():
+            entity, _, entity_id = state_key.partition(":")
+            rows[entity_key(self._prefix, entity, entity_id, cluster=self._cluster)] = row
+        return rows

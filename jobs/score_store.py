@@ -51,15 +51,11 @@ class ScoreStore:
         self._ttl = target.ttl_seconds
         self._cluster = target.cluster
         self._retry = WriteRetry(target.write_retry_ms, cluster=True,
-                                 before_retry=self._refresh_slots)
+                                 before_retry=lambda error: refresh_slots(self._client))
 
     def _call(self, call: Callable[[], T]) -> T:
         """``call()``; on a cluster retried through a failover."""
         return self._retry(call) if self._cluster else call()
-
-    def _refresh_slots(self, error: Exception) -> None:
-        assert isinstance(self._client, RedisCluster)
-        refresh_slots(self._client)
 
     def captured(self, keys: Sequence[CapturedKey]) -> dict[CapturedKey, Row | Problem | None]:
         """The rows captured for ``(entity, id, event id)`` in one round trip; keys not
