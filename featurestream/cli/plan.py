@@ -53,6 +53,23 @@ def plan_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.can_apply else REFUSES
 
 
+def refuse_unresumable_state(settings: Settings) -> None:
+    """Before the feature job resumes a savepoint: UserFacingError if the layout the last job
+    published in Redis is one these settings and definitions would refuse (another shard
+    count, another entity key). The job refuses such state too, but only in the subtasks that
+    hold some of it; the others would meanwhile write rows counted from empty state."""
+    running = read_published(settings)
+    if running is None:
+        return
+    new = describe(compile_plans(settings.load_definitions()), settings.state_shards)
+    refused = plan_changes(running, new).refused
+    if refused:
+        reasons = "; ".join(f"{r.subject}: {r.reason} (fix: {r.fix})" for r in refused)
+        raise UserFacingError(f"the feature job would refuse the state it resumes, as the "
+                              f"layout the last job published says: {reasons}. "
+                              "`featurestream plan` shows the whole plan")
+
+
 def read_published(settings: Settings) -> dict[str, Any] | None:
     """The layout the feature job published (None if none has), one clear line if Redis
     cannot be read or the layout is not one this release reads."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from featurestream.cli import ship
+from featurestream.cli.plan import refuse_unresumable_state
 from featurestream.devstack import submissions
 from featurestream.devstack.endpoints import LOOPBACK
 from featurestream.devstack.flink_home import pyflink_dir
@@ -102,6 +103,8 @@ def submit_job(settings: Settings, job: str, savepoint: str | None = None,
     positions if ``reset_source_positions``: a new source epoch; ``with_deps``: shipping its
     third-party dependencies, see :mod:`ship`) and return its Flink job id."""
     settings.load_definitions()  # a mistake is one line here, not a trace from flink run
+    if job == "features" and savepoint is not None:
+        refuse_unresumable_state(settings)
     if reset_source_positions:
         settings = submissions.next_source_epoch(settings)
     client, staged = flink_client(settings), stage_python_files(settings)

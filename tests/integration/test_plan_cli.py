@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from featurestream.cli.plan import refuse_unresumable_state
+from featurestream.errors import UserFacingError
 from featurestream.jobs.redis_target import RedisTarget
 from featurestream.jobs.redis_writer import RedisRowWriter
 from featurestream.settings import Settings
@@ -149,3 +151,19 @@ def test_features_of_any_entity(server: RedisProcess, published: RedisRowWriter,
     assert unknown.returncode == 2 and unknown.stderr == (
         "featurestream: error: no entity 'merchant' in the definitions; they declare: user, "
         "item (choose one with --entity)\n")
+
+
+def test_resuming_state_of_another_shard_count_is_refused_before_the_job_starts(
+        server: RedisProcess, published: RedisRowWriter) -> None:
+    """The default shard count changed (16 -> one per key group): a savepoint of a 16-shard job
+    is refused by `submit --from-savepoint` itself, naming the fix, before any subtask could
+    write a row counted from empty state; with the count it was written with, it goes on."""
+    settings = Settings(redis_url=server.url, redis_key_prefix=PREFIX)
+    assert settings.state_shards == settings.max_parallelism != 16
+    with pytest.raises(UserFacingError) as refused:
+        refuse_unresumable_state(settings)
+    assert "state shards: 16 -> 128" in str(refused.value)
+    assert "set FEATURESTREAM_STATE_SHARDS back to 16" in str(refused.value)
+    refuse_unresumable_state(settings.replace(state_shards=16))
+    # Nothing published (a new Redis or prefix): nothing to compare with, nothing refused.
+    refuse_unresumable_state(settings.replace(redis_key_prefix="other:"))
