@@ -99,10 +99,6 @@ def test_ship_deps_runs_the_feature_job(stack: LocalStack, bare_cluster: Setting
                                       seed=31, count=300)
 
 
-def test_ship_deps_on_a_cluster_that_has_the_package(stack: LocalStack) -> None:
-    assert_shipped_job_matches_oracle(isolated(stack, "shipped-anyway"), seed=37, count=40)
-
-
 def test_ship_deps_runs_the_scoring_job_from_a_shared_registry(
         stack: LocalStack, bare_cluster: Settings, tmp_path: Path) -> None:
     # Not the default <home>/models: the client's home is not the TaskManager's.
