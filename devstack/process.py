@@ -64,9 +64,21 @@ def cwd(pid: int) -> str:
 
 
 def alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie."""
+    """True if the process exists and is not a zombie: some thread of it still runs.
+
+    A JVM's main thread returns early in its shutdown while other threads go on (and hold its
+    ports): its leader then reads as a zombie, so the threads are asked too.
+    """
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    return any(_task_running(pid, task) for task in tasks)
+
+
+def _task_running(pid: int, task: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
