@@ -64,9 +64,10 @@ def seed(client: Any, cluster: bool) -> None:
                np.full(400, 0.5))
     fields = counts.take()
     bucket_ms = Settings().drift_bucket_ms
+    now = int(time.time() * 1000)  # not NOW (import time): the window ends at the request
     for back in range(4):  # four buckets of the window, on whichever slots their keys have
         key = drift_key(PREFIX, model_fixtures.NAME, 1,
-                        bucket_start(NOW - back * bucket_ms, bucket_ms))
+                        bucket_start(now - back * bucket_ms, bucket_ms))
         client.hset(key, mapping={name: value // 4 for name, value in fields.items()})
     seed_rows(client, PREFIX, ITEMS, updated_at=NOW - 500, entity="item", cluster=cluster)
     for i, user in enumerate(SCORED):
