@@ -17,30 +17,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from featurestream.cli.submit import submit_job
 from featurestream.devstack import LocalStack, process
 from featurestream.devstack.generator import StreamConfig, generate_events
 from featurestream.devstack.private import isolated
 from featurestream.settings import Settings
-from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.events import Event
-from featurestream.udfs.contract.schema_registry import registry_for
 from testing.chaos import ChaosRow
 from tests.faults.test_parallelism import events_per_subtask
-from tests.faults.test_upgrades import (
-    mismatches,
-    settled_rows,
-    stopped_while_flowing,
-    submit_from,
-)
-from tests.integration.conftest import (
-    cancel_job,
-    flink_get,
-    job_diagnostics,
-    job_exceptions,
-    wait_for,
-)
-from tests.integration.test_feature_job import encoded, produce
+from tests.faults.test_upgrades import rescale_through
+from tests.integration.conftest import job_diagnostics, wait_for
 
 pytestmark = pytest.mark.flink
 
@@ -94,48 +79,23 @@ def many_users(seed: int, count: int) -> list[Event]:
 def test_rescale_past_sixteen_subtasks_keeps_the_state_layout(
         wide_stack: LocalStack, chaos: Callable[[ChaosRow], None]) -> None:
     started = time.monotonic()
-    settings = isolated(wide_stack, "wide", topic_partitions=4)
-    encoder = EventEncoder(registry_for(settings.schema_registry))
     events = many_users(seed=83, count=1800)
-    steps = [(2, events[:600]), (WIDE, events[600:1200]), (1, events[1200:])]
-    job_id, stopped_at, recovery_s = "", 0.0, 0.0
-    seen: list[Event] = []
-    rows: dict[str, dict] = {}
-    wrong: list[str] = []
-    restarts: list[str] = []
     spread: dict[int, float] = {}
-    try:
-        for parallelism, batch in steps:
-            at = settings.replace(parallelism=parallelism)
-            if job_id:  # stopped mid-stream: the batch's first third flows meanwhile
-                stopped_at = time.monotonic()
-                savepoint = stopped_while_flowing(at, "features", encoded(encoder, batch[:200]))
-                job_id = submit_from(at, "features", savepoint["features"])
-                produce(at, encoded(encoder, batch[200:]))
-            else:
-                job_id = submit_job(at, "features")
-                produce(at, encoded(encoder, batch))
-            assert {v["parallelism"] for v in flink_get(at, f"/jobs/{job_id}")["vertices"]} == {
-                parallelism}, "the job did not run at the parallelism asked for"
-            seen += batch
-            rows = settled_rows(at, seen, job_id)
-            if stopped_at:
-                recovery_s = max(recovery_s, time.monotonic() - stopped_at)
-            wrong = [f"at P={parallelism}: {w}" for w in mismatches(rows, seen)]
-            restarts = job_exceptions(at, job_id)
-            if parallelism == WIDE:
-                spread = every_subtask_counted(at, job_id)
-            if wrong or restarts:
-                break
-    finally:
-        if job_id:
-            cancel_job(settings, job_id)
+
+    def at_wide(settings: Settings, job_id: str) -> None:
+        if settings.parallelism == WIDE:
+            spread.update(every_subtask_counted(settings, job_id))
+
+    run = rescale_through(isolated(wide_stack, "wide", topic_partitions=4),
+                          [(2, events[:600]), (WIDE, events[600:1200]), (1, events[1200:])],
+                          after_step=at_wide)
     counts = [int(spread[i]) for i in sorted(spread)]
-    chaos(ChaosRow(f"rescale: feature job P=2 -> {WIDE} -> 1 (state by key group)", len(seen),
-                   len(rows), len(wrong), 0, 0, recovery_s,
+    chaos(ChaosRow(f"rescale: feature job P=2 -> {WIDE} -> 1 (state by key group)",
+                   len(run.seen), len(run.rows), len(run.wrong), 0, 0, run.recovery_s,
                    f"after each step, rows = oracle; events_in per subtask at P={WIDE}: "
                    f"{counts}"))
     print(f"events_in per subtask at P={WIDE}: {counts}; "
           f"wall time {time.monotonic() - started:.0f} s")
-    assert not wrong, "\n".join(wrong[:5])
-    assert len(seen) == len(events) and not restarts, restarts[:1]
+    assert not run.wrong, "\n".join(run.wrong[:5])
+    assert len(run.seen) == len(events) and not run.restarts, run.restarts[:1]
+    assert len(counts) == WIDE and all(counts), counts

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -229,21 +230,32 @@ def test_upgrade_with_savepoints_continues_both_jobs(stack: LocalStack, tmp_path
     assert restarts == {"features": 0, "scoring": 0}, restarts
 
 
-def test_rescale_one_two_one_equals_an_uninterrupted_run(stack: LocalStack,
-                                                         chaos: Chaos) -> None:
-    settings = isolated(stack, "rescale")
+@dataclass
+class Rescaled:
+    """What :func:`rescale_through` saw: the events in, the last rows read, the mismatches and
+    Flink exceptions of the step that stopped it (none when every step passed), the slowest
+    stop -> correct rows."""
+
+    seen: list[Event] = field(default_factory=list)
+    rows: dict[str, dict] = field(default_factory=dict)
+    wrong: list[str] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)
+    recovery_s: float = 0.0
+
+
+def rescale_through(settings: Settings, steps: Sequence[tuple[int, Sequence[Event]]],
+                    after_step: Callable[[Settings, str], None] | None = None) -> Rescaled:
+    """The feature job through ``steps`` of (parallelism, events): the first submitted fresh,
+    each next one resumed from a savepoint taken while that step's first 200 events flow; after
+    each step the rows are checked against the oracle of all events so far (``after_step`` gets
+    the step's settings and job id). Stops at the first step with a mismatch or a restart; the
+    job is cancelled at the end."""
     encoder = EventEncoder(registry_for(settings.schema_registry))
-    events = stream(seed=67, count=1800)
-    steps = [(1, events[:600]), (2, events[600:1200]), (1, events[1200:])]
-    job_id, stopped_at, recovery_s = "", 0.0, 0.0
-    seen: list[Event] = []
-    rows: dict[str, dict] = {}
-    wrong: list[str] = []
-    restarts: list[str] = []
+    out, job_id, stopped_at = Rescaled(), "", 0.0
     try:
         for parallelism, batch in steps:
             at = settings.replace(parallelism=parallelism)
-            if job_id:  # stopped mid-stream: the batch's first third flows meanwhile
+            if job_id:  # stopped mid-stream: the batch's first events flow meanwhile
                 stopped_at = time.monotonic()
                 savepoint = stopped_while_flowing(at, "features", encoded(encoder, batch[:200]))
                 job_id = submit_from(at, "features", savepoint["features"])
@@ -253,19 +265,29 @@ def test_rescale_one_two_one_equals_an_uninterrupted_run(stack: LocalStack,
                 produce(at, encoded(encoder, batch))
             assert {v["parallelism"] for v in flink_get(at, f"/jobs/{job_id}")["vertices"]} == {
                 parallelism}, "the job did not run at the parallelism asked for"
-            seen += batch
-            rows = settled_rows(at, seen, job_id)
+            out.seen += batch
+            out.rows = settled_rows(at, out.seen, job_id)
             if stopped_at:
-                recovery_s = max(recovery_s, time.monotonic() - stopped_at)
-            wrong = [f"at P={parallelism}: {w}" for w in mismatches(rows, seen)]
-            restarts = job_exceptions(at, job_id)
-            if wrong or restarts:
+                out.recovery_s = max(out.recovery_s, time.monotonic() - stopped_at)
+            out.wrong = [f"at P={parallelism}: {w}" for w in mismatches(out.rows, out.seen)]
+            out.restarts = job_exceptions(at, job_id)
+            if out.wrong or out.restarts:
                 break
+            if after_step is not None:
+                after_step(at, job_id)
     finally:
         if job_id:
             cancel_job(settings, job_id)
-    chaos(ChaosRow("rescale: feature job P=1 -> 2 -> 1, savepoints taken mid-stream", len(seen),
-                   len(rows), len(wrong), 0, 0, recovery_s,
+    return out
+
+
+def test_rescale_one_two_one_equals_an_uninterrupted_run(stack: LocalStack,
+                                                         chaos: Chaos) -> None:
+    events = stream(seed=67, count=1800)
+    run = rescale_through(isolated(stack, "rescale"),
+                          [(1, events[:600]), (2, events[600:1200]), (1, events[1200:])])
+    chaos(ChaosRow("rescale: feature job P=1 -> 2 -> 1, savepoints taken mid-stream",
+                   len(run.seen), len(run.rows), len(run.wrong), 0, 0, run.recovery_s,
                    "after each step, rows = oracle of an uninterrupted run"))
-    assert not wrong, "\n".join(wrong[:5])
-    assert len(seen) == len(events) and not restarts, restarts[:1]
+    assert not run.wrong, "\n".join(run.wrong[:5])
+    assert len(run.seen) == len(events) and not run.restarts, run.restarts[:1]
