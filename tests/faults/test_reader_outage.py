@@ -77,20 +77,25 @@ def load(url: str, stop: threading.Event, answers: list[Answer], client: int) ->
     n = 0
     while not stop.is_set():
         n += 1
-        stale = n % 3 == 0
-        if n % 2:
-            route = "/v1/features"
-            path, body = f"/v1/features/{user}" + ("?max_staleness_ms=60000" if stale else ""), None
-        else:
-            route, path = "/v1/predict", "/v1/predict"
-            body = {"user_id": user, "type": "purchase", "amount": 12.5,
-                    **({"max_staleness_ms": 60_000} if stale else {})}
-        sent = time.monotonic()
-        try:
-            reply = http("POST" if body else "GET", url + path, body, timeout=HANG_S)
-            answers.append(Answer(sent, route, stale, reply))
-        except OSError as exc:  # a timeout or a broken connection: the reader failed us
-            answers.append(Answer(sent, route, stale, None, f"{type(exc).__name__}: {exc}"))
+        ask(url, user, n % 2 == 1, n % 3 == 0, answers)
+
+
+def ask(url: str, user: str, features: bool, stale: bool, answers: list[Answer]) -> None:
+    """One read of ``user``'s features (or one prediction for them), allowing stale rows if
+    ``stale``; its answer, or how it failed, appended to ``answers``."""
+    if features:
+        route = "/v1/features"
+        path, body = f"/v1/features/{user}" + ("?max_staleness_ms=60000" if stale else ""), None
+    else:
+        route, path = "/v1/predict", "/v1/predict"
+        body = {"user_id": user, "type": "purchase", "amount": 12.5,
+                **({"max_staleness_ms": 60_000} if stale else {})}
+    sent = time.monotonic()
+    try:
+        reply = http("POST" if body else "GET", url + path, body, timeout=HANG_S)
+        answers.append(Answer(sent, route, stale, reply))
+    except OSError as exc:  # a timeout or a broken connection: the reader failed us
+        answers.append(Answer(sent, route, stale, None, f"{type(exc).__name__}: {exc}"))
 
 
 def ended(answer: Answer) -> float:

@@ -24,9 +24,9 @@ from featurestream.udfs.contract.codec import EventEncoder
 from featurestream.udfs.contract.schema_registry import registry_for
 from testing import model_fixtures
 from testing.chaos import ChaosRow
-from testing.reader_fixtures import free_port, http, start_serve, wait_until
+from testing.reader_fixtures import free_port, start_serve, wait_until
 from testing.redis_cluster import LocalRedisCluster
-from tests.faults.test_reader_outage import HANG_S, Answer, ended
+from tests.faults.test_reader_outage import HANG_S, Answer, ask, ended
 from tests.faults.test_redis_outage import by_user_of, converge, failures
 from tests.integration.conftest import cancel_job
 from tests.integration.test_feature_job import encoded, good_events, produce
@@ -46,18 +46,7 @@ def load(url: str, users: list[str], stop: threading.Event, answers: list[Answer
     n = client
     while not stop.is_set():
         n += 1
-        user = users[n % len(users)]
-        if n % 2:
-            route, path, body = "/v1/features", f"/v1/features/{user}", None
-        else:
-            route, path = "/v1/predict", "/v1/predict"
-            body = {"user_id": user, "type": "purchase", "amount": 12.5}
-        sent = time.monotonic()
-        try:
-            reply = http("POST" if body else "GET", url + path, body, timeout=HANG_S)
-            answers.append(Answer(sent, route, False, reply))
-        except OSError as exc:  # a timeout or a broken connection: the reader failed us
-            answers.append(Answer(sent, route, False, None, f"{type(exc).__name__}: {exc}"))
+        ask(url, users[n % len(users)], n % 2 == 1, False, answers)
 
 
 def is_fresh(answer: Answer) -> bool:
