@@ -10,7 +10,7 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -79,7 +79,7 @@ def produce(settings: Settings, records: list[tuple[str, bytes, int]]) -> None:
     assert producer.failed == 0
 
 
-def encoded(encoder: EventEncoder, events: list[Event]) -> list[tuple[str, bytes, int]]:
+def encoded(encoder: EventEncoder, events: Sequence[Event]) -> list[tuple[str, bytes, int]]:
     """Events as (key, value, ts), two thirds Avro and one third JSON."""
     return [(e.user_id, encoder.avro(e) if i % 3 else encoder.json(e), e.ts)
             for i, e in enumerate(events)]
