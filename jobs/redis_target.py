@@ -12,6 +12,13 @@ from redis.exceptions import RedisClusterException
 from featurestream.jobs.redis_retry import LOGIN_REFUSED, login_refusal
 from featurestream.settings import DEFAULT_POINT_IN_TIME_TTL_MS, Settings, masked_url
 
+# A cluster writer's bound on each call: a frozen or cut-off master never answers, and only a
+# timeout lets the write's retries read the slot map again and reach the replica elected in
+# its place. Far above any healthy call (a batch's upsert takes milliseconds); the writes are
+# idempotent, so a call that timed out but ran is safely repeated. A single Redis has no other
+# node to turn to: its writes wait it out (docs/reliability.md).
+CLUSTER_CALL_TIMEOUT_S = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
@@ -51,9 +58,11 @@ class RedisTarget:
         naming the setting now, not a bare AuthenticationError at the first write. An
         unreachable Redis is not an error yet: the first write's retries and failure handle it
         (a cluster client needs one node to read the slot map from: none is a ConnectionError
-        now, and Flink restarts the function)."""
+        now, and Flink restarts the function). A cluster client's calls are bounded by
+        :data:`CLUSTER_CALL_TIMEOUT_S`."""
         try:
-            client = sync_client(self.url, self.cluster)
+            client = sync_client(self.url, self.cluster,
+                                 CLUSTER_CALL_TIMEOUT_S if self.cluster else None)
         except LOGIN_REFUSED as exc:  # a cluster client logs in to read the slot map
             raise self._login_error(exc) from None
         try:

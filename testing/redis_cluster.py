@@ -135,13 +135,14 @@ class LocalRedisCluster:
         self.wait_healthy()
         return replica, old_master
 
-    def lose(self, master: RedisProcess) -> RedisProcess:
-        """Stop ``master`` (the process gone, its data with it) and wait until its replica was
-        elected in its place and the cluster is ok again; returns the new master. The lost
-        node stays down until :meth:`restart`."""
+    def lose(self, master: RedisProcess, freeze: bool = False) -> RedisProcess:
+        """Stop ``master`` (the process gone, its data with it; ``freeze``: SIGSTOP, its
+        connections open and silent) and wait until its replica was elected in its place and
+        the cluster (but for a frozen node) is ok again; returns the new master. The lost node
+        stays down until :meth:`restart`."""
         master_id = next(r.node_id for r in self.roles() if r.port == master.port)
         replica = self.node(next(r.port for r in self.roles() if r.master_id == master_id))
-        master.stop()
+        master.freeze() if freeze else master.stop()
 
         def promoted() -> bool:
             try:
@@ -151,13 +152,17 @@ class LocalRedisCluster:
 
         wait_until(promoted, READY_TIMEOUT_S, f"port {replica.port} to be elected in place of "
                    f"the lost port {master.port}")
-        self.wait_healthy()
+        if not freeze:  # a frozen node answers nothing, so no health check can pass
+            self.wait_healthy()
         return replica
 
     def restart(self, node: RedisProcess) -> None:
-        """Start a stopped node again: it rejoins (its ``nodes.conf`` is kept), as a replica
-        when its slots moved meanwhile; wait until the cluster is whole."""
-        node.start()
+        """Start a stopped node again, or thaw a frozen one: it rejoins (its ``nodes.conf`` is
+        kept), as a replica when its slots moved meanwhile; wait until the cluster is whole."""
+        if node.server.pid() is None:
+            node.start()
+        else:
+            node.thaw()
         self.wait_healthy()
 
     def wait_healthy(self) -> None:

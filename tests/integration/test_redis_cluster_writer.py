@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -158,8 +159,10 @@ class Writes(threading.Thread):
         except BaseException as exc:  # reported by finish()
             self.errors.append(exc)
 
-    def wait_rounds(self, n: int) -> None:
-        while len(self.rounds) < n and self.is_alive():
+    def wait_rounds(self, n: int, timeout_s: float = 60) -> None:
+        """Until ``n`` rounds were written (or the writes failed, or ``timeout_s`` passed)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.rounds) < n and self.is_alive() and time.monotonic() < deadline:
             threading.Event().wait(0.01)
 
     def finish(self) -> int:
@@ -194,18 +197,24 @@ def test_writes_running_through_a_manual_failover_lose_nothing(
     assert_round_stored(cluster, last)
 
 
+@pytest.mark.parametrize("freeze", [False, True], ids=["stopped", "frozen"])
 def test_writes_wait_out_a_lost_master_until_its_replica_is_elected(
-        cluster: LocalRedisCluster) -> None:
+        cluster: LocalRedisCluster, freeze: bool) -> None:
+    """Stopped: refused connections, then CLUSTERDOWN, then MOVED. Frozen (SIGSTOP): the
+    writes to it time out and are retried at its promoted replica while it is still frozen."""
     master, _ = cluster.master_and_replica()
     writes = Writes(cluster)
     writes.start()
     try:
         writes.wait_rounds(2)
         lost_at = len(writes.rounds)
-        new_master = cluster.lose(master)  # refused connections, then CLUSTERDOWN, then MOVED
+        new_master = cluster.lose(master, freeze=freeze)
+        writes.wait_rounds(lost_at + 2)  # rounds written while the lost master stays lost
+        written_while_lost = len(writes.rounds)
     finally:
         last = writes.finish()
     try:
+        assert written_while_lost >= lost_at + 2, "no write reached the promoted replica"
         assert last > lost_at
         assert new_master.port in {role.port for role in cluster.roles() if not role.master_id}
         assert_round_stored(cluster, last)
