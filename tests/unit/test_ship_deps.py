@@ -93,6 +93,21 @@ def test_the_jobs_lock_ships_their_dependencies_beyond_pyflink(tmp_path: Path) -
                 "shigawire-apache-flink-libraries", "featurestream"} & lock.shipped.keys()
     assert lock.shipped.items() <= lock.wheels.items()
     assert "numpy" in lock.wheels  # lightgbm's: pip --ignore-installed installs it too
+    # Beam (PyFlink's) requires redis too, but any 5.x: this package's exact pin ships.
+    assert lock.shipped["redis"] == "5.3.1"
+
+
+def test_an_exact_pin_ships_even_when_pyflink_requires_the_distribution(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dists = FakeDistributions({
+        ship.PACKAGE: ("1.0", ["redis==5.2", "lib>=2"]),
+        ship.PYFLINK: ("2.0", ["redis>=5", "lib"]),
+        "redis": ("5.2", []), "lib": ("2.0", []),
+    })
+    (tmp_path / "job.py").write_text("import redis\nimport lib\n")
+    monkeypatch.setattr(ship.importlib.metadata, "packages_distributions",
+                        lambda: {"redis": ["redis"], "lib": ["lib"]})
+    assert lock_for(tmp_path, "job", dists).shipped == {"redis": "5.2"}
 
 
 def test_a_second_ship_reuses_the_wheelhouse(tmp_path: Path,
