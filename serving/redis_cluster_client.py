@@ -69,6 +69,7 @@ class ClusterClient:
         self._timeout_s = timeout_s
         self._nodes: dict[Node, RedisClient] = {}
         self._slots: SlotMap | None = None
+        self._masters: tuple[Node, ...] = ()  # of the last map: asked for the next one first
         self._refreshing = asyncio.Lock()
 
     @property
@@ -199,10 +200,12 @@ class ClusterClient:
             return self._slots
 
     async def _ask_slots(self, avoid: Node | None) -> SlotMap:
-        """``CLUSTER SLOTS`` from the first node that answers: the known masters, then the
-        seed (``avoid``, a node that just failed, last)."""
-        known = list(self._nodes) or [self._seed]
-        candidates = sorted(dict.fromkeys([*known, self._seed]), key=lambda n: n == avoid)
+        """``CLUSTER SLOTS`` from the first node that answers: the last map's masters, then
+        the other nodes known, then the seed (``avoid``, a node that just failed, last). A
+        seed that failed and was replaced is thus not asked first again: silent, it would
+        cost most of the call's bound on every refresh."""
+        candidates = sorted(dict.fromkeys([*self._masters, *self._nodes, self._seed]),
+                            key=lambda n: n == avoid)
         failures = []
         for node in candidates:
             try:
@@ -212,6 +215,7 @@ class ClusterClient:
                 continue
             slots = SlotMap.from_cluster_slots(reply, node)
             if slots.masters:
+                self._masters = slots.masters
                 log.info("redis cluster: slot map from %s: masters %s", node,
                          ", ".join(map(str, slots.masters)))
                 return slots

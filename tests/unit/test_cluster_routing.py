@@ -129,8 +129,10 @@ class FakeCluster:
         self.migrating: dict[int, Node] = {}
         self.down: set[Node] = set()
         self.sent: list[tuple[Node, list[tuple[str, ...]]]] = []
+        self.tried: list[tuple[Node, list[tuple[str, ...]]]] = []  # ``down`` nodes' too
 
     def answer(self, node: Node, commands: Sequence[tuple[str, ...]]) -> list[Any]:
+        self.tried.append((node, list(commands)))
         if node in self.down:
             raise RedisUnavailable("connection", f"cannot reach Redis at {node}")
         self.sent.append((node, list(commands)))
@@ -234,6 +236,27 @@ def test_a_lost_node_still_serving_its_slots_fails_the_call() -> None:
         assert raised.value.kind == "connection"
         cluster.ranges = {(0, SLOTS - 1): NODES[0]}  # its replica's node took over
         assert await client.execute(commands) == [f"{c[1]}@{NODES[0].port}" for c in commands]
+
+    asyncio.run(run())
+
+
+def test_the_map_is_asked_of_its_masters_not_first_of_a_seed_that_was_replaced() -> None:
+    ranges = {(0, 8000): NODES[0], (8001, SLOTS - 1): NODES[1]}
+    cluster = FakeCluster(ranges)
+    client = client_over(cluster, NODES[0])
+    commands = [("HGETALL", f"fs:user:{{u-{i}}}") for i in range(20)]
+
+    async def run() -> None:
+        await client.execute(commands)
+        cluster.down.add(NODES[0])  # the seed is lost, NODES[1] serves its slots now
+        cluster.ranges = {(0, SLOTS - 1): NODES[1]}
+        assert await client.execute(commands) == [f"{c[1]}@{NODES[1].port}" for c in commands]
+        cluster.ranges = {(0, 8000): NODES[2], (8001, SLOTS - 1): NODES[1]}  # MOVED: refresh
+        cluster.tried.clear()
+        assert await client.execute(commands) == [
+            f"{c[1]}@{owner(cluster.ranges, command_slot(c)).port}" for c in commands]
+        assert [node for node, sent in cluster.tried if sent == [("CLUSTER", "SLOTS")]] == [
+            NODES[1]]
 
     asyncio.run(run())
 
