@@ -18,7 +18,7 @@ failing call fails the job, which restarts from its checkpoint, as it always did
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.cluster import RedisCluster
 
@@ -119,13 +119,21 @@ class ScoreStore:
     def add_counts(self, counts: Mapping[str, Mapping[str, int]], ttl_seconds: int) -> None:
         """``HINCRBY`` each key's fields and ``EXPIRE`` it, in one round trip: counts from
         several tasks add up in the same bucket. Never retried (a repeat could count twice):
-        drift is telemetry, a failed flush's counts are dropped (``BackgroundFlush``)."""
-        pipe = self._client.pipeline(transaction=False)
+        drift is telemetry, a failed flush's counts are dropped (``BackgroundFlush``). On a
+        cluster through :class:`NodePipelines`: redis-py's cluster pipeline re-sends commands
+        after a connection error on its own."""
+        queue_on: Callable[[str], Any]
+        if isinstance(self._client, RedisCluster):
+            pipes = NodePipelines(self._client)
+            queue_on, send = pipes.for_key, pipes.execute
+        else:
+            pipe = self._client.pipeline(transaction=False)
+            queue_on, send = (lambda key: pipe), pipe.execute
         for key, fields in counts.items():
             for name, count in fields.items():
-                pipe.hincrby(key, name, count)
-            pipe.expire(key, ttl_seconds)
-        pipe.execute()
+                queue_on(key).hincrby(key, name, count)
+            queue_on(key).expire(key, ttl_seconds)
+        send()
 
     def close(self) -> None:
         """Release the connection pool."""

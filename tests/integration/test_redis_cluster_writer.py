@@ -107,6 +107,20 @@ def test_rows_and_captured_rows_read_back_from_every_master(cluster: LocalRedisC
     writer.close()
 
 
+def test_drift_counts_add_up_once_on_every_master(cluster: LocalRedisCluster) -> None:
+    store = ScoreStore(target(cluster))
+    counts = {f"{PREFIX}drift:{{m-{i}}}": {"bin-1": i + 1, "bin-2": 2} for i in range(40)}
+    store.add_counts(counts, 600)
+    store.add_counts(counts, 600)
+    store.close()
+    client = cluster.client()
+    assert len({client.get_node_from_key(key).port for key in counts}) == 3  # every master
+    for key, fields in counts.items():
+        assert client.hgetall(key) == {
+            name.encode(): str(2 * count).encode() for name, count in fields.items()}
+        assert 0 < client.ttl(key) <= 600
+
+
 def test_the_newer_row_and_score_win_in_every_slot(cluster: LocalRedisCluster) -> None:
     client = cluster.client()
     writer = RedisRowWriter(target(cluster))
