@@ -59,14 +59,13 @@ class LocalStack:
     def down(self) -> None:
         """Stop everything this stack started (Flink first); idempotent.
 
-        The jobs stop with it on purpose: they are dropped from the record `up` resumes lost
-        jobs from (a JobManager that died is another matter), so the next `up` starts none
+        The jobs running stop with it on purpose: they are dropped from the record `up` resumes
+        lost jobs from (a JobManager that died is another matter), so the next `up` starts none
         twice beside a fresh submission. Their retained checkpoints stay on disk.
         """
-        recorded = {s.job_id for s in submissions.submissions(self.settings.home)}
-        if recorded:
-            submissions.forget(self.settings.home, recorded)
-            self.echo(f"{len(recorded)} submitted job(s) stop with the stack and are not resumed "
+        stopping = submissions.forget_running(self.settings.home, self.flink.rest, self.settings)
+        if stopping:
+            self.echo(f"{stopping} submitted job(s) stop with the stack and are not resumed "
                       "by the next up (resume one with featurestream submit JOB "
                       "--from-savepoint PATH, e.g. its last retained checkpoint)")
         for component in reversed(self.components):

@@ -169,6 +169,20 @@ def resume_lost_jobs(home: Path, rest: FlinkRest, settings: Settings, echo: Echo
     return resumed
 
 
+def forget_running(home: Path, rest: FlinkRest, settings: Settings) -> int:
+    """Forget the recorded jobs running on this cluster now (the stack is going down and they
+    with it, on purpose: the next ``up`` must not resume them beside a fresh submission);
+    return how many. Records of other clusters, and of jobs a dead JobManager lost (it does
+    not answer), are kept: ``up`` resumes those."""
+    jobs = (rest.call_if_up("/jobs/overview") or {}).get("jobs", [])
+    running = {j["jid"] for j in jobs if j["state"] not in FINAL_STATES}
+    stopping = {s.job_id for s in submissions(home)
+                if s.rest_url == settings.flink_rest_url and s.job_id in running}
+    if stopping:
+        forget(home, stopping)
+    return len(stopping)
+
+
 def next_source_epoch(settings: Settings) -> Settings:
     """``settings`` in a source epoch no earlier submission used (the clock's seconds): its
     jobs' Kafka sources get new uids, so they restore no positions."""

@@ -5,6 +5,7 @@ command (no JVM)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -64,6 +65,31 @@ def test_the_record_adds_and_forgets(tmp_path: Path) -> None:
     submissions.record(tmp_path, submission("b"))
     submissions.forget(tmp_path, {"a"})
     assert submissions.submissions(tmp_path) == [submission("b")]
+
+
+class FakeRest:
+    """A JobManager's job list (None: it does not answer)."""
+
+    def __init__(self, jobs: dict[str, str] | None) -> None:
+        self.jobs = jobs
+
+    def call_if_up(self, path: str) -> dict | None:
+        assert path == "/jobs/overview"
+        return None if self.jobs is None else {
+            "jobs": [{"jid": jid, "state": state} for jid, state in self.jobs.items()]}
+
+
+def test_down_forgets_only_the_jobs_running_on_its_own_cluster(tmp_path: Path) -> None:
+    settings = Settings().replace(flink_rest_url="http://127.0.0.1:8081")
+    mine = [submission(job_id) for job_id in ("running", "lost", "finished")]
+    elsewhere = submission("other", rest_url="http://127.0.0.1:9081")
+    for entry in [*mine, elsewhere]:
+        submissions.record(tmp_path, entry)
+    rest: Any = FakeRest(None)  # a dead JobManager: every record kept for up to resume
+    assert submissions.forget_running(tmp_path, rest, settings) == 0
+    rest = FakeRest({"running": "RUNNING", "finished": "FINISHED", "other": "RUNNING"})
+    assert submissions.forget_running(tmp_path, rest, settings) == 1
+    assert submissions.submissions(tmp_path) == [mine[1], mine[2], elsewhere]
 
 
 def test_no_secret_is_recorded(tmp_path: Path) -> None:
