@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from featurestream.devstack.component import ComponentStatus
 from featurestream.devstack.local import LocalStack
@@ -116,7 +117,7 @@ def model_report(settings: Settings) -> ModelReport:
             hashes = [{f.decode(): v.decode() for f, v in r.items()} for r in pipe.execute()]
         finally:
             client.close()
-    except redis.RedisError:
+    except (redis.RedisError, RedisClusterException):  # the latter: no cluster node answers
         return split(problem=f"Redis at {masked_url(settings.redis_url)} did not answer")
     scored = [(v.version, f.feature, f.psi) for v in query.answer(hashes).versions
               for f in v.features if f.psi is not None]

@@ -58,7 +58,12 @@ def refuse_unresumable_state(settings: Settings) -> None:
     published in Redis is one these settings and definitions would refuse (another shard
     count, another entity key). The job refuses such state too, but only in the subtasks that
     hold some of it; the others would meanwhile write rows counted from empty state."""
-    running = read_published(settings)
+    try:
+        running = read_published(settings)
+    except UserFacingError as exc:
+        raise UserFacingError(f"{exc}. A feature job resumes only after its state layout is "
+                              "checked against the one the last job published there: submit "
+                              "again once Redis answers") from None
     if running is None:
         return
     new = describe(compile_plans(settings.load_definitions()), settings.state_shards)
