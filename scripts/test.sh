@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/python scripts/checks.py
-exec .venv/bin/python -m pytest tests/unit tests/integration tests/faults "$@"
+exec .venv/bin/python -m pytest --durations=40 tests/unit tests/integration tests/faults "$@"
