@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from featurestream.cli.redis_access import redis_client
+from featurestream.cli.redis_access import RedisUnreadable, redis_client
 from featurestream.errors import UserFacingError
 from featurestream.settings import Settings, masked_url
 from featurestream.udfs.features.layout import (
@@ -60,8 +60,8 @@ def refuse_unresumable_state(settings: Settings) -> None:
     hold some of it; the others would meanwhile write rows counted from empty state."""
     try:
         running = read_published(settings)
-    except UserFacingError as exc:
-        raise UserFacingError(f"{exc}. A feature job resumes only after its state layout is "
+    except RedisUnreadable as exc:
+        raise RedisUnreadable(f"{exc}. A feature job resumes only after its state layout is "
                               "checked against the one the last job published there: submit "
                               "again once Redis answers") from None
     if running is None:

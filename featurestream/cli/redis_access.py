@@ -33,8 +33,12 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis | RedisCluster]:
         client.close()
 
 
-def _unreadable(settings: Settings, exc: Exception) -> UserFacingError:
+class RedisUnreadable(UserFacingError):
+    """Redis could not be read (not reached, refused the login, no cluster node answered)."""
+
+
+def _unreadable(settings: Settings, exc: Exception) -> RedisUnreadable:
     cluster = " (a node of the Redis Cluster: FEATURESTREAM_REDIS_CLUSTER=true)" \
         if settings.redis_cluster else ""
-    return UserFacingError(f"cannot read Redis at {masked_url(settings.redis_url)}{cluster} "
+    return RedisUnreadable(f"cannot read Redis at {masked_url(settings.redis_url)}{cluster} "
                            f"({exc}); check FEATURESTREAM_REDIS_URL or run `featurestream up`")

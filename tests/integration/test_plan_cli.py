@@ -19,7 +19,14 @@ from featurestream.settings import Settings
 from featurestream.udfs.definitions.defaults import default_definitions
 from featurestream.udfs.features.layout import describe
 from featurestream.udfs.features.plan import compile_plans
-from testing.reader_fixtures import FEATURESTREAM, REPO, RedisProcess, write_item_definitions
+from featurestream.udfs.store.redis_layout import layout_key
+from testing.reader_fixtures import (
+    FEATURESTREAM,
+    REPO,
+    RedisProcess,
+    free_port,
+    write_item_definitions,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -167,3 +174,13 @@ def test_resuming_state_of_another_shard_count_is_refused_before_the_job_starts(
     refuse_unresumable_state(settings.replace(state_shards=16))
     # Nothing published (a new Redis or prefix): nothing to compare with, nothing refused.
     refuse_unresumable_state(settings.replace(redis_key_prefix="other:"))
+    # A layout Redis answers but this release cannot read is refused as such ...
+    server.client().set(layout_key(PREFIX), "not a layout")
+    with pytest.raises(UserFacingError) as unreadable_layout:
+        refuse_unresumable_state(settings)
+    assert "cannot be read" in str(unreadable_layout.value)
+    assert "once Redis answers" not in str(unreadable_layout.value)
+    # ... and a Redis that does not answer says why the resume waits for it.
+    with pytest.raises(UserFacingError) as no_redis:
+        refuse_unresumable_state(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    assert "submit again once Redis answers" in str(no_redis.value)
