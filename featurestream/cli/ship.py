@@ -4,8 +4,9 @@ job, for clusters whose TaskManager Python has PyFlink but not this package's de
 What ships: the distributions the job's code imports (its module and every staged module it
 reaches; as this package requires them, extras included) and all they require, pinned to the
 versions installed here, minus what PyFlink requires (every PyFlink TaskManager has those, at
-versions of its own) unless this package pins it exactly (redis: ``jobs/node_pipelines.py``
-uses its internals, and Beam's ``redis<6`` would leave a TaskManager any 5.x).
+versions of its own) unless this package pins it exactly and PyFlink does not require it
+directly (redis: ``jobs/node_pipelines.py`` uses its internals, and Beam's ``redis<6`` would
+leave a TaskManager any 5.x; Beam itself, PyFlink's own, is the cluster's).
 Flink installs them on each TaskManager with ``pip install --ignore-installed --prefix <dir>
 -r requirements.txt --no-index --find-links <wheelhouse>`` (``--pyRequirements
 requirements.txt#wheelhouse``). As pip ignores what is installed there, the wheelhouse holds
@@ -166,8 +167,9 @@ def lock_for(staged: Path, job_module: str, dists: Distributions | None = None) 
     wanted = job_requirements(imported_modules(staged, job_module), dists.requires(PACKAGE),
                               importlib.metadata.packages_distributions())
     given = closure([Requirement(PYFLINK)], dists)
+    pyflinks = {canonicalize_name(Requirement(line).name) for line in dists.requires(PYFLINK)}
     exact = {canonicalize_name(r.name) for r in wanted  # the code needs this very version
-             if any(spec.operator in ("==", "===") for spec in r.specifier)}
+             if any(spec.operator in ("==", "===") for spec in r.specifier)} - pyflinks
     shipped = {n: v for n, v in closure(wanted, dists).items() if n not in given or n in exact}
     wheels = closure([Requirement(f"{n}=={v}") for n, v in shipped.items()], dists)
     return Lock(shipped, wheels)

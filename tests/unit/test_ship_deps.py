@@ -99,14 +99,14 @@ def test_the_jobs_lock_ships_their_dependencies_beyond_pyflink(tmp_path: Path) -
 
 def test_an_exact_pin_ships_even_when_pyflink_requires_the_distribution(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dists = FakeDistributions({
-        ship.PACKAGE: ("1.0", ["redis==5.2", "lib>=2"]),
-        ship.PYFLINK: ("2.0", ["redis>=5", "lib"]),
-        "redis": ("5.2", []), "lib": ("2.0", []),
+    dists = FakeDistributions({  # redis through a PyFlink requirement, beam its own
+        ship.PACKAGE: ("1.0", ["redis==5.2", "lib>=2", "beam==2.6"]),
+        ship.PYFLINK: ("2.0", ["beam", "lib"]),
+        "beam": ("2.6", ["redis>=5"]), "redis": ("5.2", []), "lib": ("2.0", []),
     })
-    (tmp_path / "job.py").write_text("import redis\nimport lib\n")
+    (tmp_path / "job.py").write_text("import redis\nimport lib\nimport beam\n")
     monkeypatch.setattr(ship.importlib.metadata, "packages_distributions",
-                        lambda: {"redis": ["redis"], "lib": ["lib"]})
+                        lambda: {"redis": ["redis"], "lib": ["lib"], "beam": ["beam"]})
     assert lock_for(tmp_path, "job", dists).shipped == {"redis": "5.2"}
 
 
