@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 from featurestream.devstack.process import port_open
 from testing.reader_fixtures import RedisProcess, wait_until
@@ -86,8 +86,11 @@ class LocalRedisCluster:
         return next(node for node in self.nodes if node.port == port)
 
     def client(self) -> RedisCluster:
-        """A cluster client, as the jobs make it in cluster mode."""
-        return RedisCluster.from_url(self.url, socket_timeout=5)
+        """A cluster client, as the jobs make it in cluster mode, that knows every running
+        node to start from (the URL's may be the one a test stopped)."""
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", node.port)
+                                           for node in self.nodes if node.server.pid()],
+                            socket_timeout=5)
 
     def roles(self) -> list[NodeRole]:
         """Every node's id, port and master, as a running node sees them (``CLUSTER NODES``)."""
