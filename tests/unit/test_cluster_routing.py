@@ -222,11 +222,15 @@ def test_ask_sends_asking_first_and_keeps_the_map() -> None:
     asyncio.run(run())
 
 
+def two_masters() -> tuple[FakeCluster, ClusterClient, list[tuple[str, ...]]]:
+    """A cluster of NODES[0] and NODES[1], a client seeded with NODES[0], reads of both."""
+    cluster = FakeCluster({(0, 8000): NODES[0], (8001, SLOTS - 1): NODES[1]})
+    return (cluster, client_over(cluster, NODES[0]),
+            [("HGETALL", f"fs:user:{{u-{i}}}") for i in range(20)])
+
+
 def test_a_lost_node_still_serving_its_slots_fails_the_call() -> None:
-    ranges = {(0, 8000): NODES[0], (8001, SLOTS - 1): NODES[1]}
-    cluster = FakeCluster(ranges)
-    client = client_over(cluster, NODES[0])
-    commands = [("HGETALL", f"fs:user:{{u-{i}}}") for i in range(20)]
+    cluster, client, commands = two_masters()
 
     async def run() -> None:
         await client.execute(commands)
@@ -241,10 +245,7 @@ def test_a_lost_node_still_serving_its_slots_fails_the_call() -> None:
 
 
 def test_the_map_is_asked_of_its_masters_not_first_of_a_seed_that_was_replaced() -> None:
-    ranges = {(0, 8000): NODES[0], (8001, SLOTS - 1): NODES[1]}
-    cluster = FakeCluster(ranges)
-    client = client_over(cluster, NODES[0])
-    commands = [("HGETALL", f"fs:user:{{u-{i}}}") for i in range(20)]
+    cluster, client, commands = two_masters()
 
     async def run() -> None:
         await client.execute(commands)
