@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from featurestream.cli.submit import submit_job
-from featurestream.devstack import LocalStack, process, submissions
+from featurestream.devstack import LocalStack, submissions
 from featurestream.devstack.private import isolated
 from featurestream.flink_rest import FINAL_STATES, FlinkRest
 from featurestream.settings import Settings
@@ -34,6 +32,7 @@ from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from testing import model_fixtures
 from testing.chaos import ChaosRow
+from testing.processes import kill
 from tests.integration.conftest import cancel_job, job_diagnostics, job_exceptions, wait_for
 from tests.integration.test_feature_job import (
     encoded,
@@ -114,15 +113,6 @@ def taskmanagers_of(rest: FlinkRest, job_id: str) -> set[str]:
 
 def completed_checkpoints(rest: FlinkRest, job_id: str) -> int:
     return rest.checkpoints(job_id).completed
-
-
-def kill(pid: int, port: int | None = None) -> None:
-    """SIGKILL a JVM and wait until it is gone (and ``port`` is closed)."""
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while process.alive(pid) or (port is not None and process.port_open(port)):
-        assert time.monotonic() < deadline, f"pid {pid} still alive after SIGKILL"
-        time.sleep(0.1)
 
 
 def with_model(settings: Settings, tmp_path: Path) -> Settings:

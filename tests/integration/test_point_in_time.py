@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import signal
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -31,6 +30,7 @@ from featurestream.udfs.contract.schema_registry import registry_for
 from featurestream.udfs.scoring.model_registry import ModelRegistry
 from featurestream.udfs.scoring.score_codec import ScoreCodec
 from featurestream.udfs.store.redis_layout import decode_row
+from testing.processes import kill
 from tests.integration.conftest import cancel_job, job_diagnostics, read_topic, wait_for
 
 pytestmark = pytest.mark.flink
@@ -107,7 +107,7 @@ def test_backlog_scores_are_point_in_time_and_identical_after_a_kill_and_a_rerun
                  "the first scores", diagnostics)
         killed = stack.flink.taskmanager_pid()
         assert killed is not None
-        os.kill(killed, signal.SIGKILL)  # both jobs' tasks die mid-stream
+        kill(killed)  # both jobs' tasks die mid-stream
         stack.flink.start(lambda line: None)
         before_kill = sum(map(len, scores_of(settings).values()))
         # no scoring checkpoint yet: the restarted job scores the topic again from its start
